@@ -1,0 +1,249 @@
+//! TLS certificates: PEM files, or self-signed ones that browsers accept through
+//! `serverCertificateHashes`.
+
+use std::{fmt, path::Path, sync::Arc, time::Duration};
+
+use base64::Engine as _;
+use ring::digest;
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::{pem::PemObject, CertificateDer, PrivateKeyDer};
+
+use crate::error::CertificateError;
+
+/// The longest validity browsers accept for `serverCertificateHashes` is 14 days; we stay a
+/// little under so clock skew between server and browser cannot push it over.
+const SELF_SIGNED_VALIDITY: Duration = Duration::from_secs(13 * 24 * 3600);
+
+/// A certificate chain and its private key, ready to serve.
+///
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Certificate {
+    certified: Arc<CertifiedKey>,
+    key_pem: Arc<String>,
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Certificate")
+            .field("sha256", &self.sha256_hex())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Certificate {
+    /// Generates a self-signed ECDSA P-256 certificate valid for 13 days, for the given DNS
+    /// names and IP addresses. Browsers accept it through `serverCertificateHashes` with the
+    /// hash from [`Certificate::sha256`].
+    pub fn self_signed<S: AsRef<str>>(names: &[S]) -> Result<Self, CertificateError> {
+        let names: Vec<String> = names.iter().map(|n| n.as_ref().to_owned()).collect();
+        if names.is_empty() {
+            return Err(CertificateError::Generate("at least one name is required".into()));
+        }
+        let mut params = rcgen::CertificateParams::new(names)
+            .map_err(|e| CertificateError::Generate(e.to_string()))?;
+        let now = time::OffsetDateTime::now_utc();
+        // Backdate slightly so a browser whose clock runs a little behind still accepts it.
+        params.not_before = now - time::Duration::minutes(5);
+        params.not_after = now + SELF_SIGNED_VALIDITY;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "ferrovia self-signed");
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| CertificateError::Generate(e.to_string()))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CertificateError::Generate(e.to_string()))?;
+        Self::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+    }
+
+    /// Loads a PEM certificate chain (leaf first) and a PEM private key (PKCS#8, PKCS#1 or
+    /// SEC1) from files.
+    pub fn from_pem_files(
+        cert_path: impl AsRef<Path>,
+        key_path: impl AsRef<Path>,
+    ) -> Result<Self, CertificateError> {
+        let read = |p: &Path| {
+            std::fs::read(p).map_err(|source| CertificateError::Read {
+                path: p.to_owned(),
+                source,
+            })
+        };
+        let cert = read(cert_path.as_ref())?;
+        let key = read(key_path.as_ref())?;
+        Self::from_pem_named(
+            &cert,
+            &key,
+            &cert_path.as_ref().display().to_string(),
+            &key_path.as_ref().display().to_string(),
+        )
+    }
+
+    /// Loads a certificate chain and private key from PEM text.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<Self, CertificateError> {
+        Self::from_pem_named(cert_pem, key_pem, "certificate PEM", "key PEM")
+    }
+
+    fn from_pem_named(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        cert_name: &str,
+        key_name: &str,
+    ) -> Result<Self, CertificateError> {
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| CertificateError::NoCertificate(format!("{cert_name}: {e}")))?;
+        if chain.is_empty() {
+            return Err(CertificateError::NoCertificate(cert_name.to_owned()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(key_pem)
+            .map_err(|e| CertificateError::NoPrivateKey(format!("{key_name}: {e}")))?;
+        let provider = rustls::crypto::ring::default_provider();
+        let certified = CertifiedKey::from_der(chain, key, &provider)
+            .map_err(|e| CertificateError::Mismatch(e.to_string()))?;
+        Ok(Self {
+            certified: Arc::new(certified),
+            key_pem: Arc::new(String::from_utf8_lossy(key_pem).into_owned()),
+        })
+    }
+
+    /// The DER bytes of the leaf certificate.
+    pub fn der(&self) -> &[u8] {
+        self.certified.cert[0].as_ref()
+    }
+
+    /// The leaf certificate followed by the rest of the chain, as PEM.
+    pub fn chain_pem(&self) -> String {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut out = String::new();
+        for cert in &self.certified.cert {
+            out.push_str("-----BEGIN CERTIFICATE-----\n");
+            let text = b64.encode(cert.as_ref());
+            for line in text.as_bytes().chunks(64) {
+                out.push_str(std::str::from_utf8(line).unwrap_or_default());
+                out.push('\n');
+            }
+            out.push_str("-----END CERTIFICATE-----\n");
+        }
+        out
+    }
+
+    /// The private key as PEM, as it was loaded or generated.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// SHA-256 of the DER leaf certificate: the value for `serverCertificateHashes`.
+    pub fn sha256(&self) -> [u8; 32] {
+        sha256(self.der())
+    }
+
+    /// [`Certificate::sha256`] as lowercase hex.
+    pub fn sha256_hex(&self) -> String {
+        hex(&self.sha256())
+    }
+
+    /// Base64 SHA-256 of the leaf's SubjectPublicKeyInfo: the value Chrome's
+    /// `--ignore-certificate-errors-spki-list` flag wants.
+    pub fn spki_sha256_base64(&self) -> String {
+        let spki = self
+            .certified
+            .key
+            .public_key()
+            .map(|spki| sha256(spki.as_ref()))
+            .unwrap_or_default();
+        base64::engine::general_purpose::STANDARD.encode(spki)
+    }
+
+    pub(crate) fn certified_key(&self) -> Arc<CertifiedKey> {
+        self.certified.clone()
+    }
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest::digest(&digest::SHA256, data).as_ref());
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Serves the current certificate and lets it be replaced while the server runs.
+#[derive(Debug)]
+pub(crate) struct CertificateResolver {
+    current: std::sync::RwLock<Certificate>,
+}
+
+impl CertificateResolver {
+    pub(crate) fn new(cert: Certificate) -> Self {
+        Self {
+            current: std::sync::RwLock::new(cert),
+        }
+    }
+
+    pub(crate) fn set(&self, cert: Certificate) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = cert;
+    }
+
+    pub(crate) fn get(&self) -> Certificate {
+        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl rustls::server::ResolvesServerCert for CertificateResolver {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.get().certified_key())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_p256_and_short_lived() {
+        let cert = Certificate::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+        assert_eq!(cert.sha256_hex().len(), 64);
+        assert_eq!(
+            base64::engine::general_purpose::STANDARD
+                .decode(cert.spki_sha256_base64())
+                .unwrap()
+                .len(),
+            32
+        );
+        // Round-trip through PEM gives the same certificate.
+        let again = Certificate::from_pem(cert.chain_pem().as_bytes(), cert.key_pem().as_bytes())
+            .unwrap();
+        assert_eq!(again.sha256(), cert.sha256());
+        assert_eq!(again.spki_sha256_base64(), cert.spki_sha256_base64());
+    }
+
+    #[test]
+    fn mismatched_key_is_rejected() {
+        let a = Certificate::self_signed(&["localhost"]).unwrap();
+        let b = Certificate::self_signed(&["localhost"]).unwrap();
+        let err = Certificate::from_pem(a.chain_pem().as_bytes(), b.key_pem().as_bytes())
+            .unwrap_err();
+        assert!(matches!(err, CertificateError::Mismatch(_)), "{err}");
+    }
+
+    #[test]
+    fn missing_files_and_garbage_are_clear_errors() {
+        let err = Certificate::from_pem_files("/nonexistent/cert.pem", "/nonexistent/key.pem")
+            .unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/cert.pem"), "{err}");
+        let err = Certificate::from_pem(b"not pem", b"not pem").unwrap_err();
+        assert!(matches!(err, CertificateError::NoCertificate(_)), "{err}");
+        let a = Certificate::self_signed(&["localhost"]).unwrap();
+        let err = Certificate::from_pem(a.chain_pem().as_bytes(), b"junk").unwrap_err();
+        assert!(matches!(err, CertificateError::NoPrivateKey(_)), "{err}");
+    }
+
+    #[test]
+    fn no_names_is_an_error() {
+        let names: [&str; 0] = [];
+        assert!(Certificate::self_signed(&names).is_err());
+    }
+}

@@ -1,0 +1,134 @@
+//! Error types returned by the public API.
+
+use std::{io, net::SocketAddr, path::PathBuf};
+
+/// A certificate or key could not be loaded or generated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CertificateError {
+    /// A PEM file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file that failed.
+        path: PathBuf,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The certificate PEM holds no `CERTIFICATE` block.
+    #[error("no certificate found in {0}")]
+    NoCertificate(String),
+    /// The key PEM holds no private key, or it is malformed.
+    #[error("no usable private key found in {0}")]
+    NoPrivateKey(String),
+    /// The private key does not belong to the first certificate, or its type is unsupported.
+    #[error("certificate and private key do not match or are unsupported: {0}")]
+    Mismatch(String),
+    /// A name given to a self-signed certificate is invalid, or generation failed.
+    #[error("cannot generate a self-signed certificate: {0}")]
+    Generate(String),
+}
+
+/// The server could not be started or reconfigured.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// Binding the UDP socket failed (for example, the port is in use).
+    #[error("cannot bind UDP {addr}: {source}")]
+    Bind {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A certificate problem.
+    #[error(transparent)]
+    Certificate(#[from] CertificateError),
+    /// A configuration value is out of range.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The call was made outside a tokio runtime.
+    #[error("ferrovia must be used from within a tokio runtime")]
+    NoRuntime,
+    /// A route for this path is already registered.
+    #[error("a route for {0:?} is already registered")]
+    RouteTaken(String),
+    /// The server is shutting down or closed.
+    #[error("the server is closed")]
+    Closed,
+}
+
+/// Why a session request could not be answered as asked.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// `reject` was given a status that is not an HTTP error status (300..=599).
+    #[error("invalid rejection status {0}: use 300..=599")]
+    InvalidStatus(u16),
+    /// The chosen subprotocol was not offered by the client.
+    #[error("subprotocol {0:?} was not offered by the client")]
+    ProtocolNotOffered(String),
+    /// A response header name or value is not valid HTTP.
+    #[error("invalid response header {0:?}")]
+    InvalidHeader(String),
+    /// The client went away before the response could be sent.
+    #[error("the client went away: {0}")]
+    ConnectionLost(String),
+    /// The server refused the session because a limit was reached.
+    #[error("session limit reached")]
+    TooManySessions,
+}
+
+/// An operation on a session failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session has ended; the [`CloseInfo`](crate::CloseInfo) says how.
+    #[error("session closed: {0}")]
+    Closed(crate::CloseInfo),
+    /// The datagram payload exceeds what fits in one QUIC packet.
+    #[error("datagram of {size} bytes exceeds the maximum of {max} bytes")]
+    DatagramTooLarge {
+        /// The payload size that was given.
+        size: usize,
+        /// The largest payload that fits right now.
+        max: usize,
+    },
+    /// The client did not enable datagrams.
+    #[error("the client does not support datagrams")]
+    DatagramsUnsupported,
+    /// No more streams may be opened now and the session closed while waiting.
+    #[error("cannot open a stream: {0}")]
+    OpenStream(String),
+}
+
+/// An operation on a stream failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The peer reset the stream it was sending (RESET_STREAM) with this application code.
+    #[error("stream reset by peer with code {code}")]
+    Reset {
+        /// The WebTransport application error code.
+        code: u32,
+    },
+    /// The peer asked us to stop sending (STOP_SENDING) with this application code.
+    #[error("peer stopped the stream with code {code}")]
+    Stopped {
+        /// The WebTransport application error code.
+        code: u32,
+    },
+    /// The stream was already finished or reset locally.
+    #[error("the stream is already closed")]
+    ClosedStream,
+    /// The session that owns the stream has ended.
+    #[error("session closed: {0}")]
+    SessionClosed(crate::CloseInfo),
+    /// The read limit of `read_to_end` was exceeded.
+    #[error("stream data exceeds the limit of {0} bytes")]
+    TooLong(usize),
+    /// The stream ended before enough bytes arrived.
+    #[error("stream finished early")]
+    FinishedEarly,
+}

@@ -1,0 +1,53 @@
+//! # Ferrovia
+//!
+//! An HTTP/3 WebTransport server on tokio, quinn and rustls, speaking every dialect that
+//! shipping browsers use (Chrome, Firefox, Safari).
+//!
+//! ```no_run
+//! use ferrovia::{Certificate, Server, ServerConfig};
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let cert = Certificate::self_signed(&["localhost"])?;
+//! println!("serverCertificateHashes: {}", cert.sha256_hex());
+//! let server = Server::bind(ServerConfig::new("127.0.0.1:4433".parse()?, cert))?;
+//! while let Some(request) = server.accept().await {
+//!     let session = request.accept().await?;
+//!     tokio::spawn(async move {
+//!         while let Ok((mut send, mut recv)) = session.accept_bi().await {
+//!             let data = recv.read_to_end(1 << 20).await?;
+//!             send.write_all(&data).await?;
+//!             send.finish()?;
+//!         }
+//!         Ok::<_, ferrovia::StreamError>(())
+//!     });
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The crate never builds a tokio runtime of its own: [`Server::bind`] runs on the runtime
+//! it is called from.
+
+#![warn(missing_docs)]
+
+mod capsule;
+mod certificate;
+mod config;
+mod connection;
+mod error;
+pub mod qpack;
+mod request;
+mod server;
+mod session;
+pub mod settings;
+mod stream;
+
+pub use certificate::Certificate;
+pub use config::{CongestionController, Limits, OriginPolicy, ServerConfig};
+pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
+pub use request::SessionRequest;
+pub use server::{Route, Server};
+pub use session::{CloseInfo, CloseInitiator, Session, SessionStats};
+pub use stream::{
+    error_from_http3, error_to_http3, RecvStream, SendStream, WT_BUFFERED_STREAM_REJECTED,
+    WT_SESSION_GONE,
+};
