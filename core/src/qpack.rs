@@ -474,7 +474,7 @@ struct HuffmanDecodeTable {
 
 /// Built at compile time so that a typo in `HUFFMAN_CODES` that breaks the
 /// canonical layout fails the build instead of misdecoding at run time.
-const HUFFMAN_DECODE: HuffmanDecodeTable = build_huffman_decode_table();
+static HUFFMAN_DECODE: HuffmanDecodeTable = build_huffman_decode_table();
 
 const fn build_huffman_decode_table() -> HuffmanDecodeTable {
     let mut first = [u32::MAX; HUFFMAN_MAX_LEN + 1];

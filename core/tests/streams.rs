@@ -1,0 +1,165 @@
+//! Streams against an independent client: echo, large transfers, many streams, reset and
+//! stop codes both ways.
+
+mod common;
+
+use common::*;
+use ferrovia::StreamError;
+
+#[tokio::test]
+async fn bidi_echo_of_64_mib_keeps_every_byte() {
+    let srv = start();
+    let (client, session) = srv.pair("/big").await;
+    let server = tokio::spawn(async move {
+        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let mut total = 0usize;
+        while let Some(chunk) = recv.read_chunk(1 << 16).await.unwrap() {
+            total += chunk.len();
+            send.write_chunk(chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+        (total, session)
+    });
+    let payload = data(64 << 20, 1);
+    let expected = sha256(&payload);
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    let writer = async {
+        for chunk in payload.chunks(256 * 1024) {
+            send.write_all(chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+    };
+    let reader = async { recv.read_to_end(128 << 20).await.unwrap() };
+    let ((), echoed) = tokio::time::timeout(TIMEOUT * 4, async { tokio::join!(writer, reader) })
+        .await
+        .expect("transfer timed out");
+    assert_eq!(echoed.len(), payload.len());
+    assert_eq!(sha256(&echoed), expected);
+    let (total, _session) = server.await.unwrap();
+    assert_eq!(total, 64 << 20);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_streams_each_echo_their_own_bytes() {
+    let srv = start();
+    let (client, session) = srv.pair("/many").await;
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = session.accept_bi().await {
+            tokio::spawn(async move {
+                let data = recv.read_to_end(1 << 20).await.unwrap();
+                send.write_all(&data).await.unwrap();
+                send.finish().unwrap();
+            });
+        }
+    });
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let payload = data(16 * 1024 + i as usize * 37, i + 10);
+            let (mut send, mut recv) = client.open_bi().await.unwrap();
+            send.write_all(&payload).await.unwrap();
+            send.finish().unwrap();
+            let back = recv.read_to_end(1 << 20).await.unwrap();
+            assert_eq!(sha256(&back), sha256(&payload), "stream {i}");
+        }));
+    }
+    tokio::time::timeout(TIMEOUT, async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("streams timed out");
+}
+
+#[tokio::test]
+async fn uni_streams_both_ways_and_server_opened_bidi() {
+    let srv = start();
+    let (client, session) = srv.pair("/uni").await;
+    // client -> server uni
+    let mut up = client.open_uni().await.unwrap();
+    up.write_all(b"from client").await.unwrap();
+    up.finish().unwrap();
+    let mut r = session.accept_uni().await.unwrap();
+    assert_eq!(r.read_to_end(1024).await.unwrap(), b"from client");
+    // server -> client uni
+    let mut down = session.open_uni().await.unwrap();
+    down.write_all(b"from server").await.unwrap();
+    down.finish().unwrap();
+    let mut r = client.accept_uni().await.unwrap();
+    assert_eq!(r.read_to_end(1024).await.unwrap(), b"from server");
+    // server-opened bidi
+    let (mut s, mut r) = session.open_bi().await.unwrap();
+    s.write_all(b"ping").await.unwrap();
+    s.finish().unwrap();
+    let (mut cs, mut cr) = client.accept_bi().await.unwrap();
+    assert_eq!(cr.read_to_end(1024).await.unwrap(), b"ping");
+    cs.write_all(b"pong").await.unwrap();
+    cs.finish().unwrap();
+    assert_eq!(r.read_to_end(1024).await.unwrap(), b"pong");
+    // priorities are accepted on open streams
+    let (s2, _r2) = session.open_bi().await.unwrap();
+    s2.set_priority(7).unwrap();
+    assert_eq!(s2.priority().unwrap(), 7);
+}
+
+#[tokio::test]
+async fn reset_and_stop_codes_travel_both_ways() {
+    let srv = start();
+    let (client, session) = srv.pair("/codes").await;
+
+    // Client resets its send side and stops its receive side.
+    let (mut cs, mut cr) = client.open_bi().await.unwrap();
+    cs.write_all(b"x").await.unwrap();
+    let (mut ss, mut sr) = session.accept_bi().await.unwrap();
+    let mut one = [0u8; 1];
+    sr.read_exact(&mut one).await.unwrap();
+    cs.reset(4001).unwrap();
+    cr.stop(4002).unwrap();
+    let err = loop {
+        match sr.read(&mut one).await {
+            Ok(Some(_)) => continue,
+            other => break other.unwrap_err(),
+        }
+    };
+    assert_eq!(err, StreamError::Reset { code: 4001 });
+    assert_eq!(ss.stopped().await.unwrap(), Some(4002));
+    let err = loop {
+        match ss.write(b"more").await {
+            Ok(_) => tokio::task::yield_now().await,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, StreamError::Stopped { code: 4002 });
+
+    // Server resets and stops; the client sees the same codes.
+    let (mut cs, mut cr) = client.open_bi().await.unwrap();
+    cs.write_all(b"y").await.unwrap();
+    let (mut ss, mut sr) = session.accept_bi().await.unwrap();
+    sr.read_exact(&mut one).await.unwrap();
+    ss.reset(0xfeed_beef).unwrap();
+    sr.stop(77).unwrap();
+    let mut buf = [0u8; 8];
+    match cr.read(&mut buf).await {
+        Err(web_transport_quinn::ReadError::Reset(code)) => assert_eq!(code, 0xfeed_beef),
+        other => panic!("expected reset, got {other:?}"),
+    }
+    assert_eq!(cs.stopped().await.unwrap(), Some(77));
+
+    // Writing to a stream that is already finished is a clear error, not a panic.
+    let (mut s3, _r3) = session.open_bi().await.unwrap();
+    s3.finish().unwrap();
+    assert_eq!(s3.write(b"late").await.unwrap_err(), StreamError::ClosedStream);
+}
+
+#[tokio::test]
+async fn read_to_end_enforces_its_limit() {
+    let srv = start();
+    let (client, session) = srv.pair("/limit").await;
+    let (mut cs, _cr) = client.open_bi().await.unwrap();
+    cs.write_all(&data(10_000, 3)).await.unwrap();
+    cs.finish().unwrap();
+    let (_ss, mut sr) = session.accept_bi().await.unwrap();
+    assert_eq!(sr.read_to_end(1000).await.unwrap_err(), StreamError::TooLong(1000));
+}

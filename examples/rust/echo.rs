@@ -1,0 +1,233 @@
+//! An echo server for trying Ferrovia from a browser, and the server the browser tests use.
+//!
+//! `cargo run -p ferrovia --example echo -- --port 4433`
+//!
+//! It prints JSON lines on stdout: first `{"event":"listening",...}` with the port and the
+//! certificate hash for `serverCertificateHashes`, then one line per session event.
+//!
+//! Paths: `/echo` echoes bidi streams, uni streams (on a new uni stream) and datagrams;
+//! `/open` opens a uni and a bidi stream toward the client; `/close?code=N&reason=R`
+//! closes the session after 300 ms; `/reject?status=S` rejects; `/reset?code=N` resets
+//! and stops every incoming bidi stream. Any other path gets 404.
+
+use std::{net::SocketAddr, time::Duration};
+
+use ferrovia::{Certificate, Server, ServerConfig, Session, StreamError};
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn emit(line: String) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn query_param(path: &str, key: &str) -> Option<String> {
+    let query = path.split_once('?')?.1;
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == key).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn echo(session: Session) {
+    let bi = {
+        let session = session.clone();
+        async move {
+            while let Ok((mut send, mut recv)) = session.accept_bi().await {
+                tokio::spawn(async move {
+                    loop {
+                        match recv.read_chunk(64 * 1024).await {
+                            Ok(Some(chunk)) => {
+                                if send.write_chunk(chunk).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(None) => {
+                                let _ = send.finish();
+                                break;
+                            }
+                            Err(StreamError::Reset { code }) => {
+                                emit(format!(r#"{{"event":"stream-reset","code":{code}}}"#));
+                                let _ = send.reset(code);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                });
+            }
+        }
+    };
+    let uni = {
+        let session = session.clone();
+        async move {
+            while let Ok(mut recv) = session.accept_uni().await {
+                let session = session.clone();
+                tokio::spawn(async move {
+                    match recv.read_to_end(64 << 20).await {
+                        Ok(data) => {
+                            if let Ok(mut send) = session.open_uni().await {
+                                let _ = send.write_all(&data).await;
+                                let _ = send.finish();
+                            }
+                        }
+                        Err(StreamError::Reset { code }) => {
+                            emit(format!(r#"{{"event":"stream-reset","code":{code}}}"#));
+                        }
+                        Err(_) => {}
+                    }
+                });
+            }
+        }
+    };
+    let datagrams = {
+        let session = session.clone();
+        async move {
+            while let Ok(d) = session.recv_datagram().await {
+                let _ = session.send_datagram(&d).await;
+            }
+        }
+    };
+    tokio::join!(bi, uni, datagrams);
+}
+
+async fn open(session: Session) {
+    if let Ok(mut uni) = session.open_uni().await {
+        let _ = uni.write_all(b"hello uni").await;
+        let _ = uni.finish();
+    }
+    if let Ok((mut send, mut recv)) = session.open_bi().await {
+        let _ = send.write_all(b"hello bidi").await;
+        let _ = send.finish();
+        if let Ok(reply) = recv.read_to_end(1 << 20).await {
+            let text = String::from_utf8_lossy(&reply).into_owned();
+            emit(format!(r#"{{"event":"bidi-reply","data":{}}}"#, json_str(&text)));
+        }
+    }
+    session.closed().await;
+}
+
+async fn reset(session: Session, code: u32) {
+    while let Ok((mut send, mut recv)) = session.accept_bi().await {
+        let _ = send.reset(code);
+        let _ = recv.stop(code.wrapping_add(1));
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut port = 4433u16;
+    let mut host = "127.0.0.1".to_string();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--port" => port = args.next().ok_or("--port needs a value")?.parse()?,
+            "--host" => host = args.next().ok_or("--host needs a value")?,
+            other => return Err(format!("unknown argument {other:?}").into()),
+        }
+    }
+    let cert = Certificate::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    let addr: SocketAddr = format!("{host}:{port}").parse()?;
+    let server = Server::bind(ServerConfig::new(addr, cert.clone()))?;
+    emit(format!(
+        r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
+        server.local_addr()?.port(),
+        cert.sha256_hex(),
+        cert.spki_sha256_base64()
+    ));
+
+    while let Some(request) = server.accept().await {
+        let path = request.path().to_owned();
+        let route = path.split('?').next().unwrap_or("/").to_owned();
+        if !matches!(route.as_str(), "/echo" | "/open" | "/close" | "/reject" | "/reset") {
+            let _ = request.reject(404).await;
+            continue;
+        }
+        if route == "/reject" {
+            let status = query_param(&path, "status").and_then(|s| s.parse().ok()).unwrap_or(403);
+            let _ = request.reject(status).await;
+            continue;
+        }
+        let origin = request.origin().map(json_str).unwrap_or_else(|| "null".into());
+        let protocol = request.subprotocols().first().cloned();
+        let session = match request.accept_with(protocol.as_deref(), &[]).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("accept failed: {e}");
+                continue;
+            }
+        };
+        emit(format!(
+            r#"{{"event":"session","path":{},"origin":{},"protocol":{}}}"#,
+            json_str(&path),
+            origin,
+            protocol.as_deref().map(json_str).unwrap_or_else(|| "null".into())
+        ));
+        tokio::spawn(async move {
+            let watcher = session.clone();
+            let work = async {
+                match route.as_str() {
+                    "/echo" => echo(session).await,
+                    "/open" => open(session).await,
+                    "/close" => {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        let code = query_param(&path, "code").and_then(|c| c.parse().ok());
+                        let reason = query_param(&path, "reason").unwrap_or_default();
+                        session.close(code.unwrap_or(0), &reason);
+                    }
+                    _ => {
+                        let code = query_param(&path, "code").and_then(|c| c.parse().ok());
+                        reset(session, code.unwrap_or(1)).await
+                    }
+                }
+            };
+            let (info, ()) = tokio::join!(watcher.closed(), work);
+            emit(format!(
+                r#"{{"event":"closed","path":{},"code":{},"reason":{},"remote":{}}}"#,
+                json_str(watcher.path()),
+                info.code,
+                json_str(&info.reason),
+                info.initiator == ferrovia::CloseInitiator::Remote
+            ));
+        });
+    }
+    Ok(())
+}
