@@ -446,7 +446,10 @@ async fn handle_bi(shared: Arc<ConnShared>, send: quinn::SendStream, mut recv: q
     }
     let fields = match tokio::time::timeout(HEADER_TIMEOUT, read_headers(typ, &mut recv)).await {
         Ok(Ok(fields)) => fields,
-        Ok(Err(status)) => return respond_and_finish(send, status).await,
+        Ok(Err(status)) => {
+            debug!(status, "malformed request");
+            return respond_and_finish(send, status).await;
+        }
         Err(_) => return,
     };
     handle_request(shared, send, recv, fields).await;
@@ -584,6 +587,7 @@ async fn handle_request(
             None
         }
     };
+    debug!(session_id, path = pseudo(":path"), ?status, "session request");
     if let Some(status) = status {
         shared.forget_request(session_id);
         return respond_and_finish(send, status).await;

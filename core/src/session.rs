@@ -237,6 +237,13 @@ impl SessionShared {
     }
 }
 
+fn open_failed(e: crate::StreamError) -> SessionError {
+    match e {
+        crate::StreamError::SessionClosed(info) => SessionError::Closed(info),
+        e => SessionError::OpenStream(e.to_string()),
+    }
+}
+
 /// Waits until the session has a [`CloseInfo`].
 pub(crate) async fn wait_closed(rx: &mut watch::Receiver<Option<CloseInfo>>) -> CloseInfo {
     match rx.wait_for(|c| c.is_some()).await {
@@ -341,7 +348,7 @@ impl Session {
         // The header makes the stream visible to the client at once.
         send.write_chunk(self.stream_header(0x41))
             .await
-            .map_err(|e| SessionError::OpenStream(e.to_string()))?;
+            .map_err(open_failed)?;
         Ok((send, RecvStream::new(r, self.handle.clone())))
     }
 
@@ -356,7 +363,7 @@ impl Session {
         let mut send = SendStream::new(s, self.handle.clone());
         send.write_chunk(self.stream_header(0x54))
             .await
-            .map_err(|e| SessionError::OpenStream(e.to_string()))?;
+            .map_err(open_failed)?;
         Ok(send)
     }
 

@@ -1,0 +1,185 @@
+//! Session lifecycle against an independent client: close codes both ways, datagrams,
+//! draining, stats, idle timeout, graceful shutdown.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ferrovia::{CloseInitiator, SessionError};
+
+#[tokio::test]
+async fn client_close_code_and_reason_reach_the_server() {
+    let srv = start();
+    let (client, session) = srv.pair("/close").await;
+    client.close(4321, b"client says bye");
+    let info = tokio::time::timeout(TIMEOUT, session.closed()).await.unwrap();
+    assert_eq!(info.code, 4321);
+    assert_eq!(info.reason, "client says bye");
+    assert_eq!(info.initiator, CloseInitiator::Remote);
+    // closed() resolves again with the same answer; later operations fail with it.
+    assert_eq!(session.closed().await, info);
+    assert_eq!(session.open_uni().await.unwrap_err(), SessionError::Closed(info.clone()));
+    assert_eq!(session.recv_datagram().await.unwrap_err(), SessionError::Closed(info));
+}
+
+#[tokio::test]
+async fn server_close_code_and_reason_reach_the_client() {
+    let srv = start();
+    let (client, session) = srv.pair("/close").await;
+    // An over-long reason is cut to 1024 bytes on a character boundary.
+    let reason = "ż".repeat(600);
+    session.close(0xdead_beef, &reason);
+    let err = tokio::time::timeout(TIMEOUT, client.closed()).await.unwrap();
+    match err {
+        web_transport_quinn::SessionError::WebTransportError(
+            web_transport_quinn::WebTransportError::Closed(code, got),
+        ) => {
+            assert_eq!(code, 0xdead_beef);
+            assert_eq!(got.len(), 1024);
+            assert!(reason.starts_with(&got));
+        }
+        other => panic!("expected a close capsule, got {other:?}"),
+    }
+    let info = session.closed().await;
+    assert_eq!((info.code, info.initiator), (0xdead_beef, CloseInitiator::Local));
+}
+
+#[tokio::test]
+async fn dropping_every_handle_closes_with_code_zero() {
+    let srv = start();
+    let (client, session) = srv.pair("/drop").await;
+    drop(session);
+    let err = tokio::time::timeout(TIMEOUT, client.closed()).await.unwrap();
+    assert!(
+        matches!(
+            err,
+            web_transport_quinn::SessionError::WebTransportError(
+                web_transport_quinn::WebTransportError::Closed(0, _)
+            )
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn datagrams_echo_and_oversized_ones_are_refused() {
+    let srv = start();
+    let (client, session) = srv.pair("/dgram").await;
+    let max = session.max_datagram_size();
+    assert!(max > 1000, "max datagram size {max}");
+    let server = session.clone();
+    tokio::spawn(async move {
+        while let Ok(d) = server.recv_datagram().await {
+            server.send_datagram(&d).await.unwrap();
+        }
+    });
+    let mut got = 0;
+    for i in 0..50u8 {
+        client.send_datagram(vec![i; 100].into()).unwrap();
+        if let Ok(Ok(d)) =
+            tokio::time::timeout(Duration::from_millis(500), client.read_datagram()).await
+        {
+            assert_eq!(d.len(), 100);
+            assert!(d.iter().all(|b| *b == d[0]));
+            got += 1;
+        }
+    }
+    assert!(got >= 45, "only {got} of 50 datagrams came back on loopback");
+    // Path MTU discovery may have grown the limit meanwhile: ask again.
+    let max = session.max_datagram_size();
+    let err = session.send_datagram(&vec![0u8; 70_000]).await.unwrap_err();
+    match err {
+        SessionError::DatagramTooLarge { size: 70_000, max: m } => assert!(m >= max, "{m} < {max}"),
+        other => panic!("expected DatagramTooLarge, got {other:?}"),
+    }
+    // The session is unharmed by the refusal.
+    session.send_datagram(&vec![1u8; 1000]).await.unwrap();
+    let d = tokio::time::timeout(TIMEOUT, client.read_datagram()).await.unwrap().unwrap();
+    assert_eq!(d.len(), 1000);
+}
+
+#[tokio::test]
+async fn drain_is_sent_and_stats_are_live() {
+    let srv = start();
+    let (client, session) = srv.pair("/drain").await;
+    let (mut s, _r) = client.open_bi().await.unwrap();
+    s.write_all(&data(100_000, 5)).await.unwrap();
+    let (_ss, mut sr) = session.accept_bi().await.unwrap();
+    let mut buf = vec![0u8; 100_000];
+    sr.read_exact(&mut buf).await.unwrap();
+    let stats = session.stats();
+    assert!(stats.bytes_received >= 100_000, "{stats:?}");
+    assert!(stats.rtt > Duration::ZERO && stats.rtt < Duration::from_secs(1), "{stats:?}");
+    assert!(stats.congestion_window > 0 && stats.packets_sent > 0, "{stats:?}");
+    session.drain();
+    // Draining does not close: the session still works afterwards.
+    session.send_datagram(b"still here").await.unwrap();
+    assert_eq!(&client.read_datagram().await.unwrap()[..], b"still here");
+}
+
+#[tokio::test]
+async fn a_vanished_client_ends_the_session_by_idle_timeout() {
+    let srv = start_with(|c| {
+        c.idle_timeout = Some(Duration::from_millis(800));
+        c.keep_alive = None;
+    });
+    let url = srv.url("/vanish");
+    let hash = srv.cert.sha256().to_vec();
+    // The client lives on its own runtime, which is dropped without closing anything:
+    // no packet tells the server it went away.
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let client = rt.block_on(async {
+            web_transport_quinn::ClientBuilder::new()
+                .with_server_certificate_hashes(vec![hash])
+                .unwrap()
+        });
+        let session = rt.block_on(client.connect(url)).unwrap();
+        std::mem::forget(session);
+        std::mem::forget(client);
+        drop(rt);
+    });
+    let session = srv.accept().await;
+    tokio::task::spawn_blocking(move || handle.join().unwrap()).await.unwrap();
+    let info = tokio::time::timeout(TIMEOUT, session.closed()).await.unwrap();
+    assert_eq!(info.initiator, CloseInitiator::Connection, "{info:?}");
+    // The server still serves others.
+    let (_c, s) = srv.pair("/after").await;
+    assert!(s.close_info().is_none());
+}
+
+#[tokio::test]
+async fn graceful_shutdown_drains_then_closes() {
+    let srv = start();
+    let (client, session) = srv.pair("/bye").await;
+    let watcher = session.clone();
+    let server = srv.server.clone();
+    let closing = tokio::spawn(async move { server.close(Duration::from_millis(300)).await });
+    let info = tokio::time::timeout(TIMEOUT, watcher.closed()).await.unwrap();
+    assert_eq!(info.reason, "server shutting down");
+    closing.await.unwrap();
+    assert!(tokio::time::timeout(TIMEOUT, client.closed()).await.is_ok());
+    assert!(srv.server.accept().await.is_none(), "accept ends after close");
+    assert_eq!(srv.server.session_count(), 0);
+}
+
+#[tokio::test]
+async fn two_sessions_of_one_client_stay_apart() {
+    let srv = start();
+    let (a, sa) = srv.pair("/a").await;
+    let (b, sb) = srv.pair("/b").await;
+    assert_eq!(srv.server.session_count(), 2);
+    let (mut s, _r) = a.open_bi().await.unwrap();
+    s.write_all(b"for a").await.unwrap();
+    s.finish().unwrap();
+    b.send_datagram(b"for b".to_vec().into()).unwrap();
+    let (_x, mut r) = sa.accept_bi().await.unwrap();
+    assert_eq!(r.read_to_end(100).await.unwrap(), b"for a");
+    assert_eq!(&sb.recv_datagram().await.unwrap()[..], b"for b");
+    a.close(1, b"a done");
+    assert_eq!(sa.closed().await.code, 1);
+    assert!(sb.close_info().is_none(), "closing one session leaves the other");
+    sb.close(2, "b done");
+    drop(b);
+}
