@@ -16,7 +16,10 @@ const MAX_CAPSULE_LEN: u64 = 64 * 1024;
 /// A capsule the session layer acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Capsule {
-    Close { code: u32, reason: String },
+    Close {
+        code: u32,
+        reason: String,
+    },
     Drain,
     /// Any other type; ignored as the capsule protocol requires.
     Unknown,
@@ -128,8 +131,12 @@ impl CapsuleReader {
             return Ok(true);
         }
         let mut peek = &self.raw[..];
-        let Ok(typ) = VarInt::decode(&mut peek) else { return Ok(false) };
-        let Ok(len) = VarInt::decode(&mut peek) else { return Ok(false) };
+        let Ok(typ) = VarInt::decode(&mut peek) else {
+            return Ok(false);
+        };
+        let Ok(len) = VarInt::decode(&mut peek) else {
+            return Ok(false);
+        };
         let consumed = self.raw.len() - peek.len();
         self.raw.advance(consumed);
         let typ = typ.into_inner();
@@ -146,8 +153,12 @@ impl CapsuleReader {
 
     fn next_capsule(&mut self) -> Result<Option<Capsule>, CapsuleError> {
         let mut peek = &self.capsules[..];
-        let Ok(typ) = VarInt::decode(&mut peek) else { return Ok(None) };
-        let Ok(len) = VarInt::decode(&mut peek) else { return Ok(None) };
+        let Ok(typ) = VarInt::decode(&mut peek) else {
+            return Ok(None);
+        };
+        let Ok(len) = VarInt::decode(&mut peek) else {
+            return Ok(None);
+        };
         let len = len.into_inner();
         if len > MAX_CAPSULE_LEN {
             return Err(CapsuleError::TooLarge(len));
@@ -186,7 +197,13 @@ mod tests {
     fn close_round_trips_byte_by_byte() {
         let mut wire = Vec::new();
         encode(&Capsule::Drain, &mut wire);
-        encode(&Capsule::Close { code: 0xdead_beef, reason: "bye ✓".into() }, &mut wire);
+        encode(
+            &Capsule::Close {
+                code: 0xdead_beef,
+                reason: "bye ✓".into(),
+            },
+            &mut wire,
+        );
         let mut r = CapsuleReader::default();
         let mut got = Vec::new();
         for b in wire {
@@ -197,7 +214,13 @@ mod tests {
         }
         assert_eq!(
             got,
-            vec![Capsule::Drain, Capsule::Close { code: 0xdead_beef, reason: "bye ✓".into() }]
+            vec![
+                Capsule::Drain,
+                Capsule::Close {
+                    code: 0xdead_beef,
+                    reason: "bye ✓".into()
+                }
+            ]
         );
     }
 
@@ -221,7 +244,13 @@ mod tests {
         }
         let mut r = CapsuleReader::default();
         r.push(&wire);
-        assert_eq!(r.next().unwrap(), Some(Capsule::Close { code: 7, reason: "ok".into() }));
+        assert_eq!(
+            r.next().unwrap(),
+            Some(Capsule::Close {
+                code: 7,
+                reason: "ok".into()
+            })
+        );
         assert_eq!(r.next().unwrap(), None);
     }
 

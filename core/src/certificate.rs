@@ -38,7 +38,9 @@ impl Certificate {
     pub fn self_signed<S: AsRef<str>>(names: &[S]) -> Result<Self, CertificateError> {
         let names: Vec<String> = names.iter().map(|n| n.as_ref().to_owned()).collect();
         if names.is_empty() {
-            return Err(CertificateError::Generate("at least one name is required".into()));
+            return Err(CertificateError::Generate(
+                "at least one name is required".into(),
+            ));
         }
         let mut params = rcgen::CertificateParams::new(names)
             .map_err(|e| CertificateError::Generate(e.to_string()))?;
@@ -188,7 +190,10 @@ impl CertificateResolver {
     }
 
     pub(crate) fn get(&self) -> Certificate {
-        self.current.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 
@@ -214,8 +219,8 @@ mod tests {
             32
         );
         // Round-trip through PEM gives the same certificate.
-        let again = Certificate::from_pem(cert.chain_pem().as_bytes(), cert.key_pem().as_bytes())
-            .unwrap();
+        let again =
+            Certificate::from_pem(cert.chain_pem().as_bytes(), cert.key_pem().as_bytes()).unwrap();
         assert_eq!(again.sha256(), cert.sha256());
         assert_eq!(again.spki_sha256_base64(), cert.spki_sha256_base64());
     }
@@ -224,8 +229,8 @@ mod tests {
     fn mismatched_key_is_rejected() {
         let a = Certificate::self_signed(&["localhost"]).unwrap();
         let b = Certificate::self_signed(&["localhost"]).unwrap();
-        let err = Certificate::from_pem(a.chain_pem().as_bytes(), b.key_pem().as_bytes())
-            .unwrap_err();
+        let err =
+            Certificate::from_pem(a.chain_pem().as_bytes(), b.key_pem().as_bytes()).unwrap_err();
         assert!(matches!(err, CertificateError::Mismatch(_)), "{err}");
     }
 

@@ -220,6 +220,9 @@ mod tests {
         let mut c = ServerConfig::new("127.0.0.1:0".parse().unwrap(), cert);
         assert!(c.validate().is_ok());
         c.limits.max_sessions_per_connection = 0;
-        assert!(c.validate().unwrap_err().contains("max_sessions_per_connection"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("max_sessions_per_connection"));
     }
 }

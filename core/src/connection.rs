@@ -307,7 +307,11 @@ async fn read_varint(recv: &mut quinn::RecvStream) -> Result<Option<u64>, ()> {
     if len > 1 {
         recv.read_exact(&mut buf[1..len]).await.map_err(|_| ())?;
     }
-    Ok(Some(buf[..len].iter().fold(0u64, |v, b| (v << 8) | u64::from(*b))))
+    Ok(Some(
+        buf[..len]
+            .iter()
+            .fold(0u64, |v, b| (v << 8) | u64::from(*b)),
+    ))
 }
 
 async fn read_bytes(recv: &mut quinn::RecvStream, len: u64) -> Result<Vec<u8>, ()> {
@@ -334,7 +338,10 @@ pub(crate) async fn run(incoming: quinn::Incoming, server: Arc<ServerShared>) {
     // Our control stream must stay open for the connection's lifetime.
     let control = async {
         let mut control = conn.open_uni().await.ok()?;
-        control.write_all(&shared.server.settings_bytes).await.ok()?;
+        control
+            .write_all(&shared.server.settings_bytes)
+            .await
+            .ok()?;
         Some(control)
     };
     let (_control, (), (), ()) = tokio::join!(
@@ -408,12 +415,18 @@ async fn read_control_stream(shared: &ConnShared, mut recv: quinn::RecvStream) {
             }
             Err(()) => return,
         };
-        let Ok(Some(len)) = read_varint(&mut recv).await else { return };
+        let Ok(Some(len)) = read_varint(&mut recv).await else {
+            return;
+        };
         if len > 64 * 1024 {
-            shared.conn.close(h3::FRAME_UNEXPECTED.into(), b"control frame too large");
+            shared
+                .conn
+                .close(h3::FRAME_UNEXPECTED.into(), b"control frame too large");
             return;
         }
-        let Ok(payload) = read_bytes(&mut recv, len).await else { return };
+        let Ok(payload) = read_bytes(&mut recv, len).await else {
+            return;
+        };
         if first && typ != 0x04 {
             shared.conn.close(0x10a_u32.into(), b"missing SETTINGS"); // H3_MISSING_SETTINGS
             return;
@@ -469,11 +482,12 @@ async fn read_headers(
                     return Err(431);
                 }
                 let block = read_bytes(recv, len).await.map_err(|_| 400u16)?;
-                return qpack::decode_field_section(&block, MAX_HEADERS_LEN as usize)
-                    .map_err(|e| match e {
+                return qpack::decode_field_section(&block, MAX_HEADERS_LEN as usize).map_err(
+                    |e| match e {
                         qpack::QpackError::TooLarge => 431,
                         _ => 400,
-                    });
+                    },
+                );
             }
             0x00 | 0x02..=0x0d => return Err(400),
             _ => {
@@ -544,8 +558,10 @@ async fn handle_request(
     if pseudo(":method") != Some("CONNECT") {
         return respond_and_finish(send, 405).await;
     }
-    let valid = matches!(pseudo(":protocol"), Some("webtransport" | "webtransport-h3"))
-        && pseudo(":scheme") == Some("https")
+    let valid = matches!(
+        pseudo(":protocol"),
+        Some("webtransport" | "webtransport-h3")
+    ) && pseudo(":scheme") == Some("https")
         && pseudo(":authority").is_some_and(|a| !a.is_empty())
         && pseudo(":path").is_some_and(|p| p.starts_with('/'));
     if !valid {
@@ -587,7 +603,12 @@ async fn handle_request(
             None
         }
     };
-    debug!(session_id, path = pseudo(":path"), ?status, "session request");
+    debug!(
+        session_id,
+        path = pseudo(":path"),
+        ?status,
+        "session request"
+    );
     if let Some(status) = status {
         shared.forget_request(session_id);
         return respond_and_finish(send, status).await;
@@ -608,7 +629,6 @@ async fn handle_request(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -620,7 +640,10 @@ mod tests {
             Some(vec!["chat.v2".to_owned(), "chat.v1".to_owned()])
         );
         assert_eq!(parse_protocol_list(""), Some(vec![]));
-        assert_eq!(parse_protocol_list(r#""a\"b""#), Some(vec!["a\"b".to_owned()]));
+        assert_eq!(
+            parse_protocol_list(r#""a\"b""#),
+            Some(vec!["a\"b".to_owned()])
+        );
         assert_eq!(parse_protocol_list("token"), None);
         assert_eq!(parse_protocol_list(r#""open"#), None);
     }

@@ -2,12 +2,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
-use crate::{
-    connection::ConnShared,
-    error::RequestError,
-    qpack,
-    session::Session,
-};
+use crate::{connection::ConnShared, error::RequestError, qpack, session::Session};
 
 /// A client asking to open a WebTransport session. Inspect it, then [`accept`] or
 /// [`reject`] it; dropping it unanswered rejects it with 404.

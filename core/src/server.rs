@@ -75,7 +75,12 @@ impl ServerShared {
         let tx = match tx {
             Some(tx) => tx,
             None if self.fallback_enabled.load(Ordering::Acquire) => {
-                match self.fallback_tx.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                match self
+                    .fallback_tx
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                {
                     Some(tx) => tx,
                     None => return Err((request, 503)),
                 }
@@ -118,7 +123,9 @@ struct ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::Release);
-        self.shared.endpoint.close(0x100u32.into(), b"server dropped");
+        self.shared
+            .endpoint
+            .close(0x100u32.into(), b"server dropped");
     }
 }
 
@@ -189,10 +196,11 @@ impl Server {
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport_config(&config)?));
 
-        let socket = std::net::UdpSocket::bind(config.bind).map_err(|source| ServerError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+        let socket =
+            std::net::UdpSocket::bind(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
@@ -314,11 +322,23 @@ impl Server {
     pub async fn close(&self, grace: Duration) {
         let shared = self.shared();
         shared.closing.store(true, Ordering::Release);
-        shared.routes.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        shared.fallback_tx.lock().unwrap_or_else(|e| e.into_inner()).take();
+        shared
+            .routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        shared
+            .fallback_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         shared.fallback_rx.lock().await.close();
         let live = |shared: &ServerShared| -> Vec<Arc<SessionShared>> {
-            shared.sessions().values().filter_map(Weak::upgrade).collect()
+            shared
+                .sessions()
+                .values()
+                .filter_map(Weak::upgrade)
+                .collect()
         };
         for s in live(shared) {
             s.command(crate::session::Command::Drain);

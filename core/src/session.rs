@@ -247,7 +247,9 @@ fn open_failed(e: crate::StreamError) -> SessionError {
 /// Waits until the session has a [`CloseInfo`].
 pub(crate) async fn wait_closed(rx: &mut watch::Receiver<Option<CloseInfo>>) -> CloseInfo {
     match rx.wait_for(|c| c.is_some()).await {
-        Ok(info) => info.clone().unwrap_or_else(|| CloseInfo::connection_lost(String::new())),
+        Ok(info) => info
+            .clone()
+            .unwrap_or_else(|| CloseInfo::connection_lost(String::new())),
         // The sender lives as long as the session; reaching here means it is gone.
         Err(_) => CloseInfo::connection_lost("session dropped".into()),
     }
@@ -261,7 +263,9 @@ pub(crate) struct SessionHandle {
 
 impl fmt::Debug for SessionHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Session").field("id", &self.shared.id).finish()
+        f.debug_struct("Session")
+            .field("id", &self.shared.id)
+            .finish()
     }
 }
 
@@ -331,8 +335,12 @@ impl Session {
 
     fn stream_header(&self, kind: u64) -> Bytes {
         let mut buf = BytesMut::with_capacity(16);
-        VarInt::from_u64(kind).unwrap_or(VarInt::MAX).encode(&mut buf);
-        VarInt::from_u64(self.id()).unwrap_or(VarInt::MAX).encode(&mut buf);
+        VarInt::from_u64(kind)
+            .unwrap_or(VarInt::MAX)
+            .encode(&mut buf);
+        VarInt::from_u64(self.id())
+            .unwrap_or(VarInt::MAX)
+            .encode(&mut buf);
         buf.freeze()
     }
 

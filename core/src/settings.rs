@@ -55,7 +55,10 @@ pub(crate) fn server_settings(max_sessions: u32) -> Vec<(u64, u64)> {
     if max > 1 {
         list.extend([
             (id::WT_INITIAL_MAX_STREAMS_UNI, u64::from(UNLIMITED_STREAMS)),
-            (id::WT_INITIAL_MAX_STREAMS_BIDI, u64::from(UNLIMITED_STREAMS)),
+            (
+                id::WT_INITIAL_MAX_STREAMS_BIDI,
+                u64::from(UNLIMITED_STREAMS),
+            ),
             (id::WT_INITIAL_MAX_DATA, UNLIMITED_DATA),
         ]);
     }
@@ -117,8 +120,7 @@ impl PeerSettings {
             }
         }
         let get = |id| raw.iter().find(|(k, _)| *k == id).map(|(_, v)| *v);
-        let datagrams =
-            get(id::H3_DATAGRAM) == Some(1) || get(id::H3_DATAGRAM_DRAFT04) == Some(1);
+        let datagrams = get(id::H3_DATAGRAM) == Some(1) || get(id::H3_DATAGRAM_DRAFT04) == Some(1);
         Some(Self { datagrams, raw })
     }
 }

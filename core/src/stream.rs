@@ -203,7 +203,9 @@ impl RecvStream {
 
     fn read_failed(&mut self, e: Guarded<quinn::ReadError>) -> StreamError {
         match e {
-            Guarded::Inner(quinn::ReadError::Reset(code)) if code.into_inner() == WT_SESSION_GONE => {
+            Guarded::Inner(quinn::ReadError::Reset(code))
+                if code.into_inner() == WT_SESSION_GONE =>
+            {
                 StreamError::SessionClosed(closed_info(&self.closed, "session gone".into()))
             }
             Guarded::Inner(quinn::ReadError::Reset(code)) => StreamError::Reset {
@@ -229,7 +231,8 @@ impl RecvStream {
     /// Reads the next chunk of at most `max` bytes without copying; `Ok(None)` at the end.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         let r = guarded(&mut self.closed, self.inner.read_chunk(max, true)).await;
-        r.map(|c| c.map(|c| c.bytes)).map_err(|e| self.read_failed(e))
+        r.map(|c| c.map(|c| c.bytes))
+            .map_err(|e| self.read_failed(e))
     }
 
     /// Fills `buf` completely, or fails with [`StreamError::FinishedEarly`].

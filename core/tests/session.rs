@@ -13,14 +13,22 @@ async fn client_close_code_and_reason_reach_the_server() {
     let srv = start();
     let (client, session) = srv.pair("/close").await;
     client.close(4321, b"client says bye");
-    let info = tokio::time::timeout(TIMEOUT, session.closed()).await.unwrap();
+    let info = tokio::time::timeout(TIMEOUT, session.closed())
+        .await
+        .unwrap();
     assert_eq!(info.code, 4321);
     assert_eq!(info.reason, "client says bye");
     assert_eq!(info.initiator, CloseInitiator::Remote);
     // closed() resolves again with the same answer; later operations fail with it.
     assert_eq!(session.closed().await, info);
-    assert_eq!(session.open_uni().await.unwrap_err(), SessionError::Closed(info.clone()));
-    assert_eq!(session.recv_datagram().await.unwrap_err(), SessionError::Closed(info));
+    assert_eq!(
+        session.open_uni().await.unwrap_err(),
+        SessionError::Closed(info.clone())
+    );
+    assert_eq!(
+        session.recv_datagram().await.unwrap_err(),
+        SessionError::Closed(info)
+    );
 }
 
 #[tokio::test]
@@ -30,7 +38,9 @@ async fn server_close_code_and_reason_reach_the_client() {
     // An over-long reason is cut to 1024 bytes on a character boundary.
     let reason = "ż".repeat(600);
     session.close(0xdead_beef, &reason);
-    let err = tokio::time::timeout(TIMEOUT, client.closed()).await.unwrap();
+    let err = tokio::time::timeout(TIMEOUT, client.closed())
+        .await
+        .unwrap();
     match err {
         web_transport_quinn::SessionError::WebTransportError(
             web_transport_quinn::WebTransportError::Closed(code, got),
@@ -42,7 +52,10 @@ async fn server_close_code_and_reason_reach_the_client() {
         other => panic!("expected a close capsule, got {other:?}"),
     }
     let info = session.closed().await;
-    assert_eq!((info.code, info.initiator), (0xdead_beef, CloseInitiator::Local));
+    assert_eq!(
+        (info.code, info.initiator),
+        (0xdead_beef, CloseInitiator::Local)
+    );
 }
 
 #[tokio::test]
@@ -50,7 +63,9 @@ async fn dropping_every_handle_closes_with_code_zero() {
     let srv = start();
     let (client, session) = srv.pair("/drop").await;
     drop(session);
-    let err = tokio::time::timeout(TIMEOUT, client.closed()).await.unwrap();
+    let err = tokio::time::timeout(TIMEOUT, client.closed())
+        .await
+        .unwrap();
     assert!(
         matches!(
             err,
@@ -85,17 +100,26 @@ async fn datagrams_echo_and_oversized_ones_are_refused() {
             got += 1;
         }
     }
-    assert!(got >= 45, "only {got} of 50 datagrams came back on loopback");
+    assert!(
+        got >= 45,
+        "only {got} of 50 datagrams came back on loopback"
+    );
     // Path MTU discovery may have grown the limit meanwhile: ask again.
     let max = session.max_datagram_size();
     let err = session.send_datagram(&vec![0u8; 70_000]).await.unwrap_err();
     match err {
-        SessionError::DatagramTooLarge { size: 70_000, max: m } => assert!(m >= max, "{m} < {max}"),
+        SessionError::DatagramTooLarge {
+            size: 70_000,
+            max: m,
+        } => assert!(m >= max, "{m} < {max}"),
         other => panic!("expected DatagramTooLarge, got {other:?}"),
     }
     // The session is unharmed by the refusal.
     session.send_datagram(&vec![1u8; 1000]).await.unwrap();
-    let d = tokio::time::timeout(TIMEOUT, client.read_datagram()).await.unwrap().unwrap();
+    let d = tokio::time::timeout(TIMEOUT, client.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.len(), 1000);
 }
 
@@ -110,8 +134,14 @@ async fn drain_is_sent_and_stats_are_live() {
     sr.read_exact(&mut buf).await.unwrap();
     let stats = session.stats();
     assert!(stats.bytes_received >= 100_000, "{stats:?}");
-    assert!(stats.rtt > Duration::ZERO && stats.rtt < Duration::from_secs(1), "{stats:?}");
-    assert!(stats.congestion_window > 0 && stats.packets_sent > 0, "{stats:?}");
+    assert!(
+        stats.rtt > Duration::ZERO && stats.rtt < Duration::from_secs(1),
+        "{stats:?}"
+    );
+    assert!(
+        stats.congestion_window > 0 && stats.packets_sent > 0,
+        "{stats:?}"
+    );
     session.drain();
     // Draining does not close: the session still works afterwards.
     session.send_datagram(b"still here").await.unwrap();
@@ -141,8 +171,12 @@ async fn a_vanished_client_ends_the_session_by_idle_timeout() {
         drop(rt);
     });
     let session = srv.accept().await;
-    tokio::task::spawn_blocking(move || handle.join().unwrap()).await.unwrap();
-    let info = tokio::time::timeout(TIMEOUT, session.closed()).await.unwrap();
+    tokio::task::spawn_blocking(move || handle.join().unwrap())
+        .await
+        .unwrap();
+    let info = tokio::time::timeout(TIMEOUT, session.closed())
+        .await
+        .unwrap();
     assert_eq!(info.initiator, CloseInitiator::Connection, "{info:?}");
     // The server still serves others.
     let (_c, s) = srv.pair("/after").await;
@@ -156,11 +190,16 @@ async fn graceful_shutdown_drains_then_closes() {
     let watcher = session.clone();
     let server = srv.server.clone();
     let closing = tokio::spawn(async move { server.close(Duration::from_millis(300)).await });
-    let info = tokio::time::timeout(TIMEOUT, watcher.closed()).await.unwrap();
+    let info = tokio::time::timeout(TIMEOUT, watcher.closed())
+        .await
+        .unwrap();
     assert_eq!(info.reason, "server shutting down");
     closing.await.unwrap();
     assert!(tokio::time::timeout(TIMEOUT, client.closed()).await.is_ok());
-    assert!(srv.server.accept().await.is_none(), "accept ends after close");
+    assert!(
+        srv.server.accept().await.is_none(),
+        "accept ends after close"
+    );
     assert_eq!(srv.server.session_count(), 0);
 }
 
@@ -179,7 +218,10 @@ async fn two_sessions_of_one_client_stay_apart() {
     assert_eq!(&sb.recv_datagram().await.unwrap()[..], b"for b");
     a.close(1, b"a done");
     assert_eq!(sa.closed().await.code, 1);
-    assert!(sb.close_info().is_none(), "closing one session leaves the other");
+    assert!(
+        sb.close_info().is_none(),
+        "closing one session leaves the other"
+    );
     sb.close(2, "b done");
     drop(b);
 }

@@ -150,7 +150,10 @@ async fn reset_and_stop_codes_travel_both_ways() {
     // Writing to a stream that is already finished is a clear error, not a panic.
     let (mut s3, _r3) = session.open_bi().await.unwrap();
     s3.finish().unwrap();
-    assert_eq!(s3.write(b"late").await.unwrap_err(), StreamError::ClosedStream);
+    assert_eq!(
+        s3.write(b"late").await.unwrap_err(),
+        StreamError::ClosedStream
+    );
 }
 
 #[tokio::test]
@@ -161,5 +164,8 @@ async fn read_to_end_enforces_its_limit() {
     cs.write_all(&data(10_000, 3)).await.unwrap();
     cs.finish().unwrap();
     let (_ss, mut sr) = session.accept_bi().await.unwrap();
-    assert_eq!(sr.read_to_end(1000).await.unwrap_err(), StreamError::TooLong(1000));
+    assert_eq!(
+        sr.read_to_end(1000).await.unwrap_err(),
+        StreamError::TooLong(1000)
+    );
 }

@@ -49,16 +49,14 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(b) => {
+                    out.push(b);
+                    i += 3;
+                    continue;
                 }
-            }
+                Err(_) => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -139,7 +137,10 @@ async fn open(session: Session) {
         let _ = send.finish();
         if let Ok(reply) = recv.read_to_end(1 << 20).await {
             let text = String::from_utf8_lossy(&reply).into_owned();
-            emit(format!(r#"{{"event":"bidi-reply","data":{}}}"#, json_str(&text)));
+            emit(format!(
+                r#"{{"event":"bidi-reply","data":{}}}"#,
+                json_str(&text)
+            ));
         }
     }
     session.closed().await;
@@ -155,7 +156,9 @@ async fn reset(session: Session, code: u32) {
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = 4433u16;
-    let mut host = "127.0.0.1".to_string();
+    // "::" listens on IPv6 and IPv4 at once: Chromium sends `localhost` to ::1, Firefox
+    // to 127.0.0.1.
+    let mut host = "::".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -165,7 +168,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let cert = Certificate::self_signed(&["localhost", "127.0.0.1", "::1"])?;
-    let addr: SocketAddr = format!("{host}:{port}").parse()?;
+    let ip: std::net::IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse()?;
+    let addr = SocketAddr::new(ip, port);
     let server = Server::bind(ServerConfig::new(addr, cert.clone()))?;
     emit(format!(
         r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
@@ -177,16 +181,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while let Some(request) = server.accept().await {
         let path = request.path().to_owned();
         let route = path.split('?').next().unwrap_or("/").to_owned();
-        if !matches!(route.as_str(), "/echo" | "/open" | "/close" | "/reject" | "/reset") {
+        if !matches!(
+            route.as_str(),
+            "/echo" | "/open" | "/close" | "/reject" | "/reset"
+        ) {
             let _ = request.reject(404).await;
             continue;
         }
         if route == "/reject" {
-            let status = query_param(&path, "status").and_then(|s| s.parse().ok()).unwrap_or(403);
+            let status = query_param(&path, "status")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(403);
             let _ = request.reject(status).await;
             continue;
         }
-        let origin = request.origin().map(json_str).unwrap_or_else(|| "null".into());
+        let origin = request
+            .origin()
+            .map(json_str)
+            .unwrap_or_else(|| "null".into());
         let protocol = request.subprotocols().first().cloned();
         let session = match request.accept_with(protocol.as_deref(), &[]).await {
             Ok(s) => s,
@@ -199,7 +211,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             r#"{{"event":"session","path":{},"origin":{},"protocol":{}}}"#,
             json_str(&path),
             origin,
-            protocol.as_deref().map(json_str).unwrap_or_else(|| "null".into())
+            protocol
+                .as_deref()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into())
         ));
         tokio::spawn(async move {
             let watcher = session.clone();

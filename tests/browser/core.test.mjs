@@ -2,8 +2,16 @@
 //
 //   cargo build -p ferrovia --example echo && node --test --test-concurrency=1 tests/browser/
 //
-// Both Chromium and Firefox must run: a browser that fails to launch fails its tests.
-// Set FERROVIA_TEST_DEBUG=1 to see server events, server stderr and page console output.
+// (or `npm run test:browser`). Both Chromium and Firefox must run: a browser that fails to
+// launch fails its tests.
+//
+// Environment: FERROVIA_ECHO_BIN (default target/debug/examples/echo), FERROVIA_ECHO_ARGS
+// (default `--port 0`), FERROVIA_CHROMIUM / FERROVIA_FIREFOX (executables),
+// FERROVIA_TEST_DEBUG=1 (print server events, server stderr and page console output).
+//
+// Pages load from http://localhost:<port>/ and connect to https://localhost:<port>/...
+// Chromium 156 resolves `localhost` to ::1 and Firefox 153 to 127.0.0.1 for WebTransport,
+// and neither falls back to the other family, so the server must listen on both.
 
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -27,6 +35,47 @@ after(async () => {
 function samePath(ev, fullPath) {
   return ev.path === fullPath || ev.path === fullPath.split('?')[0];
 }
+
+/**
+ * Page side of the /reset test: opens a bidi stream, writes a byte, then reports how the
+ * reader and the writer end. Runs in the page (no closure over Node variables).
+ */
+const resetProbe = async ({ url, hash }) => {
+  const t = await wt.connect(url, hash);
+  const s = await wt.timeout(t.createBidirectionalStream(), 10000, 'createBidirectionalStream');
+  const writer = s.writable.getWriter();
+  const reader = s.readable.getReader();
+  const firstWrite = await wt.outcome(writer.write(wt.encode('x')), 5000, 'first write');
+  // The server resets its send side: the reader must reject.
+  let read;
+  try {
+    for (;;) {
+      const { done } = await wt.timeout(reader.read(), 10000, 'read');
+      if (done) {
+        read = { ok: true, value: 'done (FIN)' };
+        break;
+      }
+    }
+  } catch (e) {
+    read = { ok: false, error: wt.errorInfo(e) };
+  }
+  // The server sends STOP_SENDING: the writer must error. Keep writing for up to 3 s.
+  // (A copy, not a second reference: puppeteer's BiDi serialisation returns a repeated
+  // object reference as undefined.)
+  let write = firstWrite.ok ? { ok: true, value: 'all writes succeeded for 3 s' } : JSON.parse(JSON.stringify(firstWrite));
+  const deadline = Date.now() + 3000;
+  while (write.ok && Date.now() < deadline) {
+    try {
+      await wt.timeout(writer.write(wt.encode('y')), 3000, 'write');
+    } catch (e) {
+      write = { ok: false, error: wt.errorInfo(e) };
+      break;
+    }
+    await wt.sleep(50);
+  }
+  t.close();
+  return { firstWrite, read, write };
+};
 
 for (const browser of BROWSERS) {
   describe(browser, () => {
@@ -214,72 +263,55 @@ for (const browser of BROWSERS) {
         assert.equal(ev.remote, false, `server closed event: ${JSON.stringify(ev)}`);
       }));
 
-    test('server stream reset and STOP_SENDING codes reach the browser (/reset)', { timeout: TEST_TIMEOUT }, () =>
+    // 30 = 0x1e is the first code past a gap in the HTTP/3 error-code mapping; 1000 needs more
+    // than 8 bits, which Firefox 153 cannot report (see below).
+    for (const code of [30, 1000]) test(`server stream reset and STOP_SENDING codes reach the browser (/reset?code=${code})`, { timeout: TEST_TIMEOUT }, () =>
       withPage(browser, async (page) => {
         const server = await echoServer();
-        const code = 1000; // crosses a 0x1e boundary of the HTTP/3 error-code mapping
-        const r = await page.evaluate(
-          async ({ url, hash }) => {
-            const t = await wt.connect(url, hash);
-            const s = await wt.timeout(t.createBidirectionalStream(), 10000, 'createBidirectionalStream');
-            const writer = s.writable.getWriter();
-            const reader = s.readable.getReader();
-            const firstWrite = await wt.outcome(writer.write(wt.encode('x')), 5000, 'first write');
-            // The reader must reject with the server's RESET_STREAM code.
-            let read;
-            try {
-              for (;;) {
-                const { done } = await wt.timeout(reader.read(), 10000, 'read');
-                if (done) { read = { ok: true, value: 'done (FIN)' }; break; }
-              }
-            } catch (e) {
-              read = { ok: false, error: wt.errorInfo(e) };
+        // Firefox reports a code on at most one side and, about one time in ten, on neither
+        // (see below), so it gets up to three sessions to show one.
+        const maxAttempts = browser === 'firefox' && code + 1 <= 255 ? 3 : 1;
+        const attempts = [];
+        for (let i = 0; i < maxAttempts; i++) {
+          const r = await page.evaluate(resetProbe, { url: server.url(`/reset?code=${code}&t=${token()}`), hash: server.certificateHash });
+          attempts.push(r);
+          const dump = JSON.stringify(r);
+          console.log(`# ${browser} /reset?code=${code}: reader ${JSON.stringify(r.read)}; writer ${JSON.stringify(r.write)}`);
+          assert.equal(r.read.ok, false, `reader did not reject: ${dump}`);
+          assert.ok(!r.read.error.timedOut, `reader neither rejected nor ended within 10 s: ${dump}`);
+          assert.equal(r.write.ok, false, `writer did not error after STOP_SENDING: ${dump}`);
+          assert.ok(!r.write.error.timedOut, `a write hung for 3 s: ${dump}`);
+          if (browser === 'chromium') {
+            // Chromium 156: the reader rejects with WebTransportError("Received RESET_STREAM.")
+            // carrying the RESET_STREAM code.
+            assert.equal(r.read.error.name, 'WebTransportError', `reader error: ${dump}`);
+            assert.equal(r.read.error.source, 'stream', `reader error: ${dump}`);
+            assert.equal(r.read.error.streamErrorCode, code, `reader streamErrorCode: ${dump}`);
+            // The writer gets WebTransportError("Received STOP_SENDING.") with the STOP_SENDING
+            // code when that frame is processed on its own; when RESET_STREAM and STOP_SENDING
+            // arrive together (the usual case here) Chromium errors the writer with DOMException
+            // NetworkError "The stream was aborted by the remote server" instead.
+            if (r.write.error.name === 'WebTransportError') {
+              assert.equal(r.write.error.streamErrorCode, code + 1, `writer streamErrorCode: ${dump}`);
+            } else {
+              assert.equal(r.write.error.name, 'NetworkError', `writer error: ${dump}`);
             }
-            // The writer should error after STOP_SENDING: keep writing for up to 3 s.
-            let write = { ok: true, value: 'all writes succeeded for 3 s' };
-            const deadline = Date.now() + 3000;
-            while (Date.now() < deadline) {
-              try {
-                await wt.timeout(writer.write(wt.encode('y')), 3000, 'write');
-              } catch (e) {
-                write = { ok: false, error: wt.errorInfo(e) };
-                break;
-              }
-              await wt.sleep(50);
-            }
-            const writerClosed = await wt.outcome(writer.closed, 1000, 'writer.closed');
-            t.close();
-            return { firstWrite, read, write, writerClosed };
-          },
-          { url: server.url(`/reset?code=${code}&t=${token()}`), hash: server.certificateHash },
-        );
-        const dump = JSON.stringify(r);
-        console.log(`# ${browser} /reset?code=${code}: reader ${JSON.stringify(r.read)}; writer ${JSON.stringify(r.write)}`);
-        assert.equal(r.read.ok, false, `reader did not reject: ${dump}`);
-        assert.ok(!r.read.error.timedOut, `reader neither rejected nor ended within 10 s: ${dump}`);
-        assert.equal(r.write.ok, false, `writer did not error after STOP_SENDING: ${dump}`);
-        assert.ok(!r.write.error.timedOut, `a write hung for 3 s: ${dump}`);
-        if (browser === 'chromium') {
-          // Chromium 156: the reader rejects with WebTransportError("Received RESET_STREAM.")
-          // carrying the RESET_STREAM code.
-          assert.equal(r.read.error.name, 'WebTransportError', `reader error: ${dump}`);
-          assert.equal(r.read.error.source, 'stream', `reader error: ${dump}`);
-          assert.equal(r.read.error.streamErrorCode, code, `reader streamErrorCode: ${dump}`);
-          // The writer gets WebTransportError("Received STOP_SENDING.") with the STOP_SENDING
-          // code when that frame arrives on its own; when RESET_STREAM and STOP_SENDING arrive
-          // together Chromium instead errors the writer with DOMException NetworkError "The
-          // stream was aborted by the remote server" (seen against a quinn mock server).
-          if (r.write.error.name === 'WebTransportError') {
-            assert.equal(r.write.error.streamErrorCode, code + 1, `writer streamErrorCode: ${dump}`);
-          } else {
-            assert.equal(r.write.error.name, 'NetworkError', `writer error: ${dump}`);
+          } else if (code + 1 <= 255) {
+            // Firefox 153 tears the whole bidi stream down on whichever of RESET_STREAM and
+            // STOP_SENDING it processes first: that side gets a WebTransportError with the code
+            // ("WebTransportStream Reset" / "WebTransportStream StopSending"), the other side a
+            // plain TypeError "Error in input stream" or DOMException AbortError "error writing
+            // data"; sometimes both sides get the plain errors. Any code it does report must be right.
+            if (r.read.error.name === 'WebTransportError') assert.equal(r.read.error.streamErrorCode, code, `reader streamErrorCode: ${dump}`);
+            if (r.write.error.name === 'WebTransportError') assert.equal(r.write.error.streamErrorCode, code + 1, `writer streamErrorCode: ${dump}`);
+            if (r.read.error.name === 'WebTransportError' || r.write.error.name === 'WebTransportError') break;
           }
-        } else {
-          // Firefox 153 does not expose the peer's stream error codes. Seen against a quinn mock
-          // server that Chromium decodes correctly: the reader rejects with TypeError "Error in
-          // input stream"; the writer with DOMException AbortError "error writing data" or
-          // WebTransportError "WebTransportStream StopSending" with streamErrorCode 0 (varies run
-          // to run). So only the rejection itself is asserted here; Chromium checks the codes.
+          // Firefox 153 reports stream error codes only up to 255 (8 bits): 256 and above
+          // arrive as streamErrorCode 0, so for code 1000 only the rejections are asserted.
+        }
+        if (maxAttempts > 1) {
+          const reported = attempts.some((r) => r.read.error.name === 'WebTransportError' || r.write.error.name === 'WebTransportError');
+          assert.ok(reported, `no WebTransportError on the reader or writer in ${attempts.length} sessions: ${JSON.stringify(attempts)}`);
         }
       }));
 

@@ -9,7 +9,9 @@
 // - closeAll(): closes the browsers and the page server.
 //
 // Page-side code is passed to page.evaluate() and therefore cannot close over Node
-// variables; pass everything it needs as the single `arg` (JSON-serialisable).
+// variables; pass everything it needs as the single `arg` (JSON-serialisable). Return plain
+// JSON data without repeated references to one object: puppeteer's WebDriver BiDi
+// serialisation (Firefox) turns the second reference into undefined.
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -332,6 +334,8 @@ export async function closeAll() {
 // The Rust echo server
 
 export const ECHO_BIN = process.env.FERROVIA_ECHO_BIN || path.join(REPO_ROOT, 'target', 'debug', 'examples', 'echo');
+/** Arguments for the echo server; FERROVIA_ECHO_ARGS (space-separated) overrides `--port 0`. */
+export const ECHO_ARGS = process.env.FERROVIA_ECHO_ARGS ? process.env.FERROVIA_ECHO_ARGS.trim().split(/\s+/) : ['--port', '0'];
 
 const liveServers = new Set();
 process.on('exit', () => {
@@ -349,7 +353,7 @@ process.on('exit', () => {
  *   stderr() -> captured stderr text, stop()
  * }.
  */
-export async function startEchoServer({ bin = ECHO_BIN, args = ['--port', '0'], startTimeout = 20000 } = {}) {
+export async function startEchoServer({ bin = ECHO_BIN, args = ECHO_ARGS, startTimeout = 20000 } = {}) {
   if (!existsSync(bin)) {
     throw new Error(`echo server binary not found at ${bin}; build it with \`cargo build -p ferrovia --example echo\` or set FERROVIA_ECHO_BIN`);
   }

@@ -105,7 +105,9 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 }
 
 pub fn sha256(data: &[u8]) -> Vec<u8> {
-    ring::digest::digest(&ring::digest::SHA256, data).as_ref().to_vec()
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
 }
 
 // ---- A bare HTTP/3 client for what the independent client cannot do ----
