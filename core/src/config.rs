@@ -125,6 +125,9 @@ pub enum CongestionController {
     Bbr,
 }
 
+/// A callback deciding an origin: `(origin, authority) -> allowed`.
+pub type OriginCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
 /// Decides whether a request's `origin` header is acceptable. A request without `origin`
 /// (a non-browser client) is always allowed: the policy exists to stop other web pages
 /// from using a visitor's browser against this server.
@@ -138,7 +141,7 @@ pub enum OriginPolicy {
     /// Only these origins (`scheme://host[:port]`, compared case-insensitively).
     AllowList(Vec<String>),
     /// A callback given the origin and the `:authority`.
-    Custom(Arc<dyn Fn(&str, &str) -> bool + Send + Sync>),
+    Custom(OriginCheck),
 }
 
 impl fmt::Debug for OriginPolicy {

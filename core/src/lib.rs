@@ -42,7 +42,7 @@ pub mod settings;
 mod stream;
 
 pub use certificate::Certificate;
-pub use config::{CongestionController, Limits, OriginPolicy, ServerConfig};
+pub use config::{CongestionController, Limits, OriginCheck, OriginPolicy, ServerConfig};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
 pub use request::SessionRequest;
 pub use server::{Route, Server};

@@ -66,6 +66,7 @@ impl ServerShared {
     }
 
     /// Queues a request for its route; on failure, gives it back with the status to answer.
+    #[allow(clippy::result_large_err)] // the request goes straight back to be rejected
     pub(crate) fn dispatch(&self, request: SessionRequest) -> Result<(), (SessionRequest, u16)> {
         let path = request.path().split('?').next().unwrap_or("/").to_owned();
         let tx = {

@@ -262,7 +262,7 @@ async fn early_streams_wait_for_their_session_and_excess_is_refused() {
     let _two = open(b"2", true).await;
     // Let both reach the buffer before the third arrives.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let mut third = open(b"3", false).await;
+    let third = open(b"3", false).await;
     assert_eq!(
         third.stopped().await.unwrap(),
         Some(quinn::VarInt::from_u64(ferrovia::WT_BUFFERED_STREAM_REJECTED).unwrap())
