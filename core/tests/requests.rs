@@ -288,36 +288,24 @@ async fn malformed_requests_get_clear_statuses_and_harm_no_one() {
     let _control = raw_settings(&conn).await;
     let authority = format!("localhost:{}", srv.addr.port());
     // Not CONNECT.
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&headers_frame(&[
+    let get = [
         (":method", "GET"),
         (":scheme", "https"),
-        (":authority", &authority),
+        (":authority", authority.as_str()),
         (":path", "/ok"),
-    ]))
-    .await
-    .unwrap();
-    assert_eq!(read_status(&mut recv).await, 405);
+    ];
+    assert_eq!(raw_request(&conn, &get).await.2, 405);
     // CONNECT without :protocol, and with the wrong scheme.
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&headers_frame(&[
-        (":method", "CONNECT"),
-        (":authority", &authority),
-    ]))
-    .await
-    .unwrap();
-    assert_eq!(read_status(&mut recv).await, 400);
-    let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&headers_frame(&[
+    let bare = [(":method", "CONNECT"), (":authority", authority.as_str())];
+    assert_eq!(raw_request(&conn, &bare).await.2, 400);
+    let http = [
         (":method", "CONNECT"),
         (":protocol", "webtransport"),
         (":scheme", "http"),
-        (":authority", &authority),
+        (":authority", authority.as_str()),
         (":path", "/ok"),
-    ]))
-    .await
-    .unwrap();
-    assert_eq!(read_status(&mut recv).await, 400);
+    ];
+    assert_eq!(raw_request(&conn, &http).await.2, 400);
     // Garbage QPACK.
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     let mut frame = Vec::new();

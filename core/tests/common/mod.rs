@@ -247,8 +247,16 @@ pub async fn raw_connect(
         (":path", path),
     ];
     fields.extend_from_slice(extra);
+    raw_request(conn, &fields).await
+}
+
+/// Sends any request's HEADERS on a new bidi stream and returns the response status.
+pub async fn raw_request(
+    conn: &quinn::Connection,
+    fields: &[(&str, &str)],
+) -> (quinn::SendStream, quinn::RecvStream, u16) {
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
-    send.write_all(&headers_frame(&fields)).await.unwrap();
+    send.write_all(&headers_frame(fields)).await.unwrap();
     let status = read_status(&mut recv).await;
     (send, recv, status)
 }
