@@ -1,0 +1,2 @@
+//! Load generator for the Ferrovia benchmarks.
+fn main() {}
