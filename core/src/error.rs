@@ -132,3 +132,86 @@ pub enum StreamError {
     #[error("stream finished early")]
     FinishedEarly,
 }
+
+impl CertificateError {
+    /// A stable, machine-readable name for this error, shared by the language bindings.
+    pub fn code(&self) -> &'static str {
+        "ERR_CERTIFICATE"
+    }
+}
+
+impl ServerError {
+    /// A stable, machine-readable name for this error, shared by the language bindings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Bind { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                "ERR_ADDRESS_IN_USE"
+            }
+            Self::Bind { .. } => "ERR_BIND",
+            Self::Certificate(e) => e.code(),
+            Self::InvalidConfig(_) => "ERR_INVALID_CONFIG",
+            Self::NoRuntime => "ERR_NO_RUNTIME",
+            Self::RouteTaken(_) => "ERR_ROUTE_TAKEN",
+            Self::Closed => "ERR_SERVER_CLOSED",
+        }
+    }
+}
+
+impl RequestError {
+    /// A stable, machine-readable name for this error, shared by the language bindings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InvalidStatus(_) => "ERR_INVALID_STATUS",
+            Self::ProtocolNotOffered(_) => "ERR_PROTOCOL_NOT_OFFERED",
+            Self::InvalidHeader(_) => "ERR_INVALID_HEADER",
+            Self::ConnectionLost(_) => "ERR_CONNECTION_LOST",
+            Self::TooManySessions => "ERR_TOO_MANY_SESSIONS",
+        }
+    }
+}
+
+impl SessionError {
+    /// A stable, machine-readable name for this error, shared by the language bindings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Closed(_) => "ERR_SESSION_CLOSED",
+            Self::DatagramTooLarge { .. } => "ERR_DATAGRAM_TOO_LARGE",
+            Self::DatagramsUnsupported => "ERR_DATAGRAMS_UNSUPPORTED",
+            Self::OpenStream(_) => "ERR_OPEN_STREAM",
+        }
+    }
+}
+
+impl StreamError {
+    /// A stable, machine-readable name for this error, shared by the language bindings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Reset { .. } => "ERR_STREAM_RESET",
+            Self::Stopped { .. } => "ERR_STREAM_STOPPED",
+            Self::ClosedStream => "ERR_STREAM_CLOSED",
+            Self::SessionClosed(_) => "ERR_SESSION_CLOSED",
+            Self::TooLong(_) => "ERR_STREAM_TOO_LONG",
+            Self::FinishedEarly => "ERR_STREAM_FINISHED_EARLY",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_names() {
+        let in_use = ServerError::Bind {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            source: io::Error::from(io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(in_use.code(), "ERR_ADDRESS_IN_USE");
+        assert_eq!(StreamError::Reset { code: 7 }.code(), "ERR_STREAM_RESET");
+        assert_eq!(
+            SessionError::DatagramTooLarge { size: 2, max: 1 }.code(),
+            "ERR_DATAGRAM_TOO_LARGE"
+        );
+        assert_eq!(RequestError::InvalidStatus(200).code(), "ERR_INVALID_STATUS");
+    }
+}

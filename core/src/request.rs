@@ -82,6 +82,30 @@ impl SessionRequest {
         self.accept_with(None, &[]).await
     }
 
+    /// Checks what [`accept_with`](Self::accept_with) would refuse, without answering:
+    /// lets a caller report a bad argument and still hold the request.
+    pub fn check_accept(
+        &self,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<(), RequestError> {
+        if let Some(p) = protocol {
+            if !self.protocols.iter().any(|o| o == p) {
+                return Err(RequestError::ProtocolNotOffered(p.to_owned()));
+            }
+        }
+        check_headers(headers)
+    }
+
+    /// Checks that `status` may be given to [`reject`](Self::reject) (300..=599).
+    pub fn check_status(status: u16) -> Result<(), RequestError> {
+        if (300..=599).contains(&status) {
+            Ok(())
+        } else {
+            Err(RequestError::InvalidStatus(status))
+        }
+    }
+
     /// Accepts the session, choosing one of the offered subprotocols (sent back as
     /// `wt-protocol`) and adding response headers.
     pub async fn accept_with(
@@ -89,12 +113,7 @@ impl SessionRequest {
         protocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Session, RequestError> {
-        if let Some(p) = protocol {
-            if !self.protocols.iter().any(|o| o == p) {
-                return Err(RequestError::ProtocolNotOffered(p.to_owned()));
-            }
-        }
-        check_headers(headers)?;
+        self.check_accept(protocol, headers)?;
         let mut fields: Vec<(&str, String)> = vec![(":status", "200".into())];
         if self.draft02 {
             fields.push(("sec-webtransport-http3-draft", "draft02".into()));
@@ -125,9 +144,7 @@ impl SessionRequest {
 
     /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404.
     pub async fn reject(mut self, status: u16) -> Result<(), RequestError> {
-        if !(300..=599).contains(&status) {
-            return Err(RequestError::InvalidStatus(status));
-        }
+        Self::check_status(status)?;
         let Some((mut send, _recv)) = self.streams.take() else {
             return Ok(());
         };
