@@ -1,2 +1,186 @@
 //! Load generator for the Ferrovia benchmarks.
-fn main() {}
+//!
+//! ```text
+//! loadgen [--smoke] [--runs N] [--only bulk_single,latency,…] [--json FILE] [--markdown FILE]
+//!         --server NAME=COMMAND [--server NAME=COMMAND …]
+//! ```
+//!
+//! Each server is a command line that prints `{"event":"listening","port":P,
+//! "certificateHash":HEX}` first on stdout and echoes streams and datagrams on `/echo`.
+//! For every run, scenario and server in turn, the load generator starts a fresh server
+//! process, measures, and kills it, so servers are interleaved and ratios between them
+//! come from the same minutes of machine noise. It prints one JSON record per
+//! server × scenario × run on stdout as it goes, then a markdown summary.
+//!
+//! The client is web-transport-quinn, which none of the servers under test is built on
+//! as a server, so every server faces the same independent client.
+
+mod client;
+mod report;
+mod scenarios;
+mod server;
+
+use std::{io::Write, time::Duration};
+
+use report::Record;
+use scenarios::{Params, Scenario};
+use server::{Running, ServerSpec};
+
+/// Errors are reported, never matched on, in a benchmark.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+const USAGE: &str = "usage: loadgen [--smoke] [--runs N] [--only SCENARIO,…] [--json FILE] \
+                     [--markdown FILE] [--note TEXT] --server NAME=COMMAND …\n\
+                     scenarios: bulk_single bulk_parallel latency datagrams setup idle";
+
+struct Options {
+    smoke: bool,
+    runs: usize,
+    scenarios: Vec<Scenario>,
+    servers: Vec<ServerSpec>,
+    json: Option<String>,
+    markdown: Option<String>,
+    note: String,
+}
+
+fn options() -> Result<Options, Error> {
+    let mut o = Options {
+        smoke: false,
+        runs: 1,
+        scenarios: Scenario::ALL.to_vec(),
+        servers: Vec::new(),
+        json: None,
+        markdown: None,
+        note: String::new(),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--smoke" => o.smoke = true,
+            "--runs" => o.runs = value()?.parse()?,
+            "--only" => {
+                o.scenarios = value()?
+                    .split(',')
+                    .map(|s| Scenario::parse(s.trim()).ok_or(format!("unknown scenario {s:?}")))
+                    .collect::<Result<_, _>>()?
+            }
+            "--server" => o.servers.push(value()?.parse()?),
+            "--json" => o.json = Some(value()?),
+            "--markdown" => o.markdown = Some(value()?),
+            "--note" => o.note = value()?,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?}\n{USAGE}").into()),
+        }
+    }
+    if o.servers.is_empty() {
+        return Err(format!("no --server given\n{USAGE}").into());
+    }
+    Ok(o)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+async fn measure(
+    spec: &ServerSpec,
+    scenario: Scenario,
+    params: &Params,
+) -> Result<Vec<scenarios::Measurement>, String> {
+    let mut server = Running::start(spec, Duration::from_secs(60))
+        .await
+        .map_err(|e| e.to_string())?;
+    let outcome = tokio::time::timeout(params.timeout, scenario.run(&mut server, params)).await;
+    let result = match outcome {
+        Ok(Ok(m)) => Ok(m),
+        Ok(Err(e)) => Err(format!("{e}; server stderr: {}", server.stderr_tail())),
+        Err(_) => Err(format!("timed out after {:?}", params.timeout)),
+    };
+    server.stop().await;
+    result
+}
+
+#[tokio::main]
+async fn main() {
+    let o = match options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    let (params, mode) = if o.smoke {
+        (Params::smoke(), "smoke")
+    } else {
+        (Params::full(), "full")
+    };
+    let mut json = o.json.as_ref().map(|path| {
+        std::fs::File::create(path).unwrap_or_else(|e| panic!("cannot write {path}: {e}"))
+    });
+    let load_before = loadavg();
+    let mut records = Vec::new();
+    for run in 0..o.runs {
+        for &scenario in &o.scenarios {
+            for spec in &o.servers {
+                let measured = measure(spec, scenario, &params).await;
+                let produced: Vec<Record> = match measured {
+                    Ok(ms) => ms
+                        .into_iter()
+                        .map(|m| Record {
+                            server: spec.name.clone(),
+                            name: m.name,
+                            run,
+                            mode,
+                            result: Ok(m.fields),
+                        })
+                        .collect(),
+                    Err(e) => vec![Record {
+                        server: spec.name.clone(),
+                        name: scenario.name().to_owned(),
+                        run,
+                        mode,
+                        result: Err(e),
+                    }],
+                };
+                for r in produced {
+                    let line = r.to_json();
+                    println!("{line}");
+                    if let Some(f) = json.as_mut() {
+                        let _ = writeln!(f, "{line}");
+                    }
+                    if let Err(e) = &r.result {
+                        eprintln!("FAILED {} {} run {run}: {e}", spec.name, r.name);
+                    }
+                    records.push(r);
+                }
+                // Let the kernel and allocator settle between servers.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    let names: Vec<String> = o.servers.iter().map(|s| s.name.clone()).collect();
+    let note = format!(
+        "Mode {mode}; 1-minute load average {load_before} before, {} after. {}",
+        loadavg(),
+        o.note
+    );
+    let md = report::markdown(&records, &names, o.runs, note.trim());
+    println!("\n{md}");
+    if let Some(path) = &o.markdown {
+        if let Err(e) = std::fs::write(path, &md) {
+            eprintln!("cannot write {path}: {e}");
+        }
+    }
+    let failed = records.iter().filter(|r| r.result.is_err()).count();
+    if failed > 0 {
+        eprintln!("{failed} scenario run(s) failed");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,138 @@
+//! The one client every server faces: web-transport-quinn, trusting the server by the
+//! SHA-256 of its certificate as a browser does with `serverCertificateHashes`.
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use web_transport_quinn::{
+    crypto,
+    quinn::{
+        self,
+        crypto::rustls::QuicClientConfig,
+        rustls::{
+            self,
+            client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+            pki_types::{CertificateDer, ServerName, UnixTime},
+            DigitallySignedStruct, SignatureScheme,
+        },
+    },
+    Client, Session,
+};
+
+use crate::Error;
+
+/// Clients spread over a few UDP sockets, handed out round-robin.
+///
+/// Thousands of connections through one socket would make the client's single endpoint
+/// driver the bottleneck of the session scenarios rather than the server.
+pub struct Clients {
+    clients: Vec<Client>,
+    next: AtomicUsize,
+    url: url::Url,
+}
+
+impl Clients {
+    /// Builds `sockets` client endpoints that trust only `certificate_hash`.
+    pub fn new(url: url::Url, certificate_hash: &[u8], sockets: usize) -> Result<Self, Error> {
+        let provider = crypto::default_provider();
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13])?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedHash {
+                provider,
+                hash: certificate_hash.to_vec(),
+            }))
+            .with_no_client_auth();
+        tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
+        let mut transport = quinn::TransportConfig::default();
+        // Idle sessions must outlive the slowest server's setup of 10,000 of them, whatever
+        // idle timeout that server picked; everything else stays at quinn's defaults.
+        transport.keep_alive_interval(Some(Duration::from_secs(5)));
+        transport.max_idle_timeout(Some(Duration::from_secs(60).try_into()?));
+        let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+        config.transport_config(Arc::new(transport));
+        let clients = (0..sockets.max(1))
+            .map(|_| {
+                let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap())?;
+                Ok(Client::new(endpoint, config.clone()))
+            })
+            .collect::<Result<_, Error>>()?;
+        Ok(Self {
+            clients,
+            next: AtomicUsize::new(0),
+            url,
+        })
+    }
+
+    /// Opens a new QUIC connection and a WebTransport session on it.
+    pub async fn connect(&self) -> Result<Session, Error> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
+        Ok(self.clients[i].connect(self.url.clone()).await?)
+    }
+}
+
+/// Accepts exactly the certificate whose DER SHA-256 matches, and still checks that the
+/// server holds its key.
+#[derive(Debug)]
+struct PinnedHash {
+    provider: crypto::Provider,
+    hash: Vec<u8>,
+}
+
+impl ServerCertVerifier for PinnedHash {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if crypto::sha256(&self.provider, end_entity).as_ref() == self.hash.as_slice() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}

@@ -1,0 +1,384 @@
+//! Records (one JSON line per server × scenario × run) and the markdown summary.
+
+use std::fmt::Write as _;
+
+/// One server × scenario × run outcome.
+#[derive(Debug)]
+pub struct Record {
+    pub server: String,
+    pub name: String,
+    pub run: usize,
+    pub mode: &'static str,
+    pub result: Result<Vec<(&'static str, f64)>, String>,
+}
+
+impl Record {
+    /// The record as one line of JSON.
+    pub fn to_json(&self) -> String {
+        let mut s = format!(
+            r#"{{"server":{},"scenario":{},"run":{},"mode":"{}","ok":{}"#,
+            json_str(&self.server),
+            json_str(&self.name),
+            self.run,
+            self.mode,
+            self.result.is_ok()
+        );
+        match &self.result {
+            Ok(fields) => {
+                for (k, v) in fields {
+                    let _ = write!(s, r#","{k}":{}"#, json_num(*v));
+                }
+            }
+            Err(e) => {
+                let _ = write!(s, r#","error":{}"#, json_str(e));
+            }
+        }
+        s.push('}');
+        s
+    }
+
+    fn get(&self, field: &str) -> Option<f64> {
+        let fields = self.result.as_ref().ok()?;
+        fields.iter().find(|(k, _)| *k == field).map(|(_, v)| *v)
+    }
+}
+
+fn json_num(v: f64) -> String {
+    if !v.is_finite() {
+        return "null".into();
+    }
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn json_str(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Which way a figure improves.
+#[derive(Clone, Copy)]
+enum Better {
+    Higher,
+    Lower,
+}
+
+/// The rows of the summary: record name, field, label, direction, display scale.
+fn metrics(records: &[Record]) -> Vec<(String, &'static str, String, Better, f64)> {
+    let mut rows = vec![
+        (
+            "bulk_single",
+            "mib_per_s",
+            "1-stream echo, MiB/s".to_owned(),
+            Better::Higher,
+            1.0,
+        ),
+        (
+            "bulk_parallel",
+            "mib_per_s",
+            "64-stream echo, MiB/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
+            "latency",
+            "p50_us",
+            "64 B round trip p50, µs".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "latency",
+            "p99_us",
+            "64 B round trip p99, µs".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "datagrams",
+            "sent_per_s",
+            "datagrams sent/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
+            "datagrams",
+            "received_per_s",
+            "datagrams echoed/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
+            "datagrams",
+            "loss_pct",
+            "datagram loss, %".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "setup",
+            "sessions_per_s",
+            "session setups/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
+            "setup",
+            "ready_p50_ms",
+            "session ready p50, ms".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "setup",
+            "ttfb_p50_ms",
+            "first byte p50, ms".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "setup",
+            "ttfb_p99_ms",
+            "first byte p99, ms".into(),
+            Better::Lower,
+            1.0,
+        ),
+    ]
+    .into_iter()
+    .map(|(n, f, l, b, s)| (n.to_owned(), f, l, b, s))
+    .collect::<Vec<_>>();
+    let mut idle: Vec<usize> = records
+        .iter()
+        .filter_map(|r| r.name.strip_prefix("idle_")?.parse().ok())
+        .collect();
+    idle.sort_unstable();
+    idle.dedup();
+    for n in idle {
+        rows.push((
+            format!("idle_{n}"),
+            "rss_kib",
+            format!("RSS with {n} idle sessions, MiB"),
+            Better::Lower,
+            1.0 / 1024.0,
+        ));
+        rows.push((
+            format!("idle_{n}"),
+            "per_session_kib",
+            format!("per idle session ({n}), KiB"),
+            Better::Lower,
+            1.0,
+        ));
+    }
+    rows
+}
+
+fn fmt(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    if n % 2 == 1 {
+        sorted[n / 2]
+    } else {
+        (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0
+    }
+}
+
+/// "median (min–max)" over the runs, or the single value.
+fn spread(mut values: Vec<f64>, suffix: &str) -> String {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => "—".into(),
+        1 => format!("{}{suffix}", fmt(values[0])),
+        _ => format!(
+            "{}{suffix} ({}–{})",
+            fmt(median(&values)),
+            fmt(values[0]),
+            fmt(values[values.len() - 1])
+        ),
+    }
+}
+
+/// The pairs compared: each binding against the core, the core against each peer.
+fn pairs(servers: &[String]) -> Vec<(String, String)> {
+    let ours = ["core", "node", "python"];
+    let mut out = Vec::new();
+    if servers.iter().any(|s| s == "core") {
+        for s in servers {
+            if s == "node" || s == "python" {
+                out.push((s.clone(), "core".into()));
+            }
+        }
+        for s in servers {
+            if !ours.contains(&s.as_str()) {
+                out.push(("core".into(), s.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The markdown summary: raw figures per server, then ratios computed run by run.
+pub fn markdown(records: &[Record], servers: &[String], runs: usize, note: &str) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Median over {runs} run(s), (min–max) across runs. {note}\n"
+    );
+    let _ = write!(md, "| figure |");
+    for s in servers {
+        let _ = write!(md, " {s} |");
+    }
+    let _ = write!(md, "\n| --- |");
+    for _ in servers {
+        let _ = write!(md, " --- |");
+    }
+    md.push('\n');
+    let rows = metrics(records);
+    for (name, field, label, better, scale) in &rows {
+        let arrow = match better {
+            Better::Higher => "↑",
+            Better::Lower => "↓",
+        };
+        let _ = write!(md, "| {label} {arrow} |");
+        for s in servers {
+            let of_server: Vec<&Record> = records
+                .iter()
+                .filter(|r| &r.server == s && &r.name == name)
+                .collect();
+            let values: Vec<f64> = of_server
+                .iter()
+                .filter_map(|r| r.get(field))
+                .map(|v| v * scale)
+                .collect();
+            let failed = of_server.iter().filter(|r| r.result.is_err()).count();
+            let cell = if values.is_empty() && failed > 0 {
+                "failed".to_owned()
+            } else if failed > 0 {
+                format!("{} [{failed} failed]", spread(values, ""))
+            } else {
+                spread(values, "")
+            };
+            let _ = write!(md, " {cell} |");
+        }
+        md.push('\n');
+    }
+    // Failed scenarios whose name never succeeded anywhere (e.g. every idle step of a
+    // server that died) still deserve a line.
+    let failures: Vec<&Record> = records.iter().filter(|r| r.result.is_err()).collect();
+
+    let pairs = pairs(servers);
+    if !pairs.is_empty() {
+        let _ = write!(
+            md,
+            "\nRatios of the raw figures, computed within each run (servers interleaved), \
+             median (min–max) across runs. Above 1 means the first named is higher, which \
+             is better for ↑ figures and worse for ↓ ones.\n\n| figure |"
+        );
+        for (a, b) in &pairs {
+            let _ = write!(md, " {a}/{b} |");
+        }
+        let _ = write!(md, "\n| --- |");
+        for _ in &pairs {
+            let _ = write!(md, " --- |");
+        }
+        md.push('\n');
+        for (name, field, label, better, _) in &rows {
+            if *field == "loss_pct" {
+                continue; // a ratio of loss percentages says little
+            }
+            let arrow = match better {
+                Better::Higher => "↑",
+                Better::Lower => "↓",
+            };
+            let _ = write!(md, "| {label} {arrow} |");
+            for (a, b) in &pairs {
+                let value = |server: &str, run: usize| {
+                    records
+                        .iter()
+                        .find(|r| r.server == server && &r.name == name && r.run == run)
+                        .and_then(|r| r.get(field))
+                };
+                let ratios: Vec<f64> = (0..runs)
+                    .filter_map(|run| Some(value(a, run)? / value(b, run)?))
+                    .filter(|r| r.is_finite())
+                    .collect();
+                let _ = write!(md, " {} |", spread(ratios, "×"));
+            }
+            md.push('\n');
+        }
+    }
+    if !failures.is_empty() {
+        let _ = writeln!(md, "\nFailures:\n");
+        for r in failures {
+            let err = r.result.as_ref().err().map(String::as_str).unwrap_or("");
+            let first = err.lines().next().unwrap_or("");
+            let _ = writeln!(md, "- {} {} run {}: {}", r.server, r.name, r.run, first);
+        }
+    }
+    md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(server: &str, run: usize, v: f64) -> Record {
+        Record {
+            server: server.into(),
+            name: "bulk_single".into(),
+            run,
+            mode: "smoke",
+            result: Ok(vec![("mib_per_s", v)]),
+        }
+    }
+
+    #[test]
+    fn json_line_is_flat_and_finite() {
+        let r = rec("core", 0, 12.5);
+        assert_eq!(
+            r.to_json(),
+            r#"{"server":"core","scenario":"bulk_single","run":0,"mode":"smoke","ok":true,"mib_per_s":12.5000}"#
+        );
+        let mut bad = rec("x\"", 1, 0.0);
+        bad.result = Err("boom\nline".into());
+        assert!(bad.to_json().contains(r#""ok":false,"error":"boom\nline""#));
+    }
+
+    #[test]
+    fn ratios_are_per_run() {
+        let records = vec![
+            rec("core", 0, 100.0),
+            rec("node", 0, 80.0),
+            rec("core", 1, 200.0),
+            rec("node", 1, 180.0),
+        ];
+        let servers = vec!["core".to_owned(), "node".to_owned()];
+        let md = markdown(&records, &servers, 2, "");
+        assert!(md.contains("| 150 (100–200) | 130 (80.0–180) |"), "{md}");
+        assert!(md.contains("0.85× (0.80–0.90)"), "{md}");
+    }
+}

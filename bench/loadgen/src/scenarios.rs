@@ -1,0 +1,454 @@
+//! The measurements. Each takes a freshly started server so that one scenario's leftovers
+//! (allocator high-water marks, congestion state, lingering sessions) never colour the next.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use tokio::{sync::Mutex, task::JoinSet};
+use web_transport_quinn::Session;
+
+use crate::{client::Clients, server::Running, Error};
+
+/// What one scenario run measured: a record name and its numeric fields.
+#[derive(Debug)]
+pub struct Measurement {
+    /// Record name; usually the scenario's, `idle_N` for each memory step.
+    pub name: String,
+    /// Named figures, all finite.
+    pub fields: Vec<(&'static str, f64)>,
+}
+
+/// Sizes of every scenario; `full()` is the published suite, `smoke()` checks the harness.
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub bulk_mib: usize,
+    pub parallel_streams: usize,
+    pub parallel_mib: usize,
+    pub latency_messages: usize,
+    pub latency_warmup: usize,
+    pub datagram_time: Duration,
+    pub setup_sequential: usize,
+    pub setup_concurrent: usize,
+    pub setup_concurrency: usize,
+    pub idle_steps: Vec<usize>,
+    pub idle_concurrency: usize,
+    pub settle: Duration,
+    /// Upper bound on any one scenario, so a wedged server cannot hang the suite.
+    pub timeout: Duration,
+}
+
+impl Params {
+    /// The published sizes.
+    pub fn full() -> Self {
+        Self {
+            bulk_mib: 256,
+            parallel_streams: 64,
+            parallel_mib: 256,
+            latency_messages: 10_000,
+            latency_warmup: 500,
+            datagram_time: Duration::from_secs(3),
+            setup_sequential: 200,
+            setup_concurrent: 1_000,
+            setup_concurrency: 16,
+            idle_steps: vec![1_000, 10_000],
+            idle_concurrency: 32,
+            settle: Duration::from_secs(2),
+            timeout: Duration::from_secs(300),
+        }
+    }
+
+    /// Seconds-long sizes that still run every code path.
+    pub fn smoke() -> Self {
+        Self {
+            bulk_mib: 4,
+            parallel_streams: 64,
+            parallel_mib: 4,
+            latency_messages: 300,
+            latency_warmup: 20,
+            datagram_time: Duration::from_millis(300),
+            setup_sequential: 10,
+            setup_concurrent: 30,
+            setup_concurrency: 8,
+            idle_steps: vec![20, 60],
+            idle_concurrency: 8,
+            settle: Duration::from_millis(300),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The scenarios, in the order the suite runs them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    /// Echo of `bulk_mib` through one bidirectional stream.
+    BulkSingle,
+    /// Echo of `parallel_mib` split over `parallel_streams` concurrent streams.
+    BulkParallel,
+    /// Ping-pong of 64-byte messages on one stream.
+    Latency,
+    /// Flood of 1,000-byte datagrams, counting the echoes.
+    Datagrams,
+    /// New connection + session, then the first echoed byte.
+    Setup,
+    /// Server memory while holding idle sessions.
+    Idle,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 6] = [
+        Scenario::BulkSingle,
+        Scenario::BulkParallel,
+        Scenario::Latency,
+        Scenario::Datagrams,
+        Scenario::Setup,
+        Scenario::Idle,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::BulkSingle => "bulk_single",
+            Scenario::BulkParallel => "bulk_parallel",
+            Scenario::Latency => "latency",
+            Scenario::Datagrams => "datagrams",
+            Scenario::Setup => "setup",
+            Scenario::Idle => "idle",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|sc| sc.name() == s)
+    }
+
+    /// Runs this scenario against a started server.
+    pub async fn run(self, server: &mut Running, p: &Params) -> Result<Vec<Measurement>, Error> {
+        let one = |name: &str, fields| {
+            vec![Measurement {
+                name: name.to_owned(),
+                fields,
+            }]
+        };
+        match self {
+            Scenario::BulkSingle => {
+                let clients = Clients::new(server.url(), &server.certificate_hash, 1)?;
+                let session = clients.connect().await?;
+                let fields = bulk(&session, 1, p.bulk_mib << 20).await?;
+                session.close(0, b"done");
+                Ok(one(self.name(), fields))
+            }
+            Scenario::BulkParallel => {
+                let clients = Clients::new(server.url(), &server.certificate_hash, 1)?;
+                let session = clients.connect().await?;
+                let per = (p.parallel_mib << 20) / p.parallel_streams;
+                let fields = bulk(&session, p.parallel_streams, per).await?;
+                session.close(0, b"done");
+                Ok(one(self.name(), fields))
+            }
+            Scenario::Latency => {
+                let clients = Clients::new(server.url(), &server.certificate_hash, 1)?;
+                let session = clients.connect().await?;
+                let fields = latency(&session, p.latency_messages, p.latency_warmup).await?;
+                session.close(0, b"done");
+                Ok(one(self.name(), fields))
+            }
+            Scenario::Datagrams => {
+                let clients = Clients::new(server.url(), &server.certificate_hash, 1)?;
+                let session = clients.connect().await?;
+                let fields = datagrams(&session, p.datagram_time).await?;
+                session.close(0, b"done");
+                Ok(one(self.name(), fields))
+            }
+            Scenario::Setup => {
+                let clients = Clients::new(server.url(), &server.certificate_hash, 4)?;
+                Ok(one(self.name(), setup(Arc::new(clients), p).await?))
+            }
+            Scenario::Idle => idle(server, p).await,
+        }
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Sends `per_stream` bytes on each of `streams` bidirectional streams at once and reads
+/// every byte back; the clock stops when the last echo has arrived.
+async fn bulk(
+    session: &Session,
+    streams: usize,
+    per_stream: usize,
+) -> Result<Vec<(&'static str, f64)>, Error> {
+    let chunk = Bytes::from(vec![0xa5u8; CHUNK]);
+    let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+    let start = Instant::now();
+    for _ in 0..streams {
+        let (mut send, mut recv) = session.open_bi().await?;
+        let chunk = chunk.clone();
+        tasks.spawn(async move {
+            let writer = async {
+                let mut sent = 0;
+                while sent < per_stream {
+                    let n = CHUNK.min(per_stream - sent);
+                    send.write_chunk(chunk.slice(..n)).await?;
+                    sent += n;
+                }
+                send.finish()?;
+                Ok::<_, Error>(())
+            };
+            let reader = async {
+                let mut got = 0;
+                while let Some(c) = recv.read_chunk(usize::MAX, true).await? {
+                    got += c.bytes.len();
+                }
+                Ok::<_, Error>(got)
+            };
+            let (w, r) = tokio::join!(writer, reader);
+            w?;
+            let got = r?;
+            if got != per_stream {
+                return Err(format!("echoed {got} of {per_stream} bytes").into());
+            }
+            Ok(())
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let mib = (streams * per_stream) as f64 / (1 << 20) as f64;
+    Ok(vec![
+        ("streams", streams as f64),
+        ("mib", mib),
+        ("seconds", secs),
+        ("mib_per_s", mib / secs),
+    ])
+}
+
+/// One 64-byte message in flight at a time on one stream: each sample is a full round trip
+/// through the server's stream echo.
+async fn latency(
+    session: &Session,
+    messages: usize,
+    warmup: usize,
+) -> Result<Vec<(&'static str, f64)>, Error> {
+    let (mut send, mut recv) = session.open_bi().await?;
+    let msg = [0x5au8; 64];
+    let mut buf = [0u8; 64];
+    let mut samples = Vec::with_capacity(messages);
+    for i in 0..warmup + messages {
+        let t = Instant::now();
+        send.write_all(&msg).await?;
+        recv.read_exact(&mut buf).await?;
+        if i >= warmup {
+            samples.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    send.finish()?;
+    let total: f64 = samples.iter().sum();
+    samples.sort_by(f64::total_cmp);
+    Ok(vec![
+        ("messages", messages as f64),
+        ("p50_us", percentile(&samples, 0.50)),
+        ("p99_us", percentile(&samples, 0.99)),
+        ("mean_us", total / messages as f64),
+    ])
+}
+
+const DATAGRAM: usize = 1000;
+
+/// Sends 1,000-byte datagrams as fast as the client's QUIC stack accepts them for
+/// `duration`, counting the echoes until a short grace period after the last send.
+async fn datagrams(
+    session: &Session,
+    duration: Duration,
+) -> Result<Vec<(&'static str, f64)>, Error> {
+    let max = session.max_datagram_size();
+    if max < DATAGRAM {
+        return Err(format!("max datagram size {max} is below {DATAGRAM}").into());
+    }
+    let received = Arc::new(AtomicU64::new(0));
+    let reader = {
+        let session = session.clone();
+        let received = received.clone();
+        tokio::spawn(async move {
+            while session.read_datagram().await.is_ok() {
+                received.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let payload = Bytes::from(vec![0x3cu8; DATAGRAM]);
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < duration {
+        // Waiting for buffer space paces the sender at what the connection can carry,
+        // rather than dropping most datagrams in the client before they leave.
+        session.send_datagram_wait(payload.clone()).await?;
+        sent += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    reader.abort();
+    let received = received.load(Ordering::Relaxed);
+    if received == 0 {
+        return Err("no datagram came back".into());
+    }
+    Ok(vec![
+        ("seconds", secs),
+        ("sent", sent as f64),
+        ("received", received as f64),
+        ("sent_per_s", sent as f64 / secs),
+        ("received_per_s", received as f64 / secs),
+        (
+            "loss_pct",
+            100.0 * (1.0 - received as f64 / sent as f64).max(0.0),
+        ),
+    ])
+}
+
+/// Time to a ready session and to the first echoed byte, for one new connection.
+async fn one_session(clients: &Clients) -> Result<(f64, f64), Error> {
+    let t = Instant::now();
+    let session = clients.connect().await?;
+    let ready = t.elapsed().as_secs_f64() * 1e3;
+    let (mut send, mut recv) = session.open_bi().await?;
+    send.write_all(&[0x42u8; 64]).await?;
+    recv.read_chunk(64, true)
+        .await?
+        .ok_or("stream ended before the echo")?;
+    let first_byte = t.elapsed().as_secs_f64() * 1e3;
+    session.close(0, b"done");
+    Ok((ready, first_byte))
+}
+
+/// Sessions one after another (unloaded setup latency), then many at a fixed concurrency
+/// (setup rate).
+async fn setup(clients: Arc<Clients>, p: &Params) -> Result<Vec<(&'static str, f64)>, Error> {
+    let mut ready = Vec::with_capacity(p.setup_sequential);
+    let mut first = Vec::with_capacity(p.setup_sequential);
+    for _ in 0..p.setup_sequential {
+        let (r, f) = one_session(&clients).await?;
+        ready.push(r);
+        first.push(f);
+    }
+    ready.sort_by(f64::total_cmp);
+    first.sort_by(f64::total_cmp);
+
+    let remaining = Arc::new(AtomicUsize::new(p.setup_concurrent));
+    let start = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..p.setup_concurrency {
+        let (clients, remaining) = (clients.clone(), remaining.clone());
+        workers.spawn(async move {
+            while take_one(&remaining) {
+                one_session(&clients).await?;
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    while let Some(done) = workers.join_next().await {
+        done??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    Ok(vec![
+        ("sequential", p.setup_sequential as f64),
+        ("ready_p50_ms", percentile(&ready, 0.50)),
+        ("ttfb_p50_ms", percentile(&first, 0.50)),
+        ("ttfb_p99_ms", percentile(&first, 0.99)),
+        ("concurrent", p.setup_concurrent as f64),
+        ("concurrency", p.setup_concurrency as f64),
+        ("sessions_per_s", p.setup_concurrent as f64 / secs),
+    ])
+}
+
+/// Server RSS with idle sessions held open, one connection per session as browsers do.
+///
+/// The baseline is taken with one session already open, so one-time costs (runtime
+/// threads, TLS and HTTP/3 state first touched) are not charged to the per-session figure.
+async fn idle(server: &mut Running, p: &Params) -> Result<Vec<Measurement>, Error> {
+    let clients = Arc::new(Clients::new(server.url(), &server.certificate_hash, 8)?);
+    let held = Arc::new(Mutex::new(vec![clients.connect().await?]));
+    tokio::time::sleep(p.settle).await;
+    let baseline = server.rss_kib()?;
+    let mut out = Vec::new();
+    for &target in &p.idle_steps {
+        let start = Instant::now();
+        let have = held.lock().await.len();
+        let remaining = Arc::new(AtomicUsize::new(target.saturating_sub(have)));
+        let mut workers = JoinSet::new();
+        for _ in 0..p.idle_concurrency {
+            let (clients, held, remaining) = (clients.clone(), held.clone(), remaining.clone());
+            workers.spawn(async move {
+                while take_one(&remaining) {
+                    let session = clients.connect().await?;
+                    held.lock().await.push(session);
+                }
+                Ok::<_, Error>(())
+            });
+        }
+        while let Some(done) = workers.join_next().await {
+            done??;
+        }
+        let open_secs = start.elapsed().as_secs_f64();
+        tokio::time::sleep(p.settle).await;
+        if !server.alive() {
+            return Err(format!("server died holding {target} sessions").into());
+        }
+        let rss = server.rss_kib()?;
+        let alive = held
+            .lock()
+            .await
+            .iter()
+            .filter(|s| s.close_reason().is_none())
+            .count();
+        if alive < target {
+            return Err(format!("only {alive} of {target} idle sessions stayed open").into());
+        }
+        let added = (target - 1) as f64;
+        out.push(Measurement {
+            name: format!("idle_{target}"),
+            fields: vec![
+                ("sessions", target as f64),
+                ("baseline_kib", baseline as f64),
+                ("rss_kib", rss as f64),
+                ("per_session_kib", (rss as f64 - baseline as f64) / added),
+                ("open_seconds", open_secs),
+            ],
+        });
+    }
+    for s in held.lock().await.iter() {
+        s.close(0, b"done");
+    }
+    Ok(out)
+}
+
+/// Claims one unit of shared work; false once none is left.
+fn take_one(remaining: &AtomicUsize) -> bool {
+    remaining
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+    }
+}
