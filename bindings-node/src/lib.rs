@@ -1,1 +1,36 @@
-//! Node.js binding.
+//! Node.js binding of Ferrovia (napi-rs).
+//!
+//! This crate only translates: JavaScript values to core types, core results to Promises,
+//! core errors to JavaScript errors whose message carries a JSON record (`ferrovia:{...}`)
+//! that the JavaScript facade (`bindings-node/lib`) turns into `WebTransportError`s with a
+//! stable `code`. The W3C shapes (ReadableStream, WritableStream, async iterables) are
+//! built in the facade on top of the plain promise-returning classes exported here.
+
+#![deny(clippy::all)]
+
+mod error;
+mod request;
+mod server;
+mod session;
+mod stream;
+
+pub use request::{NativeHeader, NativeRequest};
+pub use server::{listen, NativeListenOptions, NativeRoute, NativeServer};
+pub use session::{NativeCloseInfo, NativeSession, NativeStats};
+pub use stream::{NativeBidiStream, NativeRecvStream, NativeSendStream};
+
+use napi_derive::napi;
+
+/// Panics on purpose, so tests can check that a panic inside the native module becomes a
+/// JavaScript exception instead of aborting the process.
+#[napi(catch_unwind, js_name = "__panicSync")]
+pub fn panic_sync() {
+    panic!("deliberate panic (sync) for testing");
+}
+
+/// Like [`panic_sync`], inside a future: the returned Promise must reject.
+#[napi(js_name = "__panicAsync")]
+pub async fn panic_async() -> napi::Result<()> {
+    tokio::task::yield_now().await;
+    panic!("deliberate panic (async) for testing");
+}

@@ -1,0 +1,777 @@
+'use strict';
+// The Node.js face of Ferrovia: W3C WebTransport shapes (ReadableStream, WritableStream,
+// promises) on the server side, over the promise-returning native classes. Everything
+// here is translation and argument checking; protocol behaviour lives in the Rust core.
+
+const { Duplex, Readable, Writable } = require('node:stream');
+const native = require('./native.js');
+
+/** Largest chunk one native read returns. */
+const READ_CHUNK = 64 * 1024;
+const MAX_U32 = 0xffffffff;
+const NATIVE_PREFIX = 'ferrovia:';
+
+// ---------------------------------------------------------------------------------------
+// Errors
+
+/**
+ * A WebTransport failure: `source` is 'stream' or 'session'; `streamErrorCode` carries
+ * the peer's reset or stop-sending code; `code` is a stable machine-readable name.
+ */
+class WebTransportError extends Error {
+  constructor(message = '', options = {}) {
+    super(message);
+    this.name = 'WebTransportError';
+    this.source = options.source === 'session' ? 'session' : 'stream';
+    this.streamErrorCode = Number.isInteger(options.streamErrorCode) ? options.streamErrorCode : null;
+    if (options.code !== undefined) this.code = options.code;
+    if (options.closeCode !== undefined) this.closeCode = options.closeCode;
+    if (options.reason !== undefined) this.reason = options.reason;
+  }
+}
+
+// Codes that describe a server or request problem rather than a transport one.
+const PLAIN_CODES = new Set([
+  'ERR_ADDRESS_IN_USE',
+  'ERR_BIND',
+  'ERR_CERTIFICATE',
+  'ERR_INVALID_CONFIG',
+  'ERR_NO_RUNTIME',
+  'ERR_ROUTE_TAKEN',
+  'ERR_SERVER_CLOSED',
+  'ERR_INVALID_STATUS',
+  'ERR_PROTOCOL_NOT_OFFERED',
+  'ERR_INVALID_HEADER',
+  'ERR_REQUEST_ANSWERED',
+  'ERR_INVALID_ARGUMENT',
+]);
+
+/** Turns an error from the native module into a WebTransportError or a coded Error. */
+function translate(err) {
+  if (!err || typeof err.message !== 'string') return err;
+  if (!err.message.startsWith(NATIVE_PREFIX)) {
+    // Anything else from native code is a bug (a caught panic); keep it recognisable.
+    if (err.code === 'GenericFailure' || err.code === undefined) {
+      const e = new Error(`ferrovia internal error: ${err.message}`);
+      e.code = 'ERR_FERROVIA_INTERNAL';
+      return e;
+    }
+    return err;
+  }
+  let rec;
+  try {
+    rec = JSON.parse(err.message.slice(NATIVE_PREFIX.length));
+  } catch {
+    return err;
+  }
+  let e;
+  if (PLAIN_CODES.has(rec.code)) {
+    e = new Error(rec.message);
+    e.code = rec.code;
+    if (rec.status !== undefined) e.status = rec.status;
+  } else {
+    e = new WebTransportError(rec.message, rec);
+    if (rec.size !== undefined) e.size = rec.size;
+    if (rec.maxDatagramSize !== undefined) e.maxDatagramSize = rec.maxDatagramSize;
+  }
+  return e;
+}
+
+const rethrow = (err) => {
+  throw translate(err);
+};
+
+/** The stream error code carried by an abort/cancel reason (0 when it has none). */
+function codeOf(reason) {
+  const c = typeof reason === 'number' ? reason : reason && reason.streamErrorCode;
+  return Number.isInteger(c) && c >= 0 && c <= MAX_U32 ? c : 0;
+}
+
+// ---------------------------------------------------------------------------------------
+// Argument checks
+
+function describe(v) {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'string' ? `the string ${JSON.stringify(v)}` : `${typeof v} ${String(v)}`;
+}
+
+function checkInt(name, v, min, max) {
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${describe(v)}`);
+  if (!Number.isInteger(v) || v < min || v > max) {
+    throw new RangeError(`${name} must be an integer in ${min}..${max}, got ${v}`);
+  }
+  return v;
+}
+
+function checkString(name, v) {
+  if (typeof v !== 'string') throw new TypeError(`${name} must be a string, got ${describe(v)}`);
+  return v;
+}
+
+function checkObject(name, v) {
+  if (v === null || typeof v !== 'object' || Array.isArray(v)) {
+    throw new TypeError(`${name} must be an object, got ${describe(v)}`);
+  }
+  return v;
+}
+
+function pemText(name, v) {
+  if (typeof v === 'string') return v;
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
+  throw new TypeError(`${name} must be a PEM string or Buffer, got ${describe(v)}`);
+}
+
+/** A Buffer view of bytes given as ArrayBuffer or ArrayBufferView (no copy). */
+function toBuffer(name, chunk) {
+  if (Buffer.isBuffer(chunk)) return chunk;
+  if (ArrayBuffer.isView(chunk)) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+  if (chunk instanceof ArrayBuffer || (typeof SharedArrayBuffer !== 'undefined' && chunk instanceof SharedArrayBuffer)) {
+    return Buffer.from(chunk);
+  }
+  throw new TypeError(`${name} must be a Uint8Array, ArrayBufferView or ArrayBuffer, got ${describe(chunk)}`);
+}
+
+const LIMIT_NAMES = [
+  'maxSessions',
+  'maxSessionsPerConnection',
+  'maxBidiStreams',
+  'maxUniStreams',
+  'streamReceiveWindow',
+  'connectionReceiveWindow',
+  'sendWindow',
+  'datagramQueue',
+  'maxBufferedStreams',
+  'maxBufferedDatagrams',
+  'requestQueue',
+];
+
+const KNOWN_OPTIONS = new Set([
+  'host',
+  'port',
+  'certificate',
+  'names',
+  'origins',
+  'idleTimeout',
+  'keepAlive',
+  'congestionControl',
+  'limits',
+]);
+
+function nativeOptions(options) {
+  const o = options === undefined ? {} : checkObject('options', options);
+  for (const key of Object.keys(o)) {
+    if (!KNOWN_OPTIONS.has(key)) throw new TypeError(`unknown option ${JSON.stringify(key)}`);
+  }
+  const out = { host: '::', port: 4433 };
+  if (o.host !== undefined) {
+    out.host = checkString('options.host', o.host);
+    if (!/^[0-9a-fA-F.:]+$/.test(out.host)) {
+      throw new RangeError(`options.host must be an IP address such as '::' or '127.0.0.1', got ${JSON.stringify(out.host)}`);
+    }
+  }
+  if (o.port !== undefined) out.port = checkInt('options.port', o.port, 0, 65535);
+
+  const cert = o.certificate === undefined ? 'self-signed' : o.certificate;
+  if (cert === 'self-signed') {
+    if (o.names !== undefined) {
+      if (!Array.isArray(o.names) || o.names.length === 0) throw new TypeError('options.names must be a non-empty array of strings');
+      out.names = o.names.map((n, i) => checkString(`options.names[${i}]`, n));
+    }
+  } else if (typeof cert === 'string') {
+    throw new RangeError(`options.certificate must be 'self-signed', { cert, key } or { certFile, keyFile }, got ${JSON.stringify(cert)}`);
+  } else {
+    checkObject('options.certificate', cert);
+    if (cert.cert !== undefined || cert.key !== undefined) {
+      out.certPem = pemText('options.certificate.cert', cert.cert);
+      out.keyPem = pemText('options.certificate.key', cert.key);
+    } else if (cert.certFile !== undefined || cert.keyFile !== undefined) {
+      out.certFile = checkString('options.certificate.certFile', cert.certFile);
+      out.keyFile = checkString('options.certificate.keyFile', cert.keyFile);
+    } else {
+      throw new TypeError('options.certificate must have cert and key (PEM) or certFile and keyFile');
+    }
+    if (o.names !== undefined) throw new TypeError('options.names only applies to a self-signed certificate');
+  }
+
+  if (o.origins !== undefined) {
+    if (o.origins === 'same-host' || o.origins === 'any') out.originPolicy = o.origins;
+    else if (Array.isArray(o.origins)) {
+      out.originPolicy = 'list';
+      out.allowedOrigins = o.origins.map((v, i) => checkString(`options.origins[${i}]`, v));
+    } else {
+      throw new TypeError(`options.origins must be 'same-host', 'any' or an array of origins, got ${describe(o.origins)}`);
+    }
+  }
+  if (o.idleTimeout !== undefined) out.idleTimeoutMs = checkInt('options.idleTimeout', o.idleTimeout, 0, 2 ** 31);
+  if (o.keepAlive !== undefined) out.keepAliveMs = checkInt('options.keepAlive', o.keepAlive, 0, 2 ** 31);
+  if (o.congestionControl !== undefined) {
+    const cc = checkString('options.congestionControl', o.congestionControl);
+    if (!['cubic', 'newreno', 'bbr'].includes(cc)) {
+      throw new RangeError(`options.congestionControl must be 'cubic', 'newreno' or 'bbr', got ${JSON.stringify(cc)}`);
+    }
+    out.congestionController = cc;
+  }
+  if (o.limits !== undefined) {
+    checkObject('options.limits', o.limits);
+    out.limits = {};
+    for (const key of Object.keys(o.limits)) {
+      if (!LIMIT_NAMES.includes(key)) throw new TypeError(`unknown option limits.${key}`);
+      const max = key === 'sendWindow' ? Number.MAX_SAFE_INTEGER : MAX_U32;
+      out.limits[key] = checkInt(`options.limits.${key}`, o.limits[key], 1, max);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Streams
+
+function readableFrom(recv) {
+  let done = false;
+  return new ReadableStream(
+    {
+      async pull(controller) {
+        let chunk;
+        try {
+          chunk = await recv.read(READ_CHUNK);
+        } catch (err) {
+          done = true;
+          controller.error(translate(err));
+          return;
+        }
+        if (done) return; // cancelled while the read was pending
+        if (chunk === null) {
+          done = true;
+          controller.close();
+        } else {
+          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        }
+      },
+      cancel(reason) {
+        done = true;
+        return recv.stop(codeOf(reason)).catch(rethrow);
+      },
+    },
+    { highWaterMark: 1 },
+  );
+}
+
+function writableFrom(send) {
+  return new WritableStream(
+    {
+      start(controller) {
+        // The abort signal fires at once, even while a write is in flight (the sink's
+        // abort() only runs after that write settles, which under backpressure may be
+        // never): reset now so the pending write gives up.
+        const signal = controller.signal;
+        if (signal) {
+          signal.addEventListener('abort', () => send.reset(codeOf(signal.reason)).catch(() => {}), { once: true });
+        }
+      },
+      write(chunk) {
+        return send.write(toBuffer('chunk', chunk)).catch(rethrow);
+      },
+      close() {
+        return send.finish().catch(rethrow);
+      },
+      abort(reason) {
+        return send.reset(codeOf(reason)).catch(rethrow);
+      },
+    },
+    { highWaterMark: 1 },
+  );
+}
+
+function bidiFrom(nativeBidi) {
+  return { readable: readableFrom(nativeBidi.takeRecv()), writable: writableFrom(nativeBidi.takeSend()) };
+}
+
+/**
+ * A Node `Duplex` over a bidirectional stream ({ readable, writable }), or a `Readable` /
+ * `Writable` over a single ReadableStream / WritableStream.
+ */
+function toDuplex(stream, options) {
+  if (stream instanceof ReadableStream) return Readable.fromWeb(stream, options);
+  if (stream instanceof WritableStream) return Writable.fromWeb(stream, options);
+  if (stream && stream.readable instanceof ReadableStream && stream.writable instanceof WritableStream) {
+    return Duplex.fromWeb(stream, options);
+  }
+  throw new TypeError('toDuplex() takes { readable, writable }, a ReadableStream or a WritableStream');
+}
+
+// ---------------------------------------------------------------------------------------
+// Session
+
+/** Datagrams of one session (W3C WebTransportDatagramDuplexStream). */
+class DatagramDuplexStream {
+  #session;
+  #readable;
+  #writable;
+
+  constructor(nativeSession) {
+    this.#session = nativeSession;
+  }
+
+  /** Incoming datagrams as a ReadableStream of Uint8Array; ends when the session ends. */
+  get readable() {
+    if (!this.#readable) {
+      const s = this.#session;
+      this.#readable = new ReadableStream(
+        {
+          async pull(controller) {
+            try {
+              const d = await s.recvDatagram();
+              if (d === null) controller.close();
+              else controller.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+            } catch (err) {
+              controller.error(translate(err));
+            }
+          },
+        },
+        { highWaterMark: 1 },
+      );
+    }
+    return this.#readable;
+  }
+
+  /** The default writable (created on first use by createWritable()). */
+  get writable() {
+    if (!this.#writable) this.#writable = this.createWritable();
+    return this.#writable;
+  }
+
+  /**
+   * A WritableStream of datagrams. A write resolves once the datagram is queued for
+   * sending; one larger than maxDatagramSize errors the stream with
+   * ERR_DATAGRAM_TOO_LARGE (use send() to try sizes without losing the stream).
+   */
+  createWritable() {
+    const s = this.#session;
+    return new WritableStream(
+      {
+        write(chunk) {
+          return s.sendDatagram(toBuffer('datagram', chunk)).catch(rethrow);
+        },
+      },
+      { highWaterMark: 1 },
+    );
+  }
+
+  /** Sends one datagram; rejects (ERR_DATAGRAM_TOO_LARGE, ...) without side effects. */
+  send(data) {
+    let buf;
+    try {
+      buf = toBuffer('data', data);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#session.sendDatagram(buf).catch(rethrow);
+  }
+
+  /** The largest payload that fits in one datagram right now. */
+  get maxDatagramSize() {
+    return this.#session.maxDatagramSize;
+  }
+}
+
+/** An accepted session, shaped like the browser's WebTransport object. */
+class WebTransportSession {
+  #native;
+  #bidi;
+  #uni;
+
+  constructor(nativeSession) {
+    this.#native = nativeSession;
+    /** Already resolved: a session exists only once accepted. */
+    this.ready = Promise.resolve();
+    /** Resolves with { closeCode, reason, initiator } however the session ends. */
+    this.closed = nativeSession.closed().then(
+      (i) => ({ closeCode: i.closeCode, reason: i.reason, initiator: i.initiator }),
+      rethrow,
+    );
+    /** Resolves when the client asks to drain the session (stays pending otherwise). */
+    this.draining = nativeSession.draining().then(
+      (d) => (d ? undefined : new Promise(() => {})),
+      rethrow,
+    );
+    this.datagrams = new DatagramDuplexStream(nativeSession);
+  }
+
+  /** The session ID (the CONNECT stream's QUIC ID). */
+  get id() {
+    return this.#native.id;
+  }
+  /** The request path, including the query. */
+  get path() {
+    return this.#native.path;
+  }
+  /** The subprotocol chosen at accept, or '' (as in the browser API). */
+  get protocol() {
+    return this.#native.protocol ?? '';
+  }
+  /** The client's IP address. */
+  get remoteAddress() {
+    return this.#native.remoteAddress;
+  }
+  /** The client's UDP port. */
+  get remotePort() {
+    return this.#native.remotePort;
+  }
+
+  /** Client-opened bidirectional streams: a ReadableStream of { readable, writable }. */
+  get incomingBidirectionalStreams() {
+    if (!this.#bidi) {
+      const s = this.#native;
+      this.#bidi = new ReadableStream(
+        {
+          async pull(controller) {
+            try {
+              const b = await s.acceptBi();
+              if (b === null) controller.close();
+              else controller.enqueue(bidiFrom(b));
+            } catch (err) {
+              controller.error(translate(err));
+            }
+          },
+        },
+        { highWaterMark: 0 },
+      );
+    }
+    return this.#bidi;
+  }
+
+  /** Client-opened unidirectional streams: a ReadableStream of ReadableStream<Uint8Array>. */
+  get incomingUnidirectionalStreams() {
+    if (!this.#uni) {
+      const s = this.#native;
+      this.#uni = new ReadableStream(
+        {
+          async pull(controller) {
+            try {
+              const r = await s.acceptUni();
+              if (r === null) controller.close();
+              else controller.enqueue(readableFrom(r));
+            } catch (err) {
+              controller.error(translate(err));
+            }
+          },
+        },
+        { highWaterMark: 0 },
+      );
+    }
+    return this.#uni;
+  }
+
+  /** Opens a bidirectional stream toward the client. */
+  async createBidirectionalStream(options) {
+    const sendOrder = streamOptions(options);
+    const b = await this.#native.openBi().catch(rethrow);
+    const send = b.takeSend();
+    if (sendOrder !== undefined) await send.setPriority(sendOrder).catch(rethrow);
+    return { readable: readableFrom(b.takeRecv()), writable: writableFrom(send) };
+  }
+
+  /** Opens a unidirectional stream toward the client; resolves to its WritableStream. */
+  async createUnidirectionalStream(options) {
+    const sendOrder = streamOptions(options);
+    const send = await this.#native.openUni().catch(rethrow);
+    if (sendOrder !== undefined) await send.setPriority(sendOrder).catch(rethrow);
+    return writableFrom(send);
+  }
+
+  /** Closes the session with CLOSE_WEBTRANSPORT_SESSION { closeCode, reason }. */
+  close(closeInfo) {
+    let code = 0;
+    let reason = '';
+    if (closeInfo !== undefined) {
+      checkObject('closeInfo', closeInfo);
+      if (closeInfo.closeCode !== undefined) code = checkInt('closeInfo.closeCode', closeInfo.closeCode, 0, MAX_U32);
+      if (closeInfo.reason !== undefined) reason = checkString('closeInfo.reason', closeInfo.reason);
+    }
+    this.#native.close(code, reason);
+  }
+
+  /** Asks the client to wrap up (DRAIN_WEBTRANSPORT_SESSION) without closing. */
+  drain() {
+    this.#native.drain();
+  }
+
+  /** Connection statistics (shared by every session on the same QUIC connection). */
+  async getStats() {
+    const s = this.#native.stats();
+    return {
+      timestamp: Date.now(),
+      bytesSent: s.bytesSent,
+      bytesReceived: s.bytesReceived,
+      packetsSent: s.packetsSent,
+      packetsLost: s.packetsLost,
+      smoothedRtt: s.smoothedRtt,
+      congestionWindow: s.congestionWindow,
+      mtu: s.mtu,
+      datagrams: { droppedIncoming: s.datagramsDropped },
+    };
+  }
+}
+
+function streamOptions(options) {
+  if (options === undefined) return undefined;
+  checkObject('options', options);
+  if (options.sendOrder === undefined || options.sendOrder === null) return undefined;
+  return checkInt('options.sendOrder', options.sendOrder, -(2 ** 31), 2 ** 31 - 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests and the server
+
+/** A session request (extended CONNECT) waiting for accept() or reject(). */
+class SessionRequest {
+  #native;
+
+  constructor(nativeRequest) {
+    this.#native = nativeRequest;
+    const raw = nativeRequest.headers.map((h) => [h.name, h.value]);
+    /** Every header as [name, value] pairs in arrival order, pseudo-headers included. */
+    this.rawHeaders = raw;
+    /** Headers by lower-case name; repeated headers are joined with ', '. */
+    this.headers = {};
+    for (const [name, value] of raw) {
+      this.headers[name] = name in this.headers ? `${this.headers[name]}, ${value}` : value;
+    }
+    this.path = nativeRequest.path;
+    this.authority = nativeRequest.authority;
+    this.origin = nativeRequest.origin ?? null;
+    this.subprotocols = nativeRequest.subprotocols;
+    this.remoteAddress = nativeRequest.remoteAddress;
+    this.remotePort = nativeRequest.remotePort;
+  }
+
+  /** https://authority/path?query as the client asked for it. */
+  get url() {
+    return `https://${this.authority}${this.path}`;
+  }
+
+  /** Whether accept() or reject() was already called successfully. */
+  get answered() {
+    return this.#native.answered;
+  }
+
+  /**
+   * Accepts the session (200), optionally choosing one of `subprotocols` and adding
+   * response headers ({ name: value } or [name, value] pairs).
+   */
+  async accept(options) {
+    let protocol;
+    let headers;
+    if (options !== undefined) {
+      checkObject('options', options);
+      if (options.protocol !== undefined && options.protocol !== null) protocol = checkString('options.protocol', options.protocol);
+      if (options.headers !== undefined) {
+        const entries = Array.isArray(options.headers) ? options.headers : Object.entries(checkObject('options.headers', options.headers));
+        headers = entries.map((e, i) => {
+          if (!Array.isArray(e) || e.length !== 2) throw new TypeError(`options.headers[${i}] must be a [name, value] pair`);
+          return { name: checkString(`options.headers[${i}] name`, e[0]).toLowerCase(), value: checkString(`options.headers[${i}] value`, String(e[1])) };
+        });
+      }
+    }
+    const s = await this.#native.accept(protocol, headers).catch(rethrow);
+    return new WebTransportSession(s);
+  }
+
+  /** Rejects the session with an HTTP status in 300..599 (default 404). */
+  async reject(status = 404) {
+    checkInt('status', status, 300, 599);
+    await this.#native.reject(status).catch(rethrow);
+  }
+}
+
+/** Requests for one path, as an async iterable; close() releases the path. */
+class RequestStream {
+  #route;
+  #closed = false;
+
+  constructor(nativeRoute) {
+    this.#route = nativeRoute;
+    this.path = nativeRoute.path;
+  }
+
+  /** The next request, or null once the route or the server is closed. */
+  async next() {
+    if (this.#closed) return null;
+    const r = await this.#route.accept();
+    return r === null ? null : new SessionRequest(r);
+  }
+
+  /** Releases the path: new requests for it get 404. */
+  close() {
+    this.#closed = true;
+    this.#route.close();
+  }
+
+  async *[Symbol.asyncIterator]() {
+    try {
+      for (;;) {
+        const r = await this.next();
+        if (r === null) return;
+        yield r;
+      }
+    } finally {
+      this.close();
+    }
+  }
+}
+
+/** A WebTransport server. Create one with `await Server.listen(options)`. */
+class Server {
+  #native;
+  #routes = new Set();
+  #keepAlive;
+  #closing = null;
+
+  constructor(nativeServer, secret) {
+    if (secret !== LISTEN) throw new TypeError('use `await Server.listen(options)` to create a Server');
+    this.#native = nativeServer;
+    // A listening server keeps the process alive, like net.Server; close() releases it.
+    this.#keepAlive = setInterval(() => {}, 2 ** 30);
+  }
+
+  /**
+   * Binds a server. Options: host ('::'), port (4433; 0 picks one), certificate
+   * ('self-signed' | { cert, key } | { certFile, keyFile }), names (self-signed names),
+   * origins ('same-host' | 'any' | string[]), idleTimeout and keepAlive (ms, 0 = off),
+   * congestionControl ('cubic' | 'newreno' | 'bbr'), limits ({ maxSessions, ... }).
+   */
+  static async listen(options) {
+    const opts = nativeOptions(options);
+    const n = await native.listen(opts).catch(rethrow);
+    return new Server(n, LISTEN);
+  }
+
+  /** The bound UDP port. */
+  get port() {
+    return this.#native.port;
+  }
+  /** The bound IP address. */
+  get host() {
+    return this.#native.host;
+  }
+  /** { address, port } of the bound socket. */
+  address() {
+    return { address: this.#native.host, port: this.#native.port };
+  }
+
+  /** [{ algorithm: 'sha-256', value: Uint8Array }] for the browser's serverCertificateHashes. */
+  get certificateHashes() {
+    const b = this.#native.certificateSha256;
+    return [{ algorithm: 'sha-256', value: new Uint8Array(b.buffer, b.byteOffset, b.byteLength) }];
+  }
+
+  /** The current certificate: { sha256 (hex), spkiSha256 (base64), pem }. */
+  get certificate() {
+    return {
+      sha256: Buffer.from(this.#native.certificateSha256).toString('hex'),
+      spkiSha256: this.#native.certificateSpki,
+      pem: this.#native.certificatePem,
+    };
+  }
+
+  /** Replaces the certificate for new connections ({ cert, key } as PEM). */
+  setCertificate(certificate) {
+    checkObject('certificate', certificate);
+    try {
+      this.#native.setCertificate(pemText('certificate.cert', certificate.cert), pemText('certificate.key', certificate.key));
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  /** Sessions open right now. */
+  get sessionCount() {
+    return this.#native.sessionCount;
+  }
+
+  /**
+   * Session requests as an async iterable: for one path (exact match, query ignored) when
+   * `path` is given, otherwise for every path that has no route of its own. Paths nobody
+   * listens for are answered with 404.
+   */
+  requests(path) {
+    if (path === undefined) {
+      const n = this.#native;
+      return {
+        async *[Symbol.asyncIterator]() {
+          for (;;) {
+            const r = await n.accept();
+            if (r === null) return;
+            yield new SessionRequest(r);
+          }
+        },
+      };
+    }
+    checkString('path', path);
+    let route;
+    try {
+      route = this.#native.route(path);
+    } catch (err) {
+      throw translate(err);
+    }
+    const stream = new RequestStream(route);
+    this.#routes.add(stream);
+    return stream;
+  }
+
+  /**
+   * Calls `handler(request)` for every request to `path`. If the handler throws or
+   * rejects before answering, the request gets 500 and `onError` (default: console.error)
+   * sees the error. Returns the RequestStream; close() it to stop routing.
+   */
+  route(path, handler, { onError = (e) => console.error('ferrovia: route handler failed:', e) } = {}) {
+    if (typeof handler !== 'function') throw new TypeError(`handler must be a function, got ${describe(handler)}`);
+    if (typeof onError !== 'function') throw new TypeError('onError must be a function');
+    const stream = this.requests(path);
+    (async () => {
+      for await (const request of stream) {
+        Promise.resolve()
+          .then(() => handler(request))
+          .catch((err) => {
+            if (!request.answered) request.reject(500).catch(() => {});
+            onError(err);
+          });
+      }
+    })().catch(onError);
+    return stream;
+  }
+
+  /**
+   * Shuts down: stops accepting, asks sessions to drain, waits up to `grace` ms
+   * (default 2000) for them to end, then closes the rest. Iterators of requests end.
+   */
+  close({ grace = 2000 } = {}) {
+    checkInt('grace', grace, 0, 2 ** 31);
+    if (!this.#closing) {
+      for (const r of this.#routes) r.close();
+      this.#routes.clear();
+      this.#closing = this.#native.close(grace).then(
+        () => clearInterval(this.#keepAlive),
+        (err) => {
+          clearInterval(this.#keepAlive);
+          throw translate(err);
+        },
+      );
+    }
+    return this.#closing;
+  }
+}
+
+const LISTEN = Symbol('listen');
+
+module.exports = {
+  Server,
+  SessionRequest,
+  RequestStream,
+  WebTransportSession,
+  DatagramDuplexStream,
+  WebTransportError,
+  toDuplex,
+};
+Object.defineProperty(module.exports, '__native', { value: native, enumerable: false });

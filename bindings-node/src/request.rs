@@ -1,0 +1,147 @@
+//! A session request waiting for an answer.
+
+use std::sync::Mutex;
+
+use ferrovia::SessionRequest;
+use napi_derive::napi;
+
+use crate::{error, session::NativeSession};
+
+/// One request or response header.
+#[napi(object)]
+pub struct NativeHeader {
+    /// Lower-case header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
+}
+
+/// An extended CONNECT request for a WebTransport session.
+#[napi]
+pub struct NativeRequest {
+    inner: Mutex<Option<SessionRequest>>,
+    path: String,
+    authority: String,
+    origin: Option<String>,
+    headers: Vec<(String, String)>,
+    subprotocols: Vec<String>,
+    remote: std::net::SocketAddr,
+}
+
+impl NativeRequest {
+    pub(crate) fn new(r: SessionRequest) -> Self {
+        Self {
+            path: r.path().to_owned(),
+            authority: r.authority().to_owned(),
+            origin: r.origin().map(str::to_owned),
+            headers: r.headers().to_vec(),
+            subprotocols: r.subprotocols().to_vec(),
+            remote: r.remote_addr(),
+            inner: Mutex::new(Some(r)),
+        }
+    }
+
+    fn take(&self) -> napi::Result<SessionRequest> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .ok_or_else(error::request_answered)
+    }
+}
+
+#[napi]
+impl NativeRequest {
+    /// `:path`, including the query.
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    /// `:authority`.
+    #[napi(getter)]
+    pub fn authority(&self) -> String {
+        self.authority.clone()
+    }
+
+    /// The `origin` header, if any.
+    #[napi(getter)]
+    pub fn origin(&self) -> Option<String> {
+        self.origin.clone()
+    }
+
+    /// Every header in arrival order, pseudo-headers included.
+    #[napi(getter)]
+    pub fn headers(&self) -> Vec<NativeHeader> {
+        self.headers
+            .iter()
+            .map(|(name, value)| NativeHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    /// Subprotocols offered in `wt-available-protocols`, in preference order.
+    #[napi(getter)]
+    pub fn subprotocols(&self) -> Vec<String> {
+        self.subprotocols.clone()
+    }
+
+    /// The client's IP address.
+    #[napi(getter)]
+    pub fn remote_address(&self) -> String {
+        self.remote.ip().to_string()
+    }
+
+    /// The client's UDP port.
+    #[napi(getter)]
+    pub fn remote_port(&self) -> u32 {
+        u32::from(self.remote.port())
+    }
+
+    /// Whether the request was already accepted or rejected.
+    #[napi(getter)]
+    pub fn answered(&self) -> bool {
+        self.inner.lock().map(|r| r.is_none()).unwrap_or(true)
+    }
+
+    /// Accepts with 200, optionally choosing a subprotocol and adding response headers.
+    /// A bad protocol or header fails without answering, so the request can still be used.
+    #[napi]
+    pub async fn accept(
+        &self,
+        protocol: Option<String>,
+        headers: Option<Vec<NativeHeader>>,
+    ) -> napi::Result<NativeSession> {
+        let headers = headers.unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        let request = {
+            let guard = self.inner.lock().map_err(|_| error::request_answered())?;
+            let r = guard.as_ref().ok_or_else(error::request_answered)?;
+            r.check_accept(protocol.as_deref(), &pairs)
+                .map_err(error::from_request)?;
+            drop(guard);
+            self.take()?
+        };
+        let session = request
+            .accept_with(protocol.as_deref(), &pairs)
+            .await
+            .map_err(error::from_request)?;
+        Ok(NativeSession::new(session, protocol))
+    }
+
+    /// Rejects with an HTTP status in 300..=599.
+    #[napi]
+    pub async fn reject(&self, status: u32) -> napi::Result<()> {
+        let status = u16::try_from(status).unwrap_or(0);
+        SessionRequest::check_status(status).map_err(error::from_request)?;
+        self.take()?
+            .reject(status)
+            .await
+            .map_err(error::from_request)
+    }
+}

@@ -1,0 +1,287 @@
+//! `listen()`, the server and its routes.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use ferrovia::{
+    Certificate, CongestionController, Limits, OriginPolicy, Route, Server, ServerConfig,
+};
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+use tokio::sync::watch;
+
+use crate::{error, request::NativeRequest};
+
+/// Resource limits; every field is optional and defaults to the core's value.
+#[napi(object)]
+#[derive(Default)]
+pub struct NativeLimits {
+    /// Sessions open at once across the server.
+    pub max_sessions: Option<u32>,
+    /// Sessions one QUIC connection may carry.
+    pub max_sessions_per_connection: Option<u32>,
+    /// Concurrent bidirectional streams the client may open per connection.
+    pub max_bidi_streams: Option<u32>,
+    /// Concurrent unidirectional streams the client may open per connection.
+    pub max_uni_streams: Option<u32>,
+    /// Receive window per stream, in bytes.
+    pub stream_receive_window: Option<u32>,
+    /// Receive window per connection, in bytes.
+    pub connection_receive_window: Option<u32>,
+    /// Send window per connection, in bytes.
+    pub send_window: Option<f64>,
+    /// Incoming datagrams queued per session before the oldest are dropped.
+    pub datagram_queue: Option<u32>,
+    /// Streams held for a session that does not exist yet.
+    pub max_buffered_streams: Option<u32>,
+    /// Datagrams held for a session that does not exist yet.
+    pub max_buffered_datagrams: Option<u32>,
+    /// Session requests queued per path before new ones get 503.
+    pub request_queue: Option<u32>,
+}
+
+/// Options of [`listen`], already checked by the facade.
+#[napi(object)]
+pub struct NativeListenOptions {
+    /// Address to bind, e.g. `::` or `127.0.0.1`.
+    pub host: String,
+    /// UDP port; 0 picks a free one.
+    pub port: u32,
+    /// PEM certificate chain (with `key_pem`).
+    pub cert_pem: Option<String>,
+    /// PEM private key (with `cert_pem`).
+    pub key_pem: Option<String>,
+    /// Path of a PEM certificate chain (with `key_file`).
+    pub cert_file: Option<String>,
+    /// Path of a PEM private key (with `cert_file`).
+    pub key_file: Option<String>,
+    /// Names for a generated self-signed certificate (used when no PEM is given).
+    pub names: Option<Vec<String>>,
+    /// `same-host` (default), `any`, or `list` (then `allowed_origins`).
+    pub origin_policy: Option<String>,
+    /// Origins allowed when `origin_policy` is `list`.
+    pub allowed_origins: Option<Vec<String>>,
+    /// Idle timeout in milliseconds; 0 disables it.
+    pub idle_timeout_ms: Option<f64>,
+    /// Keep-alive interval in milliseconds; 0 disables it.
+    pub keep_alive_ms: Option<f64>,
+    /// `cubic` (default), `newreno` or `bbr`.
+    pub congestion_controller: Option<String>,
+    /// Resource limits.
+    pub limits: Option<NativeLimits>,
+}
+
+fn certificate(o: &NativeListenOptions) -> napi::Result<Certificate> {
+    let cert = match (&o.cert_pem, &o.key_pem, &o.cert_file, &o.key_file) {
+        (Some(c), Some(k), None, None) => Certificate::from_pem(c.as_bytes(), k.as_bytes()),
+        (None, None, Some(c), Some(k)) => Certificate::from_pem_files(c, k),
+        (None, None, None, None) => {
+            let default = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+            Certificate::self_signed(o.names.as_deref().unwrap_or(&default))
+        }
+        _ => return Err(error::invalid("give either cert and key, or certFile and keyFile")),
+    };
+    cert.map_err(|e| error::from_server(e.into()))
+}
+
+fn limits(l: Option<NativeLimits>) -> Limits {
+    let mut out = Limits::default();
+    let Some(l) = l else { return out };
+    let set = |dst: &mut usize, v: Option<u32>| {
+        if let Some(v) = v {
+            *dst = v as usize;
+        }
+    };
+    set(&mut out.max_sessions, l.max_sessions);
+    set(&mut out.datagram_queue, l.datagram_queue);
+    set(&mut out.max_buffered_streams, l.max_buffered_streams);
+    set(&mut out.max_buffered_datagrams, l.max_buffered_datagrams);
+    set(&mut out.request_queue, l.request_queue);
+    if let Some(v) = l.max_sessions_per_connection {
+        out.max_sessions_per_connection = v;
+    }
+    if let Some(v) = l.max_bidi_streams {
+        out.max_bidi_streams = v;
+    }
+    if let Some(v) = l.max_uni_streams {
+        out.max_uni_streams = v;
+    }
+    if let Some(v) = l.stream_receive_window {
+        out.stream_receive_window = v;
+    }
+    if let Some(v) = l.connection_receive_window {
+        out.connection_receive_window = v;
+    }
+    if let Some(v) = l.send_window {
+        out.send_window = v as u64;
+    }
+    out
+}
+
+fn millis(v: Option<f64>, default: Option<Duration>) -> Option<Duration> {
+    match v {
+        None => default,
+        Some(ms) if ms <= 0.0 => None,
+        Some(ms) => Some(Duration::from_secs_f64(ms / 1000.0)),
+    }
+}
+
+fn config(o: NativeListenOptions) -> napi::Result<ServerConfig> {
+    let ip: IpAddr = o
+        .host
+        .parse()
+        .map_err(|_| error::invalid(format!("host {:?} is not an IP address", o.host)))?;
+    let port = u16::try_from(o.port).map_err(|_| error::invalid("port must be 0..65535"))?;
+    let mut config = ServerConfig::new(SocketAddr::new(ip, port), certificate(&o)?);
+    config.origin_policy = match o.origin_policy.as_deref() {
+        None | Some("same-host") => OriginPolicy::SameHost,
+        Some("any") => OriginPolicy::Any,
+        Some("list") => OriginPolicy::AllowList(o.allowed_origins.unwrap_or_default()),
+        Some(other) => return Err(error::invalid(format!("unknown origin policy {other:?}"))),
+    };
+    config.idle_timeout = millis(o.idle_timeout_ms, config.idle_timeout);
+    config.keep_alive = millis(o.keep_alive_ms, config.keep_alive);
+    config.congestion_controller = match o.congestion_controller.as_deref() {
+        None | Some("cubic") => CongestionController::Cubic,
+        Some("newreno") => CongestionController::NewReno,
+        Some("bbr") => CongestionController::Bbr,
+        Some(other) => {
+            return Err(error::invalid(format!(
+                "unknown congestion controller {other:?}"
+            )))
+        }
+    };
+    config.limits = limits(o.limits);
+    Ok(config)
+}
+
+/// Binds a WebTransport server. Resolves once the UDP socket is bound.
+#[napi]
+pub async fn listen(options: NativeListenOptions) -> napi::Result<NativeServer> {
+    let server = Server::bind(config(options)?).map_err(error::from_server)?;
+    let addr = server.local_addr().map_err(error::from_server)?;
+    Ok(NativeServer {
+        server: Arc::new(server),
+        addr,
+    })
+}
+
+/// A bound server.
+#[napi]
+pub struct NativeServer {
+    server: Arc<Server>,
+    addr: SocketAddr,
+}
+
+#[napi]
+impl NativeServer {
+    /// The bound UDP port.
+    #[napi(getter)]
+    pub fn port(&self) -> u32 {
+        u32::from(self.addr.port())
+    }
+
+    /// The bound IP address.
+    #[napi(getter)]
+    pub fn host(&self) -> String {
+        self.addr.ip().to_string()
+    }
+
+    /// SHA-256 of the current certificate (DER), for `serverCertificateHashes`.
+    #[napi(getter)]
+    pub fn certificate_sha256(&self) -> Buffer {
+        self.server.certificate().sha256().to_vec().into()
+    }
+
+    /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chrome's SPKI flag).
+    #[napi(getter)]
+    pub fn certificate_spki(&self) -> String {
+        self.server.certificate().spki_sha256_base64()
+    }
+
+    /// The certificate chain as PEM.
+    #[napi(getter)]
+    pub fn certificate_pem(&self) -> String {
+        self.server.certificate().chain_pem()
+    }
+
+    /// Sessions open right now.
+    #[napi(getter)]
+    pub fn session_count(&self) -> u32 {
+        self.server.session_count() as u32
+    }
+
+    /// Replaces the certificate for new connections (PEM strings).
+    #[napi(catch_unwind)]
+    pub fn set_certificate(&self, cert_pem: String, key_pem: String) -> napi::Result<()> {
+        let cert = Certificate::from_pem(cert_pem.as_bytes(), key_pem.as_bytes())
+            .map_err(|e| error::from_server(e.into()))?;
+        self.server.set_certificate(cert);
+        Ok(())
+    }
+
+    /// The next request for a path without a route; `null` once the server closes.
+    #[napi]
+    pub async fn accept(&self) -> Option<NativeRequest> {
+        self.server.accept().await.map(NativeRequest::new)
+    }
+
+    /// Claims the requests for `path`.
+    #[napi(catch_unwind)]
+    pub fn route(&self, path: String) -> napi::Result<NativeRoute> {
+        let route = self.server.route(&path).map_err(error::from_server)?;
+        let (closed, _) = watch::channel(false);
+        Ok(NativeRoute {
+            path,
+            route: Mutex::new(Some(Arc::new(route))),
+            closed,
+        })
+    }
+
+    /// Graceful shutdown: drain sessions, wait up to `grace_ms`, then close the rest.
+    #[napi]
+    pub async fn close(&self, grace_ms: f64) {
+        let grace = Duration::from_secs_f64(grace_ms.max(0.0) / 1000.0);
+        self.server.close(grace).await;
+    }
+}
+
+/// The requests for one path.
+#[napi]
+pub struct NativeRoute {
+    path: String,
+    route: Mutex<Option<Arc<Route>>>,
+    closed: watch::Sender<bool>,
+}
+
+#[napi]
+impl NativeRoute {
+    /// The path this route claims.
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    /// The next request; `null` once the route or the server is closed.
+    #[napi]
+    pub async fn accept(&self) -> Option<NativeRequest> {
+        let route = self.route.lock().ok()?.clone()?;
+        let mut closed = self.closed.subscribe();
+        tokio::select! {
+            r = route.accept() => r.map(NativeRequest::new),
+            _ = closed.wait_for(|c| *c) => None,
+        }
+    }
+
+    /// Releases the path: pending `accept()` calls resolve `null`, new requests get 404.
+    #[napi(catch_unwind)]
+    pub fn close(&self) {
+        if let Ok(mut r) = self.route.lock() {
+            r.take();
+        }
+        self.closed.send_replace(true);
+    }
+}

@@ -1,0 +1,217 @@
+//! An accepted session.
+
+use ferrovia::{CloseInfo, CloseInitiator, Session, SessionError};
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::{
+    error,
+    stream::{NativeBidiStream, NativeRecvStream, NativeSendStream},
+};
+
+/// How a session ended.
+#[napi(object)]
+pub struct NativeCloseInfo {
+    /// The application close code (0 when the session ended without a close capsule).
+    pub close_code: u32,
+    /// The reason, at most 1024 bytes of UTF-8.
+    pub reason: String,
+    /// `local`, `remote` or `connection`.
+    pub initiator: String,
+}
+
+impl From<CloseInfo> for NativeCloseInfo {
+    fn from(i: CloseInfo) -> Self {
+        Self {
+            close_code: i.code,
+            reason: i.reason,
+            initiator: match i.initiator {
+                CloseInitiator::Local => "local",
+                CloseInitiator::Remote => "remote",
+                CloseInitiator::Connection => "connection",
+            }
+            .into(),
+        }
+    }
+}
+
+/// Statistics of the session's QUIC connection.
+#[napi(object)]
+pub struct NativeStats {
+    /// Smoothed round-trip time in milliseconds.
+    pub smoothed_rtt: f64,
+    /// UDP payload bytes sent.
+    pub bytes_sent: f64,
+    /// UDP payload bytes received.
+    pub bytes_received: f64,
+    /// Packets sent.
+    pub packets_sent: f64,
+    /// Packets declared lost.
+    pub packets_lost: f64,
+    /// Congestion window in bytes.
+    pub congestion_window: f64,
+    /// Current path MTU in bytes.
+    pub mtu: u32,
+    /// Incoming datagrams dropped because the queue was full.
+    pub datagrams_dropped: f64,
+}
+
+/// An accepted WebTransport session.
+#[napi]
+pub struct NativeSession {
+    session: Session,
+    protocol: Option<String>,
+}
+
+impl NativeSession {
+    pub(crate) fn new(session: Session, protocol: Option<String>) -> Self {
+        Self { session, protocol }
+    }
+}
+
+#[napi]
+impl NativeSession {
+    /// The session ID (the CONNECT stream's ID).
+    #[napi(getter)]
+    pub fn id(&self) -> f64 {
+        self.session.id() as f64
+    }
+
+    /// The request path, including the query.
+    #[napi(getter)]
+    pub fn path(&self) -> String {
+        self.session.path().to_owned()
+    }
+
+    /// The subprotocol chosen at accept, if any.
+    #[napi(getter)]
+    pub fn protocol(&self) -> Option<String> {
+        self.protocol.clone()
+    }
+
+    /// The client's address as `ip`.
+    #[napi(getter)]
+    pub fn remote_address(&self) -> String {
+        self.session.remote_addr().ip().to_string()
+    }
+
+    /// The client's UDP port.
+    #[napi(getter)]
+    pub fn remote_port(&self) -> u32 {
+        u32::from(self.session.remote_addr().port())
+    }
+
+    /// The largest datagram payload that fits in one packet right now.
+    #[napi(getter)]
+    pub fn max_datagram_size(&self) -> u32 {
+        self.session.max_datagram_size() as u32
+    }
+
+    /// Whether the client asked to drain the session.
+    #[napi(getter)]
+    pub fn is_draining(&self) -> bool {
+        self.session.is_draining()
+    }
+
+    /// How the session ended, if it has.
+    #[napi(getter)]
+    pub fn close_info(&self) -> Option<NativeCloseInfo> {
+        self.session.close_info().map(Into::into)
+    }
+
+    /// The next bidirectional stream opened by the client; `null` once the session ends.
+    #[napi]
+    pub async fn accept_bi(&self) -> napi::Result<Option<NativeBidiStream>> {
+        match self.session.accept_bi().await {
+            Ok((send, recv)) => Ok(Some(NativeBidiStream::new(send, recv))),
+            Err(SessionError::Closed(_)) => Ok(None),
+            Err(e) => Err(error::from_session(e)),
+        }
+    }
+
+    /// The next unidirectional stream opened by the client; `null` once the session ends.
+    #[napi]
+    pub async fn accept_uni(&self) -> napi::Result<Option<NativeRecvStream>> {
+        match self.session.accept_uni().await {
+            Ok(recv) => Ok(Some(NativeRecvStream::new(recv))),
+            Err(SessionError::Closed(_)) => Ok(None),
+            Err(e) => Err(error::from_session(e)),
+        }
+    }
+
+    /// Opens a bidirectional stream toward the client (waits for stream credit).
+    #[napi]
+    pub async fn open_bi(&self) -> napi::Result<NativeBidiStream> {
+        let (send, recv) = self.session.open_bi().await.map_err(error::from_session)?;
+        Ok(NativeBidiStream::new(send, recv))
+    }
+
+    /// Opens a unidirectional stream toward the client (waits for stream credit).
+    #[napi]
+    pub async fn open_uni(&self) -> napi::Result<NativeSendStream> {
+        let send = self.session.open_uni().await.map_err(error::from_session)?;
+        Ok(NativeSendStream::new(send))
+    }
+
+    /// Sends one datagram; fails with `ERR_DATAGRAM_TOO_LARGE` if it cannot fit.
+    #[napi]
+    pub async fn send_datagram(&self, data: Buffer) -> napi::Result<()> {
+        self.session
+            .send_datagram(&data)
+            .await
+            .map_err(error::from_session)
+    }
+
+    /// The next datagram; `null` once the session ends.
+    #[napi]
+    pub async fn recv_datagram(&self) -> napi::Result<Option<Buffer>> {
+        match self.session.recv_datagram().await {
+            Ok(d) => Ok(Some(Vec::from(d).into())),
+            Err(SessionError::Closed(_)) => Ok(None),
+            Err(e) => Err(error::from_session(e)),
+        }
+    }
+
+    /// Closes the session with a code and a reason (truncated to 1024 bytes).
+    #[napi(catch_unwind)]
+    pub fn close(&self, code: u32, reason: String) {
+        self.session.close(code, &reason);
+    }
+
+    /// Asks the client to wrap up (DRAIN_WEBTRANSPORT_SESSION).
+    #[napi(catch_unwind)]
+    pub fn drain(&self) {
+        self.session.drain();
+    }
+
+    /// Resolves once the session has ended.
+    #[napi]
+    pub async fn closed(&self) -> NativeCloseInfo {
+        self.session.closed().await.into()
+    }
+
+    /// Resolves `true` when the client asks to drain, or `false` if the session ends first.
+    #[napi]
+    pub async fn draining(&self) -> bool {
+        tokio::select! {
+            _ = self.session.draining() => true,
+            _ = self.session.closed() => self.session.is_draining(),
+        }
+    }
+
+    /// Connection statistics.
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> NativeStats {
+        let s = self.session.stats();
+        NativeStats {
+            smoothed_rtt: s.rtt.as_secs_f64() * 1000.0,
+            bytes_sent: s.bytes_sent as f64,
+            bytes_received: s.bytes_received as f64,
+            packets_sent: s.packets_sent as f64,
+            packets_lost: s.packets_lost as f64,
+            congestion_window: s.congestion_window as f64,
+            mtu: u32::from(s.mtu),
+            datagrams_dropped: s.datagrams_dropped as f64,
+        }
+    }
+}
