@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Smoke mode of the benchmark suite: seconds-long runs of every scenario that check the
+# harness works (every scenario completes against every server, every figure parses).
+# It measures nothing worth publishing; scripts/bench.sh does that.
+#
+# Servers: the core echo example (debug build, the one the test suite builds), the
+# aioquic peer when aioquic is installed, and the Node and Python echo examples when
+# their packages are built. BENCH_SMOKE_SERVERS=core,aioquic picks a subset.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+out=target/bench-smoke
+mkdir -p "$out"
+
+cargo build -p ferrovia --example echo
+cargo build -p ferrovia-bench --bin loadgen
+
+servers=(--server "core=target/debug/examples/echo --port 0 --host 127.0.0.1")
+names=core
+
+add() { # add NAME COMMAND
+  if [[ -n "${BENCH_SMOKE_SERVERS:-}" && ",$BENCH_SMOKE_SERVERS," != *",$1,"* ]]; then
+    return
+  fi
+  servers+=(--server "$1=$2")
+  names+=",$1"
+}
+
+if python3 -c 'import aioquic' 2>/dev/null; then
+  add aioquic "python3 bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
+else
+  echo "bench smoke: aioquic not installed (pip install -r bench/requirements.txt); skipping that peer" >&2
+fi
+if [[ -f examples/node/echo.mjs ]] && node -e "require('./')" 2>/dev/null; then
+  add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1"
+fi
+if [[ -f examples/python/echo.py ]] && python3 -c 'import ferrovia._ferrovia' 2>/dev/null; then
+  add python "python3 examples/python/echo.py --port 0 --host 127.0.0.1"
+fi
+
+status=0
+target/debug/loadgen --smoke --json "$out/results.jsonl" --markdown "$out/results.md" \
+  "${servers[@]}" >"$out/stdout.txt" || status=$?
+cat "$out/results.md"
+python3 bench/check.py "$out/results.jsonl" "$names" \
+  bulk_single,bulk_parallel,latency,datagrams,setup,idle_20,idle_60 || status=1
+if [[ $status -ne 0 ]]; then
+  echo "bench smoke: FAILED (log in $out/)" >&2
+  exit 1
+fi
+echo "bench smoke: ok"
