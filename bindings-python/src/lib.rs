@@ -1,1 +1,82 @@
-//! Python binding.
+//! `ferrovia._ferrovia`: the native half of the Python package.
+//!
+//! Each class wraps one core type and only translates values and errors; the asyncio
+//! semantics (buffered readers, iteration, context managers) live in the pure-Python facade
+//! `ferrovia/__init__.py`. Every awaitable returned here is an `asyncio.Future` driven by
+//! one tokio runtime per process, so the interpreter is never held while the network is
+//! awaited, and cancelling the future drops the Rust operation.
+
+use std::{
+    future::Future,
+    pin::pin,
+    task::{Context, Poll, Waker},
+};
+
+use pyo3::prelude::*;
+
+mod errors;
+mod server;
+mod session;
+mod stream;
+
+use errors::{Failure, Outcome};
+
+/// The process-wide runtime the core runs on.
+pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
+    pyo3_async_runtimes::tokio::get_runtime()
+}
+
+/// Turns a core operation into an `asyncio.Future` of the running loop.
+pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
+where
+    F: Future<Output = Result<T, Failure>> + Send + 'static,
+    T: for<'a> IntoPyObject<'a> + Send + 'static,
+{
+    pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(Outcome(fut.await)) })
+}
+
+/// Polls a future once, without the interpreter held: `Some` if it finished at once.
+/// The fast paths use it so that data already buffered does not cost a round trip through
+/// the event loop. Only cancel-safe operations may be tried this way.
+pub(crate) fn try_now<F: Future>(py: Python<'_>, fut: F) -> Option<F::Output>
+where
+    F: Send,
+    F::Output: Send,
+{
+    py.detach(|| {
+        let _guard = runtime().enter();
+        let mut fut = pin!(fut);
+        let mut cx = Context::from_waker(Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            Poll::Ready(v) => Some(v),
+            Poll::Pending => None,
+        }
+    })
+}
+
+/// Panics on purpose, at once or inside a future, so the tests can check that a panic
+/// becomes an exception and leaves the process (and its servers) running.
+#[pyfunction]
+#[pyo3(signature = (in_future = false))]
+fn _panic_for_tests(py: Python<'_>, in_future: bool) -> PyResult<Bound<'_, PyAny>> {
+    if in_future {
+        return awaitable::<_, ()>(py, async {
+            panic!("deliberate panic inside a future");
+        });
+    }
+    panic!("deliberate panic in a synchronous call");
+}
+
+#[pymodule]
+fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<server::Certificate>()?;
+    m.add_class::<server::Server>()?;
+    m.add_class::<server::Route>()?;
+    m.add_class::<server::SessionRequest>()?;
+    m.add_class::<session::Session>()?;
+    m.add_class::<stream::Reader>()?;
+    m.add_class::<stream::Writer>()?;
+    m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,416 @@
+//! Certificates, the server, its routes and incoming session requests.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use pyo3::{
+    exceptions::{PyRuntimeError, PyTypeError, PyValueError},
+    prelude::*,
+    types::{PyBytes, PyString},
+};
+
+use crate::{
+    awaitable,
+    errors::{Failure, IntoPyResult},
+    runtime,
+    session::Session,
+};
+
+/// A TLS certificate chain with its private key.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct Certificate {
+    pub(crate) inner: ferrovia::Certificate,
+}
+
+/// PEM given as `str` or `bytes`.
+fn pem_bytes(arg: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
+    if let Ok(s) = value.cast::<PyString>() {
+        return Ok(s.to_str()?.as_bytes().to_vec());
+    }
+    if let Ok(b) = value.cast::<PyBytes>() {
+        return Ok(b.as_bytes().to_vec());
+    }
+    Err(PyTypeError::new_err(format!(
+        "{arg} must be str or bytes holding PEM, not {}",
+        value.get_type().name()?
+    )))
+}
+
+#[pymethods]
+impl Certificate {
+    /// A fresh ECDSA P-256 certificate valid for 13 days, usable with
+    /// `serverCertificateHashes`.
+    #[staticmethod]
+    fn self_signed(py: Python<'_>, names: Vec<String>) -> PyResult<Self> {
+        if names.is_empty() {
+            return Err(PyValueError::new_err("names must not be empty"));
+        }
+        let inner = py
+            .detach(|| ferrovia::Certificate::self_signed(&names))
+            .py_err(py)?;
+        Ok(Self { inner })
+    }
+
+    /// A certificate chain and key from PEM text.
+    #[staticmethod]
+    fn from_pem(
+        py: Python<'_>,
+        cert: &Bound<'_, PyAny>,
+        key: &Bound<'_, PyAny>,
+    ) -> PyResult<Self> {
+        let cert = pem_bytes("cert", cert)?;
+        let key = pem_bytes("key", key)?;
+        let inner = ferrovia::Certificate::from_pem(&cert, &key).py_err(py)?;
+        Ok(Self { inner })
+    }
+
+    /// A certificate chain and key from PEM files.
+    #[staticmethod]
+    fn from_pem_files(
+        py: Python<'_>,
+        cert_path: std::path::PathBuf,
+        key_path: std::path::PathBuf,
+    ) -> PyResult<Self> {
+        let inner = py
+            .detach(|| ferrovia::Certificate::from_pem_files(&cert_path, &key_path))
+            .py_err(py)?;
+        Ok(Self { inner })
+    }
+
+    /// SHA-256 of the DER certificate.
+    fn sha256<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, &self.inner.sha256())
+    }
+
+    /// SHA-256 of the DER certificate as lowercase hex.
+    fn sha256_hex(&self) -> String {
+        self.inner.sha256_hex()
+    }
+
+    /// Base64 SHA-256 of the public key (for Chrome's SPKI allow-list flag).
+    fn spki_sha256_base64(&self) -> String {
+        self.inner.spki_sha256_base64()
+    }
+
+    /// The leaf certificate in DER.
+    fn der<'py>(&self, py: Python<'py>) -> Bound<'py, PyBytes> {
+        PyBytes::new(py, self.inner.der())
+    }
+
+    /// The chain as PEM.
+    fn chain_pem(&self) -> String {
+        self.inner.chain_pem()
+    }
+
+    /// The private key as PEM.
+    fn key_pem(&self) -> String {
+        self.inner.key_pem().to_owned()
+    }
+}
+
+fn seconds(arg: &str, value: Option<f64>) -> PyResult<Option<Duration>> {
+    match value {
+        None => Ok(None),
+        Some(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Some(Duration::from_secs_f64(s))),
+        Some(s) => Err(PyValueError::new_err(format!(
+            "{arg} must be a positive number of seconds or None, got {s}"
+        ))),
+    }
+}
+
+fn origin_policy(policy: &Bound<'_, PyAny>) -> PyResult<ferrovia::OriginPolicy> {
+    if let Ok(s) = policy.cast::<PyString>() {
+        return match s.to_str()? {
+            "same-host" => Ok(ferrovia::OriginPolicy::SameHost),
+            "*" => Ok(ferrovia::OriginPolicy::Any),
+            other => Err(PyValueError::new_err(format!(
+                "allowed_origins must be \"same-host\", \"*\", a list of origins or a callable, got {other:?}"
+            ))),
+        };
+    }
+    if policy.is_callable() {
+        let check: Py<PyAny> = policy.clone().unbind();
+        return Ok(ferrovia::OriginPolicy::Custom(Arc::new(
+            move |origin: &str, authority: &str| {
+                Python::attach(|py| {
+                    let verdict = check
+                        .bind(py)
+                        .call1((origin, authority))
+                        .and_then(|r| r.is_truthy());
+                    verdict.unwrap_or_else(|e| {
+                        // A failing policy denies; the traceback goes where unraisable
+                        // errors go so the mistake is visible.
+                        e.write_unraisable(py, Some(check.bind(py)));
+                        false
+                    })
+                })
+            },
+        )));
+    }
+    let list: Vec<String> = policy.extract().map_err(|_| {
+        PyTypeError::new_err(
+            "allowed_origins must be \"same-host\", \"*\", a list of origin strings or a callable",
+        )
+    })?;
+    Ok(ferrovia::OriginPolicy::AllowList(list))
+}
+
+fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> PyResult<()> {
+    fn fit<T: TryFrom<u64>>(name: &str, v: u64) -> PyResult<T> {
+        T::try_from(v).map_err(|_| PyValueError::new_err(format!("limits.{name} is too large: {v}")))
+    }
+    for (name, v) in values {
+        match name.as_str() {
+            "max_sessions" => limits.max_sessions = fit(&name, v)?,
+            "max_sessions_per_connection" => limits.max_sessions_per_connection = fit(&name, v)?,
+            "max_bidi_streams" => limits.max_bidi_streams = fit(&name, v)?,
+            "max_uni_streams" => limits.max_uni_streams = fit(&name, v)?,
+            "stream_receive_window" => limits.stream_receive_window = fit(&name, v)?,
+            "connection_receive_window" => limits.connection_receive_window = fit(&name, v)?,
+            "send_window" => limits.send_window = v,
+            "datagram_queue" => limits.datagram_queue = fit(&name, v)?,
+            "max_buffered_streams" => limits.max_buffered_streams = fit(&name, v)?,
+            "max_buffered_datagrams" => limits.max_buffered_datagrams = fit(&name, v)?,
+            "request_queue" => limits.request_queue = fit(&name, v)?,
+            other => {
+                return Err(PyValueError::new_err(format!("limits has no field {other:?}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A listening WebTransport server.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct Server {
+    inner: ferrovia::Server,
+}
+
+#[pymethods]
+impl Server {
+    /// Binds the UDP socket and starts serving.
+    #[staticmethod]
+    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits))]
+    #[allow(clippy::too_many_arguments)]
+    fn bind(
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        certificate: &Certificate,
+        allowed_origins: &Bound<'_, PyAny>,
+        idle_timeout: Option<f64>,
+        keep_alive: Option<f64>,
+        congestion_controller: &str,
+        limits: HashMap<String, u64>,
+    ) -> PyResult<Self> {
+        let ip: IpAddr = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse()
+            .map_err(|_| PyValueError::new_err(format!("host must be an IP address, got {host:?}")))?;
+        let mut config = ferrovia::ServerConfig::new(
+            SocketAddr::new(ip, port),
+            certificate.inner.clone(),
+        );
+        config.origin_policy = origin_policy(allowed_origins)?;
+        config.idle_timeout = seconds("idle_timeout", idle_timeout)?;
+        config.keep_alive = seconds("keep_alive", keep_alive)?;
+        config.congestion_controller = match congestion_controller {
+            "cubic" => ferrovia::CongestionController::Cubic,
+            "newreno" => ferrovia::CongestionController::NewReno,
+            "bbr" => ferrovia::CongestionController::Bbr,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "congestion_controller must be \"cubic\", \"newreno\" or \"bbr\", got {other:?}"
+                )))
+            }
+        };
+        apply_limits(&mut config.limits, limits)?;
+        let _guard = runtime().enter();
+        let inner = ferrovia::Server::bind(config).py_err(py)?;
+        Ok(Self { inner })
+    }
+
+    /// `(host, port)` actually bound.
+    fn local_address(&self, py: Python<'_>) -> PyResult<(String, u16)> {
+        let addr = self.inner.local_addr().py_err(py)?;
+        Ok((addr.ip().to_string(), addr.port()))
+    }
+
+    /// The certificate new connections get.
+    fn certificate(&self) -> Certificate {
+        Certificate {
+            inner: self.inner.certificate(),
+        }
+    }
+
+    /// Replaces the certificate for new connections.
+    fn set_certificate(&self, certificate: &Certificate) {
+        self.inner.set_certificate(certificate.inner.clone());
+    }
+
+    /// Sessions open right now.
+    fn session_count(&self) -> usize {
+        self.inner.session_count()
+    }
+
+    /// Claims the requests for one path.
+    fn route(&self, py: Python<'_>, path: &str) -> PyResult<Route> {
+        let inner = self.inner.route(path).py_err(py)?;
+        Ok(Route {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The next request for a path without a route; resolves to None once closing.
+    fn accept<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = self.inner.clone();
+        awaitable(py, async move {
+            Ok(server.accept().await.map(SessionRequest::new))
+        })
+    }
+
+    /// Graceful shutdown within `grace` seconds.
+    fn close<'py>(&self, py: Python<'py>, grace: f64) -> PyResult<Bound<'py, PyAny>> {
+        let grace = seconds("grace", Some(grace.max(1e-3)))?.unwrap_or_default();
+        let server = self.inner.clone();
+        awaitable(py, async move {
+            server.close(grace).await;
+            Ok(())
+        })
+    }
+}
+
+/// The requests for one path.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct Route {
+    inner: Arc<ferrovia::Route>,
+}
+
+#[pymethods]
+impl Route {
+    /// The path this route claims.
+    #[getter]
+    fn path(&self) -> String {
+        self.inner.path().to_owned()
+    }
+
+    /// The next request for this path; resolves to None once the server closes.
+    fn accept<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let route = self.inner.clone();
+        awaitable(py, async move {
+            Ok(route.accept().await.map(SessionRequest::new))
+        })
+    }
+}
+
+/// A client asking to open a session.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct SessionRequest {
+    inner: Mutex<Option<ferrovia::SessionRequest>>,
+    path: String,
+    authority: String,
+    origin: Option<String>,
+    headers: Vec<(String, String)>,
+    subprotocols: Vec<String>,
+    remote: (String, u16),
+    session_id: u64,
+}
+
+impl SessionRequest {
+    fn new(r: ferrovia::SessionRequest) -> Self {
+        let remote = r.remote_addr();
+        Self {
+            path: r.path().to_owned(),
+            authority: r.authority().to_owned(),
+            origin: r.origin().map(str::to_owned),
+            headers: r.headers().to_vec(),
+            subprotocols: r.subprotocols().to_vec(),
+            remote: (remote.ip().to_string(), remote.port()),
+            session_id: r.session_id(),
+            inner: Mutex::new(Some(r)),
+        }
+    }
+
+    fn take(&self) -> PyResult<ferrovia::SessionRequest> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+            .ok_or_else(|| PyRuntimeError::new_err("this request was already accepted or rejected"))
+    }
+}
+
+#[pymethods]
+impl SessionRequest {
+    #[getter]
+    fn path(&self) -> &str {
+        &self.path
+    }
+    #[getter]
+    fn authority(&self) -> &str {
+        &self.authority
+    }
+    #[getter]
+    fn origin(&self) -> Option<&str> {
+        self.origin.as_deref()
+    }
+    #[getter]
+    fn headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+    #[getter]
+    fn subprotocols(&self) -> Vec<String> {
+        self.subprotocols.clone()
+    }
+    #[getter]
+    fn remote_address(&self) -> (String, u16) {
+        self.remote.clone()
+    }
+    #[getter]
+    fn session_id(&self) -> u64 {
+        self.session_id
+    }
+    /// Whether accept or reject was already called.
+    #[getter]
+    fn answered(&self) -> bool {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+    }
+
+    /// Accepts; resolves to the session.
+    #[pyo3(signature = (protocol, headers))]
+    fn accept<'py>(
+        &self,
+        py: Python<'py>,
+        protocol: Option<String>,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let request = self.take()?;
+        awaitable(py, async move {
+            let refs: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let session = request
+                .accept_with(protocol.as_deref(), &refs)
+                .await
+                .map_err(Failure::from)?;
+            Ok(Session::new(session))
+        })
+    }
+
+    /// Rejects with an HTTP status; the response is sent in the background.
+    fn reject(&self, status: u16) -> PyResult<()> {
+        if !(300..=599).contains(&status) {
+            return Err(PyValueError::new_err(format!(
+                "status must be an HTTP status in 300..=599, got {status}"
+            )));
+        }
+        let request = self.take()?;
+        runtime().spawn(async move {
+            let _ = request.reject(status).await;
+        });
+        Ok(())
+    }
+}

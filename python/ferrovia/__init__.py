@@ -1,0 +1,865 @@
+"""Ferrovia: an HTTP/3 WebTransport server for asyncio.
+
+::
+
+    import asyncio, ferrovia
+
+    async def main() -> None:
+        async with ferrovia.serve(port=4433) as server:
+            print(server.certificate_hashes[0].hex())
+            async for request in server.requests("/echo"):
+                session = await request.accept()
+                ...
+
+    asyncio.run(main())
+
+Every awaitable here waits on the network without holding the interpreter, and can be
+cancelled like any asyncio operation: cancelling a task blocked in a read, an accept or a
+datagram receive drops the operation and loses no data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
+from dataclasses import fields
+from types import TracebackType
+from typing import Any, Literal, Union
+
+from . import _ferrovia
+from ._errors import (
+    CertificateError,
+    DatagramsUnsupportedError,
+    DatagramTooLargeError,
+    RequestError,
+    ServerClosedError,
+    SessionClosedError,
+    StreamClosedError,
+    StreamResetError,
+    StreamStoppedError,
+    WebTransportError,
+)
+from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, SessionStats
+
+__version__: str = _ferrovia.__version__
+
+__all__ = [
+    "CertificateError",
+    "CertificateHash",
+    "Certificate",
+    "CloseInfo",
+    "CloseInitiator",
+    "CongestionController",
+    "DatagramTooLargeError",
+    "DatagramsUnsupportedError",
+    "Limits",
+    "OriginPolicy",
+    "RequestError",
+    "Requests",
+    "Server",
+    "ServerClosedError",
+    "Serving",
+    "Session",
+    "SessionClosedError",
+    "SessionRequest",
+    "SessionStats",
+    "StreamClosedError",
+    "StreamReader",
+    "StreamResetError",
+    "StreamStoppedError",
+    "StreamWriter",
+    "WebTransportError",
+    "serve",
+]
+
+OriginPolicy = Union[Literal["same-host", "*"], Sequence[str], Callable[[str, str], bool]]
+"""Which ``origin`` headers are accepted: ``"same-host"`` (the origin's host must equal the
+requested host), ``"*"`` (any), a list of exact origins, or ``callback(origin, authority)``.
+Requests without ``origin`` (non-browser clients) always pass; refused ones get 403."""
+
+CongestionController = Literal["cubic", "newreno", "bbr"]
+"""The QUIC congestion controller."""
+
+StrPath = Union[str, "os.PathLike[str]"]
+
+_U32 = 0xFFFF_FFFF
+_DEFAULT_LIMIT = 64 * 1024
+_READ_CHUNK = 1 << 20
+_ITER_CHUNK = 64 * 1024
+
+
+def _check_int(name: str, value: object, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}..{high}, got {value}")
+    return value
+
+
+def _check_code(name: str, value: object) -> int:
+    return _check_int(name, value, 0, _U32)
+
+
+def _check_bytes(name: str, value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"{name} must be bytes-like, not {type(value).__name__}")
+
+
+def _check_seconds(name: str, value: object, *, allow_none: bool) -> float | None:
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"{name} must be a positive, finite number of seconds, got {value}")
+    return float(value)
+
+
+class Certificate:
+    """A TLS certificate chain with its private key."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: _ferrovia.Certificate) -> None:
+        """Wraps a native certificate; use the class methods to make one."""
+        self._inner = inner
+
+    @classmethod
+    def self_signed(cls, names: Sequence[str] = ("localhost", "127.0.0.1", "::1")) -> Certificate:
+        """A fresh ECDSA P-256 certificate valid for 13 days, as browsers require for
+        ``serverCertificateHashes``. ``names`` are DNS names or IP addresses."""
+        if isinstance(names, str) or not all(isinstance(n, str) for n in names):
+            raise TypeError("names must be a sequence of str")
+        return cls(_ferrovia.Certificate.self_signed(list(names)))
+
+    @classmethod
+    def from_pem(cls, cert: str | bytes, key: str | bytes) -> Certificate:
+        """A chain and key from PEM text (``str`` or ``bytes``)."""
+        return cls(_ferrovia.Certificate.from_pem(cert, key))
+
+    @classmethod
+    def from_pem_files(cls, cert_path: StrPath, key_path: StrPath) -> Certificate:
+        """A chain and key from PEM files."""
+        return cls(_ferrovia.Certificate.from_pem_files(os.fspath(cert_path), os.fspath(key_path)))
+
+    def sha256(self) -> bytes:
+        """SHA-256 of the DER leaf certificate."""
+        return self._inner.sha256()
+
+    def sha256_hex(self) -> str:
+        """SHA-256 of the DER leaf certificate as lowercase hex."""
+        return self._inner.sha256_hex()
+
+    def spki_sha256_base64(self) -> str:
+        """Base64 SHA-256 of the public key, for Chrome's
+        ``--ignore-certificate-errors-spki-list``."""
+        return self._inner.spki_sha256_base64()
+
+    def der(self) -> bytes:
+        """The DER leaf certificate."""
+        return self._inner.der()
+
+    def chain_pem(self) -> str:
+        """The certificate chain as PEM."""
+        return self._inner.chain_pem()
+
+    def key_pem(self) -> str:
+        """The private key as PEM."""
+        return self._inner.key_pem()
+
+    def __repr__(self) -> str:
+        return f"<ferrovia.Certificate sha256={self.sha256_hex()}>"
+
+
+class StreamReader:
+    """The receiving half of a WebTransport stream, shaped like :class:`asyncio.StreamReader`.
+
+    ``async for chunk in reader`` yields the data as it arrives (not line by line) until the
+    peer finishes the stream.
+    """
+
+    __slots__ = ("_inner", "_buffer", "_eof", "_limit")
+
+    def __init__(self, inner: _ferrovia.Reader, limit: int = _DEFAULT_LIMIT) -> None:
+        """Wraps a native reader; readers come from a :class:`Session`."""
+        self._inner = inner
+        self._buffer = bytearray()
+        self._eof = False
+        self._limit = limit
+
+    @property
+    def id(self) -> int:
+        """The QUIC stream ID."""
+        return self._inner.id
+
+    async def _next_chunk(self, max_size: int) -> bytes:
+        chunk = self._inner.try_read(max_size)
+        if chunk is None:
+            chunk = await self._inner.read(max_size)
+        if not chunk:
+            self._eof = True
+        return chunk
+
+    def _take(self, n: int) -> bytes:
+        data = bytes(self._buffer[:n])
+        del self._buffer[:n]
+        return data
+
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes as soon as any are available; with ``n < 0``, everything up to
+        the end of the stream. ``b""`` means the peer finished the stream."""
+        if not isinstance(n, int) or isinstance(n, bool):
+            raise TypeError(f"n must be an int, not {type(n).__name__}")
+        if n == 0:
+            return b""
+        if n < 0:
+            parts = [self._take(len(self._buffer))]
+            while not self._eof:
+                parts.append(await self._next_chunk(_READ_CHUNK))
+            return b"".join(parts)
+        if self._buffer:
+            return self._take(n)
+        if self._eof:
+            return b""
+        return await self._next_chunk(min(n, _READ_CHUNK))
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes; raises :class:`asyncio.IncompleteReadError` if the stream ends
+        first (its ``partial`` holds what arrived)."""
+        _check_int("n", n, 0, 1 << 62)
+        while len(self._buffer) < n and not self._eof:
+            chunk = await self._next_chunk(min(n - len(self._buffer), _READ_CHUNK))
+            if not self._buffer and len(chunk) == n:
+                return chunk
+            self._buffer += chunk
+        if len(self._buffer) < n:
+            partial = self._take(len(self._buffer))
+            raise asyncio.IncompleteReadError(partial, n)
+        return self._take(n)
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Data up to and including ``separator``. Raises
+        :class:`asyncio.IncompleteReadError` if the stream ends first, and
+        :class:`asyncio.LimitOverrunError` (data stays buffered) past the reader's limit."""
+        separator = _check_bytes("separator", separator)
+        if not separator:
+            raise ValueError("separator must not be empty")
+        offset = 0
+        while True:
+            i = self._buffer.find(separator, offset)
+            if i >= 0:
+                end = i + len(separator)
+                if end > self._limit:
+                    raise asyncio.LimitOverrunError(
+                        "separator found, but the chunk is longer than the limit", i
+                    )
+                return self._take(end)
+            offset = max(0, len(self._buffer) + 1 - len(separator))
+            if offset > self._limit:
+                raise asyncio.LimitOverrunError(
+                    "separator not found, and the chunk exceeds the limit", offset
+                )
+            if self._eof:
+                raise asyncio.IncompleteReadError(self._take(len(self._buffer)), None)
+            self._buffer += await self._next_chunk(_ITER_CHUNK)
+
+    async def readline(self) -> bytes:
+        """One line including ``b"\\n"``; at the end of the stream, whatever is left."""
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as e:
+            return e.partial
+
+    def at_eof(self) -> bool:
+        """True once the peer finished the stream and everything was read."""
+        return self._eof and not self._buffer
+
+    def stop(self, code: int = 0) -> None:
+        """Asks the peer to stop sending (STOP_SENDING) with an application ``code``;
+        pending and later reads raise :class:`StreamClosedError`."""
+        self._inner.stop(_check_code("code", code))
+
+    def __aiter__(self) -> StreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        data = await self.read(_ITER_CHUNK)
+        if not data:
+            raise StopAsyncIteration
+        return data
+
+    def __repr__(self) -> str:
+        return f"<ferrovia.StreamReader id={self.id} eof={self._eof}>"
+
+
+class StreamWriter:
+    """The sending half of a WebTransport stream, shaped like :class:`asyncio.StreamWriter`.
+
+    ``write`` queues data and returns at once; ``await drain()`` waits until the queue is
+    short again. At most the high-water mark (1 MiB unless changed with
+    :meth:`set_write_buffer_limits`) may wait: a ``write`` beyond it raises
+    :class:`BufferError` rather than buffering without bound.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: _ferrovia.Writer) -> None:
+        """Wraps a native writer; writers come from a :class:`Session`."""
+        self._inner = inner
+
+    @property
+    def id(self) -> int:
+        """The QUIC stream ID."""
+        return self._inner.id
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queues ``data`` for sending."""
+        self._inner.write(_check_bytes("data", data))
+
+    def writelines(self, data: Iterable[bytes | bytearray | memoryview]) -> None:
+        """Queues each item of ``data``."""
+        for item in data:
+            self.write(item)
+
+    async def drain(self) -> None:
+        """Waits until the queued data is down to the low-water mark; raises the stream's
+        error (:class:`StreamStoppedError`, :class:`SessionClosedError`, ...) if writing failed."""
+        inner = self._inner
+        if inner.buffered <= inner.write_buffer_limits[1]:
+            inner.check()
+            return
+        await inner.wait_drained()
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes queued but not yet taken by the stream."""
+        return self._inner.buffered
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        """``(high, low)`` water marks in bytes."""
+        return self._inner.write_buffer_limits
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        """Sets the water marks: ``write`` refuses data while more than ``high`` bytes
+        wait, and ``drain`` returns at ``low`` or below (default ``high // 4``)."""
+        if high is None:
+            high = self._inner.write_buffer_limits[0]
+        _check_int("high", high, 1, 1 << 40)
+        if low is None:
+            low = high // 4
+        _check_int("low", low, 0, high)
+        self._inner.set_write_buffer_limits(high, low)
+
+    def can_write_eof(self) -> bool:
+        """Always True: streams can be half-closed."""
+        return True
+
+    def write_eof(self) -> None:
+        """Finishes the stream (FIN) after the queued data."""
+        self._inner.write_eof()
+
+    def close(self) -> None:
+        """Finishes the stream gracefully, like :meth:`write_eof`."""
+        self._inner.write_eof()
+
+    def is_closing(self) -> bool:
+        """True once :meth:`write_eof`, :meth:`close` or :meth:`reset` was called."""
+        return self._inner.is_closing()
+
+    async def wait_closed(self) -> None:
+        """Waits until the peer has acknowledged everything after :meth:`write_eof` (or the
+        stream was reset by this side); raises if the peer stopped the stream or the session
+        ended first."""
+        await self._inner.wait_closed()
+
+    def reset(self, code: int = 0) -> None:
+        """Abandons the stream (RESET_STREAM) with an application ``code``; queued data is
+        discarded."""
+        self._inner.reset(_check_code("code", code))
+
+    def set_priority(self, priority: int) -> None:
+        """Streams with a higher priority are sent first (default 0)."""
+        self._inner.set_priority(_check_int("priority", priority, -(2**31), 2**31 - 1))
+
+    def __repr__(self) -> str:
+        return f"<ferrovia.StreamWriter id={self.id} buffered={self.get_write_buffer_size()}>"
+
+
+def _close_info(raw: tuple[int, str, CloseInitiator]) -> CloseInfo:
+    return CloseInfo(raw[0], raw[1], raw[2])
+
+
+class Session:
+    """An accepted WebTransport session.
+
+    ``async with session:`` closes it (code 0) when the block ends.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: _ferrovia.Session) -> None:
+        """Wraps a native session; sessions come from :meth:`SessionRequest.accept`."""
+        self._inner = inner
+
+    @property
+    def id(self) -> int:
+        """The session ID (the QUIC stream ID of its CONNECT request)."""
+        return self._inner.id
+
+    @property
+    def path(self) -> str:
+        """The request path with its query, e.g. ``/chat?room=1``."""
+        return self._inner.path
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        """The client's ``(host, port)``."""
+        return self._inner.remote_address
+
+    @property
+    def max_datagram_size(self) -> int:
+        """The largest datagram payload that fits in one packet now (0 without datagrams)."""
+        return self._inner.max_datagram_size
+
+    @property
+    def is_draining(self) -> bool:
+        """Whether the client asked to wrap up the session (DRAIN)."""
+        return self._inner.is_draining
+
+    @property
+    def close_info(self) -> CloseInfo | None:
+        """How the session ended, or None while it is open."""
+        raw = self._inner.close_info
+        return None if raw is None else _close_info(raw)
+
+    async def accept_bidirectional_stream(self) -> tuple[StreamReader, StreamWriter]:
+        """The next bidirectional stream the client opens, as ``(reader, writer)``; raises
+        :class:`SessionClosedError` once the session has ended."""
+        r, w = await self._inner.accept_bi()
+        return StreamReader(r), StreamWriter(w)
+
+    async def accept_unidirectional_stream(self) -> StreamReader:
+        """The next unidirectional stream the client opens; raises
+        :class:`SessionClosedError` once the session has ended."""
+        return StreamReader(await self._inner.accept_uni())
+
+    async def incoming_bidirectional_streams(self) -> AsyncIterator[tuple[StreamReader, StreamWriter]]:
+        """``(reader, writer)`` for each bidirectional stream the client opens, until the
+        session ends."""
+        while True:
+            try:
+                pair = await self.accept_bidirectional_stream()
+            except SessionClosedError:
+                return
+            yield pair
+
+    async def incoming_unidirectional_streams(self) -> AsyncIterator[StreamReader]:
+        """A reader for each unidirectional stream the client opens, until the session ends."""
+        while True:
+            try:
+                reader = await self.accept_unidirectional_stream()
+            except SessionClosedError:
+                return
+            yield reader
+
+    async def open_bidirectional_stream(self) -> tuple[StreamReader, StreamWriter]:
+        """Opens a bidirectional stream toward the client, waiting for stream credit."""
+        r, w = await self._inner.open_bi()
+        return StreamReader(r), StreamWriter(w)
+
+    async def open_unidirectional_stream(self) -> StreamWriter:
+        """Opens a unidirectional stream toward the client, waiting for stream credit."""
+        return StreamWriter(await self._inner.open_uni())
+
+    async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
+        """Sends one datagram, waiting while the send buffer is full. Raises
+        :class:`DatagramTooLargeError` beyond :attr:`max_datagram_size`."""
+        payload = _check_bytes("data", data)
+        if not self._inner.try_send_datagram(payload):
+            await self._inner.send_datagram(payload)
+
+    async def receive_datagram(self) -> bytes:
+        """The next datagram from the client; raises :class:`SessionClosedError` once the
+        session has ended."""
+        data = self._inner.try_receive_datagram()
+        if data is None:
+            data = await self._inner.receive_datagram()
+        return data
+
+    async def incoming_datagrams(self) -> AsyncIterator[bytes]:
+        """Each datagram from the client, until the session ends."""
+        while True:
+            try:
+                data = await self.receive_datagram()
+            except SessionClosedError:
+                return
+            yield data
+
+    def close(self, code: int = 0, reason: str = "") -> None:
+        """Closes the session with an application ``code`` and ``reason`` (UTF-8, cut to
+        1024 bytes). Later calls do nothing."""
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be str, not {type(reason).__name__}")
+        self._inner.close(_check_code("code", code), reason)
+
+    async def wait_closed(self) -> CloseInfo:
+        """Waits until the session has ended, however it ended, and says how."""
+        return _close_info(await self._inner.wait_closed())
+
+    def drain(self) -> None:
+        """Asks the client to wrap up (DRAIN_WEBTRANSPORT_SESSION) without closing yet."""
+        self._inner.drain()
+
+    async def wait_draining(self) -> None:
+        """Waits until the client asks this server to wrap up the session."""
+        await self._inner.wait_draining()
+
+    def stats(self) -> SessionStats:
+        """Statistics of the connection the session runs on."""
+        return SessionStats(**self._inner.stats())
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ferrovia.Session id={self.id} path={self.path!r}>"
+
+
+class SessionRequest:
+    """A client asking to open a session: inspect it, then :meth:`accept` or :meth:`reject`.
+
+    A request dropped unanswered is rejected with 404.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: _ferrovia.SessionRequest) -> None:
+        """Wraps a native request; requests come from :meth:`Server.requests`."""
+        self._inner = inner
+
+    @property
+    def path(self) -> str:
+        """The ``:path`` with its query, e.g. ``/chat?room=1``."""
+        return self._inner.path
+
+    @property
+    def authority(self) -> str:
+        """The ``:authority``: the host (and port) the client asked for."""
+        return self._inner.authority
+
+    @property
+    def origin(self) -> str | None:
+        """The ``origin`` header (browsers always send it)."""
+        return self._inner.origin
+
+    @property
+    def headers(self) -> list[tuple[str, str]]:
+        """Every regular header in the order received; names are lowercase."""
+        return self._inner.headers
+
+    def header(self, name: str) -> str | None:
+        """The first value of header ``name`` (case-insensitive), or None."""
+        name = name.lower()
+        for k, v in self._inner.headers:
+            if k == name:
+                return v
+        return None
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """Subprotocols the client offered (``wt-available-protocols``), preferred first."""
+        return self._inner.subprotocols
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        """The client's ``(host, port)``."""
+        return self._inner.remote_address
+
+    @property
+    def session_id(self) -> int:
+        """The ID the session will have."""
+        return self._inner.session_id
+
+    @property
+    def answered(self) -> bool:
+        """Whether :meth:`accept` or :meth:`reject` was already called."""
+        return self._inner.answered
+
+    async def accept(
+        self,
+        *,
+        protocol: str | None = None,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> Session:
+        """Accepts with 200 and returns the session. ``protocol`` must be one of
+        :attr:`subprotocols` (sent back as ``wt-protocol``); ``headers`` are added to the
+        response (lowercase names)."""
+        if protocol is not None:
+            if not isinstance(protocol, str):
+                raise TypeError(f"protocol must be str or None, not {type(protocol).__name__}")
+            if protocol not in self.subprotocols:
+                raise ValueError(
+                    f"protocol: {protocol!r} was not offered by the client (offered: {self.subprotocols})"
+                )
+        pairs: list[tuple[str, str]] = []
+        if headers is not None:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            for item in items:
+                k, v = item
+                if not isinstance(k, str) or not isinstance(v, str):
+                    raise TypeError("headers must map str names to str values")
+                pairs.append((k, v))
+        return Session(await self._inner.accept(protocol, pairs))
+
+    def reject(self, status: int = 404) -> None:
+        """Rejects with an HTTP ``status`` in 300..599 (e.g. 403, 404)."""
+        self._inner.reject(_check_int("status", status, 300, 599))
+
+    def __repr__(self) -> str:
+        return f"<ferrovia.SessionRequest path={self.path!r} origin={self.origin!r}>"
+
+
+class Requests:
+    """Session requests as an async iterator: for one path (query ignored), or for every
+    path without its own iterator. Ends when the server closes."""
+
+    __slots__ = ("_accept", "path")
+
+    def __init__(self, accept: Callable[[], Any], path: str | None) -> None:
+        """Made by :meth:`Server.requests`."""
+        self._accept = accept
+        self.path = path
+        """The path claimed, or None for the catch-all."""
+
+    async def accept(self) -> SessionRequest | None:
+        """The next request, or None once the server is closing."""
+        raw = await self._accept()
+        return None if raw is None else SessionRequest(raw)
+
+    def __aiter__(self) -> Requests:
+        return self
+
+    async def __anext__(self) -> SessionRequest:
+        request = await self.accept()
+        if request is None:
+            raise StopAsyncIteration
+        return request
+
+
+class Server:
+    """A listening WebTransport server; ``async with`` closes it on exit."""
+
+    __slots__ = ("_inner", "_closed")
+
+    def __init__(self, inner: _ferrovia.Server) -> None:
+        """Wraps a native server; use :func:`serve`."""
+        self._inner = inner
+        self._closed = False
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        """The bound ``(host, port)``."""
+        return self._inner.local_address()
+
+    @property
+    def host(self) -> str:
+        """The bound IP address."""
+        return self.local_address[0]
+
+    @property
+    def port(self) -> int:
+        """The bound UDP port (the real one when 0 was asked for)."""
+        return self.local_address[1]
+
+    @property
+    def certificate(self) -> Certificate:
+        """The certificate new connections get."""
+        return Certificate(self._inner.certificate())
+
+    @property
+    def certificate_hashes(self) -> list[CertificateHash]:
+        """The value for a browser's ``serverCertificateHashes`` option."""
+        return [CertificateHash("sha-256", self._inner.certificate().sha256())]
+
+    def set_certificate(self, certificate: Certificate) -> None:
+        """Serves ``certificate`` to connections made from now on."""
+        if not isinstance(certificate, Certificate):
+            raise TypeError(f"certificate must be a ferrovia.Certificate, not {type(certificate).__name__}")
+        self._inner.set_certificate(certificate._inner)
+
+    @property
+    def session_count(self) -> int:
+        """Sessions open right now."""
+        return self._inner.session_count()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._closed
+
+    def requests(self, path: str | None = None) -> Requests:
+        """Requests for ``path`` (exact, query ignored; claimed from this call on), or with
+        no path, requests for every path nobody claimed. Until the catch-all is first
+        awaited, unclaimed paths get 404. The path is released when the iterator is
+        garbage-collected. Raises ValueError if the path is already claimed."""
+        if path is None:
+            return Requests(self._inner.accept, None)
+        if not isinstance(path, str):
+            raise TypeError(f"path must be str or None, not {type(path).__name__}")
+        route = self._inner.route(path)
+        return Requests(route.accept, path)
+
+    async def close(self, grace: float = 0.0) -> None:
+        """Shuts down: stops accepting, asks every session to drain, waits up to ``grace``
+        seconds for them to end, then closes the rest (code 0, "server shutting down")."""
+        if not isinstance(grace, (int, float)) or isinstance(grace, bool):
+            raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
+        if grace < 0 or grace != grace:
+            raise ValueError(f"grace must be >= 0, got {grace}")
+        self._closed = True
+        await self._inner.close(float(grace))
+
+    async def __aenter__(self) -> Server:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        host, port = self.local_address
+        return f"<ferrovia.Server {host!r} port={port}>"
+
+
+class Serving:
+    """What :func:`serve` returns: ``await`` it for the :class:`Server`, or use it directly
+    as ``async with serve(...) as server``."""
+
+    __slots__ = ("_bind", "_server")
+
+    def __init__(self, bind: Callable[[], Server]) -> None:
+        """Made by :func:`serve`."""
+        self._bind = bind
+        self._server: Server | None = None
+
+    async def _start(self) -> Server:
+        if self._server is None:
+            self._server = self._bind()
+        return self._server
+
+    def __await__(self) -> Generator[Any, None, Server]:
+        return self._start().__await__()
+
+    async def __aenter__(self) -> Server:
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._server is not None:
+            await self._server.close()
+
+
+def _limits_dict(limits: Limits | None) -> dict[str, int]:
+    if limits is None:
+        return {}
+    if not isinstance(limits, Limits):
+        raise TypeError(f"limits must be a ferrovia.Limits, not {type(limits).__name__}")
+    out: dict[str, int] = {}
+    for f in fields(limits):
+        value = getattr(limits, f.name)
+        if value is not None:
+            out[f.name] = _check_int(f"limits.{f.name}", value, 0, 2**63 - 1)
+    return out
+
+
+def serve(
+    host: str = "::",
+    port: int = 4433,
+    *,
+    certificate: Certificate | Literal["self-signed"] | tuple[StrPath, StrPath] = "self-signed",
+    allowed_origins: OriginPolicy = "same-host",
+    idle_timeout: float | None = 30.0,
+    keep_alive: float | None = 10.0,
+    congestion_controller: CongestionController = "cubic",
+    limits: Limits | None = None,
+) -> Serving:
+    """Starts a WebTransport server on UDP ``host``:``port``.
+
+    ``host`` ``"::"`` listens on IPv6 and IPv4 at once; port 0 picks a free port (read it
+    back from :attr:`Server.port`). ``certificate`` is ``"self-signed"`` (a fresh
+    certificate for localhost, 127.0.0.1 and ::1, whose hash browsers accept through
+    ``serverCertificateHashes``), a ``(cert_path, key_path)`` pair of PEM files, or a
+    :class:`Certificate`. Arguments are checked at once; the socket is bound when the
+    result is awaited or entered.
+    """
+    if not isinstance(host, str):
+        raise TypeError(f"host must be str, not {type(host).__name__}")
+    _check_int("port", port, 0, 65535)
+    if isinstance(certificate, Certificate):
+        cert_factory: Callable[[], Certificate] = lambda: certificate
+    elif certificate == "self-signed":
+        cert_factory = Certificate.self_signed
+    elif isinstance(certificate, tuple) and len(certificate) == 2:
+        cert_path, key_path = certificate
+        cert_factory = lambda: Certificate.from_pem_files(cert_path, key_path)
+    else:
+        raise TypeError(
+            "certificate must be \"self-signed\", a (cert_path, key_path) tuple or a ferrovia.Certificate"
+        )
+    if isinstance(allowed_origins, str):
+        if allowed_origins not in ("same-host", "*"):
+            raise ValueError(
+                f"allowed_origins must be \"same-host\", \"*\", a list of origins or a callable, got {allowed_origins!r}"
+            )
+        origins: object = allowed_origins
+    elif callable(allowed_origins):
+        origins = allowed_origins
+    else:
+        origins = list(allowed_origins)
+        if not all(isinstance(o, str) for o in origins):
+            raise TypeError("allowed_origins must hold only str origins")
+    idle = _check_seconds("idle_timeout", idle_timeout, allow_none=True)
+    alive = _check_seconds("keep_alive", keep_alive, allow_none=True)
+    if idle is not None and alive is not None and alive >= idle:
+        raise ValueError(f"keep_alive ({alive}) must be shorter than idle_timeout ({idle})")
+    if congestion_controller not in ("cubic", "newreno", "bbr"):
+        raise ValueError(
+            f"congestion_controller must be \"cubic\", \"newreno\" or \"bbr\", got {congestion_controller!r}"
+        )
+    limit_values = _limits_dict(limits)
+
+    def bind() -> Server:
+        cert = cert_factory()
+        return Server(
+            _ferrovia.Server.bind(
+                host,
+                port,
+                cert._inner,
+                allowed_origins=origins,
+                idle_timeout=idle,
+                keep_alive=alive,
+                congestion_controller=congestion_controller,
+                limits=limit_values,
+            )
+        )
+
+    return Serving(bind)

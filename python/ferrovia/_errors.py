@@ -1,0 +1,95 @@
+"""The exceptions Ferrovia raises. The native module raises these same classes."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ._types import CloseInfo, CloseInitiator
+
+ErrorSource = Literal["session", "stream"]
+
+
+class WebTransportError(Exception):
+    """Base class of every WebTransport failure.
+
+    ``source`` is ``"stream"`` when one stream failed and ``"session"`` when the whole
+    session did; ``stream_error_code`` carries the peer's application code for stream
+    resets and stop requests, and is None otherwise.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        source: ErrorSource = "session",
+        stream_error_code: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.source: ErrorSource = source
+        self.stream_error_code: int | None = stream_error_code
+
+
+class SessionClosedError(WebTransportError):
+    """The session has ended; ``close_info`` says how (code, reason, who)."""
+
+    def __init__(self, message: str, *, code: int, reason: str, initiator: CloseInitiator) -> None:
+        super().__init__(message, source="session")
+        self.close_info = CloseInfo(code, reason, initiator)
+
+
+class StreamResetError(WebTransportError):
+    """The peer reset the stream it was sending (RESET_STREAM) with ``stream_error_code``."""
+
+    def __init__(self, message: str, *, stream_error_code: int) -> None:
+        super().__init__(message, source="stream", stream_error_code=stream_error_code)
+
+
+class StreamStoppedError(WebTransportError):
+    """The peer asked this side to stop sending (STOP_SENDING) with ``stream_error_code``."""
+
+    def __init__(self, message: str, *, stream_error_code: int) -> None:
+        super().__init__(message, source="stream", stream_error_code=stream_error_code)
+
+
+class StreamClosedError(WebTransportError):
+    """The stream was already finished, reset or stopped by this side."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, source="stream")
+
+
+class DatagramTooLargeError(WebTransportError):
+    """A datagram of ``size`` bytes does not fit; at most ``max_size`` bytes fit now."""
+
+    def __init__(self, message: str, *, size: int, max_size: int) -> None:
+        super().__init__(message, source="session")
+        self.size = size
+        self.max_size = max_size
+
+
+class DatagramsUnsupportedError(WebTransportError):
+    """The client did not enable datagrams on its connection."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, source="session")
+
+
+class RequestError(WebTransportError):
+    """A session request could not be accepted: the client went away or a limit was hit."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, source="session")
+
+
+class CertificateError(WebTransportError):
+    """A certificate or key could not be read, parsed, matched or generated."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, source="session")
+
+
+class ServerClosedError(WebTransportError):
+    """The server is shutting down or closed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, source="session")

@@ -1,0 +1,89 @@
+"""Plain value types shared by the facade and the exceptions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+CloseInitiator = Literal["local", "remote", "connection"]
+
+
+@dataclass(frozen=True)
+class CloseInfo:
+    """How a session ended.
+
+    ``code`` and ``reason`` come from CLOSE_WEBTRANSPORT_SESSION; they are 0 and ``""``
+    when the session ended any other way. ``initiator`` says who ended it: this server
+    (``"local"``), the client (``"remote"``), or the QUIC connection underneath
+    (``"connection"``: idle timeout, loss, shutdown).
+    """
+
+    code: int
+    reason: str
+    initiator: CloseInitiator
+
+
+@dataclass(frozen=True)
+class SessionStats:
+    """Statistics of the QUIC connection a session runs on (shared by every session on it)."""
+
+    rtt: float
+    """Smoothed round-trip time in seconds."""
+    bytes_sent: int
+    """UDP payload bytes sent on the connection."""
+    bytes_received: int
+    """UDP payload bytes received on the connection."""
+    packets_sent: int
+    """Packets sent on the connection."""
+    packets_lost: int
+    """Packets declared lost on the connection."""
+    congestion_window: int
+    """The congestion window in bytes."""
+    mtu: int
+    """The current path MTU."""
+    datagrams_dropped: int
+    """Datagrams received for this session but dropped because its queue was full."""
+
+
+class CertificateHash(NamedTuple):
+    """One entry for the browser's ``serverCertificateHashes`` option."""
+
+    algorithm: str
+    """Always ``"sha-256"``."""
+    value: bytes
+    """The SHA-256 of the DER certificate."""
+
+    def hex(self) -> str:
+        """The hash as lowercase hex, handy for passing to a web page."""
+        return self.value.hex()
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds that keep memory use predictable whatever the clients do.
+
+    Fields left at ``None`` keep the server's default.
+    """
+
+    max_sessions: int | None = None
+    """Sessions the whole server accepts at once; more are refused with 503."""
+    max_sessions_per_connection: int | None = None
+    """Sessions one connection may hold at once (advertised in SETTINGS)."""
+    max_bidi_streams: int | None = None
+    """Concurrent bidirectional streams a client may open per connection."""
+    max_uni_streams: int | None = None
+    """Concurrent unidirectional streams a client may open per connection."""
+    stream_receive_window: int | None = None
+    """Bytes a client may send on one stream before the application reads them."""
+    connection_receive_window: int | None = None
+    """Bytes a client may send on all streams of a connection before they are read."""
+    send_window: int | None = None
+    """Bytes this server may have in flight unacknowledged per connection."""
+    datagram_queue: int | None = None
+    """Received datagrams queued per session before the oldest are dropped."""
+    max_buffered_streams: int | None = None
+    """Streams that may wait per connection for a session not accepted yet."""
+    max_buffered_datagrams: int | None = None
+    """Datagrams that may wait per connection for a session not accepted yet."""
+    request_queue: int | None = None
+    """Session requests that may wait per path for the application; more get 503."""
