@@ -258,6 +258,11 @@ function readableFrom(recv) {
 }
 
 function writableFrom(send) {
+  // Once close() has begun, an abort must not reset the stream: RESET_STREAM after FIN
+  // would throw away data the peer has not received yet (Node's Duplex.fromWeb aborts on
+  // destroy while close() is still settling).
+  let closing = false;
+  const reset = (reason) => (closing ? Promise.resolve() : send.reset(codeOf(reason)));
   return new WritableStream(
     {
       start(controller) {
@@ -266,17 +271,18 @@ function writableFrom(send) {
         // never): reset now so the pending write gives up.
         const signal = controller.signal;
         if (signal) {
-          signal.addEventListener('abort', () => send.reset(codeOf(signal.reason)).catch(() => {}), { once: true });
+          signal.addEventListener('abort', () => reset(signal.reason).catch(() => {}), { once: true });
         }
       },
       write(chunk) {
         return send.write(toBuffer('chunk', chunk)).catch(rethrow);
       },
       close() {
+        closing = true;
         return send.finish().catch(rethrow);
       },
       abort(reason) {
-        return send.reset(codeOf(reason)).catch(rethrow);
+        return reset(reason).catch(rethrow);
       },
     },
     { highWaterMark: 1 },
@@ -289,9 +295,11 @@ function bidiFrom(nativeBidi) {
 
 /**
  * A Node `Duplex` over a bidirectional stream ({ readable, writable }), or a `Readable` /
- * `Writable` over a single ReadableStream / WritableStream.
+ * `Writable` over a single ReadableStream / WritableStream. The Duplex is half-open by
+ * default (`allowHalfOpen: true`): the peer finishing its side does not end ours.
  */
 function toDuplex(stream, options) {
+  options = { allowHalfOpen: true, ...options };
   if (stream instanceof ReadableStream) return Readable.fromWeb(stream, options);
   if (stream instanceof WritableStream) return Writable.fromWeb(stream, options);
   if (stream && stream.readable instanceof ReadableStream && stream.writable instanceof WritableStream) {
@@ -531,7 +539,7 @@ class SessionRequest {
   constructor(nativeRequest) {
     this.#native = nativeRequest;
     const raw = nativeRequest.headers.map((h) => [h.name, h.value]);
-    /** Every header as [name, value] pairs in arrival order, pseudo-headers included. */
+    /** Every regular header as [name, value] pairs in arrival order (pseudo-headers are `path` and `authority`). */
     this.rawHeaders = raw;
     /** Headers by lower-case name; repeated headers are joined with ', '. */
     this.headers = {};
@@ -765,6 +773,29 @@ class Server {
 
 const LISTEN = Symbol('listen');
 
+/**
+ * Generates a self-signed ECDSA P-256 certificate (valid 13 days, within the 14 days
+ * browsers accept for serverCertificateHashes) for `names` (default localhost, 127.0.0.1,
+ * ::1). Returns { cert, key } as PEM plus its hashes.
+ */
+function generateCertificate({ names = ['localhost', '127.0.0.1', '::1'] } = {}) {
+  if (!Array.isArray(names) || names.length === 0) throw new TypeError('names must be a non-empty array of strings');
+  names.forEach((n, i) => checkString(`names[${i}]`, n));
+  let c;
+  try {
+    c = native.selfSignedCertificate(names);
+  } catch (err) {
+    throw translate(err);
+  }
+  return {
+    cert: c.certPem,
+    key: c.keyPem,
+    sha256: Buffer.from(c.sha256).toString('hex'),
+    spkiSha256: c.spkiSha256,
+    certificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(c.sha256) }],
+  };
+}
+
 module.exports = {
   Server,
   SessionRequest,
@@ -773,5 +804,6 @@ module.exports = {
   DatagramDuplexStream,
   WebTransportError,
   toDuplex,
+  generateCertificate,
 };
 Object.defineProperty(module.exports, '__native', { value: native, enumerable: false });

@@ -285,3 +285,29 @@ impl NativeRoute {
         self.closed.send_replace(true);
     }
 }
+
+/// A generated certificate and key.
+#[napi(object)]
+pub struct NativeCertificate {
+    /// The certificate as PEM.
+    pub cert_pem: String,
+    /// The private key as PEM (PKCS#8).
+    pub key_pem: String,
+    /// SHA-256 of the DER certificate.
+    pub sha256: Buffer,
+    /// Base64 SHA-256 of the SubjectPublicKeyInfo.
+    pub spki_sha256: String,
+}
+
+/// Generates a self-signed ECDSA P-256 certificate for `names`, valid for browsers'
+/// `serverCertificateHashes` (at most 14 days).
+#[napi(catch_unwind)]
+pub fn self_signed_certificate(names: Vec<String>) -> napi::Result<NativeCertificate> {
+    let cert = Certificate::self_signed(&names).map_err(|e| error::from_server(e.into()))?;
+    Ok(NativeCertificate {
+        cert_pem: cert.chain_pem(),
+        key_pem: cert.key_pem().to_owned(),
+        sha256: cert.sha256().to_vec().into(),
+        spki_sha256: cert.spki_sha256_base64(),
+    })
+}

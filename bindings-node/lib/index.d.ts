@@ -1,0 +1,256 @@
+// Type declarations of the `ferrovia` package (see docs/node.md).
+
+import type { Duplex, DuplexOptions, Readable, ReadableOptions, Writable, WritableOptions } from 'node:stream';
+import type { ReadableStream, WritableStream } from 'node:stream/web';
+
+/** A hash for the browser's `serverCertificateHashes` option. */
+export interface CertificateHash {
+  algorithm: 'sha-256';
+  value: Uint8Array;
+}
+
+/** Resource limits; each defaults to the core's value. All are positive integers. */
+export interface Limits {
+  /** Sessions open at once across the server (10000). */
+  maxSessions?: number;
+  /** Sessions one QUIC connection may carry (16). */
+  maxSessionsPerConnection?: number;
+  /** Concurrent bidirectional streams a client may open per connection (512). */
+  maxBidiStreams?: number;
+  /** Concurrent unidirectional streams a client may open per connection (512). */
+  maxUniStreams?: number;
+  /** Receive window per stream in bytes (4 MiB). */
+  streamReceiveWindow?: number;
+  /** Receive window per connection in bytes (16 MiB). */
+  connectionReceiveWindow?: number;
+  /** Send window per connection in bytes (16 MiB). */
+  sendWindow?: number;
+  /** Incoming datagrams queued per session before the oldest are dropped (1024). */
+  datagramQueue?: number;
+  /** Streams held for a session that does not exist yet (64). */
+  maxBufferedStreams?: number;
+  /** Datagrams held for a session that does not exist yet (256). */
+  maxBufferedDatagrams?: number;
+  /** Requests queued per path before new ones get 503 (128). */
+  requestQueue?: number;
+}
+
+/** PEM certificate chain and private key, as text or bytes. */
+export interface PemCertificate {
+  cert: string | Uint8Array;
+  key: string | Uint8Array;
+}
+
+/** Paths of PEM files. */
+export interface PemFiles {
+  certFile: string;
+  keyFile: string;
+}
+
+/** Options of `Server.listen`. */
+export interface ListenOptions {
+  /** IP address to bind ('::', the default, serves IPv6 and IPv4). */
+  host?: string;
+  /** UDP port (4433); 0 picks a free one. */
+  port?: number;
+  /** 'self-signed' (default), PEM text, or PEM files. */
+  certificate?: 'self-signed' | PemCertificate | PemFiles;
+  /** Names of the self-signed certificate (localhost, 127.0.0.1, ::1). */
+  names?: string[];
+  /** Which page origins may open sessions: 'same-host' (default), 'any', or a list. */
+  origins?: 'same-host' | 'any' | string[];
+  /** Idle timeout in ms (0 disables). */
+  idleTimeout?: number;
+  /** Keep-alive interval in ms (0 disables). */
+  keepAlive?: number;
+  /** QUIC congestion controller ('cubic'). */
+  congestionControl?: 'cubic' | 'newreno' | 'bbr';
+  /** Resource limits. */
+  limits?: Limits;
+}
+
+/** Options of `WebTransportError`. */
+export interface WebTransportErrorOptions {
+  source?: 'stream' | 'session';
+  streamErrorCode?: number | null;
+  code?: string;
+  closeCode?: number;
+  reason?: string;
+}
+
+/** A WebTransport failure, with the peer's stream error code when there is one. */
+export class WebTransportError extends Error {
+  constructor(message?: string, options?: WebTransportErrorOptions);
+  readonly name: 'WebTransportError';
+  /** Whether a stream or the whole session failed. */
+  readonly source: 'stream' | 'session';
+  /** The peer's RESET_STREAM / STOP_SENDING code, or null. */
+  readonly streamErrorCode: number | null;
+  /** A stable name: ERR_STREAM_RESET, ERR_STREAM_STOPPED, ERR_SESSION_CLOSED, ... */
+  readonly code?: string;
+  /** For ERR_SESSION_CLOSED: the session's close code. */
+  readonly closeCode?: number;
+  /** For ERR_SESSION_CLOSED: the session's close reason. */
+  readonly reason?: string;
+  /** For ERR_DATAGRAM_TOO_LARGE: the size given. */
+  readonly size?: number;
+  /** For ERR_DATAGRAM_TOO_LARGE: the largest size that fits. */
+  readonly maxDatagramSize?: number;
+}
+
+/** How a session ended. */
+export interface WebTransportCloseInfo {
+  closeCode: number;
+  reason: string;
+  /** Who ended it: this server, the client, or the connection underneath. */
+  initiator: 'local' | 'remote' | 'connection';
+}
+
+/** Statistics of the session's QUIC connection. */
+export interface WebTransportStats {
+  timestamp: number;
+  bytesSent: number;
+  bytesReceived: number;
+  packetsSent: number;
+  packetsLost: number;
+  /** Smoothed round-trip time in ms. */
+  smoothedRtt: number;
+  congestionWindow: number;
+  mtu: number;
+  datagrams: { droppedIncoming: number };
+}
+
+/** A bidirectional stream. */
+export interface WebTransportBidirectionalStream {
+  readonly readable: ReadableStream<Uint8Array>;
+  readonly writable: WritableStream<ArrayBufferView | ArrayBuffer>;
+}
+
+/** Options when opening a stream. */
+export interface WebTransportSendStreamOptions {
+  /** Higher values are sent first. */
+  sendOrder?: number | null;
+}
+
+/** Datagrams of a session. */
+export class DatagramDuplexStream {
+  private constructor();
+  /** Incoming datagrams; ends when the session ends. */
+  readonly readable: ReadableStream<Uint8Array>;
+  /** A default writable, created on first use. */
+  readonly writable: WritableStream<ArrayBufferView | ArrayBuffer>;
+  /** A new writable of datagrams. */
+  createWritable(): WritableStream<ArrayBufferView | ArrayBuffer>;
+  /** Sends one datagram; rejects with ERR_DATAGRAM_TOO_LARGE when it cannot fit. */
+  send(data: ArrayBufferView | ArrayBuffer): Promise<void>;
+  /** The largest payload that fits in one datagram right now. */
+  readonly maxDatagramSize: number;
+}
+
+/** An accepted session, shaped like the browser's `WebTransport`. */
+export class WebTransportSession {
+  private constructor();
+  readonly ready: Promise<void>;
+  readonly closed: Promise<WebTransportCloseInfo>;
+  readonly draining: Promise<void>;
+  readonly datagrams: DatagramDuplexStream;
+  readonly id: number;
+  readonly path: string;
+  /** The subprotocol chosen at accept, or ''. */
+  readonly protocol: string;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly incomingBidirectionalStreams: ReadableStream<WebTransportBidirectionalStream>;
+  readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>;
+  createBidirectionalStream(options?: WebTransportSendStreamOptions): Promise<WebTransportBidirectionalStream>;
+  createUnidirectionalStream(options?: WebTransportSendStreamOptions): Promise<WritableStream<ArrayBufferView | ArrayBuffer>>;
+  close(closeInfo?: { closeCode?: number; reason?: string }): void;
+  drain(): void;
+  getStats(): Promise<WebTransportStats>;
+}
+
+/** Options of `SessionRequest.accept`. */
+export interface AcceptOptions {
+  /** One of `request.subprotocols`, sent back as `wt-protocol`. */
+  protocol?: string | null;
+  /** Extra response headers. */
+  headers?: Record<string, string> | Array<[string, string]>;
+}
+
+/** A session request waiting for `accept()` or `reject()`. */
+export class SessionRequest {
+  private constructor();
+  /** `:path`, including the query. */
+  readonly path: string;
+  /** `:authority`. */
+  readonly authority: string;
+  /** `https://authority/path`. */
+  readonly url: string;
+  /** The `origin` header, or null. */
+  readonly origin: string | null;
+  /** Regular headers by lower-case name (repeats joined with ', '). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** Regular headers as [name, value] pairs in arrival order. */
+  readonly rawHeaders: ReadonlyArray<readonly [string, string]>;
+  /** Subprotocols offered by the client, in preference order. */
+  readonly subprotocols: readonly string[];
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Whether accept() or reject() already answered the request. */
+  readonly answered: boolean;
+  accept(options?: AcceptOptions): Promise<WebTransportSession>;
+  /** Rejects with a status in 300..599 (default 404). */
+  reject(status?: number): Promise<void>;
+}
+
+/** Requests for one path. */
+export class RequestStream implements AsyncIterable<SessionRequest> {
+  private constructor();
+  readonly path: string;
+  /** The next request, or null once closed. */
+  next(): Promise<SessionRequest | null>;
+  /** Releases the path; new requests for it get 404. */
+  close(): void;
+  [Symbol.asyncIterator](): AsyncIterator<SessionRequest>;
+}
+
+/** Options of `Server.route`. */
+export interface RouteOptions {
+  /** Called with what a handler threw (default: console.error). */
+  onError?: (error: unknown) => void;
+}
+
+/** A WebTransport server. */
+export class Server {
+  private constructor();
+  static listen(options?: ListenOptions): Promise<Server>;
+  readonly port: number;
+  readonly host: string;
+  address(): { address: string; port: number };
+  readonly certificateHashes: CertificateHash[];
+  readonly certificate: { sha256: string; spkiSha256: string; pem: string };
+  setCertificate(certificate: PemCertificate): void;
+  readonly sessionCount: number;
+  /** Requests for `path`, or for every path without a route when omitted. */
+  requests(path?: string): AsyncIterable<SessionRequest>;
+  route(path: string, handler: (request: SessionRequest) => unknown, options?: RouteOptions): RequestStream;
+  /** Graceful shutdown; `grace` in ms (2000). */
+  close(options?: { grace?: number }): Promise<void>;
+}
+
+/** A generated self-signed certificate. */
+export interface GeneratedCertificate {
+  cert: string;
+  key: string;
+  /** Hex SHA-256 of the DER certificate. */
+  sha256: string;
+  /** Base64 SHA-256 of the SubjectPublicKeyInfo. */
+  spkiSha256: string;
+  certificateHashes: CertificateHash[];
+}
+
+export function generateCertificate(options?: { names?: string[] }): GeneratedCertificate;
+
+export function toDuplex(stream: WebTransportBidirectionalStream, options?: DuplexOptions): Duplex;
+export function toDuplex(stream: ReadableStream<Uint8Array>, options?: ReadableOptions): Readable;
+export function toDuplex(stream: WritableStream<ArrayBufferView | ArrayBuffer>, options?: WritableOptions): Writable;

@@ -1,0 +1,39 @@
+// Type-checked (tsc --noEmit) against the package's declarations; run by api.test.mjs.
+import { Server, WebTransportError, generateCertificate, toDuplex, type WebTransportCloseInfo } from 'ferrovia';
+
+async function main(): Promise<void> {
+  const { cert, key, certificateHashes } = generateCertificate({ names: ['localhost'] });
+  const server = await Server.listen({ port: 0, certificate: { cert, key }, origins: 'any', limits: { maxSessions: 10 } });
+  const hash: Uint8Array = server.certificateHashes[0].value;
+  console.log(server.port, hash.length, certificateHashes.length);
+
+  server.route('/chat', async (request) => {
+    const session = await request.accept({ protocol: request.subprotocols[0] ?? null });
+    const writer = session.datagrams.writable.getWriter();
+    await writer.write(new TextEncoder().encode('hi'));
+    const info: WebTransportCloseInfo = await session.closed;
+    console.log(info.closeCode, info.reason, info.initiator);
+  });
+
+  for await (const request of server.requests('/echo')) {
+    if (request.origin === null) {
+      await request.reject(403);
+      continue;
+    }
+    const session = await request.accept();
+    const stats = await session.getStats();
+    console.log(stats.smoothedRtt, session.datagrams.maxDatagramSize);
+    for await (const bidi of session.incomingBidirectionalStreams) {
+      const duplex = toDuplex(bidi);
+      duplex.on('error', (e: unknown) => {
+        if (e instanceof WebTransportError) console.log(e.source, e.streamErrorCode, e.code);
+      });
+    }
+    const uni = await session.createUnidirectionalStream({ sendOrder: 1 });
+    await uni.getWriter().abort(new WebTransportError('done', { streamErrorCode: 7 }));
+    session.close({ closeCode: 1, reason: 'bye' });
+  }
+  await server.close({ grace: 100 });
+}
+
+void main();
