@@ -420,6 +420,74 @@ for (const browser of BROWSERS) {
         }
       }));
 
+    test('request misuse fails clearly and keeps the request usable', { timeout: T }, () =>
+      withPage(browser, async (page) => {
+        const out = deferred();
+        const url = route(async (request) => {
+          const r = {};
+          await request.reject(200).catch((e) => (r.status = `${e.name}: ${e.message}`));
+          await request.accept({ protocol: 'not-offered' }).catch((e) => (r.protocol = e.code));
+          await request.accept({ headers: { 'bad header': 'x' } }).catch((e) => (r.header = e.code));
+          r.answeredBefore = request.answered;
+          const session = await request.accept({ headers: { 'x-served-by': 'ferrovia' } });
+          r.answeredAfter = request.answered;
+          await request.accept().catch((e) => (r.twice = e.code));
+          await request.reject(403).catch((e) => (r.rejectAfter = e.code));
+          out.resolve(r);
+          session.close({ closeCode: 3, reason: 'ok' });
+        });
+        const reason = await page.evaluate(
+          async ({ url, hash }) => {
+            const t = await wt.connect(url, hash);
+            return (await wt.timeout(t.closed, 10000, 'closed')).reason;
+          },
+          { url, hash },
+        );
+        assert.equal(reason, 'ok', 'the session accepted after the failed attempts works');
+        const r = await out.promise;
+        assert.match(r.status, /^RangeError: status must be an integer in 300\.\.599/);
+        assert.equal(r.protocol, 'ERR_PROTOCOL_NOT_OFFERED');
+        assert.equal(r.header, 'ERR_INVALID_HEADER');
+        assert.equal(r.answeredBefore, false);
+        assert.equal(r.answeredAfter, true);
+        assert.equal(r.twice, 'ERR_REQUEST_ANSWERED');
+        assert.equal(r.rejectAfter, 'ERR_REQUEST_ANSWERED');
+      }));
+
+    test('a throwing route handler answers 500; a vanished client ends its session', { timeout: T }, async () => {
+      const errors = [];
+      const closed = deferred();
+      const second = await Server.listen({ port: 0 });
+      try {
+        second.route('/boom', () => {
+          throw new Error('handler bug');
+        }, { onError: (e) => errors.push(e.message) });
+        second.route('/stay', async (request) => {
+          const session = await request.accept();
+          closed.resolve(await session.closed);
+        });
+        const h = second.certificate.sha256;
+        await withPage(browser, async (page) => {
+          const r = await page.evaluate(
+            async ({ boom, stay, h }) => {
+              const failed = await wt.outcome(wt.create(boom, h).ready, 10000, 'ready');
+              await wt.connect(stay, h);
+              return { failed: !failed.ok };
+            },
+            { boom: `https://localhost:${second.port}/boom`, stay: `https://localhost:${second.port}/stay`, h },
+          );
+          assert.equal(r.failed, true, 'the page sees the handshake fail');
+          // The page (and with it the connection) goes away without closing the session.
+        });
+        const info = await within(closed.promise, 20000, 'closed after the page went away');
+        assert.ok(['remote', 'connection'].includes(info.initiator), JSON.stringify(info));
+        assert.deepEqual(errors, ['handler bug']);
+        assert.equal(second.sessionCount, 0);
+      } finally {
+        await second.close({ grace: 100 });
+      }
+    });
+
     test('two servers in one process serve one page at once', { timeout: T }, () =>
       withPage(browser, async (page) => {
         const second = await Server.listen({ port: 0 });
