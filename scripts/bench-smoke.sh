@@ -3,9 +3,10 @@
 # harness works (every scenario completes against every server, every figure parses).
 # It measures nothing worth publishing; scripts/bench.sh does that.
 #
-# Servers: the core echo example (debug build, the one the test suite builds), the
-# aioquic peer when aioquic is installed, and the Node and Python echo examples when
-# their packages are built. BENCH_SMOKE_SERVERS=core,aioquic picks a subset.
+# Servers: the core echo example (debug build, the one the test suite builds) and the
+# aioquic peer when aioquic is installed. The Node and Python echo examples join when
+# named in BENCH_SMOKE_SERVERS (e.g. core,aioquic,node,python) and their packages are
+# built; their own test suites cover them otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,18 +19,20 @@ cargo build -p ferrovia-bench --bin loadgen
 servers=(--server "core=target/debug/examples/echo --port 0 --host 127.0.0.1")
 names=core
 
+wanted="${BENCH_SMOKE_SERVERS:-core,aioquic}"
 add() { # add NAME COMMAND
-  if [[ -n "${BENCH_SMOKE_SERVERS:-}" && ",$BENCH_SMOKE_SERVERS," != *",$1,"* ]]; then
+  if [[ ",$wanted," != *",$1,"* ]]; then
     return
   fi
   servers+=(--server "$1=$2")
   names+=",$1"
 }
 
-if python3 -c 'import aioquic' 2>/dev/null; then
+if python3 -c 'import aioquic' 2>/dev/null ||
+  python3 -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt >"$out/pip.log" 2>&1; then
   add aioquic "python3 bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
 else
-  echo "bench smoke: aioquic not installed (pip install -r bench/requirements.txt); skipping that peer" >&2
+  echo "bench smoke: cannot install aioquic (see $out/pip.log); skipping that peer" >&2
 fi
 if [[ -f examples/node/echo.mjs ]] && node -e "require('./')" 2>/dev/null; then
   add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1"

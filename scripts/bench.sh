@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The full benchmark run: builds every server under test in release mode, then runs every
+# scenario against each of them RUNS times (servers interleaved within each run) with the
+# load generator in its own process. Writes target/bench/<stamp>/results.jsonl (one
+# record per server × scenario × run), results.md (the summary table) and machine.txt.
+#
+#   scripts/bench.sh                      # RUNS=3, every server that builds here
+#   RUNS=5 BENCH_SERVERS=core,go scripts/bench.sh
+#   BENCH_ONLY=bulk_single,latency scripts/bench.sh
+#
+# Servers: core (examples/rust/echo.rs), node (examples/node/echo.mjs), python
+# (examples/python/echo.py), and the peers aioquic, go (webtransport-go) and wtransport
+# from bench/peers/. A server whose toolchain or package is missing is skipped and named.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS="${RUNS:-3}"
+stamp="$(date -u +%Y%m%dT%H%M%SZ)"
+out="target/bench/$stamp"
+mkdir -p "$out"
+peers="target/bench-peers"
+mkdir -p "$peers"
+servers=()
+skipped=()
+
+want() { [[ -z "${BENCH_SERVERS:-}" || ",$BENCH_SERVERS," == *",$1,"* ]]; }
+add() { servers+=(--server "$1=$2"); }
+skip() { skipped+=("$1: $2"); echo "bench: skipping $1: $2" >&2; }
+
+set -e
+cargo build --release -p ferrovia --example echo
+cargo build --release -p ferrovia-bench --bin loadgen
+set +e
+add core "target/release/examples/echo --port 0 --host 127.0.0.1"
+
+if want node; then
+  if [[ ! -f examples/node/echo.mjs ]]; then
+    skip node "examples/node/echo.mjs does not exist"
+  elif [[ -n "${BENCH_NO_BUILD:-}" ]] || npm run --silent build >"$out/build-node.log" 2>&1; then
+    add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1"
+  else
+    skip node "release build failed (see $out/build-node.log)"
+  fi
+fi
+
+if want python; then
+  if [[ ! -f examples/python/echo.py ]]; then
+    skip python "examples/python/echo.py does not exist"
+  elif [[ -n "${BENCH_NO_BUILD:-}" ]] || python3 -m pip install --quiet . >"$out/build-python.log" 2>&1; then
+    # `pip install .` builds the extension with maturin in release mode.
+    add python "python3 examples/python/echo.py --port 0 --host 127.0.0.1"
+  else
+    skip python "release build failed (see $out/build-python.log)"
+  fi
+fi
+
+if want aioquic; then
+  if python3 -c 'import aioquic' 2>/dev/null || python3 -m pip install --quiet -r bench/requirements.txt >"$out/build-aioquic.log" 2>&1; then
+    add aioquic "python3 bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
+  else
+    skip aioquic "pip install -r bench/requirements.txt failed (see $out/build-aioquic.log)"
+  fi
+fi
+
+if want go; then
+  if ! command -v go >/dev/null; then
+    skip go "no Go toolchain"
+  elif (cd bench/peers/go-echo && go build -o "../../../$peers/go-echo" .) >"$out/build-go.log" 2>&1; then
+    add go "$peers/go-echo --port 0 --host 127.0.0.1"
+  else
+    skip go "go build failed (see $out/build-go.log)"
+  fi
+fi
+
+if want wtransport; then
+  if CARGO_TARGET_DIR="$peers/cargo" cargo build --release \
+    --manifest-path bench/peers/wtransport-echo/Cargo.toml >"$out/build-wtransport.log" 2>&1; then
+    add wtransport "$peers/cargo/release/wtransport-echo --port 0 --host 127.0.0.1"
+  else
+    skip wtransport "cargo build failed (see $out/build-wtransport.log)"
+  fi
+fi
+
+{
+  echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') × $(nproc)"
+  echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
+  echo "kernel: $(uname -r)"
+  echo "rustc: $(rustc --version)"
+  echo "node: $(node --version 2>/dev/null)"
+  echo "python: $(python3 --version 2>&1)"
+  echo "go: $(go version 2>/dev/null)"
+  echo "aioquic: $(python3 -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
+  echo "load before: $(cat /proc/loadavg)"
+  for s in "${skipped[@]}"; do echo "skipped $s"; done
+} >"$out/machine.txt"
+
+only=()
+[[ -n "${BENCH_ONLY:-}" ]] && only=(--only "$BENCH_ONLY")
+target/release/loadgen --runs "$RUNS" "${only[@]}" --json "$out/results.jsonl" \
+  --markdown "$out/results.md" "${servers[@]}" | tee "$out/stdout.txt"
+status=${PIPESTATUS[0]}
+echo "load after: $(cat /proc/loadavg)" >>"$out/machine.txt"
+cat "$out/machine.txt"
+echo "bench: results in $out/ (loadgen exit $status)"
+exit "$status"
