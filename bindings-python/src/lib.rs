@@ -8,7 +8,8 @@
 
 use std::{
     future::Future,
-    pin::pin,
+    panic::{catch_unwind, AssertUnwindSafe},
+    pin::{pin, Pin},
     task::{Context, Poll, Waker},
 };
 
@@ -32,7 +33,37 @@ where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
-    pyo3_async_runtimes::tokio::future_into_py(py, async move { Ok(Outcome(fut.await)) })
+    pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        match CatchPanic(fut).await {
+            Ok(result) => Ok(Outcome(result)),
+            Err(message) => Err(pyo3::panic::PanicException::new_err(message)),
+        }
+    })
+}
+
+/// Resolves to the panic message instead of unwinding into the runtime, so a bug surfaces
+/// as the same `PanicException` a synchronous call raises, with its message intact.
+struct CatchPanic<F>(F);
+
+impl<F: Future> Future for CatchPanic<F> {
+    type Output = Result<F::Output, String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // SAFETY: the inner future is never moved out of the pinned wrapper.
+        let inner = unsafe { self.map_unchecked_mut(|s| &mut s.0) };
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(v)) => Poll::Ready(Ok(v)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(payload) => {
+                let message = payload
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| payload.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a Rust panic without a message".into());
+                Poll::Ready(Err(message))
+            }
+        }
+    }
 }
 
 /// Polls a future once, without the interpreter held: `Some` if it finished at once.

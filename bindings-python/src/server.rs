@@ -18,6 +18,7 @@ use crate::{
     errors::{Failure, IntoPyResult},
     runtime,
     session::Session,
+    try_now,
 };
 
 /// A TLS certificate chain with its private key.
@@ -265,6 +266,12 @@ impl Server {
         })
     }
 
+    /// A request for a path without a route that is already waiting, or None. The first
+    /// call also starts queueing such requests instead of answering them with 404.
+    fn try_accept(&self, py: Python<'_>) -> Option<SessionRequest> {
+        try_now(py, self.inner.accept()).flatten().map(SessionRequest::new)
+    }
+
     /// The next request for a path without a route; resolves to None once closing.
     fn accept<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let server = self.inner.clone();
@@ -296,6 +303,11 @@ impl Route {
     #[getter]
     fn path(&self) -> String {
         self.inner.path().to_owned()
+    }
+
+    /// A request for this path that is already waiting, or None.
+    fn try_accept(&self, py: Python<'_>) -> Option<SessionRequest> {
+        try_now(py, self.inner.accept()).flatten().map(SessionRequest::new)
     }
 
     /// The next request for this path; resolves to None once the server closes.

@@ -634,17 +634,24 @@ class Requests:
     """Session requests as an async iterator: for one path (query ignored), or for every
     path without its own iterator. Ends when the server closes."""
 
-    __slots__ = ("_accept", "path")
+    __slots__ = ("_source", "_first", "path")
 
-    def __init__(self, accept: Callable[[], Any], path: str | None) -> None:
+    def __init__(self, source: _ferrovia.Server | _ferrovia.Route, path: str | None) -> None:
         """Made by :meth:`Server.requests`."""
-        self._accept = accept
+        self._source = source
+        # Claims the path (or, for the catch-all, unrouted paths) right away; a request
+        # that is already waiting is kept for the first accept.
+        self._first = source.try_accept()
         self.path = path
         """The path claimed, or None for the catch-all."""
 
     async def accept(self) -> SessionRequest | None:
         """The next request, or None once the server is closing."""
-        raw = await self._accept()
+        raw, self._first = self._first, None
+        if raw is None:
+            raw = self._source.try_accept()
+        if raw is None:
+            raw = await self._source.accept()
         return None if raw is None else SessionRequest(raw)
 
     def __aiter__(self) -> Requests:
@@ -710,15 +717,14 @@ class Server:
 
     def requests(self, path: str | None = None) -> Requests:
         """Requests for ``path`` (exact, query ignored; claimed from this call on), or with
-        no path, requests for every path nobody claimed. Until the catch-all is first
-        awaited, unclaimed paths get 404. The path is released when the iterator is
+        no path, requests for every path nobody claimed (before the first catch-all is made,
+        those get 404). The path is released when the iterator is
         garbage-collected. Raises ValueError if the path is already claimed."""
         if path is None:
-            return Requests(self._inner.accept, None)
+            return Requests(self._inner, None)
         if not isinstance(path, str):
             raise TypeError(f"path must be str or None, not {type(path).__name__}")
-        route = self._inner.route(path)
-        return Requests(route.accept, path)
+        return Requests(self._inner.route(path), path)
 
     async def close(self, grace: float = 0.0) -> None:
         """Shuts down: stops accepting, asks every session to drain, waits up to ``grace``

@@ -113,6 +113,7 @@ class ClientSession:
     closed: asyncio.Future[tuple[int, str] | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+    capsule_types: list[int] = field(default_factory=list)
     _capsules: bytes = b""
 
     async def status(self, timeout: float = 10.0) -> int:
@@ -167,6 +168,7 @@ class ClientSession:
                 break
             body = self._capsules[start : start + length]
             self._capsules = self._capsules[start + length :]
+            self.capsule_types.append(ctype)
             if ctype == CLOSE_CAPSULE and not self.closed.done():
                 (code,) = struct.unpack("!I", body[:4])
                 self.closed.set_result((code, body[4:].decode()))
@@ -266,7 +268,10 @@ class WebTransportClient(QuicConnectionProtocol):
 
 @contextlib.asynccontextmanager
 async def connect_client(
-    port: int, host: str = "127.0.0.1", authority: str = "localhost"
+    port: int,
+    host: str = "127.0.0.1",
+    authority: str = "localhost",
+    max_stream_data: int = 8 << 20,
 ) -> AsyncIterator[WebTransportClient]:
     """A connected client to ``host:port`` (certificate checks off: tests use self-signed)."""
     config = QuicConfiguration(
@@ -276,7 +281,7 @@ async def connect_client(
         verify_mode=ssl.CERT_NONE,
         server_name="localhost",
         max_data=32 << 20,
-        max_stream_data=8 << 20,
+        max_stream_data=max_stream_data,
         idle_timeout=30.0,
     )
     async with connect(host, port, configuration=config, create_protocol=WebTransportClient) as client:

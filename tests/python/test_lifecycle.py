@@ -1,0 +1,145 @@
+"""Cancellation, shutdown and panics: the asyncio contract around the native layer."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import socket
+
+import pytest
+
+import ferrovia
+from ferrovia import _ferrovia
+from conftest import Pair, open_pair
+from wtclient import connect_client
+
+
+async def test_cancelled_read_loses_nothing(pair: Pair) -> None:
+    stream = pair.remote.open_bidi()
+    stream.send(b"a")
+    reader, _writer = await asyncio.wait_for(pair.session.accept_bidirectional_stream(), 10)
+    assert await reader.read(1) == b"a"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(reader.read(100), 0.2)
+    task = asyncio.ensure_future(reader.readexactly(5))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The cancelled reads released the stream: data sent afterwards arrives in full.
+    stream.send(b"later", end=True)
+    assert await asyncio.wait_for(reader.read(), 10) == b"later"
+
+
+async def test_cancelled_accepts_and_datagram_receive(server: ferrovia.Server) -> None:
+    requests = server.requests("/c")
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(requests.accept(), 0.1)
+    async with connect_client(server.port) as client:
+        remote = await client.session("/c")
+        request = await asyncio.wait_for(requests.accept(), 10)
+        assert request is not None
+        session = await request.accept()
+        assert await remote.status() == 200
+
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(session.accept_bidirectional_stream(), 0.1)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(session.receive_datagram(), 0.1)
+
+        remote.send_datagram(b"dgram")
+        assert await asyncio.wait_for(session.receive_datagram(), 10) == b"dgram"
+        stream = remote.open_bidi()
+        stream.send(b"s", end=True)
+        reader, _ = await asyncio.wait_for(session.accept_bidirectional_stream(), 10)
+        assert await reader.read() == b"s"
+
+
+async def test_cancelling_a_session_handler_task(pair: Pair) -> None:
+    async def handler() -> None:
+        async for reader, writer in pair.session.incoming_bidirectional_streams():
+            writer.write(await reader.read())
+            writer.write_eof()
+
+    task = asyncio.ensure_future(handler())
+    await asyncio.sleep(0.1)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # A new handler takes over the same session.
+    task = asyncio.ensure_future(handler())
+    stream = pair.remote.open_bidi()
+    stream.send(b"still here", end=True)
+    assert await stream.read_all() == b"still here"
+    task.cancel()
+
+
+async def test_clean_shutdown() -> None:
+    server = await ferrovia.serve("127.0.0.1", 0)
+    port = server.port
+    requests = server.requests("/s")
+    async with connect_client(port) as client:
+        remote = await client.session("/s")
+        request = await asyncio.wait_for(requests.accept(), 10)
+        assert request is not None
+        session = await request.accept()
+        assert await remote.status() == 200
+        pending = asyncio.ensure_future(requests.accept())
+        await server.close(grace=0.2)
+        # Open sessions end with code 0, pending accepts end, iteration stops.
+        assert await asyncio.wait_for(pending, 5) is None
+        assert [r async for r in requests] == []
+        info = await asyncio.wait_for(session.wait_closed(), 5)
+        assert info.code == 0
+        assert await asyncio.wait_for(remote.closed, 5) in ((0, "server shutting down"), None)
+        assert server.session_count == 0
+        with pytest.raises(ferrovia.ServerClosedError):
+            server.requests("/late")
+    del server, requests, session, request
+    gc.collect()
+    # The UDP port is free again.
+    async with ferrovia.serve("127.0.0.1", port) as again:
+        assert again.port == port
+
+
+async def test_await_serve_then_async_with() -> None:
+    async with await ferrovia.serve("127.0.0.1", 0) as server:
+        assert server.port > 0
+    assert server.closed
+
+
+async def test_port_in_use_is_an_os_error() -> None:
+    async with ferrovia.serve("127.0.0.1", 0) as server:
+        with pytest.raises(OSError) as info:
+            await ferrovia.serve("127.0.0.1", server.port)
+        assert "cannot bind" in str(info.value)
+
+
+async def test_rust_panic_becomes_an_exception_and_the_server_keeps_serving(server: ferrovia.Server) -> None:
+    with pytest.raises(BaseException, match="deliberate panic in a synchronous call") as sync_info:
+        _ferrovia._panic_for_tests()
+    assert type(sync_info.value).__name__ == "PanicException"
+    with pytest.raises(BaseException, match="deliberate panic inside a future") as async_info:
+        await _ferrovia._panic_for_tests(in_future=True)
+    assert type(async_info.value).__name__ == "PanicException"
+    async with open_pair(server, "/after-panic") as pair:
+        stream = pair.remote.open_bidi()
+        stream.send(b"alive", end=True)
+        reader, writer = await asyncio.wait_for(pair.session.accept_bidirectional_stream(), 10)
+        writer.write(await reader.read())
+        writer.write_eof()
+        assert await stream.read_all() == b"alive"
+
+
+async def test_dual_stack_default_host() -> None:
+    if not socket.has_ipv6:
+        pytest.fail("IPv6 is needed for the dual-stack default")
+    async with ferrovia.serve(port=0) as server:
+        assert server.host == "::"
+        requests = server.requests("/v4")
+        async with connect_client(server.port, host="127.0.0.1") as client:
+            remote = await client.session("/v4")
+            request = await asyncio.wait_for(requests.accept(), 10)
+            assert request is not None
+            await request.accept()
+            assert await remote.status() == 200
