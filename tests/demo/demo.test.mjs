@@ -1,0 +1,163 @@
+// The demo as a newcomer meets it: the page in headless Chromium and Firefox, echo, a chat
+// between two pages (one per browser), cursor datagrams, session statistics, the close
+// button reaching the server's log, and Ctrl-C stopping the server cleanly. Screenshots go
+// to test-output/demo/.
+//
+//   node --test --test-concurrency=1 tests/demo/
+//
+// FERROVIA_DEMO_CMD (space-separated) runs another demo server with the same page, e.g.
+// `.venv/bin/python examples/demo/server.py`; the default is the Node one.
+
+import assert from 'node:assert/strict';
+import { statSync } from 'node:fs';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { OUTPUT_DIR, closeBrowsers, openPage, startProcess } from './support.mjs';
+
+const [DEMO_CMD, ...DEMO_ARGS] = process.env.FERROVIA_DEMO_CMD
+  ? process.env.FERROVIA_DEMO_CMD.trim().split(/\s+/)
+  : [process.execPath, 'examples/demo/server.mjs'];
+const FLAVOUR = process.env.FERROVIA_DEMO_CMD ? path.basename(DEMO_ARGS.at(-1) ?? DEMO_CMD, path.extname(DEMO_ARGS.at(-1) ?? '')) + '-' + path.basename(DEMO_CMD) : 'node';
+const T = { timeout: 60000 };
+
+let demo;
+let pageUrl;
+
+function startDemo() {
+  const proc = startProcess(DEMO_CMD, [...DEMO_ARGS, '--port', '0', '--http-port', '0'], { label: 'demo' });
+  return proc;
+}
+
+async function started(proc) {
+  const [, url] = await proc.waitForLine(/Open\s+(http:\/\/localhost:\d+\/)/, { timeout: 30000 });
+  const [, hash] = await proc.waitForLine(/SHA-256\s+([0-9a-f]{64})/);
+  await proc.waitForLine(/Ctrl-C/);
+  return { url, hash };
+}
+
+const connected = (page) => page.waitFor(() => document.getElementById('status').dataset.state === 'connected' && document.getElementById('identity').textContent, undefined, { what: 'the session to connect' });
+const tabName = async (page) => (await connected(page)).replace(/^you are /, '');
+const num = (page, id) => page.evaluate((i) => Number(document.getElementById(i).textContent), id);
+
+before(async () => {
+  demo = startDemo();
+  ({ url: pageUrl } = await started(demo));
+});
+
+after(async () => {
+  await closeBrowsers();
+  await demo?.stop('SIGKILL');
+});
+
+describe(`demo (${FLAVOUR})`, () => {
+  test('prints the page URL, the WebTransport URL and a certificate hash the page uses', async () => {
+    const [, wtPort] = await demo.waitForLine(/WebTransport\s+https:\/\/localhost:(\d+)\/demo/);
+    const [, hash] = await demo.waitForLine(/SHA-256\s+([0-9a-f]{64})/);
+    const config = await (await fetch(new URL('config.json', pageUrl))).json();
+    assert.equal(config.certificateHash, hash);
+    assert.equal(config.port, Number(wtPort));
+    const html = await (await fetch(pageUrl)).text();
+    assert.match(html, /<script type="module" src="demo.js">/);
+    assert.equal((await fetch(new URL('no-such-file', pageUrl))).status, 404);
+  });
+
+  for (const browser of ['chromium', 'firefox']) {
+    test(`${browser}: echo, cursor datagrams, statistics and the close button`, T, async () => {
+      const page = await openPage(browser, pageUrl);
+      try {
+        const name = await tabName(page);
+        const [, opened] = await demo.waitForLine(new RegExp(`open\\s+${name} from (http://localhost:\\d+)`));
+        assert.equal(opened, pageUrl.replace(/\/$/, ''));
+
+        const text = `echo from ${browser} ✓ ${Date.now()}`;
+        await page.fill('#echo-input', text);
+        await page.click('#echo-send');
+        const echoed = await page.waitFor((t) => [...document.querySelectorAll('#echo-log .echoed')].map((e) => e.textContent).find((s) => s === t), text, { what: 'the echo' });
+        assert.equal(echoed, text);
+
+        // 60 Hz out and back: within two seconds far more than a handful make the round trip.
+        await page.waitFor(() => Number(document.getElementById('dg-received').textContent) >= 60, undefined, { what: '60 datagrams back' });
+        const sent = await num(page, 'dg-sent');
+        const received = await num(page, 'dg-received');
+        assert.ok(sent >= received * 0.5 && sent > 0, `sent ${sent}, received ${received}`);
+        const lost = await num(page, 'dg-lost');
+        assert.ok(lost >= 0 && lost < received, `lost ${lost} of ${received}`);
+        const row = await page.waitFor((n) => [...document.querySelectorAll('#cursor-table tr')].map((tr) => [...tr.cells].map((c) => c.textContent)).find((c) => c[0] === `${n} (you)` && /^[1-9]\d* Hz$/.test(c[3])), name, { what: 'own cursor row with a rate' });
+        assert.ok(Number(row[1]) > 0, `own cursor row ${JSON.stringify(row)}`);
+
+        const points = await page.waitFor(() => Number(document.getElementById('chart').dataset.points) >= 3 && Number(document.getElementById('chart').dataset.points), undefined, { what: 'three chart points' });
+        assert.ok(points >= 3);
+        assert.match(await page.text('#stat-rtt'), /^\d+\.\d\d ms$/);
+        assert.match(await page.text('#stat-sent'), /^\d+(\.\d+)? (B|KiB|MiB)$/);
+        assert.match(await page.text('#stat-received'), /^\d+(\.\d+)? (B|KiB|MiB)$/);
+        const shot = await page.screenshot(path.join(OUTPUT_DIR, `${FLAVOUR}-${browser}.png`));
+        assert.ok(statSync(shot).size > 10000, 'the screenshot has content');
+
+        const mark = demo.mark();
+        await page.click('#close');
+        const status = await page.waitFor(() => document.getElementById('status').dataset.state === 'closed' && document.getElementById('status').textContent, undefined, { what: 'closed status' });
+        assert.equal(status, 'closed by you: code 4000, reason "close button"');
+        await demo.waitForLine(new RegExp(`closed\\s+${name} by the browser: code 4000, reason "close button"`), { since: mark });
+        assert.equal(await page.evaluate(() => document.getElementById('reconnect').hidden), false);
+      } finally {
+        await page.close();
+      }
+    });
+  }
+
+  test('chat between a Chromium page and a Firefox page, and each sees the other cursor', T, async () => {
+    const a = await openPage('chromium', pageUrl);
+    const b = await openPage('firefox', pageUrl);
+    try {
+      const nameA = await tabName(a);
+      const nameB = await tabName(b);
+      await a.waitFor((n) => document.getElementById('chat-peers').textContent.includes(n), nameB, { what: `${nameB} in the room` });
+
+      const hello = `hello from chromium ${Date.now()}`;
+      await a.fill('#chat-input', hello);
+      await a.click('#chat-send');
+      const seen = await b.waitFor((t) => [...document.querySelectorAll('#chat-log li')].map((li) => li.textContent).find((s) => s.includes(t)), hello, { what: 'the message on the other page' });
+      assert.ok(seen.startsWith(`${nameA}: ${hello}`), seen);
+
+      const reply = `and hello from firefox ${Date.now()}`;
+      await b.fill('#chat-input', reply);
+      await b.click('#chat-send');
+      const back = await a.waitFor((t) => [...document.querySelectorAll('#chat-log li')].map((li) => li.textContent).find((s) => s.includes(t)), reply, { what: 'the reply' });
+      assert.ok(back.startsWith(`${nameB}: ${reply}`), back);
+      await demo.waitForLine(new RegExp(`chat\\s+${nameB}: ${reply}`));
+
+      // Relayed datagrams: each page counts the other's cursor.
+      for (const [page, other] of [[a, nameB], [b, nameA]]) {
+        await page.waitFor((n) => [...document.querySelectorAll('#cursor-table tr')].some((tr) => tr.cells[0].textContent === n && Number(tr.cells[1].textContent) >= 30), other, { what: `30 datagrams from ${other}` });
+      }
+      await a.screenshot(path.join(OUTPUT_DIR, `${FLAVOUR}-chat-chromium.png`));
+      await b.screenshot(path.join(OUTPUT_DIR, `${FLAVOUR}-chat-firefox.png`));
+
+      // Closing the tab ends the session; the server logs it and the room shrinks.
+      const mark = demo.mark();
+      await b.close({ runBeforeUnload: true });
+      await demo.waitForLine(new RegExp(`closed\\s+${nameB} (by the browser|with the connection): code \\d+`), { since: mark });
+      await a.waitFor((n) => !document.getElementById('chat-peers').textContent.includes(n), nameB, { what: `${nameB} to leave the room` });
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  });
+
+  test('Ctrl-C closes the sessions and stops the server with status 0', T, async () => {
+    const page = await openPage('chromium', pageUrl);
+    try {
+      await tabName(page);
+      const mark = demo.mark();
+      demo.child.kill('SIGINT');
+      const exit = await Promise.race([demo.exited, new Promise((r) => setTimeout(() => r('still running'), 10000))]);
+      assert.deepEqual(exit, { code: 0, signal: null }, `stderr: ${demo.stderr()}`);
+      await demo.waitForLine(/stopped/, { since: mark });
+      const status = await page.waitFor(() => document.getElementById('status').dataset.state === 'closed' && document.getElementById('status').textContent, undefined, { what: 'the page to see the close' });
+      assert.match(status, /^closed by the server/);
+    } finally {
+      await page.close();
+    }
+  });
+});
