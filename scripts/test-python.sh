@@ -29,5 +29,5 @@ fi
 # checkout does not recompile the Rust dependencies.
 "$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps .
 
-"$PY" -m mypy --strict examples/python/echo.py examples/python/hello.py bench/python_throughput.py
+"$PY" -m mypy --strict python/ferrovia examples/python/echo.py examples/python/hello.py bench/python_throughput.py
 "$PY" -m pytest tests/python "$@"

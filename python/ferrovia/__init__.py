@@ -519,7 +519,17 @@ class Session:
 
     def stats(self) -> SessionStats:
         """Statistics of the connection the session runs on."""
-        return SessionStats(**self._inner.stats())
+        raw = self._inner.stats()
+        return SessionStats(
+            rtt=float(raw["rtt"]),
+            bytes_sent=int(raw["bytes_sent"]),
+            bytes_received=int(raw["bytes_received"]),
+            packets_sent=int(raw["packets_sent"]),
+            packets_lost=int(raw["packets_lost"]),
+            congestion_window=int(raw["congestion_window"]),
+            mtu=int(raw["mtu"]),
+            datagrams_dropped=int(raw["datagrams_dropped"]),
+        )
 
     async def __aenter__(self) -> Session:
         return self
