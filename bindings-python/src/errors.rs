@@ -122,9 +122,7 @@ impl Failure {
                 message,
                 &[("source", any(py, "session"))],
             ),
-            Failure::Stream(StreamError::SessionClosed(info)) => {
-                session_closed(py, message, &info)
-            }
+            Failure::Stream(StreamError::SessionClosed(info)) => session_closed(py, message, &info),
             Failure::Stream(StreamError::Reset { code }) => raise(
                 py,
                 "StreamResetError",
@@ -156,10 +154,9 @@ impl Failure {
                 PyValueError::new_err(format!("headers: {message}"))
             }
             Failure::Request(_) => raise(py, "RequestError", message, &[]),
-            Failure::Server(ServerError::Bind { source, .. }) => PyOSError::new_err((
-                source.raw_os_error().unwrap_or(0),
-                message,
-            )),
+            Failure::Server(ServerError::Bind { source, .. }) => {
+                PyOSError::new_err((source.raw_os_error().unwrap_or(0), message))
+            }
             Failure::Server(ServerError::Certificate(_)) | Failure::Certificate(_) => {
                 raise(py, "CertificateError", message, &[])
             }

@@ -69,9 +69,9 @@ impl<F: Future> Future for CatchPanic<F> {
 /// Polls a future once, without the interpreter held: `Some` if it finished at once.
 /// The fast paths use it so that data already buffered does not cost a round trip through
 /// the event loop. Only cancel-safe operations may be tried this way.
-pub(crate) fn try_now<F: Future>(py: Python<'_>, fut: F) -> Option<F::Output>
+pub(crate) fn try_now<F>(py: Python<'_>, fut: F) -> Option<F::Output>
 where
-    F: Send,
+    F: Future + Send,
     F::Output: Send,
 {
     py.detach(|| {

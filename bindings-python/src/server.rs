@@ -58,11 +58,7 @@ impl Certificate {
 
     /// A certificate chain and key from PEM text.
     #[staticmethod]
-    fn from_pem(
-        py: Python<'_>,
-        cert: &Bound<'_, PyAny>,
-        key: &Bound<'_, PyAny>,
-    ) -> PyResult<Self> {
+    fn from_pem(py: Python<'_>, cert: &Bound<'_, PyAny>, key: &Bound<'_, PyAny>) -> PyResult<Self> {
         let cert = pem_bytes("cert", cert)?;
         let key = pem_bytes("key", key)?;
         let inner = ferrovia::Certificate::from_pem(&cert, &key).py_err(py)?;
@@ -162,7 +158,8 @@ fn origin_policy(policy: &Bound<'_, PyAny>) -> PyResult<ferrovia::OriginPolicy> 
 
 fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> PyResult<()> {
     fn fit<T: TryFrom<u64>>(name: &str, v: u64) -> PyResult<T> {
-        T::try_from(v).map_err(|_| PyValueError::new_err(format!("limits.{name} is too large: {v}")))
+        T::try_from(v)
+            .map_err(|_| PyValueError::new_err(format!("limits.{name} is too large: {v}")))
     }
     for (name, v) in values {
         match name.as_str() {
@@ -178,7 +175,9 @@ fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> 
             "max_buffered_datagrams" => limits.max_buffered_datagrams = fit(&name, v)?,
             "request_queue" => limits.request_queue = fit(&name, v)?,
             other => {
-                return Err(PyValueError::new_err(format!("limits has no field {other:?}")));
+                return Err(PyValueError::new_err(format!(
+                    "limits has no field {other:?}"
+                )));
             }
         }
     }
@@ -211,11 +210,11 @@ impl Server {
         let ip: IpAddr = host
             .trim_matches(|c| c == '[' || c == ']')
             .parse()
-            .map_err(|_| PyValueError::new_err(format!("host must be an IP address, got {host:?}")))?;
-        let mut config = ferrovia::ServerConfig::new(
-            SocketAddr::new(ip, port),
-            certificate.inner.clone(),
-        );
+            .map_err(|_| {
+                PyValueError::new_err(format!("host must be an IP address, got {host:?}"))
+            })?;
+        let mut config =
+            ferrovia::ServerConfig::new(SocketAddr::new(ip, port), certificate.inner.clone());
         config.origin_policy = origin_policy(allowed_origins)?;
         config.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         config.keep_alive = seconds("keep_alive", keep_alive)?;
@@ -269,7 +268,9 @@ impl Server {
     /// A request for a path without a route that is already waiting, or None. The first
     /// call also starts queueing such requests instead of answering them with 404.
     fn try_accept(&self, py: Python<'_>) -> Option<SessionRequest> {
-        try_now(py, self.inner.accept()).flatten().map(SessionRequest::new)
+        try_now(py, self.inner.accept())
+            .flatten()
+            .map(SessionRequest::new)
     }
 
     /// The next request for a path without a route; resolves to None once closing.
@@ -307,7 +308,9 @@ impl Route {
 
     /// A request for this path that is already waiting, or None.
     fn try_accept(&self, py: Python<'_>) -> Option<SessionRequest> {
-        try_now(py, self.inner.accept()).flatten().map(SessionRequest::new)
+        try_now(py, self.inner.accept())
+            .flatten()
+            .map(SessionRequest::new)
     }
 
     /// The next request for this path; resolves to None once the server closes.
@@ -389,7 +392,10 @@ impl SessionRequest {
     /// Whether accept or reject was already called.
     #[getter]
     fn answered(&self) -> bool {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner()).is_none()
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
     }
 
     /// Accepts; resolves to the session.
@@ -402,8 +408,10 @@ impl SessionRequest {
     ) -> PyResult<Bound<'py, PyAny>> {
         let request = self.take()?;
         awaitable(py, async move {
-            let refs: Vec<(&str, &str)> =
-                headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let session = request
                 .accept_with(protocol.as_deref(), &refs)
                 .await

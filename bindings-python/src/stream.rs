@@ -240,7 +240,12 @@ async fn write_loop(
             let _ = stream.reset(code);
             break Done::Reset;
         }
-        if let Some(p) = shared.priority.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(p) = shared
+            .priority
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             let _ = stream.set_priority(p);
         }
         let chunk = tokio::select! {
@@ -332,8 +337,9 @@ impl Writer {
             return Err(Failure::Stream(e).into_pyerr(py));
         }
         if self.shared.eof.load(Ordering::Acquire) {
-            return Err(Failure::Local("the stream was already finished or reset".into())
-                .into_pyerr(py));
+            return Err(
+                Failure::Local("the stream was already finished or reset".into()).into_pyerr(py),
+            );
         }
         let buffered = self.shared.buffered.load(Ordering::Acquire);
         let high = self.shared.high_water.load(Ordering::Acquire);
@@ -362,10 +368,16 @@ impl Writer {
                 let progress = shared.progress.notified();
                 tokio::pin!(progress);
                 progress.as_mut().enable();
-                if let Some(e) = shared.error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                if let Some(e) = shared
+                    .error
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone()
+                {
                     return Err(Failure::Stream(e));
                 }
-                if shared.buffered.load(Ordering::Acquire) <= shared.low_water.load(Ordering::Acquire)
+                if shared.buffered.load(Ordering::Acquire)
+                    <= shared.low_water.load(Ordering::Acquire)
                 {
                     return Ok(());
                 }
@@ -404,7 +416,11 @@ impl Writer {
     /// Sets the send priority (higher goes first).
     fn set_priority(&self, priority: i32) {
         // Applied before the next chunk is written; a write in progress is not interrupted.
-        *self.shared.priority.lock().unwrap_or_else(|e| e.into_inner()) = Some(priority);
+        *self
+            .shared
+            .priority
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(priority);
     }
 
     /// Resolves once the stream is over: True when the peer acknowledged everything after
