@@ -300,9 +300,10 @@ class StreamWriter:
     """The sending half of a WebTransport stream, shaped like :class:`asyncio.StreamWriter`.
 
     ``write`` queues data and returns at once; ``await drain()`` waits until the queue is
-    short again. At most the high-water mark (1 MiB unless changed with
-    :meth:`set_write_buffer_limits`) may wait: a ``write`` beyond it raises
-    :class:`BufferError` rather than buffering without bound.
+    short again. Once more than the high-water mark (1 MiB unless changed with
+    :meth:`set_write_buffer_limits`) is waiting, ``write`` raises :class:`BufferError`
+    rather than buffering without bound. A writer dropped without :meth:`write_eof`
+    finishes the stream.
     """
 
     __slots__ = ("_inner",)
