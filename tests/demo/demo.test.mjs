@@ -18,7 +18,7 @@ import { OUTPUT_DIR, closeBrowsers, openPage, startProcess } from './support.mjs
 const [DEMO_CMD, ...DEMO_ARGS] = process.env.FERROVIA_DEMO_CMD
   ? process.env.FERROVIA_DEMO_CMD.trim().split(/\s+/)
   : [process.execPath, 'examples/demo/server.mjs'];
-const FLAVOUR = process.env.FERROVIA_DEMO_CMD ? path.basename(DEMO_ARGS.at(-1) ?? DEMO_CMD, path.extname(DEMO_ARGS.at(-1) ?? '')) + '-' + path.basename(DEMO_CMD) : 'node';
+const FLAVOUR = !process.env.FERROVIA_DEMO_CMD ? 'node' : /python/.test(path.basename(DEMO_CMD)) ? 'python' : path.basename(DEMO_CMD);
 const T = { timeout: 60000 };
 
 let demo;
