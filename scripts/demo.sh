@@ -3,8 +3,8 @@
 #
 #   ./scripts/demo.sh [--port UDP_PORT] [--http-port TCP_PORT]
 #
-# It installs the Node package's dependencies and builds its native module (`npm ci`, which
-# compiles the Rust code on the first run), then starts the demo server: a page on
+# It builds the Node package's native module from the Rust sources on the first run (and
+# after they change), then starts the demo server: a page on
 # http://localhost:8080/ and the WebTransport endpoint on UDP 4433 with a fresh self-signed
 # certificate whose hash the page already knows. Ctrl-C stops it.
 set -euo pipefail
@@ -17,27 +17,19 @@ need() {
   }
 }
 need node "Install Node.js 20 or newer (https://nodejs.org)."
-need npm "It ships with Node.js (https://nodejs.org)."
 major="$(node -p 'process.versions.node.split(".")[0]')"
 if [ "$major" -lt 20 ]; then
   echo "demo: Node.js $(node --version) is too old; the demo needs 20 or newer." >&2
   exit 1
 fi
 
-# The native module is the only build product; rebuild when it is missing or older than
-# the Rust sources, so a pull never runs a stale binary.
+# The demo needs only the package's native module (the page and servers use no npm
+# dependencies). Build it with the package's own install step, the one `npm install` runs,
+# when it is missing or older than the Rust sources, so a pull never runs a stale binary.
 native="$(ls bindings-node/ferrovia.*.node 2>/dev/null | head -n 1 || true)"
-stale=""
-if [ -n "$native" ] && [ -n "$(find core/src bindings-node/src -newer "$native" -name '*.rs' -print -quit)" ]; then
-  stale=yes
-fi
-if [ ! -d node_modules/@napi-rs ] || [ -z "$native" ]; then
+if [ -z "$native" ] || [ -n "$(find core/src core/Cargo.toml bindings-node/src bindings-node/Cargo.toml Cargo.lock -newer "$native" -print -quit)" ]; then
   need cargo "The first run compiles the Rust core: install Rust from https://rustup.rs."
-  echo "demo: installing and building (npm ci; compiling takes a few minutes the first time)..." >&2
-  FERROVIA_BUILD_FROM_SOURCE=1 npm ci --no-audit --no-fund >&2
-elif [ -n "$stale" ]; then
-  need cargo "Rebuilding the native module needs Rust: https://rustup.rs."
-  echo "demo: the Rust sources changed; rebuilding the native module..." >&2
+  echo "demo: building the native module (the first build takes a few minutes)..." >&2
   FERROVIA_BUILD_FROM_SOURCE=1 node bindings-node/scripts/install.js >&2
 fi
 

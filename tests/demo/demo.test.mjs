@@ -29,8 +29,8 @@ function startDemo() {
   return proc;
 }
 
-async function started(proc) {
-  const [, url] = await proc.waitForLine(/Open\s+(http:\/\/localhost:\d+\/)/, { timeout: 30000 });
+async function started(proc, timeout = 30000) {
+  const [, url] = await proc.waitForLine(/Open\s+(http:\/\/localhost:\d+\/)/, { timeout });
   const [, hash] = await proc.waitForLine(/SHA-256\s+([0-9a-f]{64})/);
   await proc.waitForLine(/Ctrl-C/);
   return { url, hash };
@@ -160,4 +160,21 @@ describe(`demo (${FLAVOUR})`, () => {
       await page.close();
     }
   });
+});
+
+test('scripts/demo.sh, the README\'s first command, starts the demo and stops on Ctrl-C', { timeout: 600000 }, async () => {
+  // Builds the native module only when it is missing or stale, so this is quick after `npm ci`.
+  const script = startProcess('bash', ['scripts/demo.sh', '--port', '0', '--http-port', '0'], { label: 'demo.sh' });
+  try {
+    const { url, hash } = await started(script, 580000).catch(async (err) => {
+      throw new Error(`${err.message}\nstderr: ${script.stderr()}`);
+    });
+    const config = await (await fetch(new URL('config.json', url))).json();
+    assert.equal(config.certificateHash, hash);
+    script.child.kill('SIGINT');
+    assert.deepEqual(await script.exited, { code: 0, signal: null });
+    assert.match(script.output(), /stopped/);
+  } finally {
+    await script.stop('SIGKILL');
+  }
 });
