@@ -16,9 +16,9 @@ import struct
 import subprocess
 import sys
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from cryptography import x509
@@ -27,6 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 import ferrovia
 from wtclient import ClientSession, ClientStream, connect_client
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples" / "python"
@@ -180,37 +182,37 @@ class Program:
     def events(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines if line.startswith("{")]
 
-    async def line(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        async def find() -> re.Match[str]:
+    async def _first(self, pick: Callable[[], T | None], what: str, timeout: float) -> T:
+        async def find() -> T:
             while True:
-                for line in self.lines:
-                    if m := re.search(pattern, line):
-                        return m
+                found = pick()
+                if found is not None:
+                    return found
                 if self.reader.done():
-                    raise AssertionError(f"exited before printing {pattern!r}: {self.lines}")
+                    raise AssertionError(f"exited before {what}: {self.lines}")
                 self.changed.clear()
                 await self.changed.wait()
 
         try:
             return await asyncio.wait_for(find(), timeout)
         except asyncio.TimeoutError:
-            raise AssertionError(f"no line matching {pattern!r} in {timeout} s: {self.lines}") from None
+            raise AssertionError(f"no {what} in {timeout} s: {self.lines}") from None
+
+    async def line(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
+        """The first output line matching ``pattern``."""
+        return await self._first(
+            lambda: next((m for line in self.lines if (m := re.search(pattern, line))), None),
+            f"a line matching {pattern!r}",
+            timeout,
+        )
 
     async def event(self, timeout: float = 15.0, **fields: object) -> dict[str, Any]:
-        async def find() -> dict[str, Any]:
-            while True:
-                for e in self.events():
-                    if all(e.get(k) == v for k, v in fields.items()):
-                        return e
-                if self.reader.done():
-                    raise AssertionError(f"exited before an event {fields}: {self.lines}")
-                self.changed.clear()
-                await self.changed.wait()
-
-        try:
-            return await asyncio.wait_for(find(), timeout)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"no event {fields} in {timeout} s: {self.lines}") from None
+        """The first JSON event with these field values."""
+        return await self._first(
+            lambda: next((e for e in self.events() if all(e.get(k) == v for k, v in fields.items())), None),
+            f"an event {fields}",
+            timeout,
+        )
 
 
 @contextlib.asynccontextmanager
