@@ -381,15 +381,29 @@ async fn idle(server: &mut Running, p: &Params) -> Result<Vec<Measurement>, Erro
         for _ in 0..p.idle_concurrency {
             let (clients, held, remaining) = (clients.clone(), held.clone(), remaining.clone());
             workers.spawn(async move {
+                let mut errors = 0u64;
                 while take_one(&remaining) {
-                    let session = clients.connect().await?;
+                    // A rare failed handshake among thousands says nothing about memory;
+                    // retry it a few times, count it, and fail only if it persists.
+                    let mut attempt = 0;
+                    let session = loop {
+                        match clients.connect().await {
+                            Ok(s) => break s,
+                            Err(_) if attempt < 3 => {
+                                attempt += 1;
+                                errors += 1;
+                            }
+                            Err(e) => return Err(e),
+                        }
+                    };
                     held.lock().await.push(session);
                 }
-                Ok::<_, Error>(())
+                Ok::<_, Error>(errors)
             });
         }
+        let mut connect_errors = 0;
         while let Some(done) = workers.join_next().await {
-            done??;
+            connect_errors += done??;
         }
         let open_secs = start.elapsed().as_secs_f64();
         tokio::time::sleep(p.settle).await;
@@ -415,6 +429,7 @@ async fn idle(server: &mut Running, p: &Params) -> Result<Vec<Measurement>, Erro
                 ("rss_kib", rss as f64),
                 ("per_session_kib", (rss as f64 - baseline as f64) / added),
                 ("open_seconds", open_secs),
+                ("connect_errors", connect_errors as f64),
             ],
         });
     }

@@ -191,7 +191,7 @@ fn json_field(line: &str, key: &str) -> Option<String> {
 
 fn hex_decode(s: &str) -> Option<Vec<u8>> {
     let s = s.replace(':', "");
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len())
