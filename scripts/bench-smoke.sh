@@ -28,17 +28,25 @@ add() { # add NAME COMMAND
   names+=",$1"
 }
 
-if python3 -c 'import aioquic' 2>/dev/null ||
-  python3 -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt >"$out/pip.log" 2>&1; then
-  add aioquic "python3 bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
-else
-  echo "bench smoke: cannot install aioquic (see $out/pip.log); skipping that peer" >&2
+# The aioquic peer runs from a virtualenv of its own, so the smoke never changes the
+# interpreter's global packages.
+venv=target/bench-venv
+if [[ ",$wanted," == *",aioquic,"* ]]; then
+  if { [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"; } &&
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+      -r bench/requirements.txt >"$out/pip.log" 2>&1; then
+    add aioquic "$venv/bin/python bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
+  else
+    echo "bench smoke: cannot install aioquic (see $out/pip.log); skipping that peer" >&2
+  fi
 fi
-if [[ -f examples/node/echo.mjs ]] && node -e "require('./')" 2>/dev/null; then
+if [[ ",$wanted," == *",node,"* && -f examples/node/echo.mjs ]] && node -e "require('./')" 2>/dev/null; then
   add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1"
 fi
-if [[ -f examples/python/echo.py ]] && python3 -c 'import ferrovia._ferrovia' 2>/dev/null; then
-  add python "python3 examples/python/echo.py --port 0 --host 127.0.0.1"
+# The Python package as scripts/test-python.sh installs it.
+if [[ ",$wanted," == *",python,"* && -f examples/python/echo.py ]] &&
+  .venv/bin/python -c 'import ferrovia._ferrovia' 2>/dev/null; then
+  add python ".venv/bin/python examples/python/echo.py --port 0 --host 127.0.0.1"
 fi
 
 status=0

@@ -43,22 +43,34 @@ if want node; then
   fi
 fi
 
+# Python servers run from a virtualenv of their own, so the run never changes the
+# interpreter's global packages or a developer's .venv.
+venv=target/bench-venv
+PY="$venv/bin/python"
+if want python || want aioquic; then
+  [[ -x "$PY" ]] || python3 -m venv "$venv"
+  "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt \
+    >"$out/build-pip.log" 2>&1 || skip pip "pip install -r bench/requirements.txt failed (see $out/build-pip.log)"
+fi
+
 if want python; then
   if [[ ! -f examples/python/echo.py ]]; then
     skip python "examples/python/echo.py does not exist"
-  elif [[ -n "${BENCH_NO_BUILD:-}" ]] || python3 -m pip install --quiet . >"$out/build-python.log" 2>&1; then
+  elif [[ -n "${BENCH_NO_BUILD:-}" ]] ||
+    "$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps . \
+      >"$out/build-python.log" 2>&1; then
     # `pip install .` builds the extension with maturin in release mode.
-    add python "python3 examples/python/echo.py --port 0 --host 127.0.0.1"
+    add python "$PY examples/python/echo.py --port 0 --host 127.0.0.1"
   else
     skip python "release build failed (see $out/build-python.log)"
   fi
 fi
 
 if want aioquic; then
-  if python3 -c 'import aioquic' 2>/dev/null || python3 -m pip install --quiet -r bench/requirements.txt >"$out/build-aioquic.log" 2>&1; then
-    add aioquic "python3 bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
+  if "$PY" -c 'import aioquic' 2>/dev/null; then
+    add aioquic "$PY bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
   else
-    skip aioquic "pip install -r bench/requirements.txt failed (see $out/build-aioquic.log)"
+    skip aioquic "aioquic is not installed in $venv"
   fi
 fi
 
@@ -88,9 +100,9 @@ fi
   echo "kernel: $(uname -r)"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version 2>/dev/null)"
-  echo "python: $(python3 --version 2>&1)"
+  echo "python: $("$PY" --version 2>&1)"
   echo "go: $(go version 2>/dev/null)"
-  echo "aioquic: $(python3 -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
+  echo "aioquic: $("$PY" -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
   echo "load before: $(cat /proc/loadavg)"
   for s in "${skipped[@]}"; do echo "skipped $s"; done
 } >"$out/machine.txt"
