@@ -7,7 +7,9 @@ const { Duplex, Readable, Writable } = require('node:stream');
 const native = require('./native.js');
 
 /** Largest chunk one native read returns. */
-const READ_CHUNK = 64 * 1024;
+const READ_CHUNK = 256 * 1024;
+/** Most datagrams one native call hands over. */
+const DATAGRAM_BATCH = 64;
 const MAX_U32 = 0xffffffff;
 const NATIVE_PREFIX = 'ferrovia:';
 
@@ -329,9 +331,9 @@ class DatagramDuplexStream {
         {
           async pull(controller) {
             try {
-              const d = await s.recvDatagram();
-              if (d === null) controller.close();
-              else controller.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+              const batch = await s.recvDatagrams(DATAGRAM_BATCH);
+              if (batch === null) controller.close();
+              else for (const d of batch) controller.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
             } catch (err) {
               controller.error(translate(err));
             }
@@ -350,23 +352,31 @@ class DatagramDuplexStream {
   }
 
   /**
-   * A WritableStream of datagrams. A write resolves once the datagram is queued for
-   * sending; one larger than maxDatagramSize errors the stream with
-   * ERR_DATAGRAM_TOO_LARGE (use send() to try sizes without losing the stream).
+   * A WritableStream of datagrams. A write hands the datagram to QUIC at once; when the
+   * outgoing buffer is full the oldest queued datagram is dropped, as datagrams may be.
+   * One larger than maxDatagramSize errors the stream with ERR_DATAGRAM_TOO_LARGE (use
+   * send() to try sizes without losing the stream).
    */
   createWritable() {
     const s = this.#session;
     return new WritableStream(
       {
         write(chunk) {
-          return s.sendDatagram(toBuffer('datagram', chunk)).catch(rethrow);
+          try {
+            s.sendDatagramNow(toBuffer('datagram', chunk));
+          } catch (err) {
+            throw translate(err);
+          }
         },
       },
       { highWaterMark: 1 },
     );
   }
 
-  /** Sends one datagram; rejects (ERR_DATAGRAM_TOO_LARGE, ...) without side effects. */
+  /**
+   * Sends one datagram, waiting while the outgoing buffer is full; rejects
+   * (ERR_DATAGRAM_TOO_LARGE, ...) without side effects.
+   */
   send(data) {
     let buf;
     try {

@@ -162,14 +162,32 @@ impl NativeSession {
             .map_err(error::from_session)
     }
 
-    /// The next datagram; `null` once the session ends.
+    /// Sends one datagram without waiting (the oldest queued one is dropped when the
+    /// outgoing buffer is full); throws `ERR_DATAGRAM_TOO_LARGE` if it cannot fit.
+    #[napi(catch_unwind)]
+    pub fn send_datagram_now(&self, data: &[u8]) -> napi::Result<()> {
+        self.session
+            .try_send_datagram(data)
+            .map_err(error::from_session)
+    }
+
+    /// The next datagrams: waits for one, then takes up to `max` already queued; `null`
+    /// once the session ends. One call per batch keeps the cost per datagram low.
     #[napi]
-    pub async fn recv_datagram(&self) -> napi::Result<Option<Buffer>> {
-        match self.session.recv_datagram().await {
-            Ok(d) => Ok(Some(Vec::from(d).into())),
-            Err(SessionError::Closed(_)) => Ok(None),
-            Err(e) => Err(error::from_session(e)),
+    pub async fn recv_datagrams(&self, max: u32) -> napi::Result<Option<Vec<Buffer>>> {
+        let first = match self.session.recv_datagram().await {
+            Ok(d) => d,
+            Err(SessionError::Closed(_)) => return Ok(None),
+            Err(e) => return Err(error::from_session(e)),
+        };
+        let mut out: Vec<Buffer> = vec![Vec::from(first).into()];
+        while out.len() < max.max(1) as usize {
+            match self.session.try_recv_datagram() {
+                Some(d) => out.push(Vec::from(d).into()),
+                None => break,
+            }
         }
+        Ok(Some(out))
     }
 
     /// Closes the session with a code and a reason (truncated to 1024 bytes).

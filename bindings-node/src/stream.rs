@@ -132,8 +132,8 @@ impl NativeRecvStream {
         self.half.id as f64
     }
 
-    /// The next chunk of at most `max` bytes; `null` at the end of the stream (or after
-    /// `stop`).
+    /// The data that has arrived, at most `max` bytes (waiting for at least one byte);
+    /// `null` at the end of the stream (or after `stop`).
     #[napi]
     pub async fn read(&self, max: u32) -> napi::Result<Option<Buffer>> {
         let mut guard = self.half.stream.lock().await;
@@ -141,7 +141,7 @@ impl NativeRecvStream {
             return Ok(None);
         };
         tokio::select! {
-            r = stream.read_chunk(max.max(1) as usize) => match r {
+            r = stream.read_available(max.max(1) as usize) => match r {
                 Ok(Some(chunk)) => Ok(Some(Vec::from(chunk).into())),
                 Ok(None) => Ok(None),
                 Err(e) => Err(error::from_stream(e)),

@@ -392,9 +392,9 @@ impl Session {
             .map_or(0, |m| m.saturating_sub(self.shared().prefix.len()))
     }
 
-    /// Sends a datagram, waiting while the outgoing datagram buffer is full. Fails with
-    /// [`SessionError::DatagramTooLarge`] when it cannot fit in a packet.
-    pub async fn send_datagram(&self, payload: &[u8]) -> Result<(), SessionError> {
+    /// Frames `payload` with the session's quarter-stream-ID prefix, or says why it cannot
+    /// be sent.
+    fn frame_datagram(&self, payload: &[u8]) -> Result<Bytes, SessionError> {
         if let Some(info) = self.shared().close_info() {
             return Err(SessionError::Closed(info));
         }
@@ -412,18 +412,49 @@ impl Session {
         let mut buf = BytesMut::with_capacity(prefix.len() + payload.len());
         buf.put_slice(prefix);
         buf.put_slice(payload);
+        Ok(buf.freeze())
+    }
+
+    fn datagram_error(&self, e: quinn::SendDatagramError, size: usize) -> SessionError {
+        match e {
+            quinn::SendDatagramError::TooLarge => SessionError::DatagramTooLarge {
+                size,
+                max: self.max_datagram_size(),
+            },
+            quinn::SendDatagramError::ConnectionLost(e) => self.lost(e),
+            _ => SessionError::DatagramsUnsupported,
+        }
+    }
+
+    /// Sends a datagram, waiting while the outgoing datagram buffer is full. Fails with
+    /// [`SessionError::DatagramTooLarge`] when it cannot fit in a packet.
+    pub async fn send_datagram(&self, payload: &[u8]) -> Result<(), SessionError> {
+        let framed = self.frame_datagram(payload)?;
         self.shared()
             .conn
-            .send_datagram_wait(buf.freeze())
+            .send_datagram_wait(framed)
             .await
-            .map_err(|e| match e {
-                quinn::SendDatagramError::TooLarge => SessionError::DatagramTooLarge {
-                    size: payload.len(),
-                    max: self.max_datagram_size(),
-                },
-                quinn::SendDatagramError::ConnectionLost(e) => self.lost(e),
-                _ => SessionError::DatagramsUnsupported,
-            })
+            .map_err(|e| self.datagram_error(e, payload.len()))
+    }
+
+    /// Sends a datagram without waiting: when the outgoing datagram buffer is full, the
+    /// oldest queued datagram is dropped instead (datagrams are unreliable anyway). For
+    /// callers where a wait per datagram costs more than the datagram is worth.
+    pub fn try_send_datagram(&self, payload: &[u8]) -> Result<(), SessionError> {
+        let framed = self.frame_datagram(payload)?;
+        self.shared()
+            .conn
+            .send_datagram(framed)
+            .map_err(|e| self.datagram_error(e, payload.len()))
+    }
+
+    /// A datagram already queued from the client, if any, without waiting.
+    pub fn try_recv_datagram(&self) -> Option<Bytes> {
+        self.shared()
+            .datagrams
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
     }
 
     /// Waits for the next datagram from the client.

@@ -184,6 +184,9 @@ impl SendStream {
 pub struct RecvStream {
     inner: quinn::RecvStream,
     closed: watch::Receiver<Option<CloseInfo>>,
+    /// The end (`Ok`) or failure that `read_available` saw behind data it returned,
+    /// reported by the next read.
+    pending: Option<Result<(), StreamError>>,
     _session: Arc<SessionHandle>,
 }
 
@@ -192,6 +195,7 @@ impl RecvStream {
         Self {
             closed: session.shared.closed_rx(),
             inner,
+            pending: None,
             _session: session,
         }
     }
@@ -224,15 +228,62 @@ impl RecvStream {
 
     /// Reads into `buf`; `Ok(None)` once the peer finished the stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, StreamError> {
+        if let Some(p) = self.pending.take() {
+            return p.map(|()| None);
+        }
         let r = guarded(&mut self.closed, self.inner.read(buf)).await;
         r.map_err(|e| self.read_failed(e))
     }
 
     /// Reads the next chunk of at most `max` bytes without copying; `Ok(None)` at the end.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        if let Some(p) = self.pending.take() {
+            return p.map(|()| None);
+        }
         let r = guarded(&mut self.closed, self.inner.read_chunk(max, true)).await;
         r.map(|c| c.map(|c| c.bytes))
             .map_err(|e| self.read_failed(e))
+    }
+
+    /// Waits for data, then returns it together with whatever else has already arrived,
+    /// up to `max` bytes; `Ok(None)` at the end. QUIC hands data over roughly a packet
+    /// at a time, so this saves callers that pay per call (a language binding, say) one
+    /// call per packet.
+    pub async fn read_available(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
+        let Some(first) = self.read_chunk(max).await? else {
+            return Ok(None);
+        };
+        if first.len() >= max {
+            return Ok(Some(first));
+        }
+        let mut out = bytes::BytesMut::with_capacity(max);
+        out.extend_from_slice(&first);
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        while out.len() < max {
+            let want = max - out.len();
+            // One poll: data already buffered by quinn comes back at once; anything else
+            // is left for the next call (quinn's reads are cancel-safe).
+            let poll = {
+                let fut = self.inner.read_chunk(want, true);
+                std::pin::pin!(fut).poll(&mut cx)
+            };
+            // The end or a failure is kept for the next call, after this data.
+            match poll {
+                std::task::Poll::Ready(Ok(Some(chunk))) => out.extend_from_slice(&chunk.bytes),
+                std::task::Poll::Ready(Ok(None)) => {
+                    self.pending = Some(Ok(()));
+                    break;
+                }
+                std::task::Poll::Ready(Err(e)) => {
+                    let e = self.read_failed(Guarded::Inner(e));
+                    self.pending = Some(Err(e));
+                    break;
+                }
+                std::task::Poll::Pending => break,
+            }
+        }
+        Ok(Some(out.freeze()))
     }
 
     /// Fills `buf` completely, or fails with [`StreamError::FinishedEarly`].

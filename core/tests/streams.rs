@@ -169,3 +169,49 @@ async fn read_to_end_enforces_its_limit() {
         StreamError::TooLong(1000)
     );
 }
+
+#[tokio::test]
+async fn read_available_coalesces_packets_and_keeps_the_end_and_resets() {
+    let srv = start();
+    let (client, session) = srv.pair("/coalesce").await;
+    let payload = data(4 << 20, 7);
+    let expected = sha256(&payload);
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    let writer = tokio::spawn(async move {
+        send.write_all(&payload).await.unwrap();
+        send.finish().unwrap();
+        send
+    });
+    let (_s, mut recv) = session.accept_bi().await.unwrap();
+    // Let most of the transfer arrive so that reads find many packets waiting.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let mut got = Vec::new();
+    let mut calls = 0;
+    while let Some(chunk) = recv.read_available(256 * 1024).await.unwrap() {
+        assert!(chunk.len() <= 256 * 1024);
+        got.extend_from_slice(&chunk);
+        calls += 1;
+    }
+    assert_eq!(sha256(&got), expected);
+    // Packets carry ~1.2 KB each (3,500 for 4 MiB); coalescing needs far fewer calls.
+    assert!(calls < 1000, "{calls} calls for 4 MiB");
+    assert!(recv.read_available(1024).await.unwrap().is_none(), "the end stays the end");
+    let _send = writer.await.unwrap();
+
+    // A reset behind buffered data: the data first, then the code.
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    send.write_all(&[1u8; 5000]).await.unwrap();
+    let (_s, mut recv) = session.accept_bi().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    send.reset(9u32.into()).unwrap();
+    let mut total = 0;
+    let err = loop {
+        match recv.read_available(64 * 1024).await {
+            Ok(Some(c)) => total += c.len(),
+            Ok(None) => panic!("a reset stream must not end cleanly"),
+            Err(e) => break e,
+        }
+    };
+    assert!(total <= 5000);
+    assert_eq!(err, StreamError::Reset { code: 9 });
+}
