@@ -22,12 +22,14 @@ PY="$VENV/bin/python"
 
 # The browser suite is driven from Node; its packages come from the lockfile.
 if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/puppeteer-core ]; then
-  npm ci --no-audit --no-fund
+  npm install --no-audit --no-fund
 fi
 
 # The real install path. maturin builds into the workspace's target/, so an unchanged
 # checkout does not recompile the Rust dependencies.
 "$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps .
 
-"$PY" -m mypy --strict python/ferrovia examples/python/echo.py examples/python/hello.py bench/python_throughput.py
+"$PY" -m mypy --strict python/ferrovia examples/python/echo.py examples/python/hello.py \
+  examples/python/chat.py examples/python/gamestate.py examples/python/upload.py examples/demo/server.py \
+  bench/python_throughput.py
 "$PY" -m pytest tests/python "$@"
