@@ -406,6 +406,15 @@ impl SessionRequest {
         protocol: Option<String>,
         headers: Vec<(String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        // A bad protocol or header is reported while the request is still unanswered,
+        // so the caller can fix it and accept or reject again.
+        if let Some(r) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            let refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            r.check_accept(protocol.as_deref(), &refs).py_err(py)?;
+        }
         let request = self.take()?;
         awaitable(py, async move {
             let refs: Vec<(&str, &str)> = headers

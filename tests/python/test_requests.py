@@ -82,6 +82,9 @@ async def test_request_details_headers_and_subprotocols(server: ferrovia.Server)
         with pytest.raises(ValueError, match="protocol"):
             await request.accept(protocol="chat.v9")
         assert not request.answered
+        with pytest.raises(ValueError, match="headers"):
+            await request.accept(headers={"bad header": "x"})
+        assert not request.answered, "a refused header leaves the request unanswered"
         session = await request.accept(protocol="chat.v1", headers={"x-served-by": "ferrovia"})
         assert session.id == request.session_id
         headers = await s.response_headers()
