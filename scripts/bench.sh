@@ -95,6 +95,7 @@ fi
 
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- core bindings-node bindings-python python examples 2>/dev/null || echo ' (+ uncommitted changes)')"
   echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //') × $(nproc)"
   echo "memory: $(free -g | awk '/Mem:/ {print $2}') GiB"
   echo "kernel: $(uname -r)"
