@@ -6,7 +6,7 @@
 //   FERROVIA_CARGO_PROFILE=dev    build without optimisations (faster, for development)
 
 const { spawnSync } = require('node:child_process');
-const { copyFileSync, existsSync } = require('node:fs');
+const { copyFileSync, existsSync, readFileSync, writeFileSync } = require('node:fs');
 const path = require('node:path');
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -28,6 +28,23 @@ function hasPrebuilt(t) {
   }
 }
 
+/**
+ * A packed package carries only the crates the Node module needs; drop the other
+ * workspace members from the installed copy's Cargo.toml so cargo can load it.
+ */
+function trimWorkspace() {
+  const manifest = path.join(ROOT, 'Cargo.toml');
+  const text = readFileSync(manifest, 'utf8');
+  const trimmed = text.replace(/members\s*=\s*\[([^\]]*)\]/, (whole, list) => {
+    const kept = list
+      .split(',')
+      .map((m) => m.trim())
+      .filter((m) => m && existsSync(path.join(ROOT, JSON.parse(m), 'Cargo.toml')));
+    return `members = [${kept.join(', ')}]`;
+  });
+  if (trimmed !== text) writeFileSync(manifest, trimmed);
+}
+
 function build(t) {
   const cargo = process.env.CARGO || 'cargo';
   const probe = spawnSync(cargo, ['--version'], { encoding: 'utf8' });
@@ -38,6 +55,7 @@ function build(t) {
     );
     process.exit(1);
   }
+  trimWorkspace();
   const profile = process.env.FERROVIA_CARGO_PROFILE === 'dev' ? 'dev' : 'release';
   const manifest = path.join(ROOT, 'Cargo.toml');
   console.error(`ferrovia: building the native module for ${t} from source (cargo, ${profile})...`);
