@@ -5,6 +5,9 @@
 const { existsSync } = require('node:fs');
 const path = require('node:path');
 
+// The platforms that have a `ferrovia-<triple>` package (scripts/release.sh builds them).
+const PREBUILT = ['linux-x64-gnu', 'linux-x64-musl', 'linux-arm64-gnu'];
+
 /** The napi-rs platform name of this process, e.g. `linux-x64-gnu`. */
 function platformTriple() {
   const { platform, arch } = process;
@@ -41,9 +44,14 @@ function load() {
   } catch (e) {
     if (e && e.code !== 'MODULE_NOT_FOUND') throw e;
   }
+  const prebuilt = PREBUILT.includes(triple)
+    ? `A prebuilt module for ${triple} comes in the optional dependency ${pkg}; ` +
+      'reinstall without --omit=optional (or --no-optional), or '
+    : `No prebuilt module exists for ${triple} (only ${PREBUILT.join(', ')}); `;
   const err = new Error(
     `ferrovia: no native module for ${triple} (looked for ${tried.join(', ')}). ` +
-      'Build it from source with a Rust toolchain (https://rustup.rs): ' +
+      prebuilt +
+      'build it from source with a Rust toolchain (https://rustup.rs): ' +
       '`npm rebuild ferrovia` (or `npm run build` in a checkout).',
   );
   err.code = 'ERR_FERROVIA_NATIVE_MISSING';

@@ -50,8 +50,11 @@ function build(t) {
   const probe = spawnSync(cargo, ['--version'], { encoding: 'utf8' });
   if (probe.error || probe.status !== 0) {
     console.error(
-      `ferrovia: no prebuilt native module for ${t}, and cargo was not found to build one.\n` +
-        'Install Rust (https://rustup.rs) and run `npm rebuild ferrovia`.',
+      `ferrovia: no prebuilt native module for ${t} (the package ferrovia-${t} is not ` +
+        'installed), and cargo was not found to build one from source.\n' +
+        'Prebuilt modules exist for linux-x64-gnu (glibc 2.17+), linux-x64-musl and ' +
+        'linux-arm64-gnu; on those, install without --omit=optional (or --no-optional).\n' +
+        'Elsewhere, install Rust (https://rustup.rs) and run `npm rebuild ferrovia`.',
     );
     process.exit(1);
   }

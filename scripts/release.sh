@@ -1,0 +1,289 @@
+#!/usr/bin/env bash
+# Builds every release artefact of Ferrovia into one folder and checks each of them:
+#
+#   npm:    ferrovia-<version>.tgz (JavaScript, types and the Rust sources for a source
+#           build) and one ferrovia-<platform>-<version>.tgz per platform, holding the
+#           prebuilt native module, with os/cpu/libc fields so npm installs only the match
+#   Python: one abi3 wheel (CPython 3.10+) per platform, manylinux2014 or musllinux_1_2,
+#           and the sdist
+#
+#   scripts/release.sh [--host] [--out DIR]
+#
+#   --host     only the host's glibc artefacts (what scripts/test-prebuilt.sh installs)
+#   --out DIR  where the artefacts go (default target/release-artifacts; emptied first)
+#
+# Linking goes through zig with an explicit glibc version, so the binaries need glibc 2.17
+# whatever glibc this machine has. zig, maturin and auditwheel come from PyPI into a
+# virtualenv of their own (target/release-tools); missing rustup targets are added.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+OUT=target/release-artifacts
+HOST_ONLY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --host) HOST_ONLY=1 ;;
+    --out) OUT="$2"; shift ;;
+    *) echo "usage: scripts/release.sh [--host] [--out DIR]" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$OUT" in /*) ;; *) OUT="$ROOT/$OUT" ;; esac
+
+# The oldest C libraries the artefacts support: glibc 2.17 is manylinux2014's floor and the
+# oldest still found on supported distributions; musl 1.2 is what Alpine has shipped since 3.13.
+GLIBC_FLOOR=2.17
+ALL_TARGETS=(x86_64-unknown-linux-gnu x86_64-unknown-linux-musl aarch64-unknown-linux-gnu)
+if [ "$HOST_ONLY" = 1 ]; then
+  TARGETS=("$(uname -m)-unknown-linux-gnu")
+else
+  TARGETS=("${ALL_TARGETS[@]}")
+fi
+
+TOOLS="$ROOT/target/release-tools"
+# A target directory of its own: the zig-linked objects must not mix with the host builds
+# in target/, and builds in target/ do not wait on this one's lock.
+export CARGO_TARGET_DIR="${FERROVIA_RELEASE_TARGET_DIR:-$ROOT/target/prebuilt}"
+# Published binaries carry no debug info (the workspace keeps line tables for profiling).
+export CARGO_PROFILE_RELEASE_DEBUG=0
+export CARGO_PROFILE_RELEASE_STRIP=symbols
+
+VERSION=$(node -p 'require("./package.json").version')
+PY_VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+if [ "$VERSION" != "$PY_VERSION" ]; then
+  echo "release: package.json has $VERSION but the Cargo workspace has $PY_VERSION" >&2
+  exit 1
+fi
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "Tools: zig, maturin, auditwheel in $TOOLS"
+if [ ! -x "$TOOLS/bin/python" ]; then
+  python3 -m venv "$TOOLS"
+fi
+"$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check \
+  ziglang==0.15.1 maturin==1.16.0 auditwheel==6.8.2
+"$TOOLS/bin/python" -m ziglang version
+
+installed_targets=$(rustup target list --installed)
+for t in "${TARGETS[@]}"; do
+  grep -qx "$t" <<<"$installed_targets" || rustup target add "$t"
+done
+
+# npm platform name, zig target, Python platform tag and node `cpu`/`libc` for each triple.
+platform_of() {
+  case "$1" in
+    x86_64-unknown-linux-gnu) echo linux-x64-gnu ;;
+    x86_64-unknown-linux-musl) echo linux-x64-musl ;;
+    aarch64-unknown-linux-gnu) echo linux-arm64-gnu ;;
+    *) echo "release: no platform name for $1" >&2; return 1 ;;
+  esac
+}
+zig_target_of() {
+  case "$1" in
+    *-unknown-linux-gnu) echo "${1%%-*}-linux-gnu.$GLIBC_FLOOR" ;;
+    *-unknown-linux-musl) echo "${1%%-*}-linux-musl" ;;
+  esac
+}
+wheel_compat_of() {
+  case "$1" in
+    *-linux-gnu) echo manylinux2014 ;;
+    *-linux-musl) echo musllinux_1_2 ;;
+  esac
+}
+
+# cc-rs (ring's C and assembly) and rustc's link step both go through these wrappers, so
+# every object and the final link agree on the target's libc version.
+WRAPPERS="$CARGO_TARGET_DIR/zig-wrappers"
+mkdir -p "$WRAPPERS"
+write_wrapper() {
+  local file="$1"; shift
+  {
+    echo '#!/bin/sh'
+    echo "PATH=\"$TOOLS/bin:\$PATH\"; export PATH"
+    echo "exec \"$TOOLS/bin/maturin\" zig $*"
+  } >"$file.tmp"
+  chmod +x "$file.tmp"
+  mv "$file.tmp" "$file"
+}
+write_wrapper "$WRAPPERS/ar" 'ar -- "$@"'
+
+# Exports the linker, C compiler and archiver variables cargo and cc-rs read for $1.
+use_zig_for() {
+  local t="$1" upper lower
+  upper=$(tr 'a-z-' 'A-Z_' <<<"$t")
+  lower=$(tr '-' '_' <<<"$t")
+  write_wrapper "$WRAPPERS/cc-$t" "cc -- -target $(zig_target_of "$t") \"\$@\""
+  export "CARGO_TARGET_${upper}_LINKER=$WRAPPERS/cc-$t"
+  export "CC_${lower}=$WRAPPERS/cc-$t"
+  export "AR_${lower}=$WRAPPERS/ar"
+  case "$t" in
+    # A Node addon or Python extension is a shared object loaded into a dynamically linked
+    # process, so it links musl dynamically rather than carrying its own copy.
+    *-musl) export "CARGO_TARGET_${upper}_RUSTFLAGS=-C target-feature=-crt-static" ;;
+  esac
+}
+
+rm -rf "$OUT"
+mkdir -p "$OUT"
+STAGE="$CARGO_TARGET_DIR/npm-stage"
+rm -rf "$STAGE"
+mkdir -p "$STAGE"
+
+for t in "${TARGETS[@]}"; do
+  platform=$(platform_of "$t")
+  use_zig_for "$t"
+
+  step "npm: ferrovia-$platform ($t, $(zig_target_of "$t"))"
+  cargo build --release --locked -p ferrovia-node --target "$t"
+  pkg="$STAGE/$platform"
+  mkdir -p "$pkg"
+  cp "npm/$platform/package.json" "npm/$platform/README.md" "$pkg/"
+  cp "$CARGO_TARGET_DIR/$t/release/libferrovia_node.so" "$pkg/ferrovia.$platform.node"
+  # The platform packages move in lockstep with the main package.
+  node -e '
+    const fs = require("fs"); const f = process.argv[1];
+    const p = JSON.parse(fs.readFileSync(f, "utf8")); p.version = process.argv[2];
+    fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n");' "$pkg/package.json" "$VERSION"
+  (cd "$pkg" && npm pack --silent --pack-destination "$OUT" >/dev/null)
+
+  step "Python: abi3 wheel for $t ($(wheel_compat_of "$t"))"
+  # maturin's own check (--auditwheel check) refuses the wheel if its symbols need a newer
+  # libc than the tag promises.
+  "$TOOLS/bin/maturin" build --release --locked --target "$t" \
+    --compatibility "$(wheel_compat_of "$t")" --auditwheel check --out "$OUT"
+done
+
+step "npm: ferrovia (main package)"
+# Packed from a copy: the checkout's package.json has no optionalDependencies (none of the
+# platform packages is published while developing, and a local `npm install` must not pick
+# one up from the registry), and its files list would take a locally built module along.
+main="$STAGE/ferrovia"
+mkdir -p "$main"
+npm pack --dry-run --json --ignore-scripts 2>/dev/null |
+  node -e '
+    const files = JSON.parse(require("fs").readFileSync(0, "utf8"))[0].files.map((f) => f.path);
+    for (const f of files) if (!f.endsWith(".node")) console.log(f);' >"$STAGE/main-files.txt"
+while IFS= read -r f; do
+  mkdir -p "$main/$(dirname "$f")"
+  cp "$f" "$main/$f"
+done <"$STAGE/main-files.txt"
+node -e '
+  const fs = require("fs"); const [f, version, ...platforms] = process.argv.slice(1);
+  const p = JSON.parse(fs.readFileSync(f, "utf8"));
+  p.optionalDependencies = Object.fromEntries(platforms.map((n) => [`ferrovia-${n}`, version]));
+  fs.writeFileSync(f, JSON.stringify(p, null, 2) + "\n");' \
+  "$main/package.json" "$VERSION" $(for t in "${ALL_TARGETS[@]}"; do platform_of "$t"; done)
+(cd "$main" && npm pack --silent --ignore-scripts --pack-destination "$OUT" >/dev/null)
+
+step "Python: sdist"
+"$TOOLS/bin/maturin" sdist --out "$OUT"
+
+step "Checks"
+FAIL=0
+fail() { echo "FAIL: $*" >&2; FAIL=1; }
+
+# Highest GLIBC_x.y symbol version an ELF file asks for ("none" when it needs none).
+# readelf reads every architecture's ELF, which the host's objdump may not.
+glibc_needed() {
+  readelf -V -W "$1" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -1 | grep . || echo none
+}
+version_le() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$1" ]; }
+elf_machine() { readelf -h "$1" | sed -n 's/^ *Machine: *//p'; }
+expect_machine() {
+  case "$1" in
+    x86_64-*) echo 'Advanced Micro Devices X86-64' ;;
+    aarch64-*) echo AArch64 ;;
+  esac
+}
+# Checks one native module and prints the libc it needs.
+check_elf() {
+  local file="$1" t="$2" label="$3" needs machine
+  machine=$(elf_machine "$file")
+  [ "$machine" = "$(expect_machine "$t")" ] || fail "$label: built for $machine, not $t"
+  needs=$(glibc_needed "$file")
+  case "$t" in
+    *-gnu)
+      if [ "$needs" = none ] || ! version_le "$needs" "$GLIBC_FLOOR"; then
+        fail "$label needs glibc $needs, above $GLIBC_FLOOR"
+      fi
+      LIBC="glibc $needs"
+      ;;
+    *-musl)
+      [ "$needs" = none ] || fail "$label asks for glibc $needs symbols"
+      readelf -d "$file" | grep -q 'Shared library: \[libc.so\]\|libc.musl' ||
+        fail "$label does not link musl's libc"
+      LIBC="musl 1.2"
+      ;;
+  esac
+}
+
+ROWS=()
+row() { ROWS+=("$(printf '%-58s %9s  %s' "$1" "$(du -k "$OUT/$1" | cut -f1) KiB" "$2")"); }
+
+for t in "${TARGETS[@]}"; do
+  platform=$(platform_of "$t")
+  tgz="ferrovia-$platform-$VERSION.tgz"
+  [ -f "$OUT/$tgz" ] || { fail "missing $tgz"; continue; }
+  dir=$(mktemp -d)
+  tar -xzf "$OUT/$tgz" -C "$dir"
+  node -e '
+    const p = require(process.argv[1]); const [, , os, cpu, libc, main] = process.argv;
+    const ok = p.os.join() === os && p.cpu.join() === cpu && p.libc.join() === libc && p.main === main;
+    if (!ok) { console.error("bad os/cpu/libc/main:", p.os, p.cpu, p.libc, p.main); process.exit(1); }' \
+    "$dir/package/package.json" linux "$(cut -d- -f2 <<<"$platform")" \
+    "$([ "${t##*-}" = musl ] && echo musl || echo glibc)" "ferrovia.$platform.node" ||
+    fail "$tgz: package fields"
+  check_elf "$dir/package/ferrovia.$platform.node" "$t" "$tgz"
+  echo "$tgz: $(elf_machine "$dir/package/ferrovia.$platform.node"), needs $LIBC"
+  row "$tgz" "$LIBC"
+  rm -rf "$dir"
+
+  compat=$(wheel_compat_of "$t")
+  case "$compat" in
+    manylinux2014) tag="manylinux_2_17_${t%%-*}.manylinux2014_${t%%-*}" ;;
+    musllinux_1_2) tag="musllinux_1_2_${t%%-*}" ;;
+  esac
+  whl="ferrovia-$VERSION-cp310-abi3-$tag.whl"
+  [ -f "$OUT/$whl" ] || { fail "missing $whl (have: $(cd "$OUT" && ls -- *.whl | tr '\n' ' '))"; continue; }
+  dir=$(mktemp -d)
+  (cd "$dir" && "$TOOLS/bin/python" -m zipfile -e "$OUT/$whl" .)
+  grep -qx "Tag: cp310-abi3-${tag%%.*}" "$dir"/ferrovia-*.dist-info/WHEEL || fail "$whl: WHEEL tags"
+  check_elf "$dir/ferrovia/_ferrovia.abi3.so" "$t" "$whl"
+  shown=$("$TOOLS/bin/auditwheel" show "$OUT/$whl" 2>&1) || fail "$whl: auditwheel show failed: $shown"
+  grep -q "${tag%%.*}" <<<"$shown" || fail "$whl: auditwheel does not place it in ${tag%%.*}: $shown"
+  echo "$whl: $(elf_machine "$dir/ferrovia/_ferrovia.abi3.so"), needs $LIBC; auditwheel: $(tr '\n' ' ' <<<"$shown" | grep -o 'consistent with the following platform tag: "[^"]*"' || true)"
+  row "$whl" "$LIBC"
+  rm -rf "$dir"
+done
+
+main_tgz="ferrovia-$VERSION.tgz"
+if [ -f "$OUT/$main_tgz" ]; then
+  listing=$(tar -tzf "$OUT/$main_tgz")
+  grep -q '\.node$' <<<"$listing" && fail "$main_tgz carries a native module"
+  grep -qx 'package/core/src/lib.rs' <<<"$listing" || fail "$main_tgz lacks the Rust sources"
+  tar -xzOf "$OUT/$main_tgz" package/package.json |
+    node -e '
+      const p = JSON.parse(require("fs").readFileSync(0, "utf8"));
+      const want = process.argv.slice(2).map((n) => `ferrovia-${n}`);
+      const have = Object.keys(p.optionalDependencies || {});
+      if (want.join() !== have.join() || Object.values(p.optionalDependencies).some((v) => v !== p.version)) {
+        console.error("optionalDependencies:", p.optionalDependencies); process.exit(1);
+      }' -- $(for t in "${ALL_TARGETS[@]}"; do platform_of "$t"; done) || fail "$main_tgz: optionalDependencies"
+  row "$main_tgz" "(source; native module from a platform package)"
+else
+  fail "missing $main_tgz"
+fi
+sdist="ferrovia-$VERSION.tar.gz"
+if [ -f "$OUT/$sdist" ]; then
+  tar -tzf "$OUT/$sdist" | grep -q '/bindings-python/ferrovia_build_backend.py$' ||
+    fail "$sdist lacks the build backend"
+  row "$sdist" "(source; needs cargo)"
+else
+  fail "missing $sdist"
+fi
+
+step "Artefacts in ${OUT#"$ROOT"/}"
+printf '%s\n' "${ROWS[@]}"
+[ "$FAIL" = 0 ] || { echo "release: checks failed" >&2; exit 1; }
