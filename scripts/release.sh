@@ -212,7 +212,7 @@ check_elf() {
       ;;
     *-musl)
       [ "$needs" = none ] || fail "$label asks for glibc $needs symbols"
-      readelf -d "$file" | grep -q 'Shared library: \[libc.so\]\|libc.musl' ||
+      grep -q 'Shared library: \[libc.so\]\|libc.musl' <<<"$(readelf -d "$file")" ||
         fail "$label does not link musl's libc"
       LIBC="musl 1.2"
       ;;
@@ -220,7 +220,7 @@ check_elf() {
 }
 
 ROWS=()
-row() { ROWS+=("$(printf '%-58s %9s  %s' "$1" "$(du -k "$OUT/$1" | cut -f1) KiB" "$2")"); }
+row() { ROWS+=("$(printf '%-74s %9s  %s' "$1" "$(du -k "$OUT/$1" | cut -f1) KiB" "$2")"); }
 
 for t in "${TARGETS[@]}"; do
   platform=$(platform_of "$t")
@@ -240,19 +240,18 @@ for t in "${TARGETS[@]}"; do
   row "$tgz" "$LIBC"
   rm -rf "$dir"
 
-  compat=$(wheel_compat_of "$t")
-  case "$compat" in
-    manylinux2014) tag="manylinux_2_17_${t%%-*}.manylinux2014_${t%%-*}" ;;
-    musllinux_1_2) tag="musllinux_1_2_${t%%-*}" ;;
+  case "$(wheel_compat_of "$t")" in
+    manylinux2014) policy="manylinux_2_17_${t%%-*}" ;;
+    musllinux_1_2) policy="musllinux_1_2_${t%%-*}" ;;
   esac
-  whl="ferrovia-$VERSION-cp310-abi3-$tag.whl"
-  [ -f "$OUT/$whl" ] || { fail "missing $whl (have: $(cd "$OUT" && ls -- *.whl | tr '\n' ' '))"; continue; }
+  whl=$(cd "$OUT" && ls -- ferrovia-"$VERSION"-cp310-abi3-*.whl | grep -F "$policy" || true)
+  [ "$(wc -w <<<"$whl")" = 1 ] || { fail "expected one $policy wheel, found: $(cd "$OUT" && ls -- *.whl | tr '\n' ' ')"; continue; }
   dir=$(mktemp -d)
   (cd "$dir" && "$TOOLS/bin/python" -m zipfile -e "$OUT/$whl" .)
-  grep -qx "Tag: cp310-abi3-${tag%%.*}" "$dir"/ferrovia-*.dist-info/WHEEL || fail "$whl: WHEEL tags"
+  grep -qx "Tag: cp310-abi3-$policy" "$dir"/ferrovia-*.dist-info/WHEEL || fail "$whl: WHEEL tags"
   check_elf "$dir/ferrovia/_ferrovia.abi3.so" "$t" "$whl"
   shown=$("$TOOLS/bin/auditwheel" show "$OUT/$whl" 2>&1) || fail "$whl: auditwheel show failed: $shown"
-  grep -q "${tag%%.*}" <<<"$shown" || fail "$whl: auditwheel does not place it in ${tag%%.*}: $shown"
+  grep -q "\"$policy\"" <<<"$shown" || fail "$whl: auditwheel does not place it in $policy: $shown"
   echo "$whl: $(elf_machine "$dir/ferrovia/_ferrovia.abi3.so"), needs $LIBC; auditwheel: $(tr '\n' ' ' <<<"$shown" | grep -o 'consistent with the following platform tag: "[^"]*"' || true)"
   row "$whl" "$LIBC"
   rm -rf "$dir"
@@ -266,18 +265,20 @@ if [ -f "$OUT/$main_tgz" ]; then
   tar -xzOf "$OUT/$main_tgz" package/package.json |
     node -e '
       const p = JSON.parse(require("fs").readFileSync(0, "utf8"));
-      const want = process.argv.slice(2).map((n) => `ferrovia-${n}`);
+      const want = process.argv.slice(1).map((n) => `ferrovia-${n}`);
       const have = Object.keys(p.optionalDependencies || {});
       if (want.join() !== have.join() || Object.values(p.optionalDependencies).some((v) => v !== p.version)) {
         console.error("optionalDependencies:", p.optionalDependencies); process.exit(1);
-      }' -- $(for t in "${ALL_TARGETS[@]}"; do platform_of "$t"; done) || fail "$main_tgz: optionalDependencies"
+      }' $(for t in "${ALL_TARGETS[@]}"; do platform_of "$t"; done) || fail "$main_tgz: optionalDependencies"
   row "$main_tgz" "(source; native module from a platform package)"
 else
   fail "missing $main_tgz"
 fi
 sdist="ferrovia-$VERSION.tar.gz"
 if [ -f "$OUT/$sdist" ]; then
-  tar -tzf "$OUT/$sdist" | grep -q '/bindings-python/ferrovia_build_backend.py$' ||
+  # Listed first and matched after: `grep -q` closing the pipe early would fail tar.
+  listing=$(tar -tzf "$OUT/$sdist")
+  grep -q '/bindings-python/ferrovia_build_backend.py$' <<<"$listing" ||
     fail "$sdist lacks the build backend"
   row "$sdist" "(source; needs cargo)"
 else

@@ -31,7 +31,7 @@ PLATFORM=linux-x64-gnu
 [ "$(uname -m)" = x86_64 ] || PLATFORM=linux-arm64-gnu
 MAIN_TGZ="$ART/ferrovia-$VERSION.tgz"
 PLATFORM_TGZ="$ART/ferrovia-$PLATFORM-$VERSION.tgz"
-WHEEL=$(ls "$ART"/ferrovia-"$VERSION"-cp310-abi3-manylinux_2_17_"$(uname -m)"*.whl)
+WHEEL=$(ls "$ART"/ferrovia-"$VERSION"-cp310-abi3-*manylinux_2_17_"$(uname -m)"*.whl)
 SDIST="$ART/ferrovia-$VERSION.tar.gz"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrovia-prebuilt.XXXXXX")
@@ -44,10 +44,11 @@ trap cleanup EXIT
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
 
-# The servers' PATH: links to node and npm only, then the new virtualenv's bin. Nothing a
-# Rust build could use is reachable, whatever else this machine has installed.
+# The servers' PATH: links to node, npm and the shell npm runs install scripts with, then
+# the new virtualenv's bin. Nothing a Rust build could use is reachable, whatever else this
+# machine has installed.
 mkdir -p "$WORK/bin"
-for tool in node npm; do ln -s "$(command -v "$tool")" "$WORK/bin/$tool"; done
+for tool in node npm sh; do ln -s "$(command -v "$tool")" "$WORK/bin/$tool"; done
 BASE_PYTHON=$(python3 -c 'import sys, os; print(os.path.join(sys.base_prefix, "bin", "python3"))')
 "$BASE_PYTHON" -m venv "$WORK/venv"
 CLEAN_PATH="$WORK/bin:$WORK/venv/bin"
