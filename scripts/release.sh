@@ -244,6 +244,15 @@ check_elf() {
       grep -q "Shared library: \[libc.musl-${t%%-*}.so.1\]" <<<"$(readelf -d "$file")" ||
         fail "$label does not link musl's libc.musl-${t%%-*}.so.1"
       LIBC="musl 1.2"
+      # Where a musl loader is installed (Debian's `musl` package), resolve every import
+      # against it; only the host's own API (Python's, Node's) may be missing.
+      local ldso="/lib/ld-musl-${t%%-*}.so.1" missing
+      if [ -x "$ldso" ] && [ "${t%%-*}" = "$(uname -m)" ]; then
+        missing=$("$ldso" --list "$file" 2>&1 | sed -n 's/^Error relocating [^:]*: \(.*\): symbol not found$/\1/p' |
+          grep -v -E '^(_?Py|napi_)' || true)
+        [ -z "$missing" ] || fail "$label: musl lacks $(tr '\n' ' ' <<<"$missing")"
+        LIBC="musl 1.2 (imports resolved by $({ "$ldso" 2>&1 || true; } | sed -n 's/^Version \(.*\)/musl \1/p' | head -1))"
+      fi
       ;;
   esac
 }
