@@ -16,6 +16,7 @@ use std::{
 use pyo3::prelude::*;
 
 mod errors;
+mod handoff;
 mod server;
 mod session;
 mod stream;
@@ -108,6 +109,7 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Session>()?;
     m.add_class::<stream::Reader>()?;
     m.add_class::<stream::Writer>()?;
+    m.add_class::<handoff::Handoff>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

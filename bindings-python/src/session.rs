@@ -3,9 +3,12 @@
 use bytes::Bytes;
 use pyo3::{prelude::*, types::PyDict};
 
+use ferrovia::{RecvStream, SendStream};
+
 use crate::{
     awaitable,
     errors::{close_tuple, Failure, IntoPyResult},
+    handoff::{self, Content, Handoff, Returned},
     stream::{Reader, Writer},
     try_now,
 };
@@ -14,11 +17,18 @@ use crate::{
 #[pyclass(frozen, module = "ferrovia._ferrovia")]
 pub(crate) struct Session {
     inner: ferrovia::Session,
+    /// Streams whose accept was cancelled after they arrived.
+    returned_bi: Returned<(SendStream, RecvStream)>,
+    returned_uni: Returned<RecvStream>,
 }
 
 impl Session {
     pub(crate) fn new(inner: ferrovia::Session) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            returned_bi: Default::default(),
+            returned_uni: Default::default(),
+        }
     }
 }
 
@@ -56,19 +66,32 @@ impl Session {
         self.inner.close_info().as_ref().map(close_tuple)
     }
 
-    /// Resolves to `(reader, writer)` for the next bidirectional stream the client opens.
+    /// Resolves to a handoff of `(reader, writer)` for the next bidirectional stream the
+    /// client opens.
     fn accept_bi<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
+        let home = self.returned_bi.clone();
         awaitable(py, async move {
-            let (send, recv) = s.accept_bi().await?;
-            Ok((Reader::new(recv), Writer::new(send)))
+            let (send, recv) = match handoff::pop(&home) {
+                Some(pair) => pair,
+                None => s.accept_bi().await?,
+            };
+            Ok(Handoff::new(Content::Bidi(send, recv, home)))
         })
     }
 
-    /// Resolves to a reader for the next unidirectional stream the client opens.
+    /// Resolves to a handoff of a reader for the next unidirectional stream the client
+    /// opens.
     fn accept_uni<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        awaitable(py, async move { Ok(Reader::new(s.accept_uni().await?)) })
+        let home = self.returned_uni.clone();
+        awaitable(py, async move {
+            let recv = match handoff::pop(&home) {
+                Some(recv) => recv,
+                None => s.accept_uni().await?,
+            };
+            Ok(Handoff::new(Content::Uni(recv, home)))
+        })
     }
 
     /// Resolves to `(reader, writer)` of a new bidirectional stream.

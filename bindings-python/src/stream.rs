@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use crate::{
     awaitable,
     errors::{Failure, IntoPyResult},
+    handoff::{Content, Handoff},
     runtime, try_now,
 };
 
@@ -26,6 +27,8 @@ const MAX_READ: usize = 1 << 20;
 
 struct ReaderShared {
     stream: tokio::sync::Mutex<RecvStream>,
+    /// Bytes a cancelled read had already taken; the next read returns them first.
+    unread: Arc<Mutex<Option<Bytes>>>,
     id: u64,
     /// A STOP_SENDING code asked for while a read held the stream.
     pending_stop: Mutex<Option<u32>>,
@@ -45,6 +48,7 @@ impl Reader {
             shared: Arc::new(ReaderShared {
                 id: stream.id(),
                 stream: tokio::sync::Mutex::new(stream),
+                unread: Default::default(),
                 pending_stop: Mutex::new(None),
                 stop_requested: Notify::new(),
                 stopped: AtomicBool::new(false),
@@ -58,11 +62,24 @@ fn stopped_locally() -> Failure {
 }
 
 impl ReaderShared {
+    /// Up to `max` bytes put back by a cancelled read.
+    fn take_unread(&self, max: usize) -> Option<Bytes> {
+        let mut slot = self.unread.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bytes = slot.take()?;
+        if bytes.len() > max {
+            *slot = Some(bytes.split_off(max));
+        }
+        Some(bytes)
+    }
+
     async fn read(&self, max: usize) -> Result<Bytes, Failure> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(stopped_locally());
         }
         let mut stream = self.stream.lock().await;
+        if let Some(bytes) = self.take_unread(max) {
+            return Ok(bytes);
+        }
         let stop = self.stop_requested.notified();
         tokio::pin!(stop);
         stop.as_mut().enable();
@@ -114,17 +131,24 @@ impl Reader {
         let Ok(mut stream) = self.shared.stream.try_lock() else {
             return Ok(None);
         };
+        if let Some(bytes) = self.shared.take_unread(max) {
+            return Ok(Some(bytes));
+        }
         match try_now(py, stream.read_chunk(max)) {
             Some(r) => r.map(|c| Some(c.unwrap_or_default())).py_err(py),
             None => Ok(None),
         }
     }
 
-    /// Resolves to the next bytes (at most `max`), `b""` at the end of the stream.
+    /// Resolves to a handoff of the next bytes (at most `max`), `b""` at the end of the
+    /// stream.
     fn read<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
         let max = check_max(max)?;
         let shared = self.shared.clone();
-        awaitable(py, async move { shared.read(max).await })
+        awaitable(py, async move {
+            let bytes = shared.read(max).await?;
+            Ok(Handoff::new(Content::Data(bytes, shared.unread.clone())))
+        })
     }
 
     /// Sends STOP_SENDING with an application code; pending and later reads fail.

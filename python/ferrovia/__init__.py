@@ -199,7 +199,7 @@ class StreamReader:
     async def _next_chunk(self, max_size: int) -> bytes:
         chunk = self._inner.try_read(max_size)
         if chunk is None:
-            chunk = await self._inner.read(max_size)
+            chunk = (await self._inner.read(max_size)).take()
         if not chunk:
             self._eof = True
         return chunk
@@ -439,13 +439,13 @@ class Session:
     async def accept_bidirectional_stream(self) -> tuple[StreamReader, StreamWriter]:
         """The next bidirectional stream the client opens, as ``(reader, writer)``; raises
         :class:`SessionClosedError` once the session has ended."""
-        r, w = await self._inner.accept_bi()
+        r, w = (await self._inner.accept_bi()).take()
         return StreamReader(r), StreamWriter(w)
 
     async def accept_unidirectional_stream(self) -> StreamReader:
         """The next unidirectional stream the client opens; raises
         :class:`SessionClosedError` once the session has ended."""
-        return StreamReader(await self._inner.accept_uni())
+        return StreamReader((await self._inner.accept_uni()).take())
 
     async def incoming_bidirectional_streams(self) -> AsyncIterator[tuple[StreamReader, StreamWriter]]:
         """``(reader, writer)`` for each bidirectional stream the client opens, until the

@@ -147,3 +147,28 @@ async def test_dual_stack_default_host() -> None:
             assert request is not None
             await request.accept()
             assert await remote.status() == 200
+
+
+async def test_a_value_produced_for_a_cancelled_await_is_not_lost(pair: Pair) -> None:
+    # The race a cancellation can lose: the stream (or the bytes) arrived and were
+    # handed to the future, but the awaiting task was cancelled before taking them.
+    # Reproduce it deterministically by letting the native future finish and then
+    # dropping it unclaimed.
+    native = pair.session._inner
+    pending = native.accept_bi()
+    stream = pair.remote.open_bidi()
+    stream.send(b"first bytes", end=False)
+    await asyncio.wait_for(asyncio.shield(pending), 10)
+    del pending
+    gc.collect()
+    reader, writer = await asyncio.wait_for(pair.session.accept_bidirectional_stream(), 10)
+
+    pending_read = reader._inner.read(4)
+    await asyncio.wait_for(asyncio.shield(pending_read), 10)
+    del pending_read
+    gc.collect()
+    stream.send(b" and the rest", end=True)
+    assert await asyncio.wait_for(reader.read(), 10) == b"first bytes and the rest"
+    writer.write(b"ok")
+    writer.write_eof()
+    assert await asyncio.wait_for(stream.read_all(), 10) == b"ok"
