@@ -175,6 +175,7 @@ for t in "${TARGETS[@]}"; do
   step "Python: abi3 wheel for $t ($(wheel_compat_of "$t"))"
   # maturin's own check (--auditwheel check) refuses the wheel if its symbols need a newer
   # libc than the tag promises.
+  rm -rf "$CARGO_TARGET_DIR/wheels-$t"
   "$TOOLS/bin/maturin" build --release --locked --target "$t" \
     --compatibility "$(wheel_compat_of "$t")" --auditwheel check --out "$CARGO_TARGET_DIR/wheels-$t"
   for whl in "$CARGO_TARGET_DIR/wheels-$t"/*.whl; do
