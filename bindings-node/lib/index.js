@@ -716,6 +716,9 @@ class Server {
   requests(path) {
     if (path === undefined) {
       const n = this.#native;
+      // Queue unrouted requests now: the first native accept() is polled on another
+      // thread a moment later, and a request arriving in between would get 404.
+      n.queueUnrouted();
       return {
         async *[Symbol.asyncIterator]() {
           for (;;) {

@@ -223,6 +223,13 @@ impl NativeServer {
         Ok(())
     }
 
+    /// Queues requests for paths without a route from now on (instead of 404) until
+    /// `accept()` takes them.
+    #[napi(catch_unwind)]
+    pub fn queue_unrouted(&self) {
+        self.server.queue_unrouted();
+    }
+
     /// The next request for a path without a route; `null` once the server closes.
     #[napi]
     pub async fn accept(&self) -> Option<NativeRequest> {

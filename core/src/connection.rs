@@ -380,8 +380,11 @@ async fn datagram_loop(shared: &Arc<ConnShared>) {
 }
 
 async fn handle_uni(shared: Arc<ConnShared>, mut recv: quinn::RecvStream) {
-    let Ok(Ok(Some(typ))) = tokio::time::timeout(HEADER_TIMEOUT, read_varint(&mut recv)).await
-    else {
+    // No time limit here: a browser may open its QPACK streams long before it writes
+    // their type, and dropping such a stream sends STOP_SENDING on a critical stream,
+    // which the browser answers by closing the connection. The client's uni-stream
+    // limit bounds how many can wait.
+    let Ok(Some(typ)) = read_varint(&mut recv).await else {
         return;
     };
     match typ {

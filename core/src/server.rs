@@ -269,8 +269,17 @@ impl Server {
             })
     }
 
-    /// The next session request for a path that has no [`Route`]. Until this is first
-    /// called, such requests are answered with 404. `None` once the server is closing.
+    /// From now on, requests for paths without a [`Route`] wait in the queue that
+    /// [`accept`](Self::accept) drains instead of getting 404. `accept` does this itself
+    /// when first polled; call it earlier when the first poll may come later than the
+    /// first request (a language binding whose accept runs on another thread, say).
+    pub fn queue_unrouted(&self) {
+        self.shared().fallback_enabled.store(true, Ordering::Release);
+    }
+
+    /// The next session request for a path that has no [`Route`]. Until this (or
+    /// [`queue_unrouted`](Self::queue_unrouted)) is first called, such requests are
+    /// answered with 404. `None` once the server is closing.
     pub async fn accept(&self) -> Option<SessionRequest> {
         let shared = self.shared();
         shared.fallback_enabled.store(true, Ordering::Release);

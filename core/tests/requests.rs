@@ -400,3 +400,23 @@ async fn too_many_sessions_are_refused() {
     );
     assert_eq!(rejected_status(&res.unwrap_err()), Some(503));
 }
+
+#[tokio::test]
+async fn queue_unrouted_holds_requests_before_the_first_accept() {
+    let srv = start();
+    srv.server.queue_unrouted();
+    // The client connects before anyone calls accept(): the request must wait, not 404.
+    let connecting = tokio::spawn({
+        let client = srv.client();
+        let url = srv.url("/early");
+        async move { client.connect(url).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let request = tokio::time::timeout(TIMEOUT, srv.server.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(request.path(), "/early");
+    let _session = request.accept().await.unwrap();
+    assert!(connecting.await.unwrap().is_ok());
+}

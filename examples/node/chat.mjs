@@ -78,7 +78,9 @@ async function join(request) {
 
 const { port, host } = parseArgs(process.argv.slice(2));
 const server = await Server.listen({ port, host });
+// Claim the requests before announcing the port, so none arrives unclaimed (404).
+const requests = server.requests('/chat');
 emit({ event: 'listening', port: server.port, certificateHash: server.certificate.sha256 });
 process.on('SIGINT', () => server.close());
 process.on('SIGTERM', () => server.close());
-for await (const request of server.requests('/chat')) join(request).catch(() => {});
+for await (const request of requests) join(request).catch(() => {});

@@ -110,9 +110,11 @@ async function handle(request) {
 
 const { port, host } = parseArgs(process.argv.slice(2));
 const server = await Server.listen({ port, host });
+// Claim the requests before announcing the port, so none arrives unclaimed (404).
+const requests = server.requests();
 emit({ event: 'listening', port: server.port, certificateHash: server.certificate.sha256, spki: server.certificate.spkiSha256 });
 process.on('SIGINT', () => server.close({ grace: 500 }));
 process.on('SIGTERM', () => server.close({ grace: 500 }));
-for await (const request of server.requests()) {
+for await (const request of requests) {
   handle(request).catch((err) => console.error('session failed:', err));
 }

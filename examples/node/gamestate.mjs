@@ -86,6 +86,8 @@ function step() {
 
 const { port, host, tickHz } = parseArgs(process.argv.slice(2));
 const server = await Server.listen({ port, host });
+// Claim the requests before announcing the port, so none arrives unclaimed (404).
+const requests = server.requests('/game');
 emit({ event: 'listening', port: server.port, certificateHash: server.certificate.sha256, tickHz });
 const timer = setInterval(step, 1000 / tickHz);
 const stop = () => {
@@ -94,4 +96,4 @@ const stop = () => {
 };
 process.on('SIGINT', stop);
 process.on('SIGTERM', stop);
-for await (const request of server.requests('/game')) play(request).catch(() => {});
+for await (const request of requests) play(request).catch(() => {});

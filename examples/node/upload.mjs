@@ -131,7 +131,9 @@ async function serve(request, opts) {
 
 const opts = parseArgs(process.argv.slice(2));
 const server = await Server.listen({ port: opts.port, host: opts.host });
+// Claim the requests before announcing the port, so none arrives unclaimed (404).
+const requests = server.requests('/upload');
 emit({ event: 'listening', port: server.port, certificateHash: server.certificate.sha256, dir: opts.dir });
 process.on('SIGINT', () => server.close());
 process.on('SIGTERM', () => server.close());
-for await (const request of server.requests('/upload')) serve(request, opts).catch(() => {});
+for await (const request of requests) serve(request, opts).catch(() => {});

@@ -92,8 +92,10 @@ async def main() -> None:
     args = parser.parse_args()
     room = Room()
     async with ferrovia.serve(args.host.strip("[]"), args.port) as server:
+        # Claim the requests before announcing the port, so none arrives unclaimed (404).
+        requests = server.requests("/chat")
         emit("listening", port=server.port, certificateHash=server.certificate.sha256_hex())
-        async for request in server.requests("/chat"):
+        async for request in requests:
             name = (parse_qs(urlsplit(request.path).query).get("name") or ["anonymous"])[0][:32]
             try:
                 session = await request.accept()

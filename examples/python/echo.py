@@ -144,6 +144,8 @@ async def main() -> None:
 
     certificate = ferrovia.Certificate.self_signed(["localhost", "127.0.0.1", "::1"])
     async with ferrovia.serve(args.host.strip("[]"), args.port, certificate=certificate) as server:
+        # Claim the requests before announcing the port, so none arrives unclaimed (404).
+        requests = server.requests()
         emit(
             "listening",
             port=server.port,
@@ -151,7 +153,7 @@ async def main() -> None:
             spki=certificate.spki_sha256_base64(),
         )
         sessions: set[asyncio.Task[None]] = set()
-        async for request in server.requests():
+        async for request in requests:
             path = request.path
             route = urlsplit(path).path
             if route not in ROUTES:

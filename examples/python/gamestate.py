@@ -107,10 +107,12 @@ async def main() -> None:
     args = parser.parse_args()
     tasks: set[asyncio.Task[None]] = set()
     async with ferrovia.serve(args.host.strip("[]"), args.port) as server:
+        # Claim the requests before announcing the port, so none arrives unclaimed (404).
+        requests = server.requests("/game")
         emit("listening", port=server.port, certificateHash=server.certificate.sha256_hex(), tickHz=args.tick_hz)
         loop_task = asyncio.ensure_future(ticker(args.tick_hz))
         ids = itertools.count(1)
-        async for request in server.requests("/game"):
+        async for request in requests:
             try:
                 session = await request.accept()
             except ferrovia.WebTransportError:

@@ -132,8 +132,10 @@ async def main() -> None:
     directory = args.dir.resolve()
     sessions: set[asyncio.Task[None]] = set()
     async with ferrovia.serve(args.host.strip("[]"), args.port) as server:
+        # Claim the requests before announcing the port, so none arrives unclaimed (404).
+        requests = server.requests("/upload")
         emit("listening", port=server.port, certificateHash=server.certificate.sha256_hex(), dir=str(directory))
-        async for request in server.requests("/upload"):
+        async for request in requests:
             try:
                 session = await request.accept()
             except ferrovia.WebTransportError:

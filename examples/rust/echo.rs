@@ -171,6 +171,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let ip: std::net::IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse()?;
     let addr = SocketAddr::new(ip, port);
     let server = Server::bind(ServerConfig::new(addr, cert.clone()))?;
+    // Hold requests for accept() from now on, so none arriving before the loop below
+    // first polls it gets 404.
+    server.queue_unrouted();
     emit(format!(
         r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
         server.local_addr()?.port(),
