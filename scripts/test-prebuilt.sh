@@ -52,8 +52,10 @@ for tool in node npm sh; do ln -s "$(command -v "$tool")" "$WORK/bin/$tool"; don
 BASE_PYTHON=$(python3 -c 'import sys, os; print(os.path.join(sys.base_prefix, "bin", "python3"))')
 "$BASE_PYTHON" -m venv "$WORK/venv"
 CLEAN_PATH="$WORK/bin:$WORK/venv/bin"
+# Also without the variables that would force a source build or pick another module.
 clean() {
   env -u CARGO -u CARGO_HOME -u RUSTUP_HOME -u RUSTUP_TOOLCHAIN -u RUSTC -u CARGO_TARGET_DIR \
+    -u FERROVIA_BUILD_FROM_SOURCE -u FERROVIA_NATIVE_PATH -u FERROVIA_CARGO_PROFILE \
     -u MATURIN_NO_INSTALL_RUST PATH="$CLEAN_PATH" npm_config_cache="$WORK/npm-cache" "$@"
 }
 for tool in cargo rustc rustup; do
