@@ -3,7 +3,8 @@
 # independent client, doc tests); the Node package, built from source the way
 # `npm install` builds it; the Python package, installed with `pip install .`; the headless
 # Chromium and Firefox suites against the Rust, Node and Python servers; the demo, the
-# certificate commands and the examples; and the benchmark harness in smoke mode.
+# certificate commands and the examples; the prebuilt packages installed without cargo;
+# and the benchmark harness in smoke mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -39,6 +40,9 @@ FERROVIA_PYTHON="$PWD/.venv/bin/python" node --test --test-concurrency=1 tests/d
 echo "== The demo served from Python"
 FERROVIA_DEMO_CMD="$PWD/.venv/bin/python examples/demo/server.py" \
   node --test --test-concurrency=1 tests/demo/demo.test.mjs
+
+echo "== Prebuilt artefacts: host npm packages and wheel installed and run without cargo"
+bash scripts/test-prebuilt.sh
 
 echo "== Benchmark harness, smoke mode"
 bash scripts/bench-smoke.sh
