@@ -8,7 +8,7 @@ use ferrovia::{RecvStream, SendStream};
 use crate::{
     awaitable,
     errors::{close_tuple, Failure, IntoPyResult},
-    handoff::{self, Content, Handoff, Returned},
+    handoff::{self, AcceptLock, Content, Handoff, Returned},
     stream::{Reader, Writer},
     try_now,
 };
@@ -20,6 +20,8 @@ pub(crate) struct Session {
     /// Streams whose accept was cancelled after they arrived.
     returned_bi: Returned<(SendStream, RecvStream)>,
     returned_uni: Returned<RecvStream>,
+    accepting_bi: AcceptLock,
+    accepting_uni: AcceptLock,
 }
 
 impl Session {
@@ -28,6 +30,8 @@ impl Session {
             inner,
             returned_bi: Default::default(),
             returned_uni: Default::default(),
+            accepting_bi: Default::default(),
+            accepting_uni: Default::default(),
         }
     }
 }
@@ -71,12 +75,14 @@ impl Session {
     fn accept_bi<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
         let home = self.returned_bi.clone();
+        let lock = self.accepting_bi.clone();
         awaitable(py, async move {
+            let guard = lock.lock_owned().await;
             let (send, recv) = match handoff::pop(&home) {
                 Some(pair) => pair,
                 None => s.accept_bi().await?,
             };
-            Ok(Handoff::new(Content::Bidi(send, recv, home)))
+            Ok(Handoff::new(Content::Bidi(send, recv, home, guard)))
         })
     }
 
@@ -85,12 +91,14 @@ impl Session {
     fn accept_uni<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
         let home = self.returned_uni.clone();
+        let lock = self.accepting_uni.clone();
         awaitable(py, async move {
+            let guard = lock.lock_owned().await;
             let recv = match handoff::pop(&home) {
                 Some(recv) => recv,
                 None => s.accept_uni().await?,
             };
-            Ok(Handoff::new(Content::Uni(recv, home)))
+            Ok(Handoff::new(Content::Uni(recv, home, guard)))
         })
     }
 

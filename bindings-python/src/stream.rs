@@ -26,7 +26,7 @@ use crate::{
 const MAX_READ: usize = 1 << 20;
 
 struct ReaderShared {
-    stream: tokio::sync::Mutex<RecvStream>,
+    stream: Arc<tokio::sync::Mutex<RecvStream>>,
     /// Bytes a cancelled read had already taken; the next read returns them first.
     unread: Arc<Mutex<Option<Bytes>>>,
     id: u64,
@@ -47,7 +47,7 @@ impl Reader {
         Self {
             shared: Arc::new(ReaderShared {
                 id: stream.id(),
-                stream: tokio::sync::Mutex::new(stream),
+                stream: Arc::new(tokio::sync::Mutex::new(stream)),
                 unread: Default::default(),
                 pending_stop: Mutex::new(None),
                 stop_requested: Notify::new(),
@@ -72,13 +72,18 @@ impl ReaderShared {
         Some(bytes)
     }
 
-    async fn read(&self, max: usize) -> Result<Bytes, Failure> {
+    /// The next bytes, with the stream still locked: the lock goes with the bytes into
+    /// a handoff, so no later read runs before they are taken or put back.
+    async fn read(
+        &self,
+        max: usize,
+    ) -> Result<(Bytes, tokio::sync::OwnedMutexGuard<RecvStream>), Failure> {
         if self.stopped.load(Ordering::Acquire) {
             return Err(stopped_locally());
         }
-        let mut stream = self.stream.lock().await;
+        let mut stream = self.stream.clone().lock_owned().await;
         if let Some(bytes) = self.take_unread(max) {
-            return Ok(bytes);
+            return Ok((bytes, stream));
         }
         let stop = self.stop_requested.notified();
         tokio::pin!(stop);
@@ -88,7 +93,7 @@ impl ReaderShared {
             return Err(stopped_locally());
         }
         tokio::select! {
-            r = stream.read_chunk(max) => Ok(r?.unwrap_or_default()),
+            r = stream.read_chunk(max) => Ok((r?.unwrap_or_default(), stream)),
             () = stop => {
                 if let Some(code) = self.take_pending_stop() {
                     let _ = stream.stop(code);
@@ -146,8 +151,8 @@ impl Reader {
         let max = check_max(max)?;
         let shared = self.shared.clone();
         awaitable(py, async move {
-            let bytes = shared.read(max).await?;
-            Ok(Handoff::new(Content::Data(bytes, shared.unread.clone())))
+            let (bytes, guard) = shared.read(max).await?;
+            Ok(Handoff::new(Content::Data(bytes, shared.unread.clone(), guard)))
         })
     }
 
