@@ -45,6 +45,8 @@ pub(crate) enum Content {
     Uni(RecvStream, Returned<RecvStream>, OwnedMutexGuard<()>),
     /// Bytes read from a stream; they go back in front of the reader's next read.
     Data(Bytes, Arc<Mutex<Option<Bytes>>>, OwnedMutexGuard<RecvStream>),
+    /// A received datagram; it goes back in front of the next receive.
+    Datagram(Bytes, Returned<Bytes>, OwnedMutexGuard<()>),
 }
 
 /// A value to claim with `take()`; unclaimed, it goes back to its source.
@@ -72,6 +74,7 @@ impl Handoff {
             }
             Some(Content::Uni(recv, _, _lock)) => Reader::new(recv).into_py_any(py),
             Some(Content::Data(bytes, _, _lock)) => bytes.into_py_any(py),
+            Some(Content::Datagram(bytes, _, _lock)) => bytes.into_py_any(py),
             None => Err(pyo3::exceptions::PyRuntimeError::new_err(
                 "this value was already taken",
             )),
@@ -94,6 +97,12 @@ impl Drop for Handoff {
                 home.lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push_front(recv);
+                drop(lock);
+            }
+            Some(Content::Datagram(bytes, home, lock)) => {
+                home.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push_front(bytes);
                 drop(lock);
             }
             Some(Content::Data(bytes, home, lock)) => {

@@ -22,6 +22,9 @@ pub(crate) struct Session {
     returned_uni: Returned<RecvStream>,
     accepting_bi: AcceptLock,
     accepting_uni: AcceptLock,
+    /// Datagrams whose receive was cancelled after they arrived.
+    returned_datagrams: Returned<Bytes>,
+    receiving: AcceptLock,
 }
 
 impl Session {
@@ -32,6 +35,8 @@ impl Session {
             returned_uni: Default::default(),
             accepting_bi: Default::default(),
             accepting_uni: Default::default(),
+            returned_datagrams: Default::default(),
+            receiving: Default::default(),
         }
     }
 }
@@ -135,18 +140,33 @@ impl Session {
         })
     }
 
-    /// A datagram already received, or None.
+    /// A datagram already received, or None (also while a receive is pending).
     fn try_receive_datagram(&self, py: Python<'_>) -> PyResult<Option<Bytes>> {
+        let Ok(_guard) = self.receiving.try_lock() else {
+            return Ok(None);
+        };
+        if let Some(d) = handoff::pop(&self.returned_datagrams) {
+            return Ok(Some(d));
+        }
         match try_now(py, self.inner.recv_datagram()) {
             Some(r) => r.py_err(py).map(Some),
             None => Ok(None),
         }
     }
 
-    /// Resolves to the next datagram.
+    /// Resolves to a handoff of the next datagram.
     fn receive_datagram<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        awaitable(py, async move { Ok(s.recv_datagram().await?) })
+        let home = self.returned_datagrams.clone();
+        let lock = self.receiving.clone();
+        awaitable(py, async move {
+            let guard = lock.lock_owned().await;
+            let d = match handoff::pop(&home) {
+                Some(d) => d,
+                None => s.recv_datagram().await?,
+            };
+            Ok(Handoff::new(Content::Datagram(d, home, guard)))
+        })
     }
 
     /// Closes with an application code and reason.

@@ -487,7 +487,7 @@ class Session:
         session has ended."""
         data = self._inner.try_receive_datagram()
         if data is None:
-            data = await self._inner.receive_datagram()
+            data = (await self._inner.receive_datagram()).take()
         return data
 
     async def incoming_datagrams(self) -> AsyncIterator[bytes]:
