@@ -28,13 +28,52 @@ pub(crate) fn runtime() -> &'static tokio::runtime::Runtime {
     pyo3_async_runtimes::tokio::get_runtime()
 }
 
+/// Native operations whose awaitable has not settled yet.
+static IN_FLIGHT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Counts an operation in flight for as long as it lives.
+struct InFlight;
+
+impl InFlight {
+    fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        Self
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Called at interpreter exit: gives operations that are settling (a server just closed
+/// ends every pending accept and read) up to `timeout` seconds to hand their results to
+/// Python, without the interpreter held. A runtime thread that reaches into Python after
+/// finalization has begun would crash the process on its way out.
+#[pyfunction]
+fn _quiesce(py: Python<'_>, timeout: f64) {
+    py.detach(|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs_f64(timeout);
+        while IN_FLIGHT.load(std::sync::atomic::Ordering::Acquire) > 0
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // The result is handed over just after the operation ends.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    });
+}
+
 /// Turns a core operation into an `asyncio.Future` of the running loop.
 pub(crate) fn awaitable<'py, F, T>(py: Python<'py>, fut: F) -> PyResult<Bound<'py, PyAny>>
 where
     F: Future<Output = Result<T, Failure>> + Send + 'static,
     T: for<'a> IntoPyObject<'a> + Send + 'static,
 {
+    let in_flight = InFlight::new();
     pyo3_async_runtimes::tokio::future_into_py(py, async move {
+        let _in_flight = in_flight;
         match CatchPanic(fut).await {
             Ok(result) => Ok(Outcome(result)),
             Err(message) => Err(pyo3::panic::PanicException::new_err(message)),
@@ -102,6 +141,7 @@ fn _panic_for_tests(py: Python<'_>, in_future: bool) -> PyResult<Bound<'_, PyAny
 #[pymodule]
 fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     m.add_class::<server::Certificate>()?;
     m.add_class::<server::Server>()?;
     m.add_class::<server::Route>()?;

@@ -21,6 +21,7 @@ datagram receive drops the operation and loses no data.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import fields
@@ -41,6 +42,9 @@ from ._errors import (
     WebTransportError,
 )
 from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, SessionStats
+
+# Let native operations that are still settling finish before the interpreter shuts down.
+atexit.register(_ferrovia._quiesce, 0.5)
 
 __version__: str = _ferrovia.__version__
 

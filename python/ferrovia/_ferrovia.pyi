@@ -9,6 +9,8 @@ _T = TypeVar("_T")
 
 __version__: str
 
+def _quiesce(timeout: float) -> None: ...
+
 _Initiator = Literal["local", "remote", "connection"]
 
 class Handoff(Generic[_T]):
