@@ -365,17 +365,25 @@ impl Server {
         }
         let remaining = live(shared);
         debug!(remaining = remaining.len(), "closing server");
+        let closed_some = !remaining.is_empty();
         for s in remaining {
             s.close(0, "server shutting down");
         }
-        // Let the close capsules leave before the connections go.
+        // Let the close capsules reach the clients before the connections go: each session
+        // ends once its client answers the capsule (or after 2 s), and a connection closed
+        // earlier would be all a busy client gets to see.
         if !shared.sessions().is_empty() {
-            let _ = tokio::time::timeout(Duration::from_millis(500), async {
+            let _ = tokio::time::timeout(Duration::from_millis(2500), async {
                 while !shared.sessions().is_empty() {
                     shared.sessions_changed.notified().await;
                 }
             })
             .await;
+        }
+        if closed_some {
+            // A browser that answered the capsule may still be passing the close up to the
+            // page; a connection close arriving meanwhile turns it into "connection lost".
+            tokio::time::sleep(Duration::from_millis(150)).await;
         }
         shared.endpoint.close(0x100u32.into(), b"server closed");
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle()).await;
