@@ -291,6 +291,27 @@ function writableFrom(send) {
   );
 }
 
+/**
+ * A ReadableStream fed by a native call that resolves to the next item, or null at the
+ * end; `enqueue(item, controller)` puts what the item holds into the stream.
+ */
+function pulled(next, enqueue, highWaterMark) {
+  return new ReadableStream(
+    {
+      async pull(controller) {
+        try {
+          const item = await next();
+          if (item === null) controller.close();
+          else enqueue(item, controller);
+        } catch (err) {
+          controller.error(translate(err));
+        }
+      },
+    },
+    { highWaterMark },
+  );
+}
+
 function bidiFrom(nativeBidi) {
   return { readable: readableFrom(nativeBidi.takeRecv()), writable: writableFrom(nativeBidi.takeSend()) };
 }
@@ -325,23 +346,14 @@ class DatagramDuplexStream {
 
   /** Incoming datagrams as a ReadableStream of Uint8Array; ends when the session ends. */
   get readable() {
-    if (!this.#readable) {
-      const s = this.#session;
-      this.#readable = new ReadableStream(
-        {
-          async pull(controller) {
-            try {
-              const batch = await s.recvDatagrams(DATAGRAM_BATCH);
-              if (batch === null) controller.close();
-              else for (const d of batch) controller.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-            } catch (err) {
-              controller.error(translate(err));
-            }
-          },
-        },
-        { highWaterMark: 1 },
-      );
-    }
+    const s = this.#session;
+    this.#readable ??= pulled(
+      () => s.recvDatagrams(DATAGRAM_BATCH),
+      (batch, c) => {
+        for (const d of batch) c.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      },
+      1,
+    );
     return this.#readable;
   }
 
@@ -439,45 +451,15 @@ class WebTransportSession {
 
   /** Client-opened bidirectional streams: a ReadableStream of { readable, writable }. */
   get incomingBidirectionalStreams() {
-    if (!this.#bidi) {
-      const s = this.#native;
-      this.#bidi = new ReadableStream(
-        {
-          async pull(controller) {
-            try {
-              const b = await s.acceptBi();
-              if (b === null) controller.close();
-              else controller.enqueue(bidiFrom(b));
-            } catch (err) {
-              controller.error(translate(err));
-            }
-          },
-        },
-        { highWaterMark: 0 },
-      );
-    }
+    const s = this.#native;
+    this.#bidi ??= pulled(() => s.acceptBi(), (b, c) => c.enqueue(bidiFrom(b)), 0);
     return this.#bidi;
   }
 
   /** Client-opened unidirectional streams: a ReadableStream of ReadableStream<Uint8Array>. */
   get incomingUnidirectionalStreams() {
-    if (!this.#uni) {
-      const s = this.#native;
-      this.#uni = new ReadableStream(
-        {
-          async pull(controller) {
-            try {
-              const r = await s.acceptUni();
-              if (r === null) controller.close();
-              else controller.enqueue(readableFrom(r));
-            } catch (err) {
-              controller.error(translate(err));
-            }
-          },
-        },
-        { highWaterMark: 0 },
-      );
-    }
+    const s = this.#native;
+    this.#uni ??= pulled(() => s.acceptUni(), (r, c) => c.enqueue(readableFrom(r)), 0);
     return this.#uni;
   }
 
