@@ -4,9 +4,9 @@
 # It measures nothing worth publishing; scripts/bench.sh does that.
 #
 # Servers: the core echo example (debug build, the one the test suite builds) and the
-# aioquic peer when aioquic is installed. The Node and Python echo examples join when
-# named in BENCH_SMOKE_SERVERS (e.g. core,aioquic,node,python) and their packages are
-# built; their own test suites cover them otherwise.
+# aioquic peer (installed into a venv of its own). The Node and Python echo examples join when
+# named in BENCH_SMOKE_SERVERS (e.g. core,aioquic,node,python); a named server that cannot
+# run fails the smoke. Their own test suites cover the bindings otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,15 +37,24 @@ if [[ ",$wanted," == *",aioquic,"* ]]; then
       -r bench/requirements.txt >"$out/pip.log" 2>&1; then
     add aioquic "$venv/bin/python bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
   else
-    echo "bench smoke: cannot install aioquic (see $out/pip.log); skipping that peer" >&2
+    # A server asked for must take part: a smoke run that quietly drops one proves nothing.
+    echo "bench smoke: cannot install aioquic (see $out/pip.log)" >&2
+    exit 1
   fi
 fi
-if [[ ",$wanted," == *",node,"* && -f examples/node/echo.mjs ]] && node -e "require('./')" 2>/dev/null; then
+if [[ ",$wanted," == *",node,"* ]]; then
+  node -e "require('./')" 2>/dev/null || {
+    echo "bench smoke: the Node package is not built (npm install)" >&2
+    exit 1
+  }
   add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1"
 fi
 # The Python package as scripts/test-python.sh installs it.
-if [[ ",$wanted," == *",python,"* && -f examples/python/echo.py ]] &&
-  .venv/bin/python -c 'import ferrovia._ferrovia' 2>/dev/null; then
+if [[ ",$wanted," == *",python,"* ]]; then
+  .venv/bin/python -c 'import ferrovia._ferrovia' 2>/dev/null || {
+    echo "bench smoke: the Python package is not installed in .venv (scripts/test-python.sh)" >&2
+    exit 1
+  }
   add python ".venv/bin/python examples/python/echo.py --port 0 --host 127.0.0.1"
 fi
 
