@@ -83,7 +83,9 @@ async function open(session) {
 
 async function reset(session, code) {
   for await (const { readable, writable } of session.incomingBidirectionalStreams) {
-    writable.abort({ streamErrorCode: code }).catch(() => {});
+    // Reset first, then stop sending, in that order as the Rust example does: both run
+    // on another thread, and Firefox reports neither code when the stop overtakes the reset.
+    await writable.abort({ streamErrorCode: code }).catch(() => {});
     readable.cancel({ streamErrorCode: (code + 1) >>> 0 }).catch(() => {});
   }
 }
