@@ -15,7 +15,10 @@ mod session;
 mod stream;
 
 pub use request::{NativeHeader, NativeRequest};
-pub use server::{listen, self_signed_certificate, NativeCertificate, NativeListenOptions, NativeRoute, NativeServer};
+pub use server::{
+    listen, self_signed_certificate, NativeCertificate, NativeListenOptions, NativeRoute,
+    NativeServer,
+};
 pub use session::{NativeCloseInfo, NativeSession, NativeStats};
 pub use stream::{NativeBidiStream, NativeRecvStream, NativeSendStream};
 

@@ -82,7 +82,11 @@ fn certificate(o: &NativeListenOptions) -> napi::Result<Certificate> {
             let default = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
             Certificate::self_signed(o.names.as_deref().unwrap_or(&default))
         }
-        _ => return Err(error::invalid("give either cert and key, or certFile and keyFile")),
+        _ => {
+            return Err(error::invalid(
+                "give either cert and key, or certFile and keyFile",
+            ))
+        }
     };
     cert.map_err(|e| error::from_server(e.into()))
 }

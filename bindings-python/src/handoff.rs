@@ -26,7 +26,10 @@ pub(crate) type Returned<T> = Arc<Mutex<VecDeque<T>>>;
 
 /// Pops a stream put back by a cancelled accept, if any.
 pub(crate) fn pop<T>(returned: &Returned<T>) -> Option<T> {
-    returned.lock().unwrap_or_else(|e| e.into_inner()).pop_front()
+    returned
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .pop_front()
 }
 
 /// The lock that serialises accepts of one kind on a session.
@@ -44,7 +47,11 @@ pub(crate) enum Content {
     /// An incoming unidirectional stream.
     Uni(RecvStream, Returned<RecvStream>, OwnedMutexGuard<()>),
     /// Bytes read from a stream; they go back in front of the reader's next read.
-    Data(Bytes, Arc<Mutex<Option<Bytes>>>, OwnedMutexGuard<RecvStream>),
+    Data(
+        Bytes,
+        Arc<Mutex<Option<Bytes>>>,
+        OwnedMutexGuard<RecvStream>,
+    ),
     /// A received datagram; it goes back in front of the next receive.
     Datagram(Bytes, Returned<Bytes>, OwnedMutexGuard<()>),
 }
@@ -67,7 +74,11 @@ impl Handoff {
 impl Handoff {
     /// The content: `(Reader, Writer)`, a `Reader`, or `bytes`. Only once.
     fn take(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let content = self.content.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let content = self
+            .content
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match content {
             Some(Content::Bidi(send, recv, _, _lock)) => {
                 (Reader::new(recv), Writer::new(send)).into_py_any(py)
@@ -84,7 +95,11 @@ impl Handoff {
 
 impl Drop for Handoff {
     fn drop(&mut self) {
-        let content = self.content.get_mut().unwrap_or_else(|e| e.into_inner()).take();
+        let content = self
+            .content
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         // Each arm puts the value back before its lock guard is dropped at the arm's end.
         match content {
             Some(Content::Bidi(send, recv, home, lock)) => {

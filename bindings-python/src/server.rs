@@ -408,7 +408,12 @@ impl SessionRequest {
     ) -> PyResult<Bound<'py, PyAny>> {
         // A bad protocol or header is reported while the request is still unanswered,
         // so the caller can fix it and accept or reject again.
-        if let Some(r) = self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(r) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             let refs: Vec<(&str, &str)> = headers
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))

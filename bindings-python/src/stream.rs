@@ -152,7 +152,11 @@ impl Reader {
         let shared = self.shared.clone();
         awaitable(py, async move {
             let (bytes, guard) = shared.read(max).await?;
-            Ok(Handoff::new(Content::Data(bytes, shared.unread.clone(), guard)))
+            Ok(Handoff::new(Content::Data(
+                bytes,
+                shared.unread.clone(),
+                guard,
+            )))
         })
     }
 

@@ -168,6 +168,21 @@ fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
+impl Certificate {
+    /// Whether the leaf certificate is valid for `host` (a DNS name, wildcards included, or
+    /// an IP address), as a browser verifying it by name would decide.
+    pub fn is_valid_for(&self, host: &str) -> bool {
+        let Ok(name) = rustls_pki_types::ServerName::try_from(host) else {
+            return false;
+        };
+        let der = CertificateDer::from(self.der());
+        let Ok(cert) = webpki::EndEntityCert::try_from(&der) else {
+            return false;
+        };
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -223,6 +238,17 @@ mod tests {
             Certificate::from_pem(cert.chain_pem().as_bytes(), cert.key_pem().as_bytes()).unwrap();
         assert_eq!(again.sha256(), cert.sha256());
         assert_eq!(again.spki_sha256_base64(), cert.spki_sha256_base64());
+    }
+
+    #[test]
+    fn validity_for_names_follows_the_subject_alternative_names() {
+        let cert = Certificate::self_signed(&["localhost", "*.example.com", "127.0.0.1"]).unwrap();
+        assert!(cert.is_valid_for("localhost"));
+        assert!(cert.is_valid_for("a.example.com"));
+        assert!(cert.is_valid_for("127.0.0.1"));
+        assert!(!cert.is_valid_for("example.com"));
+        assert!(!cert.is_valid_for("evil.test"));
+        assert!(!cert.is_valid_for("::1"));
     }
 
     #[test]

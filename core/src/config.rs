@@ -1,8 +1,8 @@
 //! Server configuration: address, certificate, limits, origin policy and transport tuning.
 
-use std::{fmt, net::SocketAddr, sync::Arc, time::Duration};
+use std::{net::SocketAddr, time::Duration};
 
-use crate::certificate::Certificate;
+use crate::{certificate::Certificate, origin::OriginPolicy};
 
 /// Everything [`Server::bind`](crate::Server::bind) needs.
 #[derive(Clone, Debug)]
@@ -16,9 +16,16 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Which `origin` headers are accepted.
     pub origin_policy: OriginPolicy,
+    /// The host names (or IP addresses) this server answers for. A request whose
+    /// `:authority` names another host gets 421, and [`OriginPolicy::SameHost`] accepts only
+    /// origins on these hosts. `*.example.com` matches one label; `*` matches anything.
+    /// Empty (the default) means the names in the current certificate.
+    pub server_names: Vec<String>,
     /// A connection with no traffic for this long is closed. `None` disables the timeout.
     pub idle_timeout: Option<Duration>,
     /// Send a keep-alive packet this often so idle sessions survive NAT and the idle timeout.
+    /// A connection that carries no session is not kept alive: it is closed after
+    /// [`Limits::sessionless_timeout`].
     pub keep_alive: Option<Duration>,
     /// The congestion controller for new connections.
     pub congestion_controller: CongestionController,
@@ -33,6 +40,7 @@ impl ServerConfig {
             certificate,
             limits: Limits::default(),
             origin_policy: OriginPolicy::default(),
+            server_names: Vec::new(),
             idle_timeout: Some(Duration::from_secs(30)),
             keep_alive: Some(Duration::from_secs(10)),
             congestion_controller: CongestionController::default(),
@@ -50,6 +58,18 @@ impl ServerConfig {
         if l.stream_receive_window == 0 || l.connection_receive_window == 0 {
             return Err("receive windows must be non-zero".into());
         }
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_sessions_per_ip == 0 {
+            return Err("limits.max_connections, max_connections_per_ip and max_sessions_per_ip must be at least 1".into());
+        }
+        for (name, d) in [
+            ("request_timeout", l.request_timeout),
+            ("response_timeout", l.response_timeout),
+            ("sessionless_timeout", l.sessionless_timeout),
+        ] {
+            if d.is_zero() {
+                return Err(format!("limits.{name} must be non-zero"));
+            }
+        }
         if let (Some(idle), Some(ka)) = (self.idle_timeout, self.keep_alive) {
             if ka >= idle {
                 return Err(format!(
@@ -66,13 +86,26 @@ impl ServerConfig {
     }
 }
 
-/// Bounds that keep memory use predictable whatever the clients do.
+/// Bounds that keep memory use and waiting predictable whatever clients do. Each one and
+/// the threat it answers is listed in `docs/security.md`.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct Limits {
     /// Sessions the whole server accepts at once; more are refused with 503.
     pub max_sessions: usize,
-    /// Sessions one connection may hold at once; advertised to clients in SETTINGS.
+    /// Sessions one connection may hold at once (draft-02 clients, which can pool; later
+    /// drafts are offered one session per connection).
     pub max_sessions_per_connection: u32,
+    /// Sessions, open or waiting to be accepted, from one IP address (one /64 for IPv6);
+    /// more are refused with 429.
+    pub max_sessions_per_ip: usize,
+    /// QUIC connections the server holds at once; more are refused.
+    pub max_connections: usize,
+    /// QUIC connections from one IP address (one /64 for IPv6); more are refused.
+    pub max_connections_per_ip: usize,
+    /// Above this many connections, a client must prove its address with a QUIC Retry
+    /// (one extra round trip) before the server spends a handshake on it. 0 retries always.
+    pub retry_threshold: usize,
     /// Concurrent bidirectional streams a client may open per connection.
     pub max_bidi_streams: u32,
     /// Concurrent unidirectional streams a client may open per connection (beyond these,
@@ -80,12 +113,15 @@ pub struct Limits {
     pub max_uni_streams: u32,
     /// Bytes a client may send on one stream before we read them.
     pub stream_receive_window: u32,
-    /// Bytes a client may send on all streams of a connection before we read them.
+    /// Bytes a client may send on all streams of a connection before we read them, once it
+    /// has a session. Before that, a connection gets at most 256 KiB.
     pub connection_receive_window: u32,
     /// Bytes we may have in flight unacknowledged per connection.
     pub send_window: u64,
     /// Received datagrams queued per session before the oldest are dropped.
     pub datagram_queue: usize,
+    /// Bytes of received datagrams queued per session before the oldest are dropped.
+    pub datagram_queue_bytes: usize,
     /// Streams that may wait per connection for a session that is not accepted yet; more
     /// are refused with WT_BUFFERED_STREAM_REJECTED.
     pub max_buffered_streams: usize,
@@ -93,6 +129,20 @@ pub struct Limits {
     pub max_buffered_datagrams: usize,
     /// Session requests that may wait for `accept` per route; more are refused with 503.
     pub request_queue: usize,
+    /// Refused session requests (any non-2xx the server or application answers, or a
+    /// request the client abandons) a connection may make in a burst; the allowance
+    /// refills by one per second. A connection past it is closed with H3_EXCESSIVE_LOAD.
+    pub max_refused_requests: u32,
+    /// A client must send a stream's type, session ID or request headers (and its SETTINGS
+    /// before a request is served) within this time.
+    pub request_timeout: Duration,
+    /// A client must accept our response to its request, and our close or drain capsule,
+    /// within this time (by granting flow-control credit); otherwise the CONNECT stream is
+    /// reset and the session ends.
+    pub response_timeout: Duration,
+    /// A connection without any session or pending session request is closed after this
+    /// long, whatever its keep-alive traffic.
+    pub sessionless_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -100,15 +150,24 @@ impl Default for Limits {
         Self {
             max_sessions: 10_000,
             max_sessions_per_connection: 16,
+            max_sessions_per_ip: 1_024,
+            max_connections: 10_000,
+            max_connections_per_ip: 256,
+            retry_threshold: 1_000,
             max_bidi_streams: 512,
             max_uni_streams: 512,
             stream_receive_window: 4 * 1024 * 1024,
             connection_receive_window: 16 * 1024 * 1024,
             send_window: 16 * 1024 * 1024,
             datagram_queue: 1024,
+            datagram_queue_bytes: 1024 * 1024,
             max_buffered_streams: 64,
             max_buffered_datagrams: 256,
             request_queue: 128,
+            max_refused_requests: 64,
+            request_timeout: Duration::from_secs(10),
+            response_timeout: Duration::from_secs(5),
+            sessionless_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -125,97 +184,9 @@ pub enum CongestionController {
     Bbr,
 }
 
-/// A callback deciding an origin: `(origin, authority) -> allowed`.
-pub type OriginCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
-
-/// Decides whether a request's `origin` header is acceptable. A request without `origin`
-/// (a non-browser client) is always allowed: the policy exists to stop other web pages
-/// from using a visitor's browser against this server.
-#[derive(Clone, Default)]
-pub enum OriginPolicy {
-    /// The origin's host must equal the host in `:authority` (ports may differ).
-    #[default]
-    SameHost,
-    /// Any origin is allowed.
-    Any,
-    /// Only these origins (`scheme://host[:port]`, compared case-insensitively).
-    AllowList(Vec<String>),
-    /// A callback given the origin and the `:authority`.
-    Custom(OriginCheck),
-}
-
-impl fmt::Debug for OriginPolicy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::SameHost => f.write_str("SameHost"),
-            Self::Any => f.write_str("Any"),
-            Self::AllowList(list) => f.debug_tuple("AllowList").field(list).finish(),
-            Self::Custom(_) => f.write_str("Custom(..)"),
-        }
-    }
-}
-
-impl OriginPolicy {
-    /// Whether a request with this `origin` (if any) and `:authority` is allowed.
-    pub fn allows(&self, origin: Option<&str>, authority: &str) -> bool {
-        let Some(origin) = origin else { return true };
-        match self {
-            Self::Any => true,
-            Self::SameHost => match origin_host(origin) {
-                Some(host) => host.eq_ignore_ascii_case(authority_host(authority)),
-                None => false,
-            },
-            Self::AllowList(list) => {
-                let origin = origin.trim_end_matches('/');
-                list.iter()
-                    .any(|o| o.trim_end_matches('/').eq_ignore_ascii_case(origin))
-            }
-            Self::Custom(f) => f(origin, authority),
-        }
-    }
-}
-
-/// The host of `scheme://host[:port]`, without brackets for IPv6.
-fn origin_host(origin: &str) -> Option<&str> {
-    let rest = origin.split_once("://")?.1;
-    let rest = rest.split('/').next().unwrap_or(rest);
-    Some(authority_host(rest))
-}
-
-/// The host part of `host[:port]` or `[v6]:port`.
-fn authority_host(authority: &str) -> &str {
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    if let Some(rest) = authority.strip_prefix('[') {
-        return rest.split(']').next().unwrap_or(rest);
-    }
-    authority.split(':').next().unwrap_or(authority)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn same_host_compares_hosts_not_ports() {
-        let p = OriginPolicy::SameHost;
-        assert!(p.allows(Some("http://localhost:8080"), "localhost:4433"));
-        assert!(p.allows(Some("https://Example.com"), "example.com"));
-        assert!(p.allows(Some("http://[::1]:80"), "[::1]:4433"));
-        assert!(!p.allows(Some("http://localhost:8080"), "127.0.0.1:4433"));
-        assert!(!p.allows(Some("https://evil.example"), "example.com"));
-        assert!(!p.allows(Some("null"), "example.com"));
-        assert!(p.allows(None, "example.com"));
-    }
-
-    #[test]
-    fn allow_list_and_custom() {
-        let p = OriginPolicy::AllowList(vec!["https://app.example".into()]);
-        assert!(p.allows(Some("https://app.example"), "api.example"));
-        assert!(!p.allows(Some("https://other.example"), "api.example"));
-        let p = OriginPolicy::Custom(Arc::new(|o, _| o.ends_with(".trusted")));
-        assert!(p.allows(Some("https://a.trusted"), "x"));
-        assert!(!p.allows(Some("https://a.untrusted"), "x"));
-    }
 
     #[test]
     fn validation_names_the_field() {

@@ -212,6 +212,9 @@ mod tests {
             SessionError::DatagramTooLarge { size: 2, max: 1 }.code(),
             "ERR_DATAGRAM_TOO_LARGE"
         );
-        assert_eq!(RequestError::InvalidStatus(200).code(), "ERR_INVALID_STATUS");
+        assert_eq!(
+            RequestError::InvalidStatus(200).code(),
+            "ERR_INVALID_STATUS"
+        );
     }
 }

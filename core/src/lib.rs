@@ -29,21 +29,36 @@
 
 #![warn(missing_docs)]
 
-mod capsule;
 mod certificate;
 mod config;
-mod connection;
 mod error;
-pub mod qpack;
+mod h3;
+mod origin;
 mod request;
 mod server;
 mod session;
-pub mod settings;
+mod sfv;
 mod stream;
 
+/// The sans-IO codecs that read what a peer sends, exposed for fuzzing and wire-level
+/// tests. Not part of the stable API: names and signatures may change in any release.
+#[doc(hidden)]
+pub mod wire {
+    pub use crate::h3::{capsule, frame, qpack, request, settings};
+    /// Origin and authority checks.
+    pub mod origin {
+        pub use crate::origin::*;
+    }
+    /// Structured field values (RFC 8941).
+    pub mod sfv {
+        pub use crate::sfv::*;
+    }
+}
+
 pub use certificate::Certificate;
-pub use config::{CongestionController, Limits, OriginCheck, OriginPolicy, ServerConfig};
+pub use config::{CongestionController, Limits, ServerConfig};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
+pub use origin::{OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
 pub use session::{CloseInfo, CloseInitiator, Session, SessionStats};

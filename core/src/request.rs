@@ -1,8 +1,24 @@
 //! An incoming session request (extended CONNECT), seen before it is accepted.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{
+    future::Future,
+    net::SocketAddr,
+    sync::Arc,
+    task::{Context, Poll},
+};
 
-use crate::{connection::ConnShared, error::RequestError, qpack, session::Session};
+use bytes::Bytes;
+
+use crate::{
+    error::RequestError,
+    h3::{
+        connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES},
+        qpack,
+    },
+    server::IpSessionToken,
+    session::Session,
+    sfv,
+};
 
 /// A client asking to open a WebTransport session. Inspect it, then [`accept`] or
 /// [`reject`] it; dropping it unanswered rejects it with 404.
@@ -13,6 +29,9 @@ pub struct SessionRequest {
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) session_id: u64,
     pub(crate) streams: Option<(quinn::SendStream, quinn::RecvStream)>,
+    /// CONNECT-stream bytes that arrived before the answer (capsules).
+    pub(crate) early_capsules: Vec<u8>,
+    pub(crate) ip: Option<IpSessionToken>,
     pub(crate) path: String,
     pub(crate) authority: String,
     pub(crate) origin: Option<String>,
@@ -108,13 +127,18 @@ impl SessionRequest {
 
     /// Accepts the session, choosing one of the offered subprotocols (sent back as
     /// `wt-protocol`) and adding response headers.
+    ///
+    /// This never waits on the client: a response the client's flow control cannot take
+    /// at once is written in the background, and if the client withholds credit past
+    /// [`Limits::response_timeout`](crate::Limits::response_timeout) the session ends
+    /// (its [`closed`](Session::closed) resolves) instead.
     pub async fn accept_with(
         mut self,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Session, RequestError> {
         self.check_accept(protocol, headers)?;
-        let mut fields: Vec<(&str, String)> = vec![(":status", "200".into())];
+        let mut fields: Vec<(&str, String)> = Vec::new();
         if self.draft02 {
             fields.push(("sec-webtransport-http3-draft", "draft02".into()));
         }
@@ -128,60 +152,123 @@ impl SessionRequest {
             "request already answered".into(),
         ))?;
         let conn = self.conn.clone();
+        let timeout = conn.server.limits.response_timeout;
         let Some(slot) = conn.reserve_session() else {
-            write_response(&mut send, 503, &[]).await.ok();
-            let _ = send.finish();
+            let mut block = Vec::new();
+            encode_response(503, &[], &mut block);
+            send_and_finish(&conn.runtime, send, block.into(), timeout);
             conn.forget_request(self.session_id);
+            conn.note_refusal();
             return Err(RequestError::TooManySessions);
         };
         let field_refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        if let Err(e) = write_frame(&mut send, &field_refs).await {
+        let mut block = Vec::new();
+        encode_response(200, &field_refs, &mut block);
+        let mut response = Bytes::from(block);
+        if let Err(e) = try_write_now(&mut send, &mut response) {
             conn.forget_request(self.session_id);
-            return Err(RequestError::ConnectionLost(e));
+            return Err(RequestError::ConnectionLost(e.to_string()));
         }
-        Ok(conn.start_session(self.session_id, self.path.clone(), send, recv, slot))
+        if let Some(reason) = conn.conn.close_reason() {
+            conn.forget_request(self.session_id);
+            return Err(RequestError::ConnectionLost(reason.to_string()));
+        }
+        Ok(conn.start_session(
+            self.session_id,
+            self.path.clone(),
+            send,
+            recv,
+            slot,
+            self.ip.take(),
+            response,
+            std::mem::take(&mut self.early_capsules),
+        ))
     }
 
-    /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404.
-    pub async fn reject(mut self, status: u16) -> Result<(), RequestError> {
+    /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404. Like
+    /// [`accept_with`](Self::accept_with), this never waits on the client.
+    pub async fn reject(self, status: u16) -> Result<(), RequestError> {
         Self::check_status(status)?;
-        let Some((mut send, _recv)) = self.streams.take() else {
-            return Ok(());
+        self.reject_in_background(status);
+        Ok(())
+    }
+
+    /// Answers `status` without waiting; the request counts as refused.
+    pub(crate) fn reject_in_background(mut self, status: u16) {
+        self.answer(status);
+    }
+
+    fn answer(&mut self, status: u16) {
+        let Some((send, _recv)) = self.streams.take() else {
+            return;
         };
         self.conn.forget_request(self.session_id);
-        write_response(&mut send, status, &[])
-            .await
-            .map_err(RequestError::ConnectionLost)?;
-        let _ = send.finish();
-        Ok(())
+        self.conn.note_refusal();
+        let mut block = Vec::new();
+        encode_response(status, &[], &mut block);
+        send_and_finish(
+            &self.conn.runtime,
+            send,
+            block.into(),
+            self.conn.server.limits.response_timeout,
+        );
+    }
+
+    /// Whether the client has given up on this request (reset or finished its CONNECT
+    /// stream, or closed the connection). An abandoned request is answered (so that its
+    /// slots are released) and must not be handed to the application. Capsules that
+    /// arrived meanwhile are kept for the session.
+    pub(crate) fn poll_abandoned(&mut self) -> bool {
+        let abandoned = self.check_abandoned();
+        if abandoned {
+            if let Some((mut send, mut recv)) = self.streams.take() {
+                let _ = send.reset(quinn::VarInt::from_u32(0x10c)); // H3_REQUEST_CANCELLED
+                let _ = recv.stop(quinn::VarInt::from_u32(0x10c));
+            }
+            self.conn.forget_request(self.session_id);
+            self.conn.note_refusal();
+        }
+        abandoned
+    }
+
+    fn check_abandoned(&mut self) -> bool {
+        if self.conn.conn.close_reason().is_some() {
+            return true;
+        }
+        let Some((_, recv)) = self.streams.as_mut() else {
+            return true;
+        };
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            let poll = {
+                let fut = recv.read_chunk(4096, true);
+                std::pin::pin!(fut).poll(&mut cx)
+            };
+            match poll {
+                Poll::Ready(Ok(Some(chunk))) => {
+                    if self.early_capsules.len() + chunk.bytes.len() > MAX_EARLY_CAPSULE_BYTES {
+                        return true;
+                    }
+                    self.early_capsules.extend_from_slice(&chunk.bytes);
+                }
+                Poll::Ready(Ok(None)) | Poll::Ready(Err(_)) => return true,
+                Poll::Pending => return false,
+            }
+        }
     }
 }
 
 impl Drop for SessionRequest {
     fn drop(&mut self) {
-        if let Some((mut send, _recv)) = self.streams.take() {
-            self.conn.forget_request(self.session_id);
-            let handle = self.conn.runtime.clone();
-            handle.spawn(async move {
-                let _ = write_response(&mut send, 404, &[]).await;
-                let _ = send.finish();
-            });
-        }
+        self.answer(404);
     }
 }
 
-/// A header value as an RFC 8941 string item.
+/// A header value as an RFC 8941 string item (subprotocols were checked to be offered, so
+/// they are valid strings).
 fn sf_string(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out.push('"');
-    out
+    sfv::serialize_string(s).unwrap_or_else(|| "\"\"".to_owned())
 }
 
 fn check_headers(headers: &[(&str, &str)]) -> Result<(), RequestError> {
@@ -198,28 +285,16 @@ fn check_headers(headers: &[(&str, &str)]) -> Result<(), RequestError> {
     Ok(())
 }
 
-/// Writes a response HEADERS frame with `:status` and extra fields.
-pub(crate) async fn write_response(
-    send: &mut quinn::SendStream,
-    status: u16,
-    extra: &[(&str, &str)],
-) -> Result<(), String> {
+/// Encodes a response HEADERS frame with `:status` and extra fields.
+pub(crate) fn encode_response(status: u16, extra: &[(&str, &str)], out: &mut Vec<u8>) {
     let status = status.to_string();
     let mut fields = vec![(":status", status.as_str())];
     fields.extend_from_slice(extra);
-    write_frame(send, &fields).await
-}
-
-async fn write_frame(send: &mut quinn::SendStream, fields: &[(&str, &str)]) -> Result<(), String> {
     let mut block = Vec::new();
-    qpack::encode_field_section(fields, &mut block);
-    let mut frame = Vec::with_capacity(block.len() + 9);
-    web_transport_proto::Frame::HEADERS.encode(&mut frame);
-    web_transport_proto::VarInt::from_u64(block.len() as u64)
-        .map_err(|_| "header block too large".to_string())?
-        .encode(&mut frame);
-    frame.extend_from_slice(&block);
-    send.write_all(&frame).await.map_err(|e| e.to_string())
+    qpack::encode_field_section(&fields, &mut block);
+    crate::h3::frame::encode_varint(crate::h3::frame::HEADERS, out);
+    crate::h3::frame::encode_varint(block.len() as u64, out);
+    out.extend_from_slice(&block);
 }
 
 #[cfg(test)]

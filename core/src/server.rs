@@ -1,46 +1,75 @@
-//! The listening endpoint: accepts QUIC connections, routes session requests by path and
-//! shuts down gracefully.
+//! The listening endpoint: accepts QUIC connections within the configured bounds, routes
+//! session requests by path and shuts down gracefully.
 
 use std::{
-    collections::HashMap,
-    net::SocketAddr,
+    collections::{HashMap, VecDeque},
+    net::{IpAddr, SocketAddr},
     sync::{
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, Weak,
     },
     time::Duration,
 };
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, Notify};
-use tracing::debug;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
 
 use crate::{
     certificate::{Certificate, CertificateResolver},
-    config::{CongestionController, Limits, OriginPolicy, ServerConfig},
-    connection,
+    config::{CongestionController, Limits, ServerConfig},
     error::ServerError,
+    h3::{connection, settings},
+    origin::{self, OriginPolicy},
     request::SessionRequest,
     session::SessionShared,
-    settings,
 };
+
+/// The key per-address limits count by: the address for IPv4 (and IPv4-mapped IPv6), the
+/// /64 prefix for IPv6, since one host commonly holds a whole /64.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct IpKey(u128);
+
+impl IpKey {
+    pub(crate) fn of(ip: IpAddr) -> Self {
+        match ip {
+            IpAddr::V4(v4) => Self(u128::from(u32::from(v4))),
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => Self(u128::from(u32::from(v4))),
+                None => Self((u128::from(v6) >> 64 << 64) | 1),
+            },
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// State shared by the server handle, its accept loop and its connections.
 pub(crate) struct ServerShared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) limits: Limits,
     pub(crate) origin_policy: OriginPolicy,
+    server_names: Vec<String>,
     pub(crate) settings_bytes: Bytes,
     pub(crate) runtime: tokio::runtime::Handle,
     resolver: Arc<CertificateResolver>,
-    routes: Mutex<HashMap<String, mpsc::Sender<SessionRequest>>>,
-    fallback_tx: Mutex<Option<mpsc::Sender<SessionRequest>>>,
-    fallback_rx: tokio::sync::Mutex<mpsc::Receiver<SessionRequest>>,
+    routes: Mutex<HashMap<String, Arc<RequestQueue>>>,
+    fallback: Arc<RequestQueue>,
     fallback_enabled: AtomicBool,
     closing: AtomicBool,
     sessions: Mutex<HashMap<u64, Weak<SessionShared>>>,
     next_key: AtomicU64,
     sessions_changed: Notify,
+    connections: AtomicUsize,
+    per_ip: Mutex<HashMap<IpKey, IpCount>>,
+}
+
+#[derive(Default)]
+struct IpCount {
+    connections: usize,
+    sessions: usize,
 }
 
 impl ServerShared {
@@ -49,7 +78,16 @@ impl ServerShared {
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<SessionShared>>> {
-        self.sessions.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.sessions)
+    }
+
+    /// Whether `host` is one of this server's names (configured, or the certificate's).
+    pub(crate) fn is_own_host(&self, host: &str) -> bool {
+        if self.server_names.is_empty() {
+            self.resolver.get().is_valid_for(host)
+        } else {
+            origin::matches_any(&self.server_names, host)
+        }
     }
 
     pub(crate) fn reserve_session(self: &Arc<Self>) -> Option<SessionSlot> {
@@ -65,33 +103,113 @@ impl ServerShared {
         })
     }
 
+    /// Counts a session (requested or open) against its address; `None` over the limit.
+    pub(crate) fn reserve_ip_session(self: &Arc<Self>, ip: IpAddr) -> Option<IpSessionToken> {
+        let key = IpKey::of(ip);
+        let mut map = lock(&self.per_ip);
+        let entry = map.entry(key).or_default();
+        if entry.sessions >= self.limits.max_sessions_per_ip {
+            return None;
+        }
+        entry.sessions += 1;
+        Some(IpSessionToken {
+            server: Arc::downgrade(self),
+            key,
+        })
+    }
+
+    fn release_ip(&self, key: IpKey, connection: bool) {
+        let mut map = lock(&self.per_ip);
+        if let Some(entry) = map.get_mut(&key) {
+            if connection {
+                entry.connections = entry.connections.saturating_sub(1);
+            } else {
+                entry.sessions = entry.sessions.saturating_sub(1);
+            }
+            if entry.connections == 0 && entry.sessions == 0 {
+                map.remove(&key);
+            }
+        }
+    }
+
+    /// Decides what to do with a new connection attempt.
+    fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Admission {
+        if self.is_closing() {
+            return Admission::Refuse("server closing");
+        }
+        let total = self.connections.load(Ordering::Acquire);
+        if total >= self.limits.max_connections {
+            return Admission::Refuse("connection limit");
+        }
+        if !incoming.remote_address_validated()
+            && incoming.may_retry()
+            && total >= self.limits.retry_threshold
+        {
+            return Admission::Retry;
+        }
+        let key = IpKey::of(incoming.remote_address().ip());
+        let mut map = lock(&self.per_ip);
+        let entry = map.entry(key).or_default();
+        if entry.connections >= self.limits.max_connections_per_ip {
+            return Admission::Refuse("per-address connection limit");
+        }
+        entry.connections += 1;
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        Admission::Accept(ConnSlot {
+            server: self.clone(),
+            key,
+        })
+    }
+
     /// Queues a request for its route; on failure, gives it back with the status to answer.
     #[allow(clippy::result_large_err)] // the request goes straight back to be rejected
     pub(crate) fn dispatch(&self, request: SessionRequest) -> Result<(), (SessionRequest, u16)> {
         let path = request.path().split('?').next().unwrap_or("/").to_owned();
-        let tx = {
-            let routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
-            routes.get(&path).cloned()
-        };
-        let tx = match tx {
-            Some(tx) => tx,
-            None if self.fallback_enabled.load(Ordering::Acquire) => {
-                match self
-                    .fallback_tx
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone()
-                {
-                    Some(tx) => tx,
-                    None => return Err((request, 503)),
-                }
-            }
+        let queue = lock(&self.routes).get(&path).cloned();
+        let queue = match queue {
+            Some(q) => q,
+            None if self.fallback_enabled.load(Ordering::Acquire) => self.fallback.clone(),
             None => return Err((request, 404)),
         };
-        tx.try_send(request).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(r) => (r, 503),
-            mpsc::error::TrySendError::Closed(r) => (r, 404),
-        })
+        queue.push(request)
+    }
+
+    pub(crate) fn sessions_changed(&self) {
+        self.sessions_changed.notify_waiters();
+    }
+}
+
+enum Admission {
+    Accept(ConnSlot),
+    Retry,
+    Refuse(&'static str),
+}
+
+/// A connection counted against the server-wide and per-address limits until dropped.
+pub(crate) struct ConnSlot {
+    server: Arc<ServerShared>,
+    key: IpKey,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.server.connections.fetch_sub(1, Ordering::AcqRel);
+        self.server.release_ip(self.key, true);
+        self.server.sessions_changed();
+    }
+}
+
+/// A session (requested or open) counted against its address until dropped.
+pub(crate) struct IpSessionToken {
+    server: Weak<ServerShared>,
+    key: IpKey,
+}
+
+impl Drop for IpSessionToken {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.upgrade() {
+            server.release_ip(self.key, false);
+        }
     }
 }
 
@@ -112,7 +230,95 @@ impl SessionSlot {
 impl Drop for SessionSlot {
     fn drop(&mut self) {
         self.server.sessions().remove(&self.key);
-        self.server.sessions_changed.notify_waiters();
+        self.server.sessions_changed();
+    }
+}
+
+/// Session requests waiting for the application, for one route (or for
+/// [`Server::accept`]). Bounded; requests the client abandoned while they waited are
+/// dropped here, before the application sees them.
+pub(crate) struct RequestQueue {
+    state: Mutex<QueueState>,
+    ready: Notify,
+    capacity: usize,
+}
+
+struct QueueState {
+    items: VecDeque<SessionRequest>,
+    closed: bool,
+}
+
+impl RequestQueue {
+    fn new(capacity: usize) -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(QueueState {
+                items: VecDeque::new(),
+                closed: false,
+            }),
+            ready: Notify::new(),
+            capacity: capacity.max(1),
+        })
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn push(&self, request: SessionRequest) -> Result<(), (SessionRequest, u16)> {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return Err((request, 404));
+        }
+        if st.items.len() >= self.capacity {
+            // Make room by dropping what clients have already given up on.
+            st.items.retain_mut(|r| !r.poll_abandoned());
+        }
+        if st.items.len() >= self.capacity {
+            return Err((request, 503));
+        }
+        st.items.push_back(request);
+        drop(st);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    async fn pop(&self) -> Option<SessionRequest> {
+        loop {
+            let notified = self.ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut st = lock(&self.state);
+                while let Some(mut r) = st.items.pop_front() {
+                    if r.poll_abandoned() {
+                        continue;
+                    }
+                    if !st.items.is_empty() {
+                        // Another waiter may take the next one.
+                        self.ready.notify_one();
+                    }
+                    return Some(r);
+                }
+                if st.closed {
+                    return None;
+                }
+            }
+            notified.await;
+        }
+    }
+
+    /// Refuses what is queued (the requests answer 503 as they drop) and wakes every waiter.
+    fn close(&self) {
+        let items = {
+            let mut st = lock(&self.state);
+            st.closed = true;
+            std::mem::take(&mut st.items)
+        };
+        for r in items {
+            r.reject_in_background(503);
+        }
+        self.ready.notify_waiters();
+    }
+
+    fn is_closed(&self) -> bool {
+        lock(&self.state).closed
     }
 }
 
@@ -147,13 +353,20 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// Before a connection has a session it may not make the server hold more than this.
+pub(crate) const PRE_SESSION_RECEIVE_WINDOW: u32 = 256 * 1024;
+
 fn transport_config(config: &ServerConfig) -> Result<quinn::TransportConfig, ServerError> {
     let l = &config.limits;
     let mut t = quinn::TransportConfig::default();
     t.max_concurrent_bidi_streams(l.max_bidi_streams.into())
         .max_concurrent_uni_streams(l.max_uni_streams.saturating_add(3).into())
         .stream_receive_window(l.stream_receive_window.into())
-        .receive_window(l.connection_receive_window.into())
+        .receive_window(
+            l.connection_receive_window
+                .min(PRE_SESSION_RECEIVE_WINDOW)
+                .into(),
+        )
         .send_window(l.send_window)
         .keep_alive_interval(config.keep_alive)
         .datagram_receive_buffer_size(Some(1 << 20))
@@ -217,36 +430,43 @@ impl Server {
         };
 
         let mut settings_bytes = Vec::new();
-        settings::encode_control_stream(
-            &settings::server_settings(config.limits.max_sessions_per_connection),
-            &mut settings_bytes,
-        );
-        let (fallback_tx, fallback_rx) = mpsc::channel(config.limits.request_queue.max(1));
+        settings::encode_control_stream(&settings::server_settings(), &mut settings_bytes);
         let shared = Arc::new(ServerShared {
             endpoint: endpoint.clone(),
             limits: config.limits.clone(),
             origin_policy: config.origin_policy.clone(),
+            server_names: config.server_names.clone(),
             settings_bytes: Bytes::from(settings_bytes),
             runtime: runtime.clone(),
             resolver,
             routes: Mutex::new(HashMap::new()),
-            fallback_tx: Mutex::new(Some(fallback_tx)),
-            fallback_rx: tokio::sync::Mutex::new(fallback_rx),
+            fallback: RequestQueue::new(config.limits.request_queue),
             fallback_enabled: AtomicBool::new(false),
             closing: AtomicBool::new(false),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
             sessions_changed: Notify::new(),
+            connections: AtomicUsize::new(0),
+            per_ip: Mutex::new(HashMap::new()),
         });
         let weak = Arc::downgrade(&shared);
         runtime.spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
                 let Some(shared) = weak.upgrade() else { break };
-                if shared.is_closing() {
-                    incoming.refuse();
-                    continue;
+                match shared.admit(&incoming) {
+                    Admission::Accept(slot) => {
+                        tokio::spawn(connection::run(incoming, shared, slot));
+                    }
+                    Admission::Retry => {
+                        if let Err(e) = incoming.retry() {
+                            e.into_incoming().refuse();
+                        }
+                    }
+                    Admission::Refuse(why) => {
+                        debug!(remote = %incoming.remote_address(), why, "connection refused");
+                        incoming.refuse();
+                    }
                 }
-                tokio::spawn(connection::run(incoming, shared));
             }
         });
         Ok(Self {
@@ -274,16 +494,21 @@ impl Server {
     /// when first polled; call it earlier when the first poll may come later than the
     /// first request (a language binding whose accept runs on another thread, say).
     pub fn queue_unrouted(&self) {
-        self.shared().fallback_enabled.store(true, Ordering::Release);
+        self.shared()
+            .fallback_enabled
+            .store(true, Ordering::Release);
     }
 
     /// The next session request for a path that has no [`Route`]. Until this (or
     /// [`queue_unrouted`](Self::queue_unrouted)) is first called, such requests are
     /// answered with 404. `None` once the server is closing.
+    ///
+    /// Requests whose client gave up while they waited (reset the CONNECT stream, closed
+    /// the connection) never come out of here.
     pub async fn accept(&self) -> Option<SessionRequest> {
         let shared = self.shared();
         shared.fallback_enabled.store(true, Ordering::Release);
-        shared.fallback_rx.lock().await.recv().await
+        shared.fallback.pop().await
     }
 
     /// Claims every request whose path (without query) is exactly `path`. Dropping the
@@ -298,15 +523,15 @@ impl Server {
                 "route path {path:?} must start with '/'"
             )));
         }
-        let mut routes = shared.routes.lock().unwrap_or_else(|e| e.into_inner());
-        if routes.get(path).is_some_and(|tx| !tx.is_closed()) {
+        let mut routes = lock(&shared.routes);
+        if routes.get(path).is_some_and(|q| !q.is_closed()) {
             return Err(ServerError::RouteTaken(path.to_owned()));
         }
-        let (tx, rx) = mpsc::channel(shared.limits.request_queue.max(1));
-        routes.insert(path.to_owned(), tx);
+        let queue = RequestQueue::new(shared.limits.request_queue);
+        routes.insert(path.to_owned(), queue.clone());
         Ok(Route {
             path: path.to_owned(),
-            rx: tokio::sync::Mutex::new(rx),
+            queue,
             server: Arc::downgrade(shared),
         })
     }
@@ -322,9 +547,15 @@ impl Server {
         self.shared().resolver.set(certificate);
     }
 
-    /// Sessions open right now.
+    /// Sessions open right now. A session no longer counts once its
+    /// [`closed`](crate::Session::closed) has resolved.
     pub fn session_count(&self) -> usize {
         self.shared().sessions().len()
+    }
+
+    /// QUIC connections open right now (with or without sessions).
+    pub fn connection_count(&self) -> usize {
+        self.shared().connections.load(Ordering::Acquire)
     }
 
     /// Shuts down gracefully: stops accepting connections and sessions, asks every session
@@ -332,17 +563,11 @@ impl Server {
     pub async fn close(&self, grace: Duration) {
         let shared = self.shared();
         shared.closing.store(true, Ordering::Release);
-        shared
-            .routes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
-        shared
-            .fallback_tx
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        shared.fallback_rx.lock().await.close();
+        let routes: Vec<_> = lock(&shared.routes).drain().map(|(_, q)| q).collect();
+        for q in routes {
+            q.close();
+        }
+        shared.fallback.close();
         let live = |shared: &ServerShared| -> Vec<Arc<SessionShared>> {
             shared
                 .sessions()
@@ -387,13 +612,16 @@ impl Server {
         }
         shared.endpoint.close(0x100u32.into(), b"server closed");
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle()).await;
+        if shared.connections.load(Ordering::Acquire) > 0 {
+            warn!("connections still open after close");
+        }
     }
 }
 
 /// Requests for one path, from [`Server::route`].
 pub struct Route {
     path: String,
-    rx: tokio::sync::Mutex<mpsc::Receiver<SessionRequest>>,
+    queue: Arc<RequestQueue>,
     server: Weak<ServerShared>,
 }
 
@@ -409,21 +637,41 @@ impl Route {
         &self.path
     }
 
-    /// The next request for this path; `None` once the server is closing.
+    /// The next request for this path; `None` once the server is closing. Requests whose
+    /// client gave up while they waited never come out of here.
     pub async fn accept(&self) -> Option<SessionRequest> {
-        self.rx.lock().await.recv().await
+        self.queue.pop().await
     }
 }
 
 impl Drop for Route {
     fn drop(&mut self) {
         if let Some(server) = self.server.upgrade() {
-            // Closing our receiver first tells our sender apart from a newer route's.
-            self.rx.get_mut().close();
-            let mut routes = server.routes.lock().unwrap_or_else(|e| e.into_inner());
-            if routes.get(&self.path).is_some_and(|tx| tx.is_closed()) {
+            let mut routes = lock(&server.routes);
+            if routes
+                .get(&self.path)
+                .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+            {
                 routes.remove(&self.path);
             }
         }
+        self.queue.close();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_count_per_64_and_mapped_v4_as_v4() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(IpKey::of(a), IpKey::of(b));
+        assert_ne!(IpKey::of(a), IpKey::of(c));
+        let v4: IpAddr = "192.0.2.7".parse().unwrap();
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(IpKey::of(v4), IpKey::of(mapped));
     }
 }

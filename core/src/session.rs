@@ -5,7 +5,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -16,8 +16,9 @@ use tokio::sync::{mpsc, watch, Notify};
 use web_transport_proto::VarInt;
 
 use crate::{
-    capsule,
+    config::Limits,
     error::SessionError,
+    h3::capsule,
     stream::{RecvStream, SendStream, WT_SESSION_GONE},
 };
 
@@ -46,6 +47,9 @@ pub struct CloseInfo {
 
 impl CloseInfo {
     pub(crate) fn connection_lost(reason: String) -> Self {
+        // A peer's CONNECTION_CLOSE reason can be as long as a packet: keep the bound that
+        // every close reason has.
+        let reason = capsule::truncate_reason(&reason).to_owned();
         Self {
             code: 0,
             reason,
@@ -92,8 +96,24 @@ pub struct SessionStats {
 }
 
 pub(crate) enum Command {
-    Close { code: u32, reason: String },
+    Close {
+        code: u32,
+        reason: String,
+    },
+    /// Close with code 0 once every finished stream has been acknowledged (bounded).
+    CloseWhenFlushed,
     Drain,
+}
+
+/// What arrived for the session and waits for the application. Bounded: streams by the
+/// client's QUIC stream credit, datagrams by count and bytes (oldest dropped).
+#[derive(Default)]
+struct Incoming {
+    closed: bool,
+    bi: VecDeque<(quinn::SendStream, quinn::RecvStream)>,
+    uni: VecDeque<quinn::RecvStream>,
+    datagrams: VecDeque<Bytes>,
+    datagram_bytes: usize,
 }
 
 /// What every handle to a session shares with the connection that feeds it.
@@ -101,18 +121,31 @@ pub(crate) struct SessionShared {
     pub(crate) id: u64,
     pub(crate) conn: quinn::Connection,
     pub(crate) path: String,
+    runtime: tokio::runtime::Handle,
     prefix: Bytes,
     closed: watch::Sender<Option<CloseInfo>>,
     draining: watch::Sender<bool>,
     commands: mpsc::UnboundedSender<Command>,
-    bi_tx: mpsc::UnboundedSender<(quinn::SendStream, quinn::RecvStream)>,
-    bi_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<(quinn::SendStream, quinn::RecvStream)>>,
-    uni_tx: mpsc::UnboundedSender<quinn::RecvStream>,
-    uni_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<quinn::RecvStream>>,
-    datagrams: Mutex<VecDeque<Bytes>>,
+    incoming: Mutex<Incoming>,
+    bi_ready: Notify,
+    uni_ready: Notify,
     datagram_ready: Notify,
     datagram_limit: usize,
+    datagram_byte_limit: usize,
     datagrams_dropped: AtomicU64,
+    /// Runs once, before `closed` resolves: releases the session's slots.
+    on_close: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    /// Finished send streams whose data is not yet acknowledged.
+    unflushed: AtomicUsize,
+    flushed: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn gone() -> quinn::VarInt {
+    quinn::VarInt::from_u64(WT_SESSION_GONE).unwrap_or(quinn::VarInt::MAX)
 }
 
 impl SessionShared {
@@ -120,11 +153,10 @@ impl SessionShared {
         id: u64,
         conn: quinn::Connection,
         path: String,
-        datagram_limit: usize,
+        limits: &Limits,
+        runtime: tokio::runtime::Handle,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let (bi_tx, bi_rx) = mpsc::unbounded_channel();
-        let (uni_tx, uni_rx) = mpsc::unbounded_channel();
         let mut prefix = BytesMut::new();
         VarInt::from_u64(id / 4)
             .unwrap_or(VarInt::MAX)
@@ -133,20 +165,27 @@ impl SessionShared {
             id,
             conn,
             path,
+            runtime,
             prefix: prefix.freeze(),
             closed: watch::channel(None).0,
             draining: watch::channel(false).0,
             commands,
-            bi_tx,
-            bi_rx: tokio::sync::Mutex::new(bi_rx),
-            uni_tx,
-            uni_rx: tokio::sync::Mutex::new(uni_rx),
-            datagrams: Mutex::new(VecDeque::new()),
+            incoming: Mutex::new(Incoming::default()),
+            bi_ready: Notify::new(),
+            uni_ready: Notify::new(),
             datagram_ready: Notify::new(),
-            datagram_limit: datagram_limit.max(1),
+            datagram_limit: limits.datagram_queue.max(1),
+            datagram_byte_limit: limits.datagram_queue_bytes.max(1),
             datagrams_dropped: AtomicU64::new(0),
+            on_close: Mutex::new(None),
+            unflushed: AtomicUsize::new(0),
+            flushed: Notify::new(),
         });
         (shared, command_rx)
+    }
+
+    pub(crate) fn on_close(&self, f: Box<dyn FnOnce() + Send>) {
+        *lock(&self.on_close) = Some(f);
     }
 
     pub(crate) fn closed_rx(&self) -> watch::Receiver<Option<CloseInfo>> {
@@ -158,65 +197,106 @@ impl SessionShared {
     }
 
     /// Records how the session ended; only the first call counts. Streams still queued for
-    /// the application are reset so the peer learns the session is gone.
+    /// the application are reset so the peer learns the session is gone, and the session's
+    /// slots are released before anyone waiting on `closed` wakes up, so that counts read
+    /// after `closed` are already right.
     pub(crate) fn set_closed(&self, info: CloseInfo) -> bool {
-        let first = self.closed.send_if_modified(|slot| {
-            if slot.is_none() {
-                *slot = Some(info);
-                true
-            } else {
-                false
-            }
-        });
-        if first {
-            let gone = quinn::VarInt::from_u64(WT_SESSION_GONE).unwrap_or(quinn::VarInt::MAX);
-            if let Ok(mut rx) = self.bi_rx.try_lock() {
-                while let Ok((mut s, mut r)) = rx.try_recv() {
-                    let _ = s.reset(gone);
-                    let _ = r.stop(gone);
-                }
-            }
-            if let Ok(mut rx) = self.uni_rx.try_lock() {
-                while let Ok(mut r) = rx.try_recv() {
-                    let _ = r.stop(gone);
-                }
-            }
-            self.datagram_ready.notify_waiters();
+        if self.closed.borrow().is_some() {
+            return false;
         }
-        first
+        let queued = {
+            let mut incoming = lock(&self.incoming);
+            if incoming.closed {
+                return false;
+            }
+            incoming.closed = true;
+            incoming.datagrams.clear();
+            incoming.datagram_bytes = 0;
+            (
+                std::mem::take(&mut incoming.bi),
+                std::mem::take(&mut incoming.uni),
+            )
+        };
+        for (mut s, mut r) in queued.0 {
+            let _ = s.reset(gone());
+            let _ = r.stop(gone());
+        }
+        for mut r in queued.1 {
+            let _ = r.stop(gone());
+        }
+        if let Some(f) = lock(&self.on_close).take() {
+            f();
+        }
+        self.closed.send_replace(Some(info));
+        self.bi_ready.notify_waiters();
+        self.uni_ready.notify_waiters();
+        self.datagram_ready.notify_waiters();
+        true
     }
 
     pub(crate) fn set_draining(&self) {
         self.draining.send_replace(true);
     }
 
-    pub(crate) fn push_bi(&self, s: quinn::SendStream, r: quinn::RecvStream) {
-        if let Err(mpsc::error::SendError((mut s, mut r))) = self.bi_tx.send((s, r)) {
-            let gone = quinn::VarInt::from_u64(WT_SESSION_GONE).unwrap_or(quinn::VarInt::MAX);
-            let _ = s.reset(gone);
-            let _ = r.stop(gone);
+    pub(crate) fn push_bi(&self, mut s: quinn::SendStream, mut r: quinn::RecvStream) {
+        {
+            let mut incoming = lock(&self.incoming);
+            if !incoming.closed {
+                incoming.bi.push_back((s, r));
+                drop(incoming);
+                self.bi_ready.notify_one();
+                return;
+            }
         }
+        let _ = s.reset(gone());
+        let _ = r.stop(gone());
     }
 
-    pub(crate) fn push_uni(&self, r: quinn::RecvStream) {
-        if let Err(mpsc::error::SendError(mut r)) = self.uni_tx.send(r) {
-            let gone = quinn::VarInt::from_u64(WT_SESSION_GONE).unwrap_or(quinn::VarInt::MAX);
-            let _ = r.stop(gone);
+    pub(crate) fn push_uni(&self, mut r: quinn::RecvStream) {
+        {
+            let mut incoming = lock(&self.incoming);
+            if !incoming.closed {
+                incoming.uni.push_back(r);
+                drop(incoming);
+                self.uni_ready.notify_one();
+                return;
+            }
         }
+        let _ = r.stop(gone());
     }
 
-    /// Queues a received datagram payload; when the queue is full the oldest is dropped,
-    /// because for real-time data the newest is worth more.
+    /// Queues a received datagram payload; past the count or byte bound the oldest are
+    /// dropped, because for real-time data the newest is worth more.
     pub(crate) fn push_datagram(&self, payload: Bytes) {
         {
-            let mut q = self.datagrams.lock().unwrap_or_else(|e| e.into_inner());
-            if q.len() >= self.datagram_limit {
-                q.pop_front();
+            let mut q = lock(&self.incoming);
+            if q.closed {
+                return;
+            }
+            if payload.len() > self.datagram_byte_limit {
+                self.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            while q.datagrams.len() >= self.datagram_limit
+                || q.datagram_bytes + payload.len() > self.datagram_byte_limit
+            {
+                let Some(old) = q.datagrams.pop_front() else {
+                    break;
+                };
+                q.datagram_bytes -= old.len();
                 self.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
             }
-            q.push_back(payload);
+            q.datagram_bytes += payload.len();
+            q.datagrams.push_back(payload);
         }
         self.datagram_ready.notify_one();
+    }
+
+    fn pop_datagram(&self) -> Option<Bytes> {
+        let mut q = lock(&self.incoming);
+        let d = q.datagrams.pop_front()?;
+        q.datagram_bytes -= d.len();
+        Some(d)
     }
 
     /// Closes the session locally; only the first close counts.
@@ -229,6 +309,45 @@ impl SessionShared {
         };
         if self.set_closed(info) {
             self.command(Command::Close { code, reason });
+        }
+    }
+
+    /// The application let go of every handle: close with code 0, but only after the
+    /// streams it finished have been delivered (bounded), so that dropping a session after
+    /// writing loses nothing.
+    fn close_implicitly(&self) {
+        if self.close_info().is_some() {
+            return;
+        }
+        if self.unflushed.load(Ordering::Acquire) == 0 {
+            self.close(0, "");
+        } else {
+            self.command(Command::CloseWhenFlushed);
+        }
+    }
+
+    /// A finished send stream was dropped before its data was acknowledged: watch it.
+    pub(crate) fn track_unflushed(self: &Arc<Self>, stream: quinn::SendStream) {
+        self.unflushed.fetch_add(1, Ordering::AcqRel);
+        let this = self.clone();
+        self.runtime.spawn(async move {
+            let _ = stream.stopped().await;
+            if this.unflushed.fetch_sub(1, Ordering::AcqRel) == 1 {
+                this.flushed.notify_waiters();
+            }
+        });
+    }
+
+    /// Resolves once every finished stream has been acknowledged.
+    pub(crate) async fn flushed(&self) {
+        loop {
+            let notified = self.flushed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.unflushed.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -271,7 +390,7 @@ impl fmt::Debug for SessionHandle {
 
 impl Drop for SessionHandle {
     fn drop(&mut self) {
-        self.shared.close(0, "");
+        self.shared.close_implicitly();
     }
 }
 
@@ -310,27 +429,55 @@ impl Session {
 
     /// Waits for the next bidirectional stream the client opens.
     pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
-        let mut closed = self.shared().closed_rx();
-        let mut rx = self.shared().bi_rx.lock().await;
-        tokio::select! {
-            biased;
-            Some((s, r)) = rx.recv() => Ok((
-                SendStream::new(s, self.handle.clone()),
-                RecvStream::new(r, self.handle.clone()),
-            )),
-            info = wait_closed(&mut closed) => Err(SessionError::Closed(info)),
+        let shared = self.shared();
+        loop {
+            let notified = shared.bi_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut q = lock(&shared.incoming);
+                if let Some((s, r)) = q.bi.pop_front() {
+                    return Ok((
+                        SendStream::new(s, self.handle.clone()),
+                        RecvStream::new(r, self.handle.clone()),
+                    ));
+                }
+                if q.closed {
+                    drop(q);
+                    return Err(self.closed_error());
+                }
+            }
+            notified.await;
         }
     }
 
     /// Waits for the next unidirectional stream the client opens.
     pub async fn accept_uni(&self) -> Result<RecvStream, SessionError> {
-        let mut closed = self.shared().closed_rx();
-        let mut rx = self.shared().uni_rx.lock().await;
-        tokio::select! {
-            biased;
-            Some(r) = rx.recv() => Ok(RecvStream::new(r, self.handle.clone())),
-            info = wait_closed(&mut closed) => Err(SessionError::Closed(info)),
+        let shared = self.shared();
+        loop {
+            let notified = shared.uni_ready.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let mut q = lock(&shared.incoming);
+                if let Some(r) = q.uni.pop_front() {
+                    return Ok(RecvStream::new(r, self.handle.clone()));
+                }
+                if q.closed {
+                    drop(q);
+                    return Err(self.closed_error());
+                }
+            }
+            notified.await;
         }
+    }
+
+    fn closed_error(&self) -> SessionError {
+        SessionError::Closed(
+            self.shared()
+                .close_info()
+                .unwrap_or_else(|| CloseInfo::connection_lost(String::new())),
+        )
     }
 
     fn stream_header(&self, kind: u64) -> Bytes {
@@ -450,11 +597,7 @@ impl Session {
 
     /// A datagram already queued from the client, if any, without waiting.
     pub fn try_recv_datagram(&self) -> Option<Bytes> {
-        self.shared()
-            .datagrams
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
+        self.shared().pop_datagram()
     }
 
     /// Waits for the next datagram from the client.
@@ -464,12 +607,7 @@ impl Session {
             let notified = shared.datagram_ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if let Some(d) = shared
-                .datagrams
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            {
+            if let Some(d) = shared.pop_datagram() {
                 return Ok(d);
             }
             if let Some(info) = shared.close_info() {

@@ -63,26 +63,67 @@ fn closed_info(closed: &watch::Receiver<Option<CloseInfo>>, conn_err: String) ->
         .unwrap_or_else(|| CloseInfo::connection_lost(conn_err))
 }
 
+fn present(inner: &mut Option<quinn::SendStream>) -> &mut quinn::SendStream {
+    inner.as_mut().expect("present until drop")
+}
+
 /// The sending half of a WebTransport stream.
+///
+/// Dropping a stream after [`finish`](Self::finish) still delivers what was written; a
+/// session that closes because its last handle was dropped waits (bounded) for that.
 #[derive(Debug)]
 pub struct SendStream {
-    inner: quinn::SendStream,
+    /// Always `Some` until dropped.
+    inner: Option<quinn::SendStream>,
     closed: watch::Receiver<Option<CloseInfo>>,
-    _session: Arc<SessionHandle>,
+    finished: bool,
+    session: Arc<SessionHandle>,
+}
+
+impl Drop for SendStream {
+    fn drop(&mut self) {
+        let Some(inner) = self.inner.take() else {
+            return;
+        };
+        if !self.finished || self.closed.borrow().is_some() {
+            return;
+        }
+        // Acknowledged already? Then there is nothing to wait for.
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let pending = {
+            let fut = inner.stopped();
+            std::pin::pin!(fut).poll(&mut cx).is_pending()
+        };
+        if pending {
+            // quinn keeps sending a finished stream after its handle is gone; watching it
+            // lets an implicit session close wait for delivery.
+            self.session.shared.track_unflushed(inner);
+        }
+    }
 }
 
 impl SendStream {
+    fn q(&self) -> &quinn::SendStream {
+        self.inner.as_ref().expect("present until drop")
+    }
+
+    fn qm(&mut self) -> &mut quinn::SendStream {
+        present(&mut self.inner)
+    }
+
     pub(crate) fn new(inner: quinn::SendStream, session: Arc<SessionHandle>) -> Self {
         Self {
             closed: session.shared.closed_rx(),
-            inner,
-            _session: session,
+            inner: Some(inner),
+            finished: false,
+            session,
         }
     }
 
     /// The QUIC stream ID.
     pub fn id(&self) -> u64 {
-        self.inner.id().into()
+        self.q().id().into()
     }
 
     fn map_write(&self, e: quinn::WriteError) -> StreamError {
@@ -110,7 +151,7 @@ impl SendStream {
             Guarded::SessionClosed(info) => StreamError::SessionClosed(info),
         };
         if matches!(e, StreamError::SessionClosed(_)) {
-            let _ = self.inner.reset(quic_code(WT_SESSION_GONE));
+            let _ = self.qm().reset(quic_code(WT_SESSION_GONE));
         }
         e
     }
@@ -118,30 +159,37 @@ impl SendStream {
     /// Writes some of `buf`, waiting for flow-control credit; returns how many bytes were
     /// taken. Memory stays bounded: nothing is queued beyond the stream's send window.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
-        let r = guarded(&mut self.closed, self.inner.write(buf)).await;
+        let r = guarded(&mut self.closed, present(&mut self.inner).write(buf)).await;
         r.map_err(|e| self.write_failed(e))
     }
 
     /// Writes all of `buf`, waiting for flow-control credit as needed.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), StreamError> {
-        let r = guarded(&mut self.closed, self.inner.write_all(buf)).await;
+        let r = guarded(&mut self.closed, present(&mut self.inner).write_all(buf)).await;
         r.map_err(|e| self.write_failed(e))
     }
 
     /// Writes a whole chunk without copying it.
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
-        let r = guarded(&mut self.closed, self.inner.write_chunk(chunk)).await;
+        let r = guarded(
+            &mut self.closed,
+            present(&mut self.inner).write_chunk(chunk),
+        )
+        .await;
         r.map_err(|e| self.write_failed(e))
     }
 
     /// Ends the stream (FIN) after the data written so far.
     pub fn finish(&mut self) -> Result<(), StreamError> {
-        self.inner.finish().map_err(|_| StreamError::ClosedStream)
+        self.qm().finish().map_err(|_| StreamError::ClosedStream)?;
+        self.finished = true;
+        Ok(())
     }
 
     /// Abandons the stream (RESET_STREAM) with a WebTransport application code.
     pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
-        self.inner
+        self.finished = false;
+        self.qm()
             .reset(quic_code(error_to_http3(code)))
             .map_err(|_| StreamError::ClosedStream)
     }
@@ -149,7 +197,7 @@ impl SendStream {
     /// Waits until the peer has received everything (`Ok(None)`), or asked us to stop
     /// sending (`Ok(Some(code))`).
     pub async fn stopped(&mut self) -> Result<Option<u32>, StreamError> {
-        let inner = &mut self.inner;
+        let inner = self.inner.as_mut().expect("present until drop");
         let fut = async {
             match inner.stopped().await {
                 Ok(None) => Ok(None),
@@ -168,14 +216,14 @@ impl SendStream {
 
     /// Sets the send priority: streams with higher values are sent first.
     pub fn set_priority(&self, priority: i32) -> Result<(), StreamError> {
-        self.inner
+        self.q()
             .set_priority(priority)
             .map_err(|_| StreamError::ClosedStream)
     }
 
     /// The current send priority.
     pub fn priority(&self) -> Result<i32, StreamError> {
-        self.inner.priority().map_err(|_| StreamError::ClosedStream)
+        self.q().priority().map_err(|_| StreamError::ClosedStream)
     }
 }
 

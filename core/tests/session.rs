@@ -235,18 +235,28 @@ async fn datagrams_without_waiting_both_ways() {
         client.send_datagram(vec![i; 200].into()).unwrap();
     }
     // Wait for the first, then take the rest of what is queued without waiting.
-    let first = tokio::time::timeout(TIMEOUT, session.recv_datagram()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(TIMEOUT, session.recv_datagram())
+        .await
+        .unwrap()
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let mut seen = vec![first[0]];
     while let Some(d) = session.try_recv_datagram() {
         assert_eq!(d.len(), 200);
         seen.push(d[0]);
     }
-    assert!(seen.len() >= 18, "{} of 20 datagrams arrived on loopback", seen.len());
+    assert!(
+        seen.len() >= 18,
+        "{} of 20 datagrams arrived on loopback",
+        seen.len()
+    );
     assert!(seen.windows(2).all(|w| w[0] < w[1]), "in order: {seen:?}");
 
     session.try_send_datagram(b"now").unwrap();
-    let d = tokio::time::timeout(TIMEOUT, client.read_datagram()).await.unwrap().unwrap();
+    let d = tokio::time::timeout(TIMEOUT, client.read_datagram())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&d[..], b"now");
     let max = session.max_datagram_size();
     match session.try_send_datagram(&vec![0u8; max + 1]).unwrap_err() {
@@ -255,5 +265,8 @@ async fn datagrams_without_waiting_both_ways() {
     }
     session.close(1, "done");
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert!(matches!(session.try_send_datagram(b"late"), Err(SessionError::Closed(_))));
+    assert!(matches!(
+        session.try_send_datagram(b"late"),
+        Err(SessionError::Closed(_))
+    ));
 }

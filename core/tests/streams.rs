@@ -195,7 +195,10 @@ async fn read_available_coalesces_packets_and_keeps_the_end_and_resets() {
     assert_eq!(sha256(&got), expected);
     // Packets carry ~1.2 KB each (3,500 for 4 MiB); coalescing needs far fewer calls.
     assert!(calls < 1000, "{calls} calls for 4 MiB");
-    assert!(recv.read_available(1024).await.unwrap().is_none(), "the end stays the end");
+    assert!(
+        recv.read_available(1024).await.unwrap().is_none(),
+        "the end stays the end"
+    );
     let _send = writer.await.unwrap();
 
     // A reset behind buffered data: the data first, then the code.

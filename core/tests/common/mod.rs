@@ -268,7 +268,7 @@ pub async fn read_status(recv: &mut quinn::RecvStream) -> u16 {
     let len = read_varint(recv).await;
     let mut block = vec![0u8; len as usize];
     recv.read_exact(&mut block).await.unwrap();
-    let fields = ferrovia::qpack::decode_field_section(&block, 1 << 16).unwrap();
+    let fields = ferrovia::wire::qpack::decode_field_section(&block, 1 << 16).unwrap();
     fields
         .iter()
         .find(|(k, _)| k == ":status")

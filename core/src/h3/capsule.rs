@@ -4,22 +4,26 @@
 use bytes::{Buf, BufMut, BytesMut};
 use web_transport_proto::{Frame, VarInt};
 
+use super::frame::{self, decode_varint};
+
 /// CLOSE_WEBTRANSPORT_SESSION.
 pub const CLOSE_WEBTRANSPORT_SESSION: u64 = 0x2843;
 /// DRAIN_WEBTRANSPORT_SESSION.
 pub const DRAIN_WEBTRANSPORT_SESSION: u64 = 0x78ae;
 /// The longest close reason the protocol allows, in bytes.
 pub const MAX_REASON_LEN: usize = 1024;
-/// Larger capsules are refused so a peer cannot make us buffer without bound.
-const MAX_CAPSULE_LEN: u64 = 64 * 1024;
 
 /// A capsule the session layer acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Capsule {
+pub enum Capsule {
+    /// CLOSE_WEBTRANSPORT_SESSION: the application code and UTF-8 reason.
     Close {
+        /// The application close code.
         code: u32,
+        /// The reason, at most 1024 bytes.
         reason: String,
     },
+    /// DRAIN_WEBTRANSPORT_SESSION.
     Drain,
     /// Any other type; ignored as the capsule protocol requires.
     Unknown,
@@ -27,15 +31,17 @@ pub(crate) enum Capsule {
 
 /// Malformed capsule data on a CONNECT stream.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum CapsuleError {
-    #[error("capsule of {0} bytes exceeds the limit")]
-    TooLarge(u64),
+pub enum CapsuleError {
+    /// A CLOSE capsule without room for its code.
     #[error("close capsule shorter than its 4-byte code")]
     ShortClose,
+    /// A CLOSE capsule whose reason exceeds 1024 bytes.
     #[error("close reason longer than 1024 bytes")]
     ReasonTooLong,
+    /// A CLOSE capsule whose reason is not UTF-8.
     #[error("close reason is not UTF-8")]
     ReasonNotUtf8,
+    /// A frame that may not appear on a request stream.
     #[error("unexpected HTTP/3 frame {0:#x} on the CONNECT stream")]
     UnexpectedFrame(u64),
 }
@@ -54,7 +60,7 @@ pub(crate) fn truncate_reason(reason: &str) -> &str {
 }
 
 /// Encodes a capsule wrapped in one HTTP/3 DATA frame.
-pub(crate) fn encode(capsule: &Capsule, out: &mut impl BufMut) {
+pub fn encode(capsule: &Capsule, out: &mut impl BufMut) {
     let mut body = Vec::new();
     match capsule {
         Capsule::Close { code, reason } => {
@@ -82,23 +88,36 @@ fn put_varint(out: &mut impl BufMut, v: u64) {
     }
 }
 
-/// Reassembles capsules from the bytes of a CONNECT stream after its HEADERS frame.
-#[derive(Default)]
-pub(crate) struct CapsuleReader {
+/// Reassembles capsules from the bytes of a CONNECT stream after its HEADERS frame, sans-IO.
+///
+/// Two layers stream through it: HTTP/3 frames (DATA payloads carry the capsules; unknown
+/// frames are skipped) and capsules (CLOSE and DRAIN are decoded; every other type is
+/// skipped as it arrives). Only a capsule the session acts on is ever buffered whole, so
+/// memory stays bounded by one close reason plus what a single `push` delivers, and the
+/// result is the same however the input is chunked.
+#[derive(Debug, Default)]
+pub struct CapsuleReader {
     raw: BytesMut,
     capsules: BytesMut,
     data_left: u64,
-    skip_left: u64,
+    skip_frame_left: u64,
+    skip_capsule_left: u64,
 }
 
 impl CapsuleReader {
     /// Adds bytes read from the stream.
-    pub(crate) fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
         self.raw.extend_from_slice(data);
     }
 
-    /// The next complete capsule, or `Ok(None)` when more bytes are needed.
-    pub(crate) fn next(&mut self) -> Result<Option<Capsule>, CapsuleError> {
+    /// Bytes held between calls (bounded whatever the peer sends).
+    pub fn buffered(&self) -> usize {
+        self.raw.len() + self.capsules.len()
+    }
+
+    /// The next complete capsule, or `Ok(None)` when more bytes are needed. After an error
+    /// the reader must not be used again.
+    pub fn next(&mut self) -> Result<Option<Capsule>, CapsuleError> {
         loop {
             if let Some(c) = self.next_capsule()? {
                 return Ok(Some(c));
@@ -119,73 +138,84 @@ impl CapsuleReader {
             let chunk = self.raw.split_to(n);
             self.capsules.extend_from_slice(&chunk);
             self.data_left -= n as u64;
-            if self.capsules.len() as u64 > MAX_CAPSULE_LEN + 16 {
-                return Err(CapsuleError::TooLarge(self.capsules.len() as u64));
-            }
             return Ok(true);
         }
-        if self.skip_left > 0 {
-            let n = (self.skip_left as usize).min(self.raw.len());
+        if self.skip_frame_left > 0 {
+            let n = (self.skip_frame_left as usize).min(self.raw.len());
             self.raw.advance(n);
-            self.skip_left -= n as u64;
+            self.skip_frame_left -= n as u64;
             return Ok(true);
         }
-        let mut peek = &self.raw[..];
-        let Ok(typ) = VarInt::decode(&mut peek) else {
+        let Some((typ, a)) = decode_varint(&self.raw) else {
             return Ok(false);
         };
-        let Ok(len) = VarInt::decode(&mut peek) else {
+        let Some((len, b)) = decode_varint(&self.raw[a..]) else {
             return Ok(false);
         };
-        let consumed = self.raw.len() - peek.len();
-        self.raw.advance(consumed);
-        let typ = typ.into_inner();
-        let len = len.into_inner();
+        self.raw.advance(a + b);
         match typ {
-            0x00 => self.data_left = len,
-            // SETTINGS, GOAWAY, reserved HTTP/2 types and friends never belong here.
-            0x02..=0x0d => return Err(CapsuleError::UnexpectedFrame(typ)),
+            frame::DATA => self.data_left = len,
+            // Control-stream frames and HTTP/2's reserved types never belong here.
+            frame::CANCEL_PUSH
+            | frame::SETTINGS
+            | frame::PUSH_PROMISE
+            | frame::GOAWAY
+            | frame::MAX_PUSH_ID => return Err(CapsuleError::UnexpectedFrame(typ)),
+            t if frame::is_http2_reserved(t) => return Err(CapsuleError::UnexpectedFrame(typ)),
             // Trailers, GREASE and unknown frame types carry nothing for us.
-            _ => self.skip_left = len,
+            _ => self.skip_frame_left = len,
         }
         Ok(true)
     }
 
     fn next_capsule(&mut self) -> Result<Option<Capsule>, CapsuleError> {
-        let mut peek = &self.capsules[..];
-        let Ok(typ) = VarInt::decode(&mut peek) else {
-            return Ok(None);
-        };
-        let Ok(len) = VarInt::decode(&mut peek) else {
-            return Ok(None);
-        };
-        let len = len.into_inner();
-        if len > MAX_CAPSULE_LEN {
-            return Err(CapsuleError::TooLarge(len));
-        }
-        if (peek.len() as u64) < len {
-            return Ok(None);
-        }
-        let header = self.capsules.len() - peek.len();
-        self.capsules.advance(header);
-        let mut body = self.capsules.split_to(len as usize);
-        let capsule = match typ.into_inner() {
-            CLOSE_WEBTRANSPORT_SESSION => {
-                if body.len() < 4 {
-                    return Err(CapsuleError::ShortClose);
+        loop {
+            if self.skip_capsule_left > 0 {
+                let n = (self.skip_capsule_left as usize).min(self.capsules.len());
+                self.capsules.advance(n);
+                self.skip_capsule_left -= n as u64;
+                if self.skip_capsule_left > 0 {
+                    return Ok(None);
                 }
-                let code = body.get_u32();
-                if body.len() > MAX_REASON_LEN {
-                    return Err(CapsuleError::ReasonTooLong);
-                }
-                let reason =
-                    String::from_utf8(body.to_vec()).map_err(|_| CapsuleError::ReasonNotUtf8)?;
-                Capsule::Close { code, reason }
             }
-            DRAIN_WEBTRANSPORT_SESSION => Capsule::Drain,
-            _ => Capsule::Unknown,
-        };
-        Ok(Some(capsule))
+            let Some((typ, a)) = decode_varint(&self.capsules) else {
+                return Ok(None);
+            };
+            let Some((len, b)) = decode_varint(&self.capsules[a..]) else {
+                return Ok(None);
+            };
+            match typ {
+                CLOSE_WEBTRANSPORT_SESSION => {
+                    if len < 4 {
+                        return Err(CapsuleError::ShortClose);
+                    }
+                    if len > 4 + MAX_REASON_LEN as u64 {
+                        return Err(CapsuleError::ReasonTooLong);
+                    }
+                    if ((self.capsules.len() - a - b) as u64) < len {
+                        return Ok(None);
+                    }
+                    self.capsules.advance(a + b);
+                    let mut body = self.capsules.split_to(len as usize);
+                    let code = body.get_u32();
+                    let reason = String::from_utf8(body.to_vec())
+                        .map_err(|_| CapsuleError::ReasonNotUtf8)?;
+                    return Ok(Some(Capsule::Close { code, reason }));
+                }
+                DRAIN_WEBTRANSPORT_SESSION => {
+                    self.capsules.advance(a + b);
+                    self.skip_capsule_left = len;
+                    return Ok(Some(Capsule::Drain));
+                }
+                _ => {
+                    self.capsules.advance(a + b);
+                    self.skip_capsule_left = len;
+                    if len == 0 {
+                        return Ok(Some(Capsule::Unknown));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -271,19 +301,48 @@ mod tests {
 
         let mut r = CapsuleReader::default();
         let mut wire = Vec::new();
-        put_varint(&mut wire, 0);
-        put_varint(&mut wire, 8);
-        put_varint(&mut wire, 0x1234);
-        put_varint(&mut wire, 1 << 20);
-        r.push(&wire);
-        assert_eq!(r.next(), Err(CapsuleError::TooLarge(1 << 20)));
-
-        let mut r = CapsuleReader::default();
-        let mut wire = Vec::new();
         put_varint(&mut wire, 0x04); // SETTINGS on a request stream
         put_varint(&mut wire, 0);
         r.push(&wire);
         assert_eq!(r.next(), Err(CapsuleError::UnexpectedFrame(4)));
+    }
+
+    #[test]
+    fn large_unknown_capsules_stream_past_without_being_buffered() {
+        // A 100 KiB capsule of a type we do not act on, spread over two DATA frames, then a
+        // CLOSE: the close is found whatever the chunking, and memory stays small.
+        let mut caps = Vec::new();
+        put_varint(&mut caps, 0x1234);
+        put_varint(&mut caps, 100 * 1024);
+        caps.extend(std::iter::repeat_n(0xab, 100 * 1024));
+        put_varint(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
+        put_varint(&mut caps, 5);
+        caps.put_u32(9);
+        caps.put_slice(b"x");
+        let mut wire = Vec::new();
+        for part in caps.chunks(70_000) {
+            put_varint(&mut wire, 0);
+            put_varint(&mut wire, part.len() as u64);
+            wire.put_slice(part);
+        }
+        for chunk in [1usize, 1000, 16 * 1024, 1 << 20] {
+            let mut r = CapsuleReader::default();
+            let mut got = Vec::new();
+            for part in wire.chunks(chunk) {
+                r.push(part);
+                while let Some(c) = r.next().unwrap() {
+                    got.push(c);
+                }
+                assert!(r.buffered() <= chunk + 1100, "buffered {}", r.buffered());
+            }
+            assert_eq!(
+                got,
+                vec![Capsule::Close {
+                    code: 9,
+                    reason: "x".into()
+                }]
+            );
+        }
     }
 
     #[test]

@@ -1,0 +1,9 @@
+//! WebTransport over HTTP/3 (draft-ietf-webtrans-http3) on QUIC: the connection task and
+//! the sans-IO codecs it reads the wire with.
+
+pub mod capsule;
+pub(crate) mod connection;
+pub mod frame;
+pub mod qpack;
+pub mod request;
+pub mod settings;
