@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds everything and runs every test: the Rust workspace (unit, integration against an
-# independent client, doc tests); the Node package, built from source the way
+# independent client, attacks by a hostile client, doc tests); the parsers under libFuzzer;
+# the transport under 5 % and 10 % packet loss; a two-minute soak; the Node package, built from source the way
 # `npm install` builds it; the Python package, installed with `pip install .`; the headless
 # Chromium and Firefox suites against the Rust, Node and Python servers; the demo, the
 # certificate commands and the examples; the prebuilt packages installed without cargo;
@@ -8,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for browser in chromium firefox-esr; do
-  command -v "$browser" >/dev/null || {
-    echo "missing $browser: sudo apt-get install chromium firefox-esr" >&2
+for tool in chromium firefox-esr nft ip; do
+  command -v "$tool" >/dev/null || {
+    echo "missing $tool: sudo apt-get install chromium firefox-esr nftables iproute2" >&2
     exit 1
   }
 done
@@ -23,6 +24,15 @@ FERROVIA_BUILD_FROM_SOURCE=1 npm install --no-audit --no-fund
 echo "== Rust workspace tests"
 cargo test --workspace
 cargo build -p ferrovia --examples
+
+echo "== Fuzzing: every parser a peer reaches, 20 s each (cargo-fuzz, nightly)"
+bash scripts/fuzz.sh 20
+
+echo "== Packet loss: 5 % and 10 % on a network namespace's loopback (needs root and nft)"
+bash scripts/test-loss.sh
+
+echo "== Soak: two minutes of session churn; RSS, sessions, connections and fds come back flat"
+bash scripts/soak.sh 2
 
 echo "== Browser suite against the Rust echo example; Node API and browser suites"
 node --test --test-concurrency=1 tests/browser/ tests/node/

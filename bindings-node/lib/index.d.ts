@@ -33,6 +33,24 @@ export interface Limits {
   maxBufferedDatagrams?: number;
   /** Requests queued per path before new ones get 503 (128). */
   requestQueue?: number;
+  /** Sessions, open or waiting, from one IP address (one /64 for IPv6) before 429 (1024). */
+  maxSessionsPerIp?: number;
+  /** QUIC connections held at once; more are refused (10000). */
+  maxConnections?: number;
+  /** QUIC connections from one IP address (one /64 for IPv6) (256). */
+  maxConnectionsPerIp?: number;
+  /** Above this many connections, new clients must pass a QUIC Retry first; 0 always (1000). */
+  retryThreshold?: number;
+  /** Bytes of received datagrams queued per session before the oldest are dropped (1 MiB). */
+  datagramQueueBytes?: number;
+  /** Refused requests a connection may make in a burst, refilled 1/s; past it the connection closes (64). */
+  maxRefusedRequests?: number;
+  /** Milliseconds a client has to send a stream's header or request headers (10000). */
+  requestTimeout?: number;
+  /** Milliseconds a client may withhold credit for a response or capsule before the session ends (5000). */
+  responseTimeout?: number;
+  /** Milliseconds a connection without any session stays open (10000). */
+  sessionlessTimeout?: number;
 }
 
 /** PEM certificate chain and private key, as text or bytes. */

@@ -146,6 +146,15 @@ const LIMIT_NAMES = [
   'maxBufferedStreams',
   'maxBufferedDatagrams',
   'requestQueue',
+  'maxSessionsPerIp',
+  'maxConnections',
+  'maxConnectionsPerIp',
+  'retryThreshold',
+  'datagramQueueBytes',
+  'maxRefusedRequests',
+  'requestTimeout',
+  'responseTimeout',
+  'sessionlessTimeout',
 ];
 
 const KNOWN_OPTIONS = new Set([
@@ -220,7 +229,9 @@ function nativeOptions(options) {
     for (const key of Object.keys(o.limits)) {
       if (!LIMIT_NAMES.includes(key)) throw new TypeError(`unknown option limits.${key}`);
       const max = key === 'sendWindow' ? Number.MAX_SAFE_INTEGER : MAX_U32;
-      out.limits[key] = checkInt(`options.limits.${key}`, o.limits[key], 1, max);
+      // A retry threshold of 0 means: always ask for address validation.
+      const min = key === 'retryThreshold' ? 0 : 1;
+      out.limits[key] = checkInt(`options.limits.${key}`, o.limits[key], min, max);
     }
   }
   return out;

@@ -53,25 +53,25 @@ impl NativeRequest {
 #[napi]
 impl NativeRequest {
     /// `:path`, including the query.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.path.clone()
     }
 
     /// `:authority`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn authority(&self) -> String {
         self.authority.clone()
     }
 
     /// The `origin` header, if any.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn origin(&self) -> Option<String> {
         self.origin.clone()
     }
 
     /// Every header in arrival order, pseudo-headers included.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn headers(&self) -> Vec<NativeHeader> {
         self.headers
             .iter()
@@ -83,25 +83,25 @@ impl NativeRequest {
     }
 
     /// Subprotocols offered in `wt-available-protocols`, in preference order.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn subprotocols(&self) -> Vec<String> {
         self.subprotocols.clone()
     }
 
     /// The client's IP address.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn remote_address(&self) -> String {
         self.remote.ip().to_string()
     }
 
     /// The client's UDP port.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn remote_port(&self) -> u32 {
         u32::from(self.remote.port())
     }
 
     /// Whether the request was already accepted or rejected.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn answered(&self) -> bool {
         self.inner.lock().map(|r| r.is_none()).unwrap_or(true)
     }

@@ -41,6 +41,24 @@ pub struct NativeLimits {
     pub max_buffered_datagrams: Option<u32>,
     /// Session requests queued per path before new ones get 503.
     pub request_queue: Option<u32>,
+    /// Sessions, open or waiting, per IP address.
+    pub max_sessions_per_ip: Option<u32>,
+    /// QUIC connections held at once.
+    pub max_connections: Option<u32>,
+    /// QUIC connections per IP address.
+    pub max_connections_per_ip: Option<u32>,
+    /// Connections above which new clients must pass a Retry.
+    pub retry_threshold: Option<u32>,
+    /// Bytes of received datagrams queued per session.
+    pub datagram_queue_bytes: Option<u32>,
+    /// Refused requests a connection may make in a burst.
+    pub max_refused_requests: Option<u32>,
+    /// Milliseconds to send a stream header or request headers.
+    pub request_timeout: Option<u32>,
+    /// Milliseconds a client may withhold credit for a response or capsule.
+    pub response_timeout: Option<u32>,
+    /// Milliseconds a connection without sessions stays open.
+    pub sessionless_timeout: Option<u32>,
 }
 
 /// Options of [`listen`], already checked by the facade.
@@ -104,6 +122,24 @@ fn limits(l: Option<NativeLimits>) -> Limits {
     set(&mut out.max_buffered_streams, l.max_buffered_streams);
     set(&mut out.max_buffered_datagrams, l.max_buffered_datagrams);
     set(&mut out.request_queue, l.request_queue);
+    set(&mut out.max_sessions_per_ip, l.max_sessions_per_ip);
+    set(&mut out.max_connections, l.max_connections);
+    set(&mut out.max_connections_per_ip, l.max_connections_per_ip);
+    set(&mut out.retry_threshold, l.retry_threshold);
+    set(&mut out.datagram_queue_bytes, l.datagram_queue_bytes);
+    if let Some(v) = l.max_refused_requests {
+        out.max_refused_requests = v;
+    }
+    let ms = |v: u32| Duration::from_millis(u64::from(v));
+    if let Some(v) = l.request_timeout {
+        out.request_timeout = ms(v);
+    }
+    if let Some(v) = l.response_timeout {
+        out.response_timeout = ms(v);
+    }
+    if let Some(v) = l.sessionless_timeout {
+        out.sessionless_timeout = ms(v);
+    }
     if let Some(v) = l.max_sessions_per_connection {
         out.max_sessions_per_connection = v;
     }
@@ -183,37 +219,37 @@ pub struct NativeServer {
 #[napi]
 impl NativeServer {
     /// The bound UDP port.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn port(&self) -> u32 {
         u32::from(self.addr.port())
     }
 
     /// The bound IP address.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn host(&self) -> String {
         self.addr.ip().to_string()
     }
 
     /// SHA-256 of the current certificate (DER), for `serverCertificateHashes`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn certificate_sha256(&self) -> Buffer {
         self.server.certificate().sha256().to_vec().into()
     }
 
     /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chrome's SPKI flag).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn certificate_spki(&self) -> String {
         self.server.certificate().spki_sha256_base64()
     }
 
     /// The certificate chain as PEM.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn certificate_pem(&self) -> String {
         self.server.certificate().chain_pem()
     }
 
     /// Sessions open right now.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn session_count(&self) -> u32 {
         self.server.session_count() as u32
     }
@@ -271,7 +307,7 @@ pub struct NativeRoute {
 #[napi]
 impl NativeRoute {
     /// The path this route claims.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.path.clone()
     }

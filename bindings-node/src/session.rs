@@ -72,49 +72,49 @@ impl NativeSession {
 #[napi]
 impl NativeSession {
     /// The session ID (the CONNECT stream's ID).
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.session.id() as f64
     }
 
     /// The request path, including the query.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn path(&self) -> String {
         self.session.path().to_owned()
     }
 
     /// The subprotocol chosen at accept, if any.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn protocol(&self) -> Option<String> {
         self.protocol.clone()
     }
 
     /// The client's address as `ip`.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn remote_address(&self) -> String {
         self.session.remote_addr().ip().to_string()
     }
 
     /// The client's UDP port.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn remote_port(&self) -> u32 {
         u32::from(self.session.remote_addr().port())
     }
 
     /// The largest datagram payload that fits in one packet right now.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn max_datagram_size(&self) -> u32 {
         self.session.max_datagram_size() as u32
     }
 
     /// Whether the client asked to drain the session.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn is_draining(&self) -> bool {
         self.session.is_draining()
     }
 
     /// How the session ended, if it has.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn close_info(&self) -> Option<NativeCloseInfo> {
         self.session.close_info().map(Into::into)
     }

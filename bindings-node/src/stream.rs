@@ -59,7 +59,7 @@ impl NativeSendStream {
 #[napi]
 impl NativeSendStream {
     /// The QUIC stream ID.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.half.id as f64
     }
@@ -127,7 +127,7 @@ impl NativeRecvStream {
 #[napi]
 impl NativeRecvStream {
     /// The QUIC stream ID.
-    #[napi(getter)]
+    #[napi(getter, catch_unwind)]
     pub fn id(&self) -> f64 {
         self.half.id as f64
     }

@@ -130,20 +130,52 @@ fn origin_policy(policy: &Bound<'_, PyAny>) -> PyResult<ferrovia::OriginPolicy> 
         };
     }
     if policy.is_callable() {
-        let check: Py<PyAny> = policy.clone().unbind();
-        return Ok(ferrovia::OriginPolicy::Custom(Arc::new(
-            move |origin: &str, authority: &str| {
-                Python::attach(|py| {
-                    let verdict = check
-                        .bind(py)
-                        .call1((origin, authority))
-                        .and_then(|r| r.is_truthy());
-                    verdict.unwrap_or_else(|e| {
-                        // A failing policy denies; the traceback goes where unraisable
-                        // errors go so the mistake is visible.
-                        e.write_unraisable(py, Some(check.bind(py)));
-                        false
+        // The callable never runs on a runtime worker: a worker blocked on the interpreter
+        // would stall the QUIC I/O of every connection it serves. It runs on tokio's
+        // blocking pool instead (a coroutine function's coroutine runs on the event loop
+        // the server was started from), and the request waits for the verdict.
+        let check = Arc::new(policy.clone().unbind());
+        let event_loop = policy
+            .py()
+            .import("asyncio")?
+            .call_method0("get_running_loop")
+            .ok()
+            .map(|l| Arc::new(l.unbind()));
+        return Ok(ferrovia::OriginPolicy::CustomAsync(Arc::new(
+            move |origin: String, authority: String| {
+                let check = check.clone();
+                let event_loop = event_loop.clone();
+                Box::pin(async move {
+                    let verdict = tokio::task::spawn_blocking(move || {
+                        Python::attach(|py| {
+                            let decide = || -> PyResult<bool> {
+                                let mut r = check.bind(py).call1((&origin, &authority))?;
+                                let asyncio = py.import("asyncio")?;
+                                if asyncio.call_method1("iscoroutine", (&r,))?.is_truthy()? {
+                                    let Some(l) = &event_loop else {
+                                        return Err(PyRuntimeError::new_err(
+                                            "an async origin check needs the server to run in an event loop",
+                                        ));
+                                    };
+                                    let fut = asyncio.call_method1(
+                                        "run_coroutine_threadsafe",
+                                        (&r, l.bind(py)),
+                                    )?;
+                                    // Waiting releases the interpreter.
+                                    r = fut.call_method0("result")?;
+                                }
+                                r.is_truthy()
+                            };
+                            decide().unwrap_or_else(|e| {
+                                // A failing policy denies; the traceback goes where
+                                // unraisable errors go so the mistake is visible.
+                                e.write_unraisable(py, Some(check.bind(py)));
+                                false
+                            })
+                        })
                     })
+                    .await;
+                    verdict.unwrap_or(false)
                 })
             },
         )));
@@ -174,6 +206,15 @@ fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> 
             "max_buffered_streams" => limits.max_buffered_streams = fit(&name, v)?,
             "max_buffered_datagrams" => limits.max_buffered_datagrams = fit(&name, v)?,
             "request_queue" => limits.request_queue = fit(&name, v)?,
+            "max_sessions_per_ip" => limits.max_sessions_per_ip = fit(&name, v)?,
+            "max_connections" => limits.max_connections = fit(&name, v)?,
+            "max_connections_per_ip" => limits.max_connections_per_ip = fit(&name, v)?,
+            "retry_threshold" => limits.retry_threshold = fit(&name, v)?,
+            "datagram_queue_bytes" => limits.datagram_queue_bytes = fit(&name, v)?,
+            "max_refused_requests" => limits.max_refused_requests = fit(&name, v)?,
+            "request_timeout_ms" => limits.request_timeout = Duration::from_millis(v),
+            "response_timeout_ms" => limits.response_timeout = Duration::from_millis(v),
+            "sessionless_timeout_ms" => limits.sessionless_timeout = Duration::from_millis(v),
             other => {
                 return Err(PyValueError::new_err(format!(
                     "limits has no field {other:?}"

@@ -58,7 +58,7 @@ pub mod wire {
 pub use certificate::Certificate;
 pub use config::{CongestionController, Limits, ServerConfig};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
-pub use origin::{OriginCheck, OriginPolicy};
+pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
 pub use session::{CloseInfo, CloseInitiator, Session, SessionStats};

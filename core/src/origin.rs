@@ -4,11 +4,18 @@
 //! Sans-IO: everything here is a pure function of header values and names, so it can be
 //! property-tested and fuzzed.
 
-use std::{fmt, net::IpAddr, sync::Arc};
+use std::{fmt, future::Future, net::IpAddr, pin::Pin, sync::Arc};
 
 /// A callback deciding an origin: `(origin, authority) -> allowed`. It runs on the server's
-/// runtime while a request waits, so it must return quickly and never block.
+/// runtime while a request waits, so it must return quickly and never block; use
+/// [`AsyncOriginCheck`] for a decision that has to wait on something.
 pub type OriginCheck = Arc<dyn Fn(&str, &str) -> bool + Send + Sync>;
+
+/// An asynchronous origin decision: `(origin, authority) -> future of allowed`. The
+/// request waits for it up to [`Limits::request_timeout`](crate::Limits::request_timeout)
+/// and is refused with 403 if it takes longer.
+pub type AsyncOriginCheck =
+    Arc<dyn Fn(String, String) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
 
 /// Decides whether a request's `origin` header is acceptable. A request without `origin`
 /// (a non-browser client) is always allowed: the policy exists to stop other web pages from
@@ -28,6 +35,9 @@ pub enum OriginPolicy {
     AllowList(Vec<String>),
     /// A callback given the origin and the `:authority`.
     Custom(OriginCheck),
+    /// An asynchronous callback given the origin and the `:authority` (for example one
+    /// that runs in another language's event loop).
+    CustomAsync(AsyncOriginCheck),
 }
 
 impl fmt::Debug for OriginPolicy {
@@ -37,6 +47,7 @@ impl fmt::Debug for OriginPolicy {
             Self::Any => f.write_str("Any"),
             Self::AllowList(list) => f.debug_tuple("AllowList").field(list).finish(),
             Self::Custom(_) => f.write_str("Custom(..)"),
+            Self::CustomAsync(_) => f.write_str("CustomAsync(..)"),
         }
     }
 }
@@ -148,6 +159,8 @@ pub fn host_matches(name: &str, host: &str) -> bool {
 impl OriginPolicy {
     /// Whether a request with this `origin` (if any) and `:authority` is allowed;
     /// `own_host(host)` says whether a host is one of the server's own names.
+    /// [`CustomAsync`](Self::CustomAsync) cannot be decided here and answers false; the
+    /// server awaits it through [`decide`](Self::decide).
     pub fn allows(
         &self,
         origin: Option<&str>,
@@ -172,6 +185,27 @@ impl OriginPolicy {
                     .any(|entry| Origin::parse(entry).as_ref() == Some(&o))
             }
             Self::Custom(f) => f(origin, authority),
+            Self::CustomAsync(_) => false,
+        }
+    }
+
+    /// Like [`allows`](Self::allows), awaiting an asynchronous policy for at most
+    /// `deadline` (refusing when it takes longer).
+    pub async fn decide(
+        &self,
+        origin: Option<&str>,
+        authority: &str,
+        own_host: impl Fn(&str) -> bool,
+        deadline: std::time::Duration,
+    ) -> bool {
+        match (self, origin) {
+            (Self::CustomAsync(f), Some(origin)) => {
+                let verdict = f(origin.to_owned(), authority.to_owned());
+                tokio::time::timeout(deadline, verdict)
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => self.allows(origin, authority, own_host),
         }
     }
 }

@@ -122,11 +122,27 @@ impl Parser<'_> {
     }
 
     fn byte_sequence(&mut self) -> Result<(), SfvError> {
+        use base64::Engine as _;
+        // RFC 8941 §4.2.7: padding may be missing and pad bits non-zero, but the content
+        // must still decode.
+        const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent)
+                .with_decode_allow_trailing_bits(true),
+        );
         self.pos += 1;
+        let start = self.pos;
         while let Some(c) = self.peek() {
             self.pos += 1;
             match c {
-                b':' => return Ok(()),
+                b':' => {
+                    let content = &self.input[start..self.pos - 1];
+                    return LENIENT
+                        .decode(content)
+                        .map(drop)
+                        .map_err(|_| SfvError::Syntax("invalid base64 in byte sequence"));
+                }
                 b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'+' | b'/' | b'=' => {}
                 _ => return Err(SfvError::Syntax("invalid byte sequence")),
             }
@@ -286,6 +302,13 @@ mod tests {
             parse_string_list(r#""a" "b""#),
             Err(SfvError::Syntax(_))
         ));
+        // A parameter's byte sequence must decode (found by fuzzing against the sfv crate).
+        assert!(matches!(
+            parse_string_list(r#""a";b=:a:"#),
+            Err(SfvError::Syntax(_))
+        ));
+        assert!(parse_string_list(r#""a";b=:bsG8=:"#).is_err());
+        assert_eq!(parse_string_list(r#""a";b=:bsG8:"#).unwrap(), ["a"]);
         assert!(matches!(
             parse_string_list("\"é\""),
             Err(SfvError::Syntax(_))

@@ -799,7 +799,11 @@ class Serving:
             await self._server.close()
 
 
+_LIMIT_SECONDS = ("request_timeout", "response_timeout", "sessionless_timeout")
+
+
 def _limits_dict(limits: Limits | None) -> dict[str, int]:
+    """The limits as integers; timeouts travel in milliseconds."""
     if limits is None:
         return {}
     if not isinstance(limits, Limits):
@@ -807,7 +811,13 @@ def _limits_dict(limits: Limits | None) -> dict[str, int]:
     out: dict[str, int] = {}
     for f in fields(limits):
         value = getattr(limits, f.name)
-        if value is not None:
+        if value is None:
+            continue
+        if f.name in _LIMIT_SECONDS:
+            seconds = _check_seconds(f"limits.{f.name}", value, allow_none=False)
+            assert seconds is not None
+            out[f.name + "_ms"] = max(1, round(seconds * 1000))
+        else:
             out[f.name] = _check_int(f"limits.{f.name}", value, 0, 2**63 - 1)
     return out
 

@@ -87,3 +87,23 @@ class Limits:
     """Datagrams that may wait per connection for a session not accepted yet."""
     request_queue: int | None = None
     """Session requests that may wait per path for the application; more get 503."""
+    max_sessions_per_ip: int | None = None
+    """Sessions, open or waiting, from one IP address (one /64 for IPv6); more get 429."""
+    max_connections: int | None = None
+    """QUIC connections held at once; more are refused."""
+    max_connections_per_ip: int | None = None
+    """QUIC connections from one IP address (one /64 for IPv6); more are refused."""
+    retry_threshold: int | None = None
+    """Above this many connections new clients must pass a QUIC Retry first (0: always)."""
+    datagram_queue_bytes: int | None = None
+    """Bytes of received datagrams queued per session before the oldest are dropped."""
+    max_refused_requests: int | None = None
+    """Refused requests a connection may make in a burst (refilled one per second); past
+    it the connection is closed."""
+    request_timeout: float | None = None
+    """Seconds a client has to send a stream's header or a request's headers."""
+    response_timeout: float | None = None
+    """Seconds a client may withhold flow-control credit for a response or capsule before
+    the session ends."""
+    sessionless_timeout: float | None = None
+    """Seconds a connection without any session stays open."""

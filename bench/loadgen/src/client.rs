@@ -39,16 +39,7 @@ pub struct Clients {
 impl Clients {
     /// Builds `sockets` client endpoints that trust only `certificate_hash`.
     pub fn new(url: url::Url, certificate_hash: &[u8], sockets: usize) -> Result<Self, Error> {
-        let provider = crypto::default_provider();
-        let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&[&rustls::version::TLS13])?
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(PinnedHash {
-                provider,
-                hash: certificate_hash.to_vec(),
-            }))
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
+        let tls = tls_config(certificate_hash)?;
         let mut transport = quinn::TransportConfig::default();
         // Idle sessions must outlive the slowest server's setup of 10,000 of them, whatever
         // idle timeout that server picked; everything else stays at quinn's defaults.
@@ -74,6 +65,31 @@ impl Clients {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         Ok(self.clients[i].connect(self.url.clone()).await?)
     }
+}
+
+/// TLS 1.3 with ALPN `h3`, trusting only the certificate whose SHA-256 is given.
+fn tls_config(certificate_hash: &[u8]) -> Result<rustls::ClientConfig, Error> {
+    let provider = crypto::default_provider();
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedHash {
+            provider,
+            hash: certificate_hash.to_vec(),
+        }))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
+    Ok(tls)
+}
+
+/// A plain QUIC endpoint (ALPN `h3`, quinn's default transport) for connections that never
+/// speak WebTransport, with the same pinned certificate.
+pub fn raw_endpoint(certificate_hash: &[u8]) -> Result<quinn::Endpoint, Error> {
+    let tls = tls_config(certificate_hash)?;
+    let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap())?;
+    endpoint.set_default_client_config(config);
+    Ok(endpoint)
 }
 
 /// Accepts exactly the certificate whose DER SHA-256 matches, and still checks that the

@@ -14,11 +14,18 @@
 //!
 //! The client is web-transport-quinn, which none of the servers under test is built on
 //! as a server, so every server faces the same independent client.
+//!
+//! Two subcommands serve `scripts/soak.sh` instead: `loadgen soak-server` (a Ferrovia
+//! server that reports its memory, sessions, connections and descriptors) and
+//! `loadgen soak` (a client that churns sessions against it); see `soak_server.rs` and
+//! `soak.rs`.
 
 mod client;
 mod report;
 mod scenarios;
 mod server;
+mod soak;
+mod soak_server;
 
 use std::{io::Write, time::Duration};
 
@@ -31,7 +38,9 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: loadgen [--smoke] [--runs N] [--only SCENARIO,…] [--json FILE] \
                      [--markdown FILE] [--note TEXT] --server NAME=COMMAND …\n\
-                     scenarios: bulk_single bulk_parallel latency datagrams setup idle";
+                     scenarios: bulk_single bulk_parallel latency datagrams setup idle\n\
+                     soak: loadgen soak-server [--every S] | loadgen soak --port P --hash HEX \
+                     --seconds S [--rate N] [--concurrency N]";
 
 struct Options {
     smoke: bool,
@@ -109,6 +118,18 @@ async fn measure(
 
 #[tokio::main]
 async fn main() {
+    let sub = std::env::args().nth(1);
+    if let Some(run) = match sub.as_deref() {
+        Some("soak") => Some(soak::run(std::env::args().skip(2)).await),
+        Some("soak-server") => Some(soak_server::run(std::env::args().skip(2)).await),
+        _ => None,
+    } {
+        if let Err(e) = run {
+            eprintln!("{}: {e}", sub.unwrap_or_default());
+            std::process::exit(1);
+        }
+        return;
+    }
     let o = match options() {
         Ok(o) => o,
         Err(e) => {

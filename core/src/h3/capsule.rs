@@ -117,6 +117,7 @@ impl CapsuleReader {
 
     /// The next complete capsule, or `Ok(None)` when more bytes are needed. After an error
     /// the reader must not be used again.
+    #[allow(clippy::should_implement_trait)] // fallible, and None means "more bytes", not "done"
     pub fn next(&mut self) -> Result<Option<Capsule>, CapsuleError> {
         loop {
             if let Some(c) = self.next_capsule()? {

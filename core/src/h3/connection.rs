@@ -190,7 +190,7 @@ impl ConnShared {
     /// Hands a stream or datagram to its session, buffers it until the session is
     /// accepted, or refuses it.
     fn route(self: &Arc<Self>, session_id: u64, early: Early) {
-        if session_id % 4 != 0 {
+        if !session_id.is_multiple_of(4) {
             // Only client-initiated bidirectional streams can be CONNECT streams.
             self.conn.close(h3::ID_ERROR.into(), b"invalid session id");
             return;
@@ -1007,19 +1007,17 @@ async fn handle_request(
     // Extended CONNECT needs the client's SETTINGS (RFC 9220 §3; the dialect and datagram
     // support come from them); packets may arrive out of order, so wait a little.
     let mut peer = shared.peer.subscribe();
-    let settings = tokio::time::timeout(
-        server.limits.request_timeout,
-        peer.wait_for(Option::is_some),
-    )
+    let settings = tokio::time::timeout(server.limits.request_timeout, async {
+        peer.wait_for(Option::is_some)
+            .await
+            .map(|p| p.clone().unwrap_or_default())
+    })
     .await;
-    let peer = match settings {
-        Ok(Ok(p)) => p.clone().unwrap_or_default(),
-        _ => {
-            shared
-                .conn
-                .close(h3::MISSING_SETTINGS.into(), b"request before SETTINGS");
-            return;
-        }
+    let Ok(Ok(peer)) = settings else {
+        shared
+            .conn
+            .close(h3::MISSING_SETTINGS.into(), b"request before SETTINGS");
+        return;
     };
     let session_id: u64 = recv.id().into();
     let limit = if peer.draft13_or_later {
@@ -1028,16 +1026,22 @@ async fn handle_request(
         server.limits.max_sessions_per_connection as usize
     };
     let mut ip_token = None;
+    let authority_ok = origin::authority_allowed(&request.authority, |h| server.is_own_host(h));
+    let origin_ok = authority_ok
+        && server
+            .origin_policy
+            .decide(
+                request.origin.as_deref(),
+                &request.authority,
+                |h| server.is_own_host(h),
+                server.limits.request_timeout,
+            )
+            .await;
     let status = if server.is_closing() {
         Some(503)
-    } else if !origin::authority_allowed(&request.authority, |h| server.is_own_host(h)) {
+    } else if !authority_ok {
         Some(421)
-    } else if !server
-        .origin_policy
-        .allows(request.origin.as_deref(), &request.authority, |h| {
-            server.is_own_host(h)
-        })
-    {
+    } else if !origin_ok {
         Some(403)
     } else {
         let mut st = shared.state();
@@ -1073,7 +1077,6 @@ async fn handle_request(
         protocols: request.subprotocols,
     };
     if let Err((request, status)) = server.dispatch(request) {
-        shared.note_refusal();
         request.reject_in_background(status);
     }
 }

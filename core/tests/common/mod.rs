@@ -160,6 +160,17 @@ impl rustls::client::danger::ServerCertVerifier for HashVerifier {
 
 /// A QUIC connection with ALPN h3 and datagrams, verifying the server by certificate hash.
 pub async fn raw_connection(server: &TestServer) -> quinn::Connection {
+    raw_connection_with(server, |_| {})
+        .await
+        .expect("raw connect")
+}
+
+/// Like [`raw_connection`], with the client's transport tuned (a hostile client, say);
+/// the error is the server's refusal, if any.
+pub async fn raw_connection_with(
+    server: &TestServer,
+    tune: impl FnOnce(&mut quinn::TransportConfig),
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -170,12 +181,33 @@ pub async fn raw_connection(server: &TestServer) -> quinn::Connection {
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
-        .connect(server.addr, "localhost")
-        .unwrap()
-        .await
-        .expect("raw connect")
+    let mut transport = quinn::TransportConfig::default();
+    tune(&mut transport);
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    config.transport_config(Arc::new(transport));
+    endpoint.set_default_client_config(config);
+    endpoint.connect(server.addr, "localhost").unwrap().await
+}
+
+/// The HTTP/3 error code a connection was closed with by the server.
+pub async fn closed_with(conn: &quinn::Connection) -> u64 {
+    match tokio::time::timeout(TIMEOUT, conn.closed()).await {
+        Ok(quinn::ConnectionError::ApplicationClosed(c)) => c.error_code.into_inner(),
+        other => panic!("expected an application close, got {other:?}"),
+    }
+}
+
+/// A DATA frame carrying one capsule.
+pub fn capsule_frame(typ: u64, body: &[u8]) -> Vec<u8> {
+    let mut capsule = Vec::new();
+    varint(typ, &mut capsule);
+    varint(body.len() as u64, &mut capsule);
+    capsule.extend_from_slice(body);
+    let mut frame = Vec::new();
+    varint(0x00, &mut frame);
+    varint(capsule.len() as u64, &mut frame);
+    frame.extend_from_slice(&capsule);
+    frame
 }
 
 pub fn varint(v: u64, out: &mut impl BufMut) {
@@ -184,8 +216,16 @@ pub fn varint(v: u64, out: &mut impl BufMut) {
 
 /// Opens our control stream with a draft-02 style SETTINGS frame.
 pub async fn raw_settings(conn: &quinn::Connection) -> quinn::SendStream {
+    raw_settings_with(conn, &[(0x08u64, 1u64), (0x33, 1), (0x2b603742, 1)]).await
+}
+
+/// Opens our control stream with a SETTINGS frame holding exactly these pairs.
+pub async fn raw_settings_with(
+    conn: &quinn::Connection,
+    pairs: &[(u64, u64)],
+) -> quinn::SendStream {
     let mut payload = BytesMut::new();
-    for (k, v) in [(0x08u64, 1u64), (0x33, 1), (0x2b603742, 1)] {
+    for &(k, v) in pairs {
         varint(k, &mut payload);
         varint(v, &mut payload);
     }
