@@ -29,6 +29,28 @@ pub struct ServerConfig {
     pub keep_alive: Option<Duration>,
     /// The congestion controller for new connections.
     pub congestion_controller: CongestionController,
+    /// The TCP side (WebSocket and QMux sessions for clients without WebTransport over
+    /// HTTP/3): TLS on the same address and port as UDP by default.
+    pub tcp: TcpListen,
+}
+
+/// Where the TCP side listens. Browsers without WebTransport (Safari before 26.4) and
+/// networks that block UDP reach the same routes through it, as QMux sessions or plain
+/// WebSockets (RFC 6455 over HTTP/1.1, RFC 8441 over HTTP/2).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TcpListen {
+    /// TLS on TCP at the same address and port number as UDP, with the same certificate.
+    #[default]
+    SamePort,
+    /// TLS on TCP at another address.
+    At(SocketAddr),
+    /// Plain TCP without TLS at this address, **only** for running behind a
+    /// TLS-terminating proxy (nginx, a cloud load balancer) that forwards WebSockets:
+    /// nothing on this socket is encrypted, and `no-masking` is never negotiated on it.
+    PlainBehindTlsProxy(SocketAddr),
+    /// No TCP side.
+    Off,
 }
 
 impl ServerConfig {
@@ -44,6 +66,7 @@ impl ServerConfig {
             idle_timeout: Some(Duration::from_secs(30)),
             keep_alive: Some(Duration::from_secs(10)),
             congestion_controller: CongestionController::default(),
+            tcp: TcpListen::default(),
         }
     }
 
@@ -143,6 +166,11 @@ pub struct Limits {
     /// A connection without any session or pending session request is closed after this
     /// long, whatever its keep-alive traffic.
     pub sessionless_timeout: Duration,
+    /// The largest plain WebSocket message, received or sent; larger ones close the
+    /// WebSocket with 1009.
+    pub max_message_size: usize,
+    /// Concurrent requests (streams) per HTTP/2 connection on the TCP side.
+    pub max_http2_streams: u32,
 }
 
 impl Default for Limits {
@@ -168,6 +196,8 @@ impl Default for Limits {
             request_timeout: Duration::from_secs(10),
             response_timeout: Duration::from_secs(5),
             sessionless_timeout: Duration::from_secs(10),
+            max_message_size: 1024 * 1024,
+            max_http2_streams: 100,
         }
     }
 }

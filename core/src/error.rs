@@ -42,6 +42,15 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// Binding the TCP listener (WebSocket and QMux sessions) failed.
+    #[error("cannot bind TCP {addr}: {source}")]
+    BindTcp {
+        /// The address that could not be bound.
+        addr: SocketAddr,
+        /// The underlying I/O error.
+        #[source]
+        source: io::Error,
+    },
     /// A certificate problem.
     #[error(transparent)]
     Certificate(#[from] CertificateError),
@@ -78,6 +87,14 @@ pub enum RequestError {
     /// The server refused the session because a limit was reached.
     #[error("session limit reached")]
     TooManySessions,
+    /// `accept` was called on a plain WebSocket request, or `accept_websocket` on a
+    /// session request: the request's transport is this.
+    #[error("this is a {} request; use the accept method for it", .0.as_str())]
+    WrongTransport(crate::Transport),
+    /// The client offered subprotocols only (a QMux client with `requireProtocol`):
+    /// accepting needs one of them.
+    #[error("the client requires a subprotocol: pass one of subprotocols() to accept_with")]
+    ProtocolRequired,
 }
 
 /// An operation on a session failed.
@@ -148,6 +165,10 @@ impl ServerError {
                 "ERR_ADDRESS_IN_USE"
             }
             Self::Bind { .. } => "ERR_BIND",
+            Self::BindTcp { source, .. } if source.kind() == io::ErrorKind::AddrInUse => {
+                "ERR_ADDRESS_IN_USE"
+            }
+            Self::BindTcp { .. } => "ERR_BIND",
             Self::Certificate(e) => e.code(),
             Self::InvalidConfig(_) => "ERR_INVALID_CONFIG",
             Self::NoRuntime => "ERR_NO_RUNTIME",
@@ -166,6 +187,8 @@ impl RequestError {
             Self::InvalidHeader(_) => "ERR_INVALID_HEADER",
             Self::ConnectionLost(_) => "ERR_CONNECTION_LOST",
             Self::TooManySessions => "ERR_TOO_MANY_SESSIONS",
+            Self::WrongTransport(_) => "ERR_WRONG_TRANSPORT",
+            Self::ProtocolRequired => "ERR_PROTOCOL_REQUIRED",
         }
     }
 }

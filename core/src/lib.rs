@@ -34,17 +34,28 @@ mod config;
 mod error;
 mod h3;
 mod origin;
+mod qmux;
 mod request;
 mod server;
 mod session;
 mod sfv;
 mod stream;
+mod tcp;
+mod ws;
 
 /// The sans-IO codecs that read what a peer sends, exposed for fuzzing and wire-level
 /// tests. Not part of the stable API: names and signatures may change in any release.
 #[doc(hidden)]
 pub mod wire {
     pub use crate::h3::{capsule, frame, qpack, request, settings};
+    /// QMux records, frames and the connection state machine.
+    pub mod qmux {
+        pub use crate::qmux::proto::*;
+    }
+    /// The WebSocket opening handshake.
+    pub mod websocket {
+        pub use crate::ws::handshake::*;
+    }
     /// Origin and authority checks.
     pub mod origin {
         pub use crate::origin::*;
@@ -56,13 +67,14 @@ pub mod wire {
 }
 
 pub use certificate::Certificate;
-pub use config::{CongestionController, Limits, ServerConfig};
+pub use config::{CongestionController, Limits, ServerConfig, TcpListen};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
 pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
-pub use session::{CloseInfo, CloseInitiator, Session, SessionStats};
+pub use session::{CloseInfo, CloseInitiator, Session, SessionStats, Transport};
 pub use stream::{
     error_from_http3, error_to_http3, RecvStream, SendStream, WT_BUFFERED_STREAM_REJECTED,
     WT_SESSION_GONE,
 };
+pub use ws::{Message as WebSocketMessage, WebSocket, WebSocketClose, WebSocketError};

@@ -1,102 +1,122 @@
-//! An incoming session request (extended CONNECT), seen before it is accepted.
+//! An incoming session request, seen before it is accepted, whatever transport carries it.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::Arc,
-    task::{Context, Poll},
-};
-
-use bytes::Bytes;
+use std::net::SocketAddr;
 
 use crate::{
     error::RequestError,
-    h3::{
-        connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES},
-        qpack,
-    },
+    h3::{pending::H3Request, qpack},
     server::IpSessionToken,
-    session::Session,
+    session::{Session, Transport},
     sfv,
+    tcp::request::TcpRequest,
+    ws::WebSocket,
 };
 
-/// A client asking to open a WebTransport session. Inspect it, then [`accept`] or
-/// [`reject`] it; dropping it unanswered rejects it with 404.
+/// A client asking to open a session: WebTransport over HTTP/3, QMux over a WebSocket, or a
+/// plain WebSocket ([`transport`](Self::transport) says which). Inspect it, then
+/// [`accept`] (or [`accept_websocket`] for a plain WebSocket) or [`reject`] it; dropping
+/// it unanswered rejects it with 404.
 ///
 /// [`accept`]: SessionRequest::accept
+/// [`accept_websocket`]: SessionRequest::accept_websocket
 /// [`reject`]: SessionRequest::reject
 pub struct SessionRequest {
-    pub(crate) conn: Arc<ConnShared>,
-    pub(crate) session_id: u64,
-    pub(crate) streams: Option<(quinn::SendStream, quinn::RecvStream)>,
-    /// CONNECT-stream bytes that arrived before the answer (capsules).
-    pub(crate) early_capsules: Vec<u8>,
+    pub(crate) head: RequestHead,
     pub(crate) ip: Option<IpSessionToken>,
+    pub(crate) inner: Inner,
+}
+
+/// What every request has, whatever carried it.
+pub(crate) struct RequestHead {
+    pub(crate) id: u64,
     pub(crate) path: String,
     pub(crate) authority: String,
     pub(crate) origin: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) protocols: Vec<String>,
-    pub(crate) draft02: bool,
+    pub(crate) remote: SocketAddr,
+    pub(crate) version: http::Version,
+    pub(crate) transport: Transport,
+}
+
+/// The transport-specific part of a request.
+pub(crate) enum Inner {
+    H3(H3Request),
+    Tcp(TcpRequest),
 }
 
 impl std::fmt::Debug for SessionRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SessionRequest")
-            .field("session_id", &self.session_id)
-            .field("path", &self.path)
-            .field("authority", &self.authority)
-            .field("origin", &self.origin)
-            .field("protocols", &self.protocols)
+            .field("transport", &self.head.transport)
+            .field("session_id", &self.head.id)
+            .field("path", &self.head.path)
+            .field("authority", &self.head.authority)
+            .field("origin", &self.head.origin)
+            .field("protocols", &self.head.protocols)
             .finish_non_exhaustive()
     }
 }
 
 impl SessionRequest {
-    /// The `:path` pseudo-header: path and query, e.g. `/chat?room=1`.
+    /// The path and query, e.g. `/chat?room=1` (`:path`, or the request target).
     pub fn path(&self) -> &str {
-        &self.path
+        &self.head.path
     }
 
-    /// The `:authority` pseudo-header: the host (and port) the client asked for.
+    /// The host (and port) the client asked for (`:authority`, or `Host`).
     pub fn authority(&self) -> &str {
-        &self.authority
+        &self.head.authority
     }
 
     /// The `origin` header, sent by browsers.
     pub fn origin(&self) -> Option<&str> {
-        self.origin.as_deref()
+        self.head.origin.as_deref()
     }
 
     /// Every regular header in the order received (names are lowercase).
     pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+        &self.head.headers
     }
 
     /// The first value of header `name` (compared case-insensitively).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.head
+            .headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
 
-    /// Subprotocols offered in `wt-available-protocols`, in preference order.
+    /// The subprotocols offered, in preference order: `wt-available-protocols` over
+    /// HTTP/3, the application protocols of the QMux tokens (`qmux-02.chat` offers
+    /// `chat`), or `Sec-WebSocket-Protocol` for a plain WebSocket.
     pub fn subprotocols(&self) -> &[String] {
-        &self.protocols
+        &self.head.protocols
     }
 
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.conn.conn.remote_address()
+        self.head.remote
     }
 
-    /// The session ID the session will have.
+    /// The session ID the session will have (over HTTP/3, the CONNECT stream's ID).
     pub fn session_id(&self) -> u64 {
-        self.session_id
+        self.head.id
     }
 
-    /// Accepts the session with a 200 response.
+    /// What the client asked for: a WebTransport session over HTTP/3, a QMux session
+    /// over a WebSocket, or a plain WebSocket.
+    pub fn transport(&self) -> Transport {
+        self.head.transport
+    }
+
+    /// The HTTP version the request came over (3, 2 or 1.1).
+    pub fn http_version(&self) -> http::Version {
+        self.head.version
+    }
+
+    /// Accepts the session with a 200 response (101 on HTTP/1.1).
     pub async fn accept(self) -> Result<Session, RequestError> {
         self.accept_with(None, &[]).await
     }
@@ -109,7 +129,7 @@ impl SessionRequest {
         headers: &[(&str, &str)],
     ) -> Result<(), RequestError> {
         if let Some(p) = protocol {
-            if !self.protocols.iter().any(|o| o == p) {
+            if !self.head.protocols.iter().any(|o| o == p) {
                 return Err(RequestError::ProtocolNotOffered(p.to_owned()));
             }
         }
@@ -126,7 +146,9 @@ impl SessionRequest {
     }
 
     /// Accepts the session, choosing one of the offered subprotocols (sent back as
-    /// `wt-protocol`) and adding response headers.
+    /// `wt-protocol`, or in `Sec-WebSocket-Protocol` for QMux) and adding response headers.
+    /// A plain WebSocket request is accepted with
+    /// [`accept_websocket`](Self::accept_websocket) instead.
     ///
     /// This never waits on the client: a response the client's flow control cannot take
     /// at once is written in the background, and if the client withholds credit past
@@ -138,51 +160,42 @@ impl SessionRequest {
         headers: &[(&str, &str)],
     ) -> Result<Session, RequestError> {
         self.check_accept(protocol, headers)?;
-        let mut fields: Vec<(&str, String)> = Vec::new();
-        if self.draft02 {
-            fields.push(("sec-webtransport-http3-draft", "draft02".into()));
+        let ip = self.ip.take();
+        match &mut self.inner {
+            Inner::H3(h3) => h3.accept(&self.head, protocol, headers, ip),
+            Inner::Tcp(_) if self.head.transport == Transport::WebSocket => {
+                self.ip = ip;
+                Err(RequestError::WrongTransport(Transport::WebSocket))
+            }
+            Inner::Tcp(tcp) => tcp.accept_qmux(&self.head, protocol, headers, ip).await,
         }
-        if let Some(p) = protocol {
-            fields.push(("wt-protocol", sf_string(p)));
+    }
+
+    /// Accepts a plain WebSocket request, with no subprotocol.
+    pub async fn accept_websocket(self) -> Result<WebSocket, RequestError> {
+        self.accept_websocket_with(None, &[]).await
+    }
+
+    /// Accepts a plain WebSocket request (the route must allow them, see
+    /// [`Route::allow_websockets`](crate::Route::allow_websockets)), choosing one of the
+    /// offered subprotocols and adding response headers.
+    pub async fn accept_websocket_with(
+        mut self,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<WebSocket, RequestError> {
+        self.check_accept(protocol, headers)?;
+        let transport = self.head.transport;
+        let ip = self.ip.take();
+        match &mut self.inner {
+            Inner::Tcp(tcp) if transport == Transport::WebSocket => {
+                tcp.accept_websocket(&self.head, protocol, headers, ip)
+            }
+            _ => {
+                self.ip = ip;
+                Err(RequestError::WrongTransport(transport))
+            }
         }
-        for (k, v) in headers {
-            fields.push((k, (*v).to_owned()));
-        }
-        let (mut send, recv) = self.streams.take().ok_or(RequestError::ConnectionLost(
-            "request already answered".into(),
-        ))?;
-        let conn = self.conn.clone();
-        let timeout = conn.server.limits.response_timeout;
-        let Some(slot) = conn.reserve_session() else {
-            let mut block = Vec::new();
-            encode_response(503, &[], &mut block);
-            send_and_finish(&conn.runtime, send, block.into(), timeout);
-            conn.forget_request(self.session_id);
-            conn.note_refusal();
-            return Err(RequestError::TooManySessions);
-        };
-        let field_refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        let mut block = Vec::new();
-        encode_response(200, &field_refs, &mut block);
-        let mut response = Bytes::from(block);
-        if let Err(e) = try_write_now(&mut send, &mut response) {
-            conn.forget_request(self.session_id);
-            return Err(RequestError::ConnectionLost(e.to_string()));
-        }
-        if let Some(reason) = conn.conn.close_reason() {
-            conn.forget_request(self.session_id);
-            return Err(RequestError::ConnectionLost(reason.to_string()));
-        }
-        Ok(conn.start_session(
-            self.session_id,
-            self.path.clone(),
-            send,
-            recv,
-            slot,
-            self.ip.take(),
-            response,
-            std::mem::take(&mut self.early_capsules),
-        ))
     }
 
     /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404. Like
@@ -199,63 +212,25 @@ impl SessionRequest {
     }
 
     fn answer(&mut self, status: u16) {
-        let Some((send, _recv)) = self.streams.take() else {
-            return;
-        };
-        self.conn.forget_request(self.session_id);
-        self.conn.note_refusal();
-        let mut block = Vec::new();
-        encode_response(status, &[], &mut block);
-        send_and_finish(
-            &self.conn.runtime,
-            send,
-            block.into(),
-            self.conn.server.limits.response_timeout,
-        );
+        match &mut self.inner {
+            Inner::H3(h3) => h3.answer(status),
+            Inner::Tcp(tcp) => tcp.answer(status),
+        }
     }
 
     /// Whether the client has given up on this request (reset or finished its CONNECT
-    /// stream, or closed the connection). An abandoned request is answered (so that its
-    /// slots are released) and must not be handed to the application. Capsules that
-    /// arrived meanwhile are kept for the session.
+    /// stream, closed the connection). An abandoned request releases its slots and must
+    /// not be handed to the application.
     pub(crate) fn poll_abandoned(&mut self) -> bool {
-        let abandoned = self.check_abandoned();
-        if abandoned {
-            if let Some((mut send, mut recv)) = self.streams.take() {
-                let _ = send.reset(quinn::VarInt::from_u32(0x10c)); // H3_REQUEST_CANCELLED
-                let _ = recv.stop(quinn::VarInt::from_u32(0x10c));
-            }
-            self.conn.forget_request(self.session_id);
-            self.conn.note_refusal();
+        match &mut self.inner {
+            Inner::H3(h3) => h3.poll_abandoned(),
+            Inner::Tcp(tcp) => tcp.poll_abandoned(),
         }
-        abandoned
     }
 
-    fn check_abandoned(&mut self) -> bool {
-        if self.conn.conn.close_reason().is_some() {
-            return true;
-        }
-        let Some((_, recv)) = self.streams.as_mut() else {
-            return true;
-        };
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        loop {
-            let poll = {
-                let fut = recv.read_chunk(4096, true);
-                std::pin::pin!(fut).poll(&mut cx)
-            };
-            match poll {
-                Poll::Ready(Ok(Some(chunk))) => {
-                    if self.early_capsules.len() + chunk.bytes.len() > MAX_EARLY_CAPSULE_BYTES {
-                        return true;
-                    }
-                    self.early_capsules.extend_from_slice(&chunk.bytes);
-                }
-                Poll::Ready(Ok(None)) | Poll::Ready(Err(_)) => return true,
-                Poll::Pending => return false,
-            }
-        }
+    /// Whether a plain WebSocket request, which only routes that allow them take.
+    pub(crate) fn is_plain_websocket(&self) -> bool {
+        self.head.transport == Transport::WebSocket
     }
 }
 
@@ -267,7 +242,7 @@ impl Drop for SessionRequest {
 
 /// A header value as an RFC 8941 string item (subprotocols were checked to be offered, so
 /// they are valid strings).
-fn sf_string(s: &str) -> String {
+pub(crate) fn sf_string(s: &str) -> String {
     sfv::serialize_string(s).unwrap_or_else(|| "\"\"".to_owned())
 }
 

@@ -12,18 +12,59 @@ use std::{
 };
 
 use bytes::Bytes;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tracing::{debug, warn};
 
 use crate::{
     certificate::{Certificate, CertificateResolver},
-    config::{CongestionController, Limits, ServerConfig},
+    config::{CongestionController, Limits, ServerConfig, TcpListen},
     error::ServerError,
     h3::{connection, settings},
     origin::{self, OriginPolicy},
     request::SessionRequest,
     session::SessionShared,
+    ws::WsShared,
 };
+
+/// A token bucket: `burst` units at once, refilled by one per second. Counts the
+/// requests a connection has refused.
+pub(crate) struct Allowance {
+    tokens: f64,
+    burst: f64,
+    last: tokio::time::Instant,
+}
+
+impl Allowance {
+    pub(crate) fn new(burst: u32) -> Self {
+        Self {
+            tokens: f64::from(burst),
+            burst: f64::from(burst),
+            last: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Spends one token; false when none is left.
+    pub(crate) fn spend(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64();
+        self.last = now;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// A live session of either kind, as the server tracks it for counts and shutdown.
+enum Live {
+    /// Slot taken, session not registered yet.
+    Reserved,
+    Session(Weak<SessionShared>),
+    WebSocket(Weak<WsShared>),
+}
 
 /// The key per-address limits count by: the address for IPv4 (and IPv4-mapped IPv6), the
 /// /64 prefix for IPv6, since one host commonly holds a whole /64.
@@ -54,12 +95,16 @@ pub(crate) struct ServerShared {
     server_names: Vec<String>,
     pub(crate) settings_bytes: Bytes,
     pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) keep_alive: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
+    closing_tx: watch::Sender<bool>,
+    tcp_addr: Option<SocketAddr>,
     resolver: Arc<CertificateResolver>,
     routes: Mutex<HashMap<String, Arc<RequestQueue>>>,
     fallback: Arc<RequestQueue>,
     fallback_enabled: AtomicBool,
     closing: AtomicBool,
-    sessions: Mutex<HashMap<u64, Weak<SessionShared>>>,
+    sessions: Mutex<HashMap<u64, Live>>,
     next_key: AtomicU64,
     sessions_changed: Notify,
     connections: AtomicUsize,
@@ -77,8 +122,14 @@ impl ServerShared {
         self.closing.load(Ordering::Acquire)
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<SessionShared>>> {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
         lock(&self.sessions)
+    }
+
+    /// A fresh ID for a session that has no QUIC stream to name it.
+    pub(crate) fn next_session_id(&self) -> u64 {
+        // Kept apart from QUIC stream IDs (all below 2^62) so logs never confuse them.
+        (1 << 62) | self.next_key.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Whether `host` is one of this server's names (configured, or the certificate's).
@@ -96,7 +147,7 @@ impl ServerShared {
             return None;
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
-        map.insert(key, Weak::new());
+        map.insert(key, Live::Reserved);
         Some(SessionSlot {
             server: self.clone(),
             key,
@@ -132,30 +183,43 @@ impl ServerShared {
         }
     }
 
-    /// Decides what to do with a new connection attempt.
+    /// Decides what to do with a new QUIC connection attempt.
     fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Admission {
-        if self.is_closing() {
-            return Admission::Refuse("server closing");
-        }
         let total = self.connections.load(Ordering::Acquire);
-        if total >= self.limits.max_connections {
-            return Admission::Refuse("connection limit");
-        }
-        if !incoming.remote_address_validated()
+        if !self.is_closing()
+            && total < self.limits.max_connections
+            && !incoming.remote_address_validated()
             && incoming.may_retry()
             && total >= self.limits.retry_threshold
         {
             return Admission::Retry;
         }
-        let key = IpKey::of(incoming.remote_address().ip());
+        match self.admit_addr(incoming.remote_address()) {
+            Ok(slot) => Admission::Accept(slot),
+            Err(why) => Admission::Refuse(why),
+        }
+    }
+
+    /// Counts a new connection (QUIC or TCP) from `remote`, or says why not.
+    pub(crate) fn admit_addr(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+    ) -> Result<ConnSlot, &'static str> {
+        if self.is_closing() {
+            return Err("server closing");
+        }
+        if self.connections.load(Ordering::Acquire) >= self.limits.max_connections {
+            return Err("connection limit");
+        }
+        let key = IpKey::of(remote.ip());
         let mut map = lock(&self.per_ip);
         let entry = map.entry(key).or_default();
         if entry.connections >= self.limits.max_connections_per_ip {
-            return Admission::Refuse("per-address connection limit");
+            return Err("per-address connection limit");
         }
         entry.connections += 1;
         self.connections.fetch_add(1, Ordering::AcqRel);
-        Admission::Accept(ConnSlot {
+        Ok(ConnSlot {
             server: self.clone(),
             key,
         })
@@ -166,8 +230,14 @@ impl ServerShared {
     pub(crate) fn dispatch(&self, request: SessionRequest) -> Result<(), (SessionRequest, u16)> {
         let path = request.path().split('?').next().unwrap_or("/").to_owned();
         let queue = lock(&self.routes).get(&path).cloned();
+        let plain = request.is_plain_websocket();
         let queue = match queue {
+            Some(q) if plain && !q.websockets.load(Ordering::Acquire) => {
+                // The path serves sessions; a plain WebSocket is not what it takes.
+                return Err((request, 400));
+            }
             Some(q) => q,
+            None if plain => return Err((request, 404)),
             None if self.fallback_enabled.load(Ordering::Acquire) => self.fallback.clone(),
             None => return Err((request, 404)),
         };
@@ -223,7 +293,13 @@ impl SessionSlot {
     pub(crate) fn register(&self, session: &Arc<SessionShared>) {
         self.server
             .sessions()
-            .insert(self.key, Arc::downgrade(session));
+            .insert(self.key, Live::Session(Arc::downgrade(session)));
+    }
+
+    pub(crate) fn register_websocket(&self, ws: &Arc<WsShared>) {
+        self.server
+            .sessions()
+            .insert(self.key, Live::WebSocket(Arc::downgrade(ws)));
     }
 }
 
@@ -241,6 +317,8 @@ pub(crate) struct RequestQueue {
     state: Mutex<QueueState>,
     ready: Notify,
     capacity: usize,
+    /// Plain WebSocket requests are taken too.
+    websockets: AtomicBool,
 }
 
 struct QueueState {
@@ -257,6 +335,7 @@ impl RequestQueue {
             }),
             ready: Notify::new(),
             capacity: capacity.max(1),
+            websockets: AtomicBool::new(false),
         })
     }
 
@@ -330,6 +409,7 @@ struct ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.shared.closing.store(true, Ordering::Release);
+        self.shared.closing_tx.send_replace(true);
         self.shared
             .endpoint
             .close(0x100u32.into(), b"server dropped");
@@ -410,11 +490,7 @@ impl Server {
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server_config.transport_config(Arc::new(transport_config(&config)?));
 
-        let socket =
-            std::net::UdpSocket::bind(config.bind).map_err(|source| ServerError::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let (socket, tcp) = bind_sockets(&config)?;
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
@@ -429,9 +505,30 @@ impl Server {
             })?
         };
 
+        let tcp_listener = match tcp {
+            Some((listener, tls)) => {
+                let _guard = runtime.enter();
+                listener
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(listener))
+                    .map(|l| Some((l, tls)))
+                    .map_err(|source| ServerError::BindTcp {
+                        addr: config.bind,
+                        source,
+                    })?
+            }
+            None => None,
+        };
+        let tcp_addr = tcp_listener.as_ref().and_then(|(l, _)| l.local_addr().ok());
+        let (closing_tx, closing_rx) = watch::channel(false);
+
         let mut settings_bytes = Vec::new();
         settings::encode_control_stream(&settings::server_settings(), &mut settings_bytes);
         let shared = Arc::new(ServerShared {
+            keep_alive: config.keep_alive,
+            idle_timeout: config.idle_timeout,
+            closing_tx,
+            tcp_addr,
             endpoint: endpoint.clone(),
             limits: config.limits.clone(),
             origin_policy: config.origin_policy.clone(),
@@ -449,6 +546,19 @@ impl Server {
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
         });
+        if let Some((listener, tls)) = tcp_listener {
+            let acceptor = if tls {
+                Some(tls_acceptor(shared.resolver.clone())?)
+            } else {
+                None
+            };
+            runtime.spawn(crate::tcp::listen(
+                listener,
+                acceptor,
+                Arc::downgrade(&shared),
+                closing_rx,
+            ));
+        }
         let weak = Arc::downgrade(&shared);
         runtime.spawn(async move {
             while let Some(incoming) = endpoint.accept().await {
@@ -476,6 +586,12 @@ impl Server {
 
     fn shared(&self) -> &Arc<ServerShared> {
         &self.handle.shared
+    }
+
+    /// The bound TCP address of the WebSocket and QMux side, if it listens (with the same
+    /// port as UDP unless configured otherwise).
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.shared().tcp_addr
     }
 
     /// The bound UDP address (with the real port when bound to port 0).
@@ -568,15 +684,32 @@ impl Server {
             q.close();
         }
         shared.fallback.close();
-        let live = |shared: &ServerShared| -> Vec<Arc<SessionShared>> {
-            shared
-                .sessions()
+        shared.closing_tx.send_replace(true);
+        let live = |shared: &ServerShared| -> (Vec<Arc<SessionShared>>, Vec<Arc<WsShared>>) {
+            let map = shared.sessions();
+            let sessions = map
                 .values()
-                .filter_map(Weak::upgrade)
-                .collect()
+                .filter_map(|l| match l {
+                    Live::Session(w) => w.upgrade(),
+                    _ => None,
+                })
+                .collect();
+            let sockets = map
+                .values()
+                .filter_map(|l| match l {
+                    Live::WebSocket(w) => w.upgrade(),
+                    _ => None,
+                })
+                .collect();
+            (sessions, sockets)
         };
-        for s in live(shared) {
+        let (sessions, sockets) = live(shared);
+        for s in sessions {
             s.command(crate::session::Command::Drain);
+        }
+        // A WebSocket has no drain: it is told the server is going away (1001).
+        for w in sockets {
+            w.close(1001, "server shutting down");
         }
         let deadline = tokio::time::Instant::now() + grace;
         loop {
@@ -588,11 +721,14 @@ impl Server {
                 break;
             }
         }
-        let remaining = live(shared);
+        let (remaining, sockets) = live(shared);
         debug!(remaining = remaining.len(), "closing server");
         let closed_some = !remaining.is_empty();
         for s in remaining {
             s.close(0, "server shutting down");
+        }
+        for w in sockets {
+            w.close(1001, "server shutting down");
         }
         // Let the close capsules reach the clients before the connections go: each session
         // ends once its client answers the capsule (or after 2 s), and a connection closed
@@ -637,6 +773,12 @@ impl Route {
         &self.path
     }
 
+    /// Also takes plain WebSocket requests (no QMux subprotocol) for this path, to be
+    /// accepted with [`SessionRequest::accept_websocket`]. Without it they get 400.
+    pub fn allow_websockets(&self) {
+        self.queue.websockets.store(true, Ordering::Release);
+    }
+
     /// The next request for this path; `None` once the server is closing. Requests whose
     /// client gave up while they waited never come out of here.
     pub async fn accept(&self) -> Option<SessionRequest> {
@@ -657,6 +799,59 @@ impl Drop for Route {
         }
         self.queue.close();
     }
+}
+
+/// Binds the UDP socket and, unless turned off, the TCP listener: on the same port number
+/// by default (for port 0, one that is free on both).
+fn bind_sockets(
+    config: &ServerConfig,
+) -> Result<(std::net::UdpSocket, Option<(std::net::TcpListener, bool)>), ServerError> {
+    let udp = |addr: SocketAddr| {
+        std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })
+    };
+    let tcp = |addr: SocketAddr| {
+        std::net::TcpListener::bind(addr).map_err(|source| ServerError::BindTcp { addr, source })
+    };
+    match &config.tcp {
+        TcpListen::Off => Ok((udp(config.bind)?, None)),
+        TcpListen::At(addr) => Ok((udp(config.bind)?, Some((tcp(*addr)?, true)))),
+        TcpListen::PlainBehindTlsProxy(addr) => Ok((udp(config.bind)?, Some((tcp(*addr)?, false)))),
+        TcpListen::SamePort if config.bind.port() != 0 => {
+            let u = udp(config.bind)?;
+            Ok((u, Some((tcp(config.bind)?, true))))
+        }
+        TcpListen::SamePort => {
+            // Port 0: take a free UDP port, then the same number on TCP; try again if
+            // another program holds that TCP port.
+            let mut last = None;
+            for _ in 0..32 {
+                let u = udp(config.bind)?;
+                let port = u.local_addr().map_err(|source| ServerError::Bind {
+                    addr: config.bind,
+                    source,
+                })?;
+                match tcp(port) {
+                    Ok(t) => return Ok((u, Some((t, true)))),
+                    Err(e) => last = Some(e),
+                }
+            }
+            Err(last.unwrap_or(ServerError::InvalidConfig("no free port".into())))
+        }
+    }
+}
+
+/// TLS for the TCP side: the same certificate (and rotation) as QUIC; HTTP/2 preferred.
+fn tls_acceptor(
+    resolver: Arc<CertificateResolver>,
+) -> Result<tokio_rustls::TlsAcceptor, ServerError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| ServerError::InvalidConfig(e.to_string()))?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(tls)))
 }
 
 #[cfg(test)]

@@ -19,8 +19,36 @@ use crate::{
     config::Limits,
     error::SessionError,
     h3::capsule,
-    stream::{RecvStream, SendStream, WT_SESSION_GONE},
+    qmux::{proto::Dir, QRecv, QSend, QmuxShared},
+    stream::{RawRecv, RawSend, RecvStream, SendStream},
 };
+
+/// How long a session's implicit close waits for its finished streams to be delivered.
+pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What carries a session or a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Transport {
+    /// WebTransport over HTTP/3 (QUIC, UDP).
+    WebTransport,
+    /// QMux (draft-ietf-quic-qmux) over a WebSocket, on TCP: the same session semantics,
+    /// with datagrams delivered reliably.
+    Qmux,
+    /// A plain WebSocket: a message-oriented [`WebSocket`](crate::WebSocket).
+    WebSocket,
+}
+
+impl Transport {
+    /// A stable lowercase name: `webtransport`, `qmux` or `websocket`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WebTransport => "webtransport",
+            Self::Qmux => "qmux",
+            Self::WebSocket => "websocket",
+        }
+    }
+}
 
 /// Who ended a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -110,8 +138,8 @@ pub(crate) enum Command {
 #[derive(Default)]
 struct Incoming {
     closed: bool,
-    bi: VecDeque<(quinn::SendStream, quinn::RecvStream)>,
-    uni: VecDeque<quinn::RecvStream>,
+    bi: VecDeque<(RawSend, RawRecv)>,
+    uni: VecDeque<RawRecv>,
     datagrams: VecDeque<Bytes>,
     datagram_bytes: usize,
 }
@@ -119,10 +147,10 @@ struct Incoming {
 /// What every handle to a session shares with the connection that feeds it.
 pub(crate) struct SessionShared {
     pub(crate) id: u64,
-    pub(crate) conn: quinn::Connection,
+    pub(crate) backend: Backend,
     pub(crate) path: String,
+    pub(crate) protocol: Option<String>,
     runtime: tokio::runtime::Handle,
-    prefix: Bytes,
     closed: watch::Sender<Option<CloseInfo>>,
     draining: watch::Sender<bool>,
     commands: mpsc::UnboundedSender<Command>,
@@ -138,35 +166,55 @@ pub(crate) struct SessionShared {
     /// Finished send streams whose data is not yet acknowledged.
     unflushed: AtomicUsize,
     flushed: Notify,
+    me: Mutex<std::sync::Weak<SessionShared>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn gone() -> quinn::VarInt {
-    quinn::VarInt::from_u64(WT_SESSION_GONE).unwrap_or(quinn::VarInt::MAX)
+/// What carries a session.
+pub(crate) enum Backend {
+    /// WebTransport over HTTP/3: a QUIC connection, and the quarter stream ID that prefixes
+    /// every datagram of this session.
+    H3 {
+        conn: quinn::Connection,
+        prefix: Bytes,
+    },
+    /// A QMux connection over a WebSocket.
+    Qmux(Arc<QmuxShared>),
+}
+
+impl Backend {
+    /// The HTTP/3 backend of session `id` on `conn`.
+    pub(crate) fn h3(conn: quinn::Connection, id: u64) -> Self {
+        let mut prefix = BytesMut::new();
+        VarInt::from_u64(id / 4)
+            .unwrap_or(VarInt::MAX)
+            .encode(&mut prefix);
+        Self::H3 {
+            conn,
+            prefix: prefix.freeze(),
+        }
+    }
 }
 
 impl SessionShared {
     pub(crate) fn new(
         id: u64,
-        conn: quinn::Connection,
+        backend: Backend,
         path: String,
+        protocol: Option<String>,
         limits: &Limits,
         runtime: tokio::runtime::Handle,
     ) -> (Arc<Self>, mpsc::UnboundedReceiver<Command>) {
         let (commands, command_rx) = mpsc::unbounded_channel();
-        let mut prefix = BytesMut::new();
-        VarInt::from_u64(id / 4)
-            .unwrap_or(VarInt::MAX)
-            .encode(&mut prefix);
         let shared = Arc::new(Self {
             id,
-            conn,
+            backend,
             path,
+            protocol,
             runtime,
-            prefix: prefix.freeze(),
             closed: watch::channel(None).0,
             draining: watch::channel(false).0,
             commands,
@@ -180,7 +228,9 @@ impl SessionShared {
             on_close: Mutex::new(None),
             unflushed: AtomicUsize::new(0),
             flushed: Notify::new(),
+            me: Mutex::new(std::sync::Weak::new()),
         });
+        shared.set_self();
         (shared, command_rx)
     }
 
@@ -218,11 +268,11 @@ impl SessionShared {
             )
         };
         for (mut s, mut r) in queued.0 {
-            let _ = s.reset(gone());
-            let _ = r.stop(gone());
+            s.reset_gone();
+            r.stop_gone();
         }
         for mut r in queued.1 {
-            let _ = r.stop(gone());
+            r.stop_gone();
         }
         if let Some(f) = lock(&self.on_close).take() {
             f();
@@ -238,7 +288,7 @@ impl SessionShared {
         self.draining.send_replace(true);
     }
 
-    pub(crate) fn push_bi(&self, mut s: quinn::SendStream, mut r: quinn::RecvStream) {
+    pub(crate) fn push_bi(&self, mut s: RawSend, mut r: RawRecv) {
         {
             let mut incoming = lock(&self.incoming);
             if !incoming.closed {
@@ -248,11 +298,11 @@ impl SessionShared {
                 return;
             }
         }
-        let _ = s.reset(gone());
-        let _ = r.stop(gone());
+        s.reset_gone();
+        r.stop_gone();
     }
 
-    pub(crate) fn push_uni(&self, mut r: quinn::RecvStream) {
+    pub(crate) fn push_uni(&self, mut r: RawRecv) {
         {
             let mut incoming = lock(&self.incoming);
             if !incoming.closed {
@@ -262,7 +312,7 @@ impl SessionShared {
                 return;
             }
         }
-        let _ = r.stop(gone());
+        r.stop_gone();
     }
 
     /// Queues a received datagram payload; past the count or byte bound the oldest are
@@ -327,11 +377,11 @@ impl SessionShared {
     }
 
     /// A finished send stream was dropped before its data was acknowledged: watch it.
-    pub(crate) fn track_unflushed(self: &Arc<Self>, stream: quinn::SendStream) {
+    pub(crate) fn track_unflushed(self: &Arc<Self>, stream: RawSend) {
         self.unflushed.fetch_add(1, Ordering::AcqRel);
         let this = self.clone();
         self.runtime.spawn(async move {
-            let _ = stream.stopped().await;
+            stream.flushed().await;
             if this.unflushed.fetch_sub(1, Ordering::AcqRel) == 1 {
                 this.flushed.notify_waiters();
             }
@@ -352,7 +402,32 @@ impl SessionShared {
     }
 
     pub(crate) fn command(&self, cmd: Command) {
+        if let Backend::Qmux(q) = &self.backend {
+            // QMux sessions have no CONNECT stream to drive: the machine does it all.
+            match cmd {
+                Command::Close { code, reason } => q.close(code, &reason),
+                Command::CloseWhenFlushed => {
+                    let this = self.self_arc();
+                    self.runtime.spawn(async move {
+                        let Some(this) = this else { return };
+                        let _ = tokio::time::timeout(FLUSH_TIMEOUT, this.flushed()).await;
+                        this.close(0, "");
+                    });
+                }
+                // QMux has no drain signal; the session carries on until closed.
+                Command::Drain => {}
+            }
+            return;
+        }
         let _ = self.commands.send(cmd);
+    }
+
+    fn self_arc(&self) -> Option<Arc<Self>> {
+        lock(&self.me).upgrade()
+    }
+
+    pub(crate) fn set_self(self: &Arc<Self>) {
+        *lock(&self.me) = Arc::downgrade(self);
     }
 }
 
@@ -424,7 +499,23 @@ impl Session {
 
     /// The client's address.
     pub fn remote_addr(&self) -> SocketAddr {
-        self.shared().conn.remote_address()
+        match &self.shared().backend {
+            Backend::H3 { conn, .. } => conn.remote_address(),
+            Backend::Qmux(q) => q.remote_addr(),
+        }
+    }
+
+    /// What carries this session: WebTransport over HTTP/3, or QMux over a WebSocket.
+    pub fn transport(&self) -> Transport {
+        match &self.shared().backend {
+            Backend::H3 { .. } => Transport::WebTransport,
+            Backend::Qmux(_) => Transport::Qmux,
+        }
+    }
+
+    /// The subprotocol chosen when the session was accepted, if any.
+    pub fn protocol(&self) -> Option<&str> {
+        self.shared().protocol.as_deref()
     }
 
     /// Waits for the next bidirectional stream the client opens.
@@ -491,64 +582,107 @@ impl Session {
         buf.freeze()
     }
 
+    async fn open_qmux(&self, q: &Arc<QmuxShared>, dir: Dir) -> Result<u64, SessionError> {
+        let mut closed = self.shared().closed_rx();
+        tokio::select! {
+            biased;
+            r = q.open(dir) => r.map(|id| id.0).map_err(|e| self.lost(e)),
+            info = wait_closed(&mut closed) => Err(SessionError::Closed(info)),
+        }
+    }
+
     /// Opens a bidirectional stream toward the client, waiting for stream credit.
     pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), SessionError> {
-        let mut closed = self.shared().closed_rx();
-        let (s, r) = tokio::select! {
-            biased;
-            r = self.shared().conn.open_bi() => r.map_err(|e| self.lost(e))?,
-            info = wait_closed(&mut closed) => return Err(SessionError::Closed(info)),
+        let (s, r) = match &self.shared().backend {
+            Backend::H3 { conn, .. } => {
+                let mut closed = self.shared().closed_rx();
+                let (s, r) = tokio::select! {
+                    biased;
+                    r = conn.open_bi() => r.map_err(|e| self.lost(e.to_string()))?,
+                    info = wait_closed(&mut closed) => return Err(SessionError::Closed(info)),
+                };
+                let mut send = SendStream::new(RawSend::Quic(s), self.handle.clone());
+                // The header makes the stream visible to the client at once.
+                send.write_chunk(self.stream_header(0x41))
+                    .await
+                    .map_err(open_failed)?;
+                return Ok((send, RecvStream::new(RawRecv::Quic(r), self.handle.clone())));
+            }
+            Backend::Qmux(q) => {
+                let id = self.open_qmux(q, Dir::Bi).await?;
+                let id = crate::qmux::proto::StreamId(id);
+                (
+                    RawSend::Qmux(QSend::new(q.clone(), id)),
+                    RawRecv::Qmux(QRecv::new(q.clone(), id)),
+                )
+            }
         };
-        let mut send = SendStream::new(s, self.handle.clone());
-        // The header makes the stream visible to the client at once.
-        send.write_chunk(self.stream_header(0x41))
-            .await
-            .map_err(open_failed)?;
-        Ok((send, RecvStream::new(r, self.handle.clone())))
+        Ok((
+            SendStream::new(s, self.handle.clone()),
+            RecvStream::new(r, self.handle.clone()),
+        ))
     }
 
     /// Opens a unidirectional stream toward the client, waiting for stream credit.
     pub async fn open_uni(&self) -> Result<SendStream, SessionError> {
-        let mut closed = self.shared().closed_rx();
-        let s = tokio::select! {
-            biased;
-            r = self.shared().conn.open_uni() => r.map_err(|e| self.lost(e))?,
-            info = wait_closed(&mut closed) => return Err(SessionError::Closed(info)),
-        };
-        let mut send = SendStream::new(s, self.handle.clone());
-        send.write_chunk(self.stream_header(0x54))
-            .await
-            .map_err(open_failed)?;
-        Ok(send)
+        match &self.shared().backend {
+            Backend::H3 { conn, .. } => {
+                let mut closed = self.shared().closed_rx();
+                let s = tokio::select! {
+                    biased;
+                    r = conn.open_uni() => r.map_err(|e| self.lost(e.to_string()))?,
+                    info = wait_closed(&mut closed) => return Err(SessionError::Closed(info)),
+                };
+                let mut send = SendStream::new(RawSend::Quic(s), self.handle.clone());
+                send.write_chunk(self.stream_header(0x54))
+                    .await
+                    .map_err(open_failed)?;
+                Ok(send)
+            }
+            Backend::Qmux(q) => {
+                let id = crate::qmux::proto::StreamId(self.open_qmux(q, Dir::Uni).await?);
+                Ok(SendStream::new(
+                    RawSend::Qmux(QSend::new(q.clone(), id)),
+                    self.handle.clone(),
+                ))
+            }
+        }
     }
 
-    fn lost(&self, e: quinn::ConnectionError) -> SessionError {
+    fn lost(&self, e: String) -> SessionError {
         SessionError::Closed(
             self.shared()
                 .close_info()
-                .unwrap_or_else(|| CloseInfo::connection_lost(e.to_string())),
+                .unwrap_or_else(|| CloseInfo::connection_lost(e)),
         )
     }
 
-    /// The largest datagram payload that fits in one packet now (0 if the client did not
-    /// enable datagrams).
+    /// The largest datagram payload that can be sent now (0 if the client did not enable
+    /// datagrams). Over QMux, datagrams travel inside the WebSocket's TCP connection: they
+    /// are delivered reliably and in order, and may be as large as a QMux record allows.
     pub fn max_datagram_size(&self) -> usize {
-        self.shared()
-            .conn
-            .max_datagram_size()
-            .map_or(0, |m| m.saturating_sub(self.shared().prefix.len()))
+        match &self.shared().backend {
+            Backend::H3 { conn, prefix } => conn
+                .max_datagram_size()
+                .map_or(0, |m| m.saturating_sub(prefix.len())),
+            Backend::Qmux(q) => q.max_datagram_size(),
+        }
     }
 
     /// Frames `payload` with the session's quarter-stream-ID prefix, or says why it cannot
     /// be sent.
-    fn frame_datagram(&self, payload: &[u8]) -> Result<Bytes, SessionError> {
+    fn frame_datagram(
+        &self,
+        conn: &quinn::Connection,
+        prefix: &Bytes,
+        payload: &[u8],
+    ) -> Result<Bytes, SessionError> {
         if let Some(info) = self.shared().close_info() {
             return Err(SessionError::Closed(info));
         }
-        let Some(limit) = self.shared().conn.max_datagram_size() else {
+        let Some(limit) = conn.max_datagram_size() else {
             return Err(SessionError::DatagramsUnsupported);
         };
-        let prefix = &self.shared().prefix;
         let max = limit.saturating_sub(prefix.len());
         if payload.len() > max {
             return Err(SessionError::DatagramTooLarge {
@@ -568,31 +702,53 @@ impl Session {
                 size,
                 max: self.max_datagram_size(),
             },
-            quinn::SendDatagramError::ConnectionLost(e) => self.lost(e),
+            quinn::SendDatagramError::ConnectionLost(e) => self.lost(e.to_string()),
             _ => SessionError::DatagramsUnsupported,
         }
+    }
+
+    fn qmux_datagram(&self, q: &QmuxShared, payload: &[u8]) -> Result<(), SessionError> {
+        use crate::qmux::proto::DatagramError as E;
+        if let Some(info) = self.shared().close_info() {
+            return Err(SessionError::Closed(info));
+        }
+        q.send_datagram(Bytes::copy_from_slice(payload))
+            .map_err(|e| match e {
+                E::TooLarge => SessionError::DatagramTooLarge {
+                    size: payload.len(),
+                    max: q.max_datagram_size(),
+                },
+                E::ConnectionClosed => self.lost("session closed".into()),
+                E::Unsupported | E::ParametersPending => SessionError::DatagramsUnsupported,
+            })
     }
 
     /// Sends a datagram, waiting while the outgoing datagram buffer is full. Fails with
     /// [`SessionError::DatagramTooLarge`] when it cannot fit in a packet.
     pub async fn send_datagram(&self, payload: &[u8]) -> Result<(), SessionError> {
-        let framed = self.frame_datagram(payload)?;
-        self.shared()
-            .conn
-            .send_datagram_wait(framed)
-            .await
-            .map_err(|e| self.datagram_error(e, payload.len()))
+        match &self.shared().backend {
+            Backend::H3 { conn, prefix } => {
+                let framed = self.frame_datagram(conn, prefix, payload)?;
+                conn.send_datagram_wait(framed)
+                    .await
+                    .map_err(|e| self.datagram_error(e, payload.len()))
+            }
+            Backend::Qmux(q) => self.qmux_datagram(q, payload),
+        }
     }
 
     /// Sends a datagram without waiting: when the outgoing datagram buffer is full, the
     /// oldest queued datagram is dropped instead (datagrams are unreliable anyway). For
     /// callers where a wait per datagram costs more than the datagram is worth.
     pub fn try_send_datagram(&self, payload: &[u8]) -> Result<(), SessionError> {
-        let framed = self.frame_datagram(payload)?;
-        self.shared()
-            .conn
-            .send_datagram(framed)
-            .map_err(|e| self.datagram_error(e, payload.len()))
+        match &self.shared().backend {
+            Backend::H3 { conn, prefix } => {
+                let framed = self.frame_datagram(conn, prefix, payload)?;
+                conn.send_datagram(framed)
+                    .map_err(|e| self.datagram_error(e, payload.len()))
+            }
+            Backend::Qmux(q) => self.qmux_datagram(q, payload),
+        }
     }
 
     /// A datagram already queued from the client, if any, without waiting.
@@ -652,17 +808,34 @@ impl Session {
 
     /// Statistics of the underlying connection.
     pub fn stats(&self) -> SessionStats {
-        let conn = &self.shared().conn;
-        let s = conn.stats();
-        SessionStats {
-            rtt: conn.rtt(),
-            bytes_sent: s.udp_tx.bytes,
-            bytes_received: s.udp_rx.bytes,
-            packets_sent: s.path.sent_packets,
-            packets_lost: s.path.lost_packets,
-            congestion_window: s.path.cwnd,
-            mtu: s.path.current_mtu,
-            datagrams_dropped: self.shared().datagrams_dropped.load(Ordering::Relaxed),
+        let dropped = self.shared().datagrams_dropped.load(Ordering::Relaxed);
+        match &self.shared().backend {
+            Backend::H3 { conn, .. } => {
+                let s = conn.stats();
+                SessionStats {
+                    rtt: conn.rtt(),
+                    bytes_sent: s.udp_tx.bytes,
+                    bytes_received: s.udp_rx.bytes,
+                    packets_sent: s.path.sent_packets,
+                    packets_lost: s.path.lost_packets,
+                    congestion_window: s.path.cwnd,
+                    mtu: s.path.current_mtu,
+                    datagrams_dropped: dropped,
+                }
+            }
+            Backend::Qmux(q) => {
+                let (rtt, s, record) = q.stats();
+                SessionStats {
+                    rtt,
+                    bytes_sent: s.bytes_sent,
+                    bytes_received: s.bytes_received,
+                    packets_sent: s.records_sent,
+                    packets_lost: 0,
+                    congestion_window: 0,
+                    mtu: u16::try_from(record).unwrap_or(u16::MAX),
+                    datagrams_dropped: dropped + s.datagrams_dropped,
+                }
+            }
         }
     }
 }

@@ -8,6 +8,7 @@ use tokio::sync::watch;
 
 use crate::{
     error::StreamError,
+    qmux::{QError, QRecv, QSend},
     session::{CloseInfo, SessionHandle},
 };
 
@@ -33,6 +34,242 @@ pub fn error_from_http3(code: u64) -> u32 {
 
 fn quic_code(code: u64) -> quinn::VarInt {
     quinn::VarInt::from_u64(code).unwrap_or(quinn::VarInt::MAX)
+}
+
+/// A failure of a raw stream operation, with codes already in WebTransport terms.
+#[derive(Debug)]
+pub(crate) enum RawError {
+    /// The peer stopped (send side) or reset (receive side) with this application code.
+    Code(u32),
+    /// The peer ended the stream because its session is gone.
+    SessionGone,
+    /// The connection (or WebSocket) underneath ended.
+    Lost(String),
+    /// The stream half is already finished, reset or stopped.
+    Closed,
+}
+
+impl From<quinn::WriteError> for RawError {
+    fn from(e: quinn::WriteError) -> Self {
+        match e {
+            quinn::WriteError::Stopped(code) if code.into_inner() == WT_SESSION_GONE => {
+                Self::SessionGone
+            }
+            quinn::WriteError::Stopped(code) => Self::Code(error_from_http3(code.into_inner())),
+            quinn::WriteError::ConnectionLost(e) => Self::Lost(e.to_string()),
+            quinn::WriteError::ClosedStream | quinn::WriteError::ZeroRttRejected => Self::Closed,
+        }
+    }
+}
+
+impl From<quinn::ReadError> for RawError {
+    fn from(e: quinn::ReadError) -> Self {
+        match e {
+            quinn::ReadError::Reset(code) if code.into_inner() == WT_SESSION_GONE => {
+                Self::SessionGone
+            }
+            quinn::ReadError::Reset(code) => Self::Code(error_from_http3(code.into_inner())),
+            quinn::ReadError::ConnectionLost(e) => Self::Lost(e.to_string()),
+            _ => Self::Closed,
+        }
+    }
+}
+
+impl From<QError> for RawError {
+    fn from(e: QError) -> Self {
+        match e {
+            // QMux carries application codes as they are; they are u32 in WebTransport.
+            QError::Stopped(c) | QError::Reset(c) => Self::Code(u32::try_from(c).unwrap_or(0)),
+            QError::Closed => Self::Closed,
+            QError::Ended(why) => Self::Lost(why),
+        }
+    }
+}
+
+/// The sending half of a stream of either transport.
+#[derive(Debug)]
+pub(crate) enum RawSend {
+    Quic(quinn::SendStream),
+    Qmux(QSend),
+}
+
+impl RawSend {
+    fn id(&self) -> u64 {
+        match self {
+            Self::Quic(s) => s.id().into(),
+            Self::Qmux(s) => s.id(),
+        }
+    }
+
+    async fn write(&mut self, buf: &[u8]) -> Result<usize, RawError> {
+        match self {
+            Self::Quic(s) => Ok(s.write(buf).await?),
+            Self::Qmux(s) => Ok(s.write(buf).await?),
+        }
+    }
+
+    async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), RawError> {
+        match self {
+            Self::Quic(s) => Ok(s.write_all(buf).await?),
+            Self::Qmux(s) => {
+                while !buf.is_empty() {
+                    let n = s.write(buf).await?;
+                    buf = &buf[n..];
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), RawError> {
+        match self {
+            Self::Quic(s) => Ok(s.write_chunk(chunk).await?),
+            Self::Qmux(_) => self.write_all(&chunk).await,
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), RawError> {
+        match self {
+            Self::Quic(s) => s.finish().map_err(|_| RawError::Closed),
+            Self::Qmux(s) => Ok(s.finish()?),
+        }
+    }
+
+    /// Resets with a WebTransport application code.
+    fn reset(&mut self, code: u32) -> Result<(), RawError> {
+        match self {
+            Self::Quic(s) => s
+                .reset(quic_code(error_to_http3(code)))
+                .map_err(|_| RawError::Closed),
+            Self::Qmux(s) => Ok(s.reset(code)?),
+        }
+    }
+
+    /// Resets because the session is gone.
+    pub(crate) fn reset_gone(&mut self) {
+        match self {
+            Self::Quic(s) => {
+                let _ = s.reset(quic_code(WT_SESSION_GONE));
+            }
+            Self::Qmux(s) => {
+                let _ = s.reset(0);
+            }
+        }
+    }
+
+    async fn stopped(&mut self) -> Result<Option<u32>, RawError> {
+        match self {
+            Self::Quic(s) => match s.stopped().await {
+                Ok(None) => Ok(None),
+                Ok(Some(code)) => Ok(Some(error_from_http3(code.into_inner()))),
+                Err(quinn::StoppedError::ConnectionLost(e)) => Err(RawError::Lost(e.to_string())),
+                Err(quinn::StoppedError::ZeroRttRejected) => Err(RawError::Closed),
+            },
+            Self::Qmux(s) => Ok(s.stopped().await?.map(|c| u32::try_from(c).unwrap_or(0))),
+        }
+    }
+
+    /// Whether the peer already has everything (checked without waiting).
+    pub(crate) fn is_flushed(&mut self) -> bool {
+        match self {
+            Self::Quic(s) => {
+                let waker = std::task::Waker::noop();
+                let mut cx = std::task::Context::from_waker(waker);
+                let fut = s.stopped();
+                std::pin::pin!(fut).poll(&mut cx).is_ready()
+            }
+            Self::Qmux(s) => s.is_flushed(),
+        }
+    }
+
+    /// Waits until the peer has everything, however that turns out.
+    pub(crate) async fn flushed(mut self) {
+        let _ = self.stopped().await;
+    }
+
+    fn set_priority(&self, priority: i32) -> Result<(), RawError> {
+        match self {
+            Self::Quic(s) => s.set_priority(priority).map_err(|_| RawError::Closed),
+            Self::Qmux(s) => Ok(s.set_priority(priority)?),
+        }
+    }
+
+    fn priority(&self) -> Result<i32, RawError> {
+        match self {
+            Self::Quic(s) => s.priority().map_err(|_| RawError::Closed),
+            Self::Qmux(_) => Err(RawError::Closed),
+        }
+    }
+}
+
+/// The receiving half of a stream of either transport.
+#[derive(Debug)]
+pub(crate) enum RawRecv {
+    Quic(quinn::RecvStream),
+    Qmux(QRecv),
+}
+
+impl RawRecv {
+    fn id(&self) -> u64 {
+        match self {
+            Self::Quic(s) => s.id().into(),
+            Self::Qmux(s) => s.id(),
+        }
+    }
+
+    async fn read(&mut self, buf: &mut [u8]) -> Result<Option<usize>, RawError> {
+        match self {
+            Self::Quic(s) => Ok(s.read(buf).await?),
+            Self::Qmux(s) => Ok(s.read_chunk(buf.len()).await?.map(|b| {
+                buf[..b.len()].copy_from_slice(&b);
+                b.len()
+            })),
+        }
+    }
+
+    async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, RawError> {
+        match self {
+            Self::Quic(s) => Ok(s.read_chunk(max, true).await?.map(|c| c.bytes)),
+            Self::Qmux(s) => Ok(s.read_chunk(max).await?),
+        }
+    }
+
+    /// One read attempt that does not wait (cancel-safe for both transports).
+    fn try_read_chunk(&mut self, max: usize) -> std::task::Poll<Result<Option<Bytes>, RawError>> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match self {
+            Self::Quic(s) => {
+                let fut = s.read_chunk(max, true);
+                std::pin::pin!(fut)
+                    .poll(&mut cx)
+                    .map(|r| r.map(|c| c.map(|c| c.bytes)).map_err(RawError::from))
+            }
+            Self::Qmux(s) => s.poll_read_chunk(waker, max).map_err(RawError::from),
+        }
+    }
+
+    /// Asks the peer to stop with a WebTransport application code.
+    fn stop(&mut self, code: u32) -> Result<(), RawError> {
+        match self {
+            Self::Quic(s) => s
+                .stop(quic_code(error_to_http3(code)))
+                .map_err(|_| RawError::Closed),
+            Self::Qmux(s) => Ok(s.stop(code)?),
+        }
+    }
+
+    /// Stops because the session is gone.
+    pub(crate) fn stop_gone(&mut self) {
+        match self {
+            Self::Quic(s) => {
+                let _ = s.stop(quic_code(WT_SESSION_GONE));
+            }
+            Self::Qmux(s) => {
+                let _ = s.stop(0);
+            }
+        }
+    }
 }
 
 /// Either the operation's own error, or the session ended first.
@@ -63,18 +300,18 @@ fn closed_info(closed: &watch::Receiver<Option<CloseInfo>>, conn_err: String) ->
         .unwrap_or_else(|| CloseInfo::connection_lost(conn_err))
 }
 
-fn present(inner: &mut Option<quinn::SendStream>) -> &mut quinn::SendStream {
+fn present(inner: &mut Option<RawSend>) -> &mut RawSend {
     inner.as_mut().expect("present until drop")
 }
 
-/// The sending half of a WebTransport stream.
+/// The sending half of a WebTransport stream (over HTTP/3 or QMux).
 ///
 /// Dropping a stream after [`finish`](Self::finish) still delivers what was written; a
 /// session that closes because its last handle was dropped waits (bounded) for that.
 #[derive(Debug)]
 pub struct SendStream {
     /// Always `Some` until dropped.
-    inner: Option<quinn::SendStream>,
+    inner: Option<RawSend>,
     closed: watch::Receiver<Option<CloseInfo>>,
     finished: bool,
     session: Arc<SessionHandle>,
@@ -82,37 +319,30 @@ pub struct SendStream {
 
 impl Drop for SendStream {
     fn drop(&mut self) {
-        let Some(inner) = self.inner.take() else {
+        let Some(mut inner) = self.inner.take() else {
             return;
         };
         if !self.finished || self.closed.borrow().is_some() {
             return;
         }
-        // Acknowledged already? Then there is nothing to wait for.
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
-        let pending = {
-            let fut = inner.stopped();
-            std::pin::pin!(fut).poll(&mut cx).is_pending()
-        };
-        if pending {
-            // quinn keeps sending a finished stream after its handle is gone; watching it
-            // lets an implicit session close wait for delivery.
+        if !inner.is_flushed() {
+            // A finished stream keeps sending after its handle is gone; watching it lets
+            // an implicit session close wait for delivery.
             self.session.shared.track_unflushed(inner);
         }
     }
 }
 
 impl SendStream {
-    fn q(&self) -> &quinn::SendStream {
+    fn q(&self) -> &RawSend {
         self.inner.as_ref().expect("present until drop")
     }
 
-    fn qm(&mut self) -> &mut quinn::SendStream {
+    fn qm(&mut self) -> &mut RawSend {
         present(&mut self.inner)
     }
 
-    pub(crate) fn new(inner: quinn::SendStream, session: Arc<SessionHandle>) -> Self {
+    pub(crate) fn new(inner: RawSend, session: Arc<SessionHandle>) -> Self {
         Self {
             closed: session.shared.closed_rx(),
             inner: Some(inner),
@@ -121,37 +351,31 @@ impl SendStream {
         }
     }
 
-    /// The QUIC stream ID.
+    /// The stream ID (QUIC's, or QMux's).
     pub fn id(&self) -> u64 {
-        self.q().id().into()
+        self.q().id()
     }
 
-    fn map_write(&self, e: quinn::WriteError) -> StreamError {
+    fn map_write(&self, e: RawError) -> StreamError {
         match e {
-            quinn::WriteError::Stopped(code) if code.into_inner() == WT_SESSION_GONE => {
+            RawError::SessionGone => {
                 StreamError::SessionClosed(closed_info(&self.closed, "session gone".into()))
             }
-            quinn::WriteError::Stopped(code) => StreamError::Stopped {
-                code: error_from_http3(code.into_inner()),
-            },
-            quinn::WriteError::ConnectionLost(e) => {
-                StreamError::SessionClosed(closed_info(&self.closed, e.to_string()))
-            }
-            quinn::WriteError::ClosedStream | quinn::WriteError::ZeroRttRejected => {
-                StreamError::ClosedStream
-            }
+            RawError::Code(code) => StreamError::Stopped { code },
+            RawError::Lost(e) => StreamError::SessionClosed(closed_info(&self.closed, e)),
+            RawError::Closed => StreamError::ClosedStream,
         }
     }
 
     /// Maps a failed write; a write that lost to the session's end resets the stream with
     /// WT_SESSION_GONE so the peer learns why.
-    fn write_failed(&mut self, e: Guarded<quinn::WriteError>) -> StreamError {
+    fn write_failed(&mut self, e: Guarded<RawError>) -> StreamError {
         let e = match e {
             Guarded::Inner(e) => self.map_write(e),
             Guarded::SessionClosed(info) => StreamError::SessionClosed(info),
         };
         if matches!(e, StreamError::SessionClosed(_)) {
-            let _ = self.qm().reset(quic_code(WT_SESSION_GONE));
+            self.qm().reset_gone();
         }
         e
     }
@@ -169,7 +393,7 @@ impl SendStream {
         r.map_err(|e| self.write_failed(e))
     }
 
-    /// Writes a whole chunk without copying it.
+    /// Writes a whole chunk without copying it (over HTTP/3).
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
         let r = guarded(
             &mut self.closed,
@@ -189,24 +413,19 @@ impl SendStream {
     /// Abandons the stream (RESET_STREAM) with a WebTransport application code.
     pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
         self.finished = false;
-        self.qm()
-            .reset(quic_code(error_to_http3(code)))
-            .map_err(|_| StreamError::ClosedStream)
+        self.qm().reset(code).map_err(|_| StreamError::ClosedStream)
     }
 
     /// Waits until the peer has received everything (`Ok(None)`), or asked us to stop
-    /// sending (`Ok(Some(code))`).
+    /// sending (`Ok(Some(code))`). Over QMux, data counts as received once handed to the
+    /// WebSocket (TCP delivers it or the session ends).
     pub async fn stopped(&mut self) -> Result<Option<u32>, StreamError> {
-        let inner = self.inner.as_mut().expect("present until drop");
+        let inner = present(&mut self.inner);
         let fut = async {
-            match inner.stopped().await {
-                Ok(None) => Ok(None),
-                Ok(Some(code)) => Ok(Some(error_from_http3(code.into_inner()))),
-                Err(quinn::StoppedError::ConnectionLost(e)) => Err(StreamError::SessionClosed(
-                    CloseInfo::connection_lost(e.to_string()),
-                )),
-                Err(quinn::StoppedError::ZeroRttRejected) => Err(StreamError::ClosedStream),
-            }
+            inner.stopped().await.map_err(|e| match e {
+                RawError::Lost(e) => StreamError::SessionClosed(CloseInfo::connection_lost(e)),
+                _ => StreamError::ClosedStream,
+            })
         };
         guarded(&mut self.closed, fut).await.map_err(|e| match e {
             Guarded::Inner(e) => e,
@@ -221,16 +440,16 @@ impl SendStream {
             .map_err(|_| StreamError::ClosedStream)
     }
 
-    /// The current send priority.
+    /// The current send priority (HTTP/3 streams only).
     pub fn priority(&self) -> Result<i32, StreamError> {
         self.q().priority().map_err(|_| StreamError::ClosedStream)
     }
 }
 
-/// The receiving half of a WebTransport stream.
+/// The receiving half of a WebTransport stream (over HTTP/3 or QMux).
 #[derive(Debug)]
 pub struct RecvStream {
-    inner: quinn::RecvStream,
+    inner: RawRecv,
     closed: watch::Receiver<Option<CloseInfo>>,
     /// The end (`Ok`) or failure that `read_available` saw behind data it returned,
     /// reported by the next read.
@@ -239,7 +458,7 @@ pub struct RecvStream {
 }
 
 impl RecvStream {
-    pub(crate) fn new(inner: quinn::RecvStream, session: Arc<SessionHandle>) -> Self {
+    pub(crate) fn new(inner: RawRecv, session: Arc<SessionHandle>) -> Self {
         Self {
             closed: session.shared.closed_rx(),
             inner,
@@ -248,27 +467,23 @@ impl RecvStream {
         }
     }
 
-    /// The QUIC stream ID.
+    /// The stream ID (QUIC's, or QMux's).
     pub fn id(&self) -> u64 {
-        self.inner.id().into()
+        self.inner.id()
     }
 
-    fn read_failed(&mut self, e: Guarded<quinn::ReadError>) -> StreamError {
+    fn read_failed(&mut self, e: Guarded<RawError>) -> StreamError {
         match e {
-            Guarded::Inner(quinn::ReadError::Reset(code))
-                if code.into_inner() == WT_SESSION_GONE =>
-            {
+            Guarded::Inner(RawError::SessionGone) => {
                 StreamError::SessionClosed(closed_info(&self.closed, "session gone".into()))
             }
-            Guarded::Inner(quinn::ReadError::Reset(code)) => StreamError::Reset {
-                code: error_from_http3(code.into_inner()),
-            },
-            Guarded::Inner(quinn::ReadError::ConnectionLost(e)) => {
-                StreamError::SessionClosed(closed_info(&self.closed, e.to_string()))
+            Guarded::Inner(RawError::Code(code)) => StreamError::Reset { code },
+            Guarded::Inner(RawError::Lost(e)) => {
+                StreamError::SessionClosed(closed_info(&self.closed, e))
             }
-            Guarded::Inner(_) => StreamError::ClosedStream,
+            Guarded::Inner(RawError::Closed) => StreamError::ClosedStream,
             Guarded::SessionClosed(info) => {
-                let _ = self.inner.stop(quic_code(WT_SESSION_GONE));
+                self.inner.stop_gone();
                 StreamError::SessionClosed(info)
             }
         }
@@ -288,9 +503,8 @@ impl RecvStream {
         if let Some(p) = self.pending.take() {
             return p.map(|()| None);
         }
-        let r = guarded(&mut self.closed, self.inner.read_chunk(max, true)).await;
-        r.map(|c| c.map(|c| c.bytes))
-            .map_err(|e| self.read_failed(e))
+        let r = guarded(&mut self.closed, self.inner.read_chunk(max)).await;
+        r.map_err(|e| self.read_failed(e))
     }
 
     /// Waits for data, then returns it together with whatever else has already arrived,
@@ -306,19 +520,13 @@ impl RecvStream {
         }
         let mut out = bytes::BytesMut::with_capacity(max);
         out.extend_from_slice(&first);
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
         while out.len() < max {
             let want = max - out.len();
-            // One poll: data already buffered by quinn comes back at once; anything else
-            // is left for the next call (quinn's reads are cancel-safe).
-            let poll = {
-                let fut = self.inner.read_chunk(want, true);
-                std::pin::pin!(fut).poll(&mut cx)
-            };
-            // The end or a failure is kept for the next call, after this data.
-            match poll {
-                std::task::Poll::Ready(Ok(Some(chunk))) => out.extend_from_slice(&chunk.bytes),
+            // One attempt: data already buffered comes back at once; anything else is
+            // left for the next call. The end or a failure is kept for the next call,
+            // after this data.
+            match self.inner.try_read_chunk(want) {
+                std::task::Poll::Ready(Ok(Some(chunk))) => out.extend_from_slice(&chunk),
                 std::task::Poll::Ready(Ok(None)) => {
                     self.pending = Some(Ok(()));
                     break;
@@ -362,9 +570,7 @@ impl RecvStream {
 
     /// Asks the peer to stop sending (STOP_SENDING) with a WebTransport application code.
     pub fn stop(&mut self, code: u32) -> Result<(), StreamError> {
-        self.inner
-            .stop(quic_code(error_to_http3(code)))
-            .map_err(|_| StreamError::ClosedStream)
+        self.inner.stop(code).map_err(|_| StreamError::ClosedStream)
     }
 }
 

@@ -202,16 +202,19 @@ const PAGE_HTML = `<!doctype html>
 <body>ferrovia browser tests</body></html>
 `;
 
-let pageServerPromise = null;
+const pageServers = new Map();
 
 /**
- * Starts (once) the plain-HTTP page server on 127.0.0.1; resolves to its origin as seen
- * under `host` (default localhost), e.g. http://localhost:1234. Both localhost and
- * 127.0.0.1 are potentially trustworthy origins, so the page is a secure context.
+ * Starts (once per address) the plain-HTTP page server; resolves to its origin as seen
+ * under `host` (default localhost), e.g. http://localhost:1234. localhost and 127.0.0.1
+ * share a server on 127.0.0.1; another loopback address (127.0.0.2, say: a host the test
+ * certificates do not name) gets a server of its own. Every loopback origin is
+ * potentially trustworthy, so the page is a secure context.
  */
 export function pageOrigin(host = 'localhost') {
-  if (!pageServerPromise) {
-    pageServerPromise = new Promise((resolve, reject) => {
+  const bind = host === 'localhost' ? '127.0.0.1' : host;
+  if (!pageServers.has(bind)) {
+    pageServers.set(bind, new Promise((resolve, reject) => {
       const server = http.createServer((req, res) => {
         if (req.url === '/' || req.url.startsWith('/?')) {
           res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
@@ -222,10 +225,10 @@ export function pageOrigin(host = 'localhost') {
         }
       });
       server.on('error', reject);
-      server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port }));
-    });
+      server.listen(0, bind, () => resolve({ server, port: server.address().port }));
+    }));
   }
-  return pageServerPromise.then((s) => `http://${host}:${s.port}`);
+  return pageServers.get(bind).then((s) => `http://${host}:${s.port}`);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -320,9 +323,10 @@ export async function closeAll() {
       }
     }),
   );
-  if (pageServerPromise) {
-    const { server } = await pageServerPromise.catch(() => ({}));
-    pageServerPromise = null;
+  const servers = [...pageServers.values()];
+  pageServers.clear();
+  for (const p of servers) {
+    const { server } = await p.catch(() => ({}));
     if (server) {
       server.closeAllConnections?.();
       await new Promise((r) => server.close(r));

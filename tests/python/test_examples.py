@@ -94,9 +94,10 @@ async def test_cert_options_json_and_a_server_using_the_files(tmp_path: Path) ->
     async with ferrovia.serve("127.0.0.1", 0, certificate=(cert_file, key_file)) as server:
         assert server.certificate.sha256_hex() == info["sha256Hex"]
         requests = server.requests("/ok")
-        async with connect_client(server.port) as client:
+        # The certificate names example.test, so that is the host the client asks for.
+        async with connect_client(server.port, authority="example.test") as client:
             remote = await client.session("/ok")
-            request = await requests.accept()
+            request = await asyncio.wait_for(requests.accept(), 10)
             assert request is not None
             await request.accept()
             assert await remote.status() == 200

@@ -139,3 +139,58 @@ async def test_failing_origin_callback_denies_and_reports(monkeypatch: pytest.Mo
             s = await client.session("/o", origin="https://x.example")
             assert await s.status() == 403
     assert any(isinstance(e, RuntimeError) and str(e) == "policy bug" for e in reported)
+
+
+async def test_slow_origin_callables_never_stall_the_network() -> None:
+    """Blocking origin checks run off the network threads: while four of them sleep (more
+    than the runtime has worker threads), an open session still echoes at once."""
+    import time
+
+    def slow(origin: str, authority: str) -> bool:
+        if origin == "https://slow.example":
+            time.sleep(3)
+        return True
+
+    async with ferrovia.serve("127.0.0.1", 0, allowed_origins=slow) as server:
+        requests = server.requests("/o")
+        async with connect_client(server.port) as client:
+            fast = await client.session("/o")
+            request = await asyncio.wait_for(requests.accept(), 10)
+            assert request is not None
+            session = await request.accept()
+            assert await fast.status() == 200
+            for _ in range(4):
+                await client.session("/o", origin="https://slow.example")
+            await asyncio.sleep(0.3)  # the checks are running now
+            started = time.monotonic()
+            stream = fast.open_bidi()
+            stream.send(b"ping", end=True)
+            reader, writer = await asyncio.wait_for(session.accept_bidirectional_stream(), 2)
+            writer.write(await reader.read())
+            writer.write_eof()
+            assert await stream.read_all(timeout=2) == b"ping"
+            assert time.monotonic() - started < 1.5
+
+
+async def test_async_origin_callable() -> None:
+    async def check(origin: str, authority: str) -> bool:
+        await asyncio.sleep(0.05)
+        return origin == "https://ok.example"
+
+    async with ferrovia.serve("127.0.0.1", 0, allowed_origins=check) as server:
+        requests = server.requests("/o")
+        async with connect_client(server.port) as client:
+            denied = await client.session("/o", origin="https://no.example")
+            assert await denied.status() == 403
+            allowed = await client.session("/o", origin="https://ok.example")
+            request = await asyncio.wait_for(requests.accept(), 10)
+            assert request is not None
+            await request.accept()
+            assert await allowed.status() == 200
+
+
+async def test_foreign_authority_gets_421(server: ferrovia.Server) -> None:
+    _requests = server.requests("/a")
+    async with connect_client(server.port, authority="evil.example") as client:
+        s = await client.session("/a")
+        assert await s.status() == 421

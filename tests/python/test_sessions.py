@@ -148,3 +148,40 @@ async def test_drain_request_and_stats(pair: Pair) -> None:
     assert pair.session.is_draining is False
     assert pair.session.path == "/t"
     assert pair.session.remote_address[0] in ("127.0.0.1", "::ffff:127.0.0.1")
+
+
+async def test_a_handler_that_returns_after_finishing_a_stream_loses_nothing(
+    server: ferrovia.Server,
+) -> None:
+    """The session closes implicitly when the handler drops its last reference, but only
+    once the stream it finished has been delivered: the client sees the stream's end
+    before the close capsule, and every byte."""
+    import gc
+
+    from wtclient import connect_client
+
+    payload = os.urandom(4 << 20)
+    requests = server.requests("/dropped")
+    async with connect_client(server.port) as client:
+        remote = await client.session("/dropped")
+        ended_at_close: list[bool] = []
+        remote.closed.add_done_callback(
+            lambda _: ended_at_close.extend(s.ended for s in client.streams.values())
+        )
+
+        async def handler(request: ferrovia.SessionRequest) -> None:
+            session = await request.accept()
+            writer = await session.open_unidirectional_stream()
+            writer.write(payload)
+            writer.write_eof()
+            await writer.drain()
+
+        request = await asyncio.wait_for(requests.accept(), 10)
+        assert request is not None
+        await handler(request)
+        del request
+        gc.collect()
+        stream = await asyncio.wait_for(remote.incoming_uni.get(), 10)
+        assert await stream.read_all() == payload
+        assert await asyncio.wait_for(remote.closed, 15) == (0, "")
+        assert ended_at_close == [True], "the close overtook the finished stream"

@@ -16,22 +16,26 @@ use std::{
 };
 
 use bytes::{Buf, Bytes};
-use tokio::{sync::watch, time::Instant};
+use tokio::sync::watch;
 use tracing::{debug, trace, warn};
 
 use super::{
     capsule::{self, Capsule, CapsuleReader},
     frame::{self, FrameDecoder},
+    pending::H3Request,
     qpack,
     request::parse_connect,
     settings::PeerSettings,
 };
 use crate::{
     origin,
-    request::SessionRequest,
-    server::{ConnSlot, IpSessionToken, ServerShared, SessionSlot},
-    session::{CloseInfo, CloseInitiator, Command, Session, SessionShared},
-    stream::{WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE},
+    request::{Inner, RequestHead, SessionRequest},
+    server::{Allowance, ConnSlot, IpSessionToken, ServerShared, SessionSlot},
+    session::{
+        Backend, CloseInfo, CloseInitiator, Command, Session, SessionShared, Transport,
+        FLUSH_TIMEOUT,
+    },
+    stream::{RawRecv, RawSend, WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE},
 };
 
 /// HTTP/3 error codes (RFC 9114 §8.1, RFC 9204 §6) we send.
@@ -54,8 +58,6 @@ pub(crate) mod h3 {
 const MAX_HEADERS_LEN: u64 = 16 * 1024;
 /// Upper bound on a control-stream frame we keep (SETTINGS, GOAWAY and friends).
 const MAX_CONTROL_FRAME: u64 = 16 * 1024;
-/// How long a session's implicit close waits for its finished streams to be acknowledged.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Early CONNECT-stream bytes (capsules before the session was accepted) kept at most.
 pub(crate) const MAX_EARLY_CAPSULE_BYTES: usize = 8 * 1024;
 
@@ -80,37 +82,6 @@ fn refuse(early: Early, why: u64) {
             let _ = r.stop(code(why));
         }
         Early::Datagram(_) => {}
-    }
-}
-
-/// A token bucket: `burst` refusals at once, refilled by one per second.
-struct Allowance {
-    tokens: f64,
-    burst: f64,
-    last: Instant,
-}
-
-impl Allowance {
-    fn new(burst: u32) -> Self {
-        Self {
-            tokens: f64::from(burst),
-            burst: f64::from(burst),
-            last: Instant::now(),
-        }
-    }
-
-    /// Spends one token; false when none is left.
-    fn spend(&mut self) -> bool {
-        let now = Instant::now();
-        let refill = now.duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + refill).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 
@@ -297,11 +268,13 @@ impl ConnShared {
         ip: Option<IpSessionToken>,
         response: Bytes,
         early_capsules: Vec<u8>,
+        protocol: Option<String>,
     ) -> Session {
         let (shared, commands) = SessionShared::new(
             session_id,
-            self.conn.clone(),
+            Backend::h3(self.conn.clone(), session_id),
             path,
+            protocol,
             &self.server.limits,
             self.runtime.clone(),
         );
@@ -368,8 +341,8 @@ impl Drop for DriverGuard {
 
 fn deliver(session: &SessionShared, early: Early) {
     match early {
-        Early::Bi(s, r) => session.push_bi(s, r),
-        Early::Uni(r) => session.push_uni(r),
+        Early::Bi(s, r) => session.push_bi(RawSend::Quic(s), RawRecv::Quic(r)),
+        Early::Uni(r) => session.push_uni(RawRecv::Quic(r)),
         Early::Datagram(d) => session.push_datagram(d),
     }
 }
@@ -1064,17 +1037,24 @@ async fn handle_request(
         return respond(shared, send, status);
     }
     let request = SessionRequest {
-        conn: shared.clone(),
-        session_id,
-        streams: Some((send, recv)),
-        early_capsules: early_capsules.to_vec(),
+        head: RequestHead {
+            id: session_id,
+            path: request.path,
+            authority: request.authority,
+            origin: request.origin,
+            headers: request.headers,
+            protocols: request.subprotocols,
+            remote: shared.conn.remote_address(),
+            version: http::Version::HTTP_3,
+            transport: Transport::WebTransport,
+        },
         ip: ip_token,
-        path: request.path,
-        authority: request.authority,
-        origin: request.origin,
-        draft02: request.draft02,
-        headers: request.headers,
-        protocols: request.subprotocols,
+        inner: Inner::H3(H3Request {
+            conn: shared.clone(),
+            streams: Some((send, recv)),
+            early_capsules: early_capsules.to_vec(),
+            draft02: request.draft02,
+        }),
     };
     if let Err((request, status)) = server.dispatch(request) {
         request.reject_in_background(status);

@@ -4,6 +4,7 @@
 pub mod capsule;
 pub(crate) mod connection;
 pub mod frame;
+pub(crate) mod pending;
 pub mod qpack;
 pub mod request;
 pub mod settings;

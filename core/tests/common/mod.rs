@@ -330,3 +330,197 @@ pub async fn read_varint(recv: &mut quinn::RecvStream) -> u64 {
     }
     v
 }
+
+// ---- The TCP side: TLS by certificate hash, WebSockets over HTTP/1.1 and HTTP/2 ----
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TLS connection to the server's TCP side with these ALPN protocols.
+pub async fn tls_connect(server: &TestServer, alpn: &[&str]) -> TlsStream {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(HashVerifier(server.cert.sha256().to_vec())))
+        .with_no_client_auth();
+    tls.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    let tcp = tokio::net::TcpStream::connect(server.tcp_addr())
+        .await
+        .expect("TCP connect");
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .expect("TLS handshake")
+}
+
+impl TestServer {
+    pub fn tcp_addr(&self) -> SocketAddr {
+        self.server.tcp_local_addr().expect("the TCP side listens")
+    }
+}
+
+pub type Ws<S> = tokio_tungstenite::WebSocketStream<S>;
+
+/// Opens a WebSocket over HTTP/1.1 (RFC 6455) offering `protocols`; the handshake
+/// response comes back too (an error response is an `Err` with its status).
+pub async fn ws_h1(
+    server: &TestServer,
+    path: &str,
+    protocols: &[&str],
+    extra: &[(&str, &str)],
+) -> Result<(Ws<TlsStream>, Option<String>), u16> {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Error};
+    let tls = tls_connect(server, &["http/1.1"]).await;
+    let url = format!("wss://localhost:{}{}", server.addr.port(), path);
+    let mut request = url.into_client_request().unwrap();
+    if !protocols.is_empty() {
+        request.headers_mut().insert(
+            "sec-websocket-protocol",
+            protocols.join(", ").parse().unwrap(),
+        );
+    }
+    for (k, v) in extra {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
+    }
+    match tokio_tungstenite::client_async(request, tls).await {
+        Ok((ws, response)) => {
+            let chosen = response
+                .headers()
+                .get("sec-websocket-protocol")
+                .map(|v| v.to_str().unwrap().to_owned());
+            Ok((ws, chosen))
+        }
+        Err(Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("handshake failed: {e}"),
+    }
+}
+
+/// An h2 stream pair as a byte stream, for a WebSocket over HTTP/2 (RFC 8441).
+#[derive(Debug)]
+pub struct H2Io {
+    send: h2::SendStream<bytes::Bytes>,
+    recv: h2::RecvStream,
+    leftover: bytes::Bytes,
+}
+
+impl tokio::io::AsyncRead for H2Io {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        if self.leftover.is_empty() {
+            match self.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let _ = self.recv.flow_control().release_capacity(data.len());
+                    self.leftover = data;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    return Poll::Ready(Err(std::io::Error::other(e)));
+                }
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = self.leftover.len().min(buf.remaining());
+        let chunk = self.leftover.split_to(n);
+        buf.put_slice(&chunk);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl tokio::io::AsyncWrite for H2Io {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        self.send.reserve_capacity(buf.len());
+        match self.send.poll_capacity(cx) {
+            Poll::Ready(Some(Ok(n))) => {
+                let n = n.min(buf.len());
+                self.send
+                    .send_data(bytes::Bytes::copy_from_slice(&buf[..n]), false)
+                    .map_err(std::io::Error::other)?;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Err(std::io::Error::other(e))),
+            Poll::Ready(None) => Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let _ = self.send.send_data(bytes::Bytes::new(), true);
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+/// Opens a WebSocket over HTTP/2 with an extended CONNECT (RFC 8441); the server must
+/// have advertised SETTINGS_ENABLE_CONNECT_PROTOCOL for the h2 client to send it.
+pub async fn ws_h2(
+    server: &TestServer,
+    path: &str,
+    protocols: &[&str],
+) -> Result<(Ws<H2Io>, Option<String>), u16> {
+    let tls = tls_connect(server, &["h2"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (client, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("h2 ready");
+    let mut request = http::Request::builder()
+        .method("CONNECT")
+        .uri(format!("https://localhost:{}{}", server.addr.port(), path))
+        .header("sec-websocket-version", "13");
+    if !protocols.is_empty() {
+        request = request.header("sec-websocket-protocol", protocols.join(", "));
+    }
+    let mut request = request.body(()).unwrap();
+    request
+        .extensions_mut()
+        .insert(h2::ext::Protocol::from_static("websocket"));
+    let (response, send) = client
+        .send_request(request, false)
+        .expect("extended CONNECT");
+    let response = response.await.expect("response");
+    if response.status() != 200 {
+        return Err(response.status().as_u16());
+    }
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let io = H2Io {
+        send,
+        recv: response.into_body(),
+        leftover: bytes::Bytes::new(),
+    };
+    let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+        io,
+        tokio_tungstenite::tungstenite::protocol::Role::Client,
+        None,
+    )
+    .await;
+    Ok((ws, chosen))
+}

@@ -1,0 +1,148 @@
+//! A WebTransport request over HTTP/3 waiting for the application's answer: its CONNECT
+//! stream, and the capsules that arrived before the answer.
+
+use std::{
+    future::Future,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+
+use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
+use crate::{
+    error::RequestError,
+    request::{encode_response, sf_string, RequestHead},
+    server::IpSessionToken,
+    session::Session,
+};
+
+pub(crate) struct H3Request {
+    pub(crate) conn: Arc<ConnShared>,
+    pub(crate) streams: Option<(quinn::SendStream, quinn::RecvStream)>,
+    /// CONNECT-stream bytes that arrived before the answer (capsules).
+    pub(crate) early_capsules: Vec<u8>,
+    pub(crate) draft02: bool,
+}
+
+impl H3Request {
+    fn session_id(&self) -> u64 {
+        self.streams.as_ref().map_or(0, |(_, r)| u64::from(r.id()))
+    }
+
+    pub(crate) fn accept(
+        &mut self,
+        head: &RequestHead,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+        ip: Option<IpSessionToken>,
+    ) -> Result<Session, RequestError> {
+        let mut fields: Vec<(&str, String)> = Vec::new();
+        if self.draft02 {
+            fields.push(("sec-webtransport-http3-draft", "draft02".into()));
+        }
+        if let Some(p) = protocol {
+            fields.push(("wt-protocol", sf_string(p)));
+        }
+        for (k, v) in headers {
+            fields.push((k, (*v).to_owned()));
+        }
+        let session_id = self.session_id();
+        let (mut send, recv) = self.streams.take().ok_or(RequestError::ConnectionLost(
+            "request already answered".into(),
+        ))?;
+        let conn = self.conn.clone();
+        let timeout = conn.server.limits.response_timeout;
+        let Some(slot) = conn.reserve_session() else {
+            let mut block = Vec::new();
+            encode_response(503, &[], &mut block);
+            send_and_finish(&conn.runtime, send, block.into(), timeout);
+            conn.forget_request(session_id);
+            conn.note_refusal();
+            return Err(RequestError::TooManySessions);
+        };
+        let field_refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut block = Vec::new();
+        encode_response(200, &field_refs, &mut block);
+        let mut response = Bytes::from(block);
+        if let Err(e) = try_write_now(&mut send, &mut response) {
+            conn.forget_request(session_id);
+            return Err(RequestError::ConnectionLost(e.to_string()));
+        }
+        if let Some(reason) = conn.conn.close_reason() {
+            conn.forget_request(session_id);
+            return Err(RequestError::ConnectionLost(reason.to_string()));
+        }
+        Ok(conn.start_session(
+            session_id,
+            head.path.clone(),
+            send,
+            recv,
+            slot,
+            ip,
+            response,
+            std::mem::take(&mut self.early_capsules),
+            protocol.map(str::to_owned),
+        ))
+    }
+
+    pub(crate) fn answer(&mut self, status: u16) {
+        let session_id = self.session_id();
+        let Some((send, _recv)) = self.streams.take() else {
+            return;
+        };
+        self.conn.forget_request(session_id);
+        self.conn.note_refusal();
+        let mut block = Vec::new();
+        encode_response(status, &[], &mut block);
+        send_and_finish(
+            &self.conn.runtime,
+            send,
+            block.into(),
+            self.conn.server.limits.response_timeout,
+        );
+    }
+
+    /// Whether the client has given up on this request. Capsules that arrived meanwhile
+    /// are kept for the session.
+    pub(crate) fn poll_abandoned(&mut self) -> bool {
+        let session_id = self.session_id();
+        let abandoned = self.check_abandoned();
+        if abandoned {
+            if let Some((mut send, mut recv)) = self.streams.take() {
+                let _ = send.reset(quinn::VarInt::from_u32(0x10c)); // H3_REQUEST_CANCELLED
+                let _ = recv.stop(quinn::VarInt::from_u32(0x10c));
+                self.conn.forget_request(session_id);
+                self.conn.note_refusal();
+            }
+        }
+        abandoned
+    }
+
+    fn check_abandoned(&mut self) -> bool {
+        if self.conn.conn.close_reason().is_some() {
+            return true;
+        }
+        let Some((_, recv)) = self.streams.as_mut() else {
+            return true;
+        };
+        let waker = std::task::Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            let poll = {
+                let fut = recv.read_chunk(4096, true);
+                std::pin::pin!(fut).poll(&mut cx)
+            };
+            match poll {
+                Poll::Ready(Ok(Some(chunk))) => {
+                    if self.early_capsules.len() + chunk.bytes.len() > MAX_EARLY_CAPSULE_BYTES {
+                        return true;
+                    }
+                    self.early_capsules.extend_from_slice(&chunk.bytes);
+                }
+                Poll::Ready(Ok(None)) | Poll::Ready(Err(_)) => return true,
+                Poll::Pending => return false,
+            }
+        }
+    }
+}

@@ -1,0 +1,427 @@
+//! The TCP side against independent clients: tokio-tungstenite over HTTP/1.1 (RFC 6455),
+//! an `h2` client's extended CONNECT (RFC 8441), and the `qmux` crate's client for QMux
+//! sessions over both.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use ferrovia::{CloseInitiator, Transport, WebSocketMessage};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
+use web_transport_trait::{RecvStream as _, SendStream as _, Session as _};
+
+/// Echoes every plain WebSocket accepted on `path` (choosing the first offered
+/// subprotocol), reporting each server-side socket.
+fn echo_websockets(
+    srv: &TestServer,
+    path: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<ferrovia::WebSocket> {
+    let route = srv.server.route(path).unwrap();
+    route.allow_websockets();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(req) = route.accept().await {
+            assert_eq!(req.transport(), Transport::WebSocket);
+            let protocol = req.subprotocols().first().cloned();
+            let ws = req
+                .accept_websocket_with(protocol.as_deref(), &[])
+                .await
+                .unwrap();
+            let _ = tx.send(ws.clone());
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = ws.recv().await {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    rx
+}
+
+async fn next_data<S>(ws: &mut Ws<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let m = tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .expect("message timed out")
+            .expect("stream ended")
+            .expect("read failed");
+        if !m.is_ping() && !m.is_pong() {
+            return m;
+        }
+    }
+}
+
+async fn echo_and_close<S>(
+    mut ws: Ws<S>,
+    mut server: tokio::sync::mpsc::UnboundedReceiver<ferrovia::WebSocket>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let server_ws = server.recv().await.unwrap();
+    ws.send(Message::text("hello ✓")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("hello ✓"));
+    let big = data(300 * 1024, 9);
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    match next_data(&mut ws).await {
+        Message::Binary(b) => assert_eq!(sha256(&b), sha256(&big)),
+        other => panic!("{other:?}"),
+    }
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(4000),
+        reason: "client bye".into(),
+    })))
+    .await
+    .unwrap();
+    let info = tokio::time::timeout(TIMEOUT, server_ws.closed())
+        .await
+        .unwrap();
+    assert_eq!((info.code, info.reason.as_str()), (4000, "client bye"));
+    assert_eq!(info.initiator, CloseInitiator::Remote);
+}
+
+#[tokio::test]
+async fn plain_websocket_over_http1_echoes_and_closes_with_codes_both_ways() {
+    let srv = start();
+    let server = echo_websockets(&srv, "/ws");
+    let (ws, chosen) = ws_h1(&srv, "/ws?x=1", &["chat", "other"], &[])
+        .await
+        .unwrap();
+    assert_eq!(chosen.as_deref(), Some("chat"));
+    echo_and_close(ws, server).await;
+    // The server closes: the client reads its code and reason.
+    let mut server = echo_websockets(&srv, "/ws2");
+    let (mut ws, _) = ws_h1(&srv, "/ws2", &[], &[]).await.unwrap();
+    let server_ws = server.recv().await.unwrap();
+    assert_eq!(server_ws.path(), "/ws2");
+    server_ws.close(4001, "server bye").unwrap();
+    match next_data(&mut ws).await {
+        Message::Close(Some(f)) => {
+            assert_eq!((u16::from(f.code), f.reason.as_str()), (4001, "server bye"))
+        }
+        other => panic!("{other:?}"),
+    }
+    ws.flush().await.unwrap(); // the answering Close frame
+    let info = tokio::time::timeout(TIMEOUT, server_ws.closed())
+        .await
+        .unwrap();
+    assert_eq!((info.code, info.initiator), (4001, CloseInitiator::Local));
+    assert!(matches!(
+        server_ws.send(WebSocketMessage::Text("late".into())).await,
+        Err(ferrovia::WebSocketError::Closed(_))
+    ));
+    assert_eq!(
+        server_ws.close(1001, ""),
+        Err(ferrovia::WebSocketError::InvalidCloseCode(1001))
+    );
+}
+
+#[tokio::test]
+async fn plain_websocket_over_http2_extended_connect() {
+    let srv = start();
+    let server = echo_websockets(&srv, "/ws");
+    let (ws, chosen) = ws_h2(&srv, "/ws", &["chat"]).await.unwrap();
+    assert_eq!(chosen.as_deref(), Some("chat"));
+    echo_and_close(ws, server).await;
+}
+
+#[tokio::test]
+async fn refusals_on_the_tcp_side_have_their_statuses() {
+    let srv = start();
+    let sessions_only = srv.server.route("/sessions").unwrap();
+    // A route that did not ask for plain WebSockets refuses them; unknown paths get 404.
+    assert_eq!(ws_h1(&srv, "/sessions", &[], &[]).await.unwrap_err(), 400);
+    assert_eq!(ws_h1(&srv, "/nowhere", &[], &[]).await.unwrap_err(), 404);
+    assert_eq!(ws_h2(&srv, "/nowhere", &[]).await.unwrap_err(), 404);
+    // A foreign origin (403) and a foreign host (421).
+    let _ws = echo_websockets(&srv, "/ws");
+    assert_eq!(
+        ws_h1(&srv, "/ws", &[], &[("origin", "https://evil.example")])
+            .await
+            .unwrap_err(),
+        403
+    );
+    assert_eq!(
+        ws_h1(&srv, "/ws", &[], &[("host", "evil.example")])
+            .await
+            .unwrap_err(),
+        421
+    );
+    // A QMux request on a session route is a session; the app's rejection reaches the client.
+    tokio::spawn(async move {
+        while let Some(req) = sessions_only.accept().await {
+            assert_eq!(req.transport(), Transport::Qmux);
+            req.reject(403).await.unwrap();
+        }
+    });
+    assert_eq!(
+        ws_h1(&srv, "/sessions", &["qmux-02"], &[])
+            .await
+            .unwrap_err(),
+        403
+    );
+}
+
+/// Connects the `qmux` crate's client through a WebSocket we opened ourselves.
+async fn qmux_client_h1(srv: &TestServer, path: &str, protocols: &[&str]) -> qmux::Session {
+    let (ws, chosen) = ws_h1(srv, path, protocols, &[])
+        .await
+        .expect("QMux handshake");
+    let chosen = chosen.expect("a QMux subprotocol was chosen");
+    qmux::ws::Upgraded::new(ws).with_alpn(&chosen).connect()
+}
+
+async fn qmux_client_h2(srv: &TestServer, path: &str, protocols: &[&str]) -> qmux::Session {
+    let (ws, chosen) = ws_h2(srv, path, protocols).await.expect("QMux handshake");
+    qmux::ws::Upgraded::new(ws)
+        .with_alpn(&chosen.expect("a QMux subprotocol"))
+        .connect()
+}
+
+/// Accepts QMux sessions on `path` with the first offered protocol and returns them.
+fn qmux_sessions(
+    srv: &TestServer,
+    path: &str,
+) -> tokio::sync::mpsc::UnboundedReceiver<ferrovia::Session> {
+    let route = srv.server.route(path).unwrap();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(req) = route.accept().await {
+            assert_eq!(req.transport(), Transport::Qmux);
+            let protocol = req.subprotocols().first().cloned();
+            let s = req.accept_with(protocol.as_deref(), &[]).await.unwrap();
+            assert_eq!(s.transport(), Transport::Qmux);
+            let _ = tx.send(s);
+        }
+    });
+    rx
+}
+
+async fn qmux_every_stream_kind(client: qmux::Session, session: ferrovia::Session) {
+    // Client-opened bidi, echoed by the server.
+    let server = session.clone();
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = server.accept_bi().await {
+            tokio::spawn(async move {
+                let data = recv.read_to_end(1 << 20).await.unwrap();
+                send.write_all(&data).await.unwrap();
+                send.finish().unwrap();
+            });
+        }
+    });
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    send.write_all(b"bidi from client").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(&recv.read_all().await.unwrap()[..], b"bidi from client");
+    // Client uni to the server.
+    let mut uni = client.open_uni().await.unwrap();
+    uni.write_all(b"uni from client").await.unwrap();
+    uni.finish().unwrap();
+    let mut r = session.accept_uni().await.unwrap();
+    assert_eq!(r.read_to_end(100).await.unwrap(), b"uni from client");
+    // Server uni and bidi to the client.
+    let mut s = session.open_uni().await.unwrap();
+    s.write_all(b"uni from server").await.unwrap();
+    s.finish().unwrap();
+    let mut r = client.accept_uni().await.unwrap();
+    assert_eq!(&r.read_all().await.unwrap()[..], b"uni from server");
+    let (mut s, mut r) = session.open_bi().await.unwrap();
+    s.write_all(b"bidi from server").await.unwrap();
+    s.finish().unwrap();
+    let (mut cs, mut cr) = client.accept_bi().await.unwrap();
+    assert_eq!(&cr.read_all().await.unwrap()[..], b"bidi from server");
+    cs.write_all(b"answer").await.unwrap();
+    cs.finish().unwrap();
+    assert_eq!(r.read_to_end(100).await.unwrap(), b"answer");
+    // Datagrams both ways (reliable here).
+    assert!(session.max_datagram_size() > 1000);
+    client
+        .send_datagram(Bytes::from_static(b"dgram up"))
+        .unwrap();
+    assert_eq!(&session.recv_datagram().await.unwrap()[..], b"dgram up");
+    session.send_datagram(b"dgram down").await.unwrap();
+    assert_eq!(&client.recv_datagram().await.unwrap()[..], b"dgram down");
+}
+
+#[tokio::test]
+async fn qmux_sessions_carry_every_stream_kind_over_http1_and_http2() {
+    let srv = start();
+    let mut sessions = qmux_sessions(&srv, "/q");
+    let client = qmux_client_h1(&srv, "/q", &["qmux-02.chat", "qmux-02"]).await;
+    assert_eq!(client.protocol(), Some("chat"));
+    let session = sessions.recv().await.unwrap();
+    assert_eq!(session.protocol(), Some("chat"));
+    qmux_every_stream_kind(client, session).await;
+    let client = qmux_client_h2(&srv, "/q", &["qmux-02"]).await;
+    let session = sessions.recv().await.unwrap();
+    assert_eq!(session.protocol(), None);
+    qmux_every_stream_kind(client, session).await;
+}
+
+#[tokio::test]
+async fn qmux_close_reset_and_stop_codes_travel_both_ways() {
+    let srv = start();
+    let mut sessions = qmux_sessions(&srv, "/codes");
+    // Server resets and stops: the client sees both codes.
+    let client = qmux_client_h1(&srv, "/codes", &["qmux-02"]).await;
+    let session = sessions.recv().await.unwrap();
+    let (mut s, mut r) = session.open_bi().await.unwrap();
+    s.write_all(b"x").await.unwrap();
+    let (mut cs, mut cr) = client.accept_bi().await.unwrap();
+    s.reset(77).unwrap();
+    r.stop(78).unwrap();
+    let err = tokio::time::timeout(TIMEOUT, cr.read_all())
+        .await
+        .expect("client read")
+        .unwrap_err();
+    assert!(format!("{err:?}").contains("77"), "{err:?}");
+    eprintln!("step: client saw the reset");
+    let err = loop {
+        match cs.write(b"more").await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => break e,
+        }
+    };
+    assert!(format!("{err:?}").contains("78"), "{err:?}");
+    eprintln!("step: client saw the stop");
+    // Client resets and stops: the server sees both codes.
+    let (mut cs, mut cr) = client.open_bi().await.unwrap();
+    cs.write_all(b"y").await.unwrap();
+    let (mut s, mut r) = session.accept_bi().await.unwrap();
+    cs.reset(55);
+    cr.stop(56);
+    assert_eq!(
+        tokio::time::timeout(TIMEOUT, r.read_to_end(100))
+            .await
+            .expect("server read")
+            .unwrap_err(),
+        ferrovia::StreamError::Reset { code: 55 }
+    );
+    eprintln!("step: server saw the reset");
+    let err = loop {
+        match s.write(b"more").await {
+            Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err, ferrovia::StreamError::Stopped { code: 56 });
+    // The client closes with a code and reason.
+    client.close(4321, "client bye");
+    let info = tokio::time::timeout(TIMEOUT, session.closed())
+        .await
+        .unwrap();
+    assert_eq!((info.code, info.reason.as_str()), (4321, "client bye"));
+    assert_eq!(info.initiator, CloseInitiator::Remote);
+    // The server closes with a code and reason.
+    let client = qmux_client_h2(&srv, "/codes", &["qmux-02"]).await;
+    let session = sessions.recv().await.unwrap();
+    session.close(4322, "server bye");
+    let err = tokio::time::timeout(TIMEOUT, client.closed())
+        .await
+        .unwrap();
+    assert!(
+        format!("{err:?}").contains("4322") && format!("{err:?}").contains("server bye"),
+        "{err:?}"
+    );
+    eventually_zero(&srv).await;
+}
+
+async fn eventually_zero(srv: &TestServer) {
+    for _ in 0..250 {
+        if srv.server.session_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("sessions left: {}", srv.server.session_count());
+}
+
+#[tokio::test]
+async fn qmux_64_mib_through_one_stream_and_200_concurrent_streams() {
+    let srv = start();
+    let mut sessions = qmux_sessions(&srv, "/big");
+    let client = qmux_client_h1(&srv, "/big", &["qmux-02"]).await;
+    let session = sessions.recv().await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = session.accept_bi().await {
+            tokio::spawn(async move {
+                while let Some(chunk) = recv.read_chunk(64 * 1024).await.unwrap() {
+                    send.write_chunk(chunk).await.unwrap();
+                }
+                send.finish().unwrap();
+            });
+        }
+    });
+    let payload = data(64 << 20, 5);
+    let expected = sha256(&payload);
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    let writer = async {
+        for chunk in payload.chunks(256 * 1024) {
+            send.write_all(chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+    };
+    let reader = async {
+        let mut out = Vec::with_capacity(64 << 20);
+        while let Some(c) = recv.read_chunk(1 << 20).await.unwrap() {
+            out.extend_from_slice(&c);
+        }
+        out
+    };
+    let ((), echoed) = tokio::time::timeout(TIMEOUT * 4, async { tokio::join!(writer, reader) })
+        .await
+        .expect("64 MiB timed out");
+    assert_eq!(sha256(&echoed), expected);
+    let mut tasks = Vec::new();
+    for i in 0..200u64 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let payload = data(16 * 1024 + i as usize * 37, i + 10);
+            let (mut send, mut recv) = client.open_bi().await.unwrap();
+            send.write_all(&payload).await.unwrap();
+            send.finish().unwrap();
+            let back = recv.read_all().await.unwrap();
+            assert_eq!(sha256(&back), sha256(&payload), "stream {i}");
+        }));
+    }
+    tokio::time::timeout(TIMEOUT, async {
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("200 streams timed out");
+}
+
+#[tokio::test]
+async fn graceful_shutdown_closes_websockets_with_1001_and_qmux_sessions_with_a_close() {
+    let srv = start();
+    let _ws = echo_websockets(&srv, "/ws");
+    let mut sessions = qmux_sessions(&srv, "/q");
+    let (mut ws, _) = ws_h1(&srv, "/ws", &[], &[]).await.unwrap();
+    let client = qmux_client_h1(&srv, "/q", &["qmux-02"]).await;
+    let _session = sessions.recv().await.unwrap();
+    let server = srv.server.clone();
+    let closing = tokio::spawn(async move { server.close(Duration::from_millis(300)).await });
+    match next_data(&mut ws).await {
+        Message::Close(Some(f)) => assert_eq!(u16::from(f.code), 1001),
+        other => panic!("{other:?}"),
+    }
+    ws.flush().await.unwrap();
+    let err = tokio::time::timeout(TIMEOUT, client.closed())
+        .await
+        .unwrap();
+    assert!(format!("{err:?}").contains("shutting down"), "{err:?}");
+    closing.await.unwrap();
+    assert_eq!(srv.server.session_count(), 0);
+}
