@@ -8,11 +8,18 @@
 //! Paths: `/echo` echoes bidi streams, uni streams (on a new uni stream) and datagrams;
 //! `/open` opens a uni and a bidi stream toward the client; `/close?code=N&reason=R`
 //! closes the session after 300 ms; `/reject?status=S` rejects; `/reset?code=N` resets
-//! and stops every incoming bidi stream. Any other path gets 404.
+//! and stops every incoming bidi stream. Any other path gets 404. These serve WebTransport
+//! over HTTP/3 and QMux over a WebSocket alike.
+//!
+//! `/ws` takes plain WebSockets on the same port (TCP, TLS): it echoes every message, and
+//! with `?close=CODE&reason=R` closes after the first one.
+//!
+//! `--cert FILE --key FILE` serves a certificate from PEM files instead of a fresh
+//! self-signed one.
 
 use std::{net::SocketAddr, time::Duration};
 
-use ferrovia::{Certificate, Server, ServerConfig, Session, StreamError};
+use ferrovia::{Certificate, Server, ServerConfig, Session, StreamError, WebSocket};
 
 mod util;
 
@@ -106,27 +113,84 @@ async fn reset(session: Session, code: u32) {
     }
 }
 
+/// Echoes a plain WebSocket's messages; closes after the first with `?close=CODE`.
+async fn websocket(ws: WebSocket, close: Option<(u16, String)>) {
+    while let Ok(Some(message)) = ws.recv().await {
+        if ws.send(message).await.is_err() {
+            break;
+        }
+        if let Some((code, reason)) = &close {
+            let _ = ws.close(*code, reason);
+        }
+    }
+}
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_3 => "HTTP/3",
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut port = 4433u16;
     // "::" listens on IPv6 and IPv4 at once: Chromium sends `localhost` to ::1, Firefox
     // to 127.0.0.1.
     let mut host = "::".to_string();
+    let (mut cert_file, mut key_file) = (None, None);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--port" => port = args.next().ok_or("--port needs a value")?.parse()?,
             "--host" => host = args.next().ok_or("--host needs a value")?,
+            "--cert" => cert_file = Some(args.next().ok_or("--cert needs a value")?),
+            "--key" => key_file = Some(args.next().ok_or("--key needs a value")?),
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
-    let cert = Certificate::self_signed(&["localhost", "127.0.0.1", "::1"])?;
+    let cert = match (cert_file, key_file) {
+        (Some(c), Some(k)) => Certificate::from_pem_files(c, k)?,
+        (None, None) => Certificate::self_signed(&["localhost", "127.0.0.1", "::1"])?,
+        _ => return Err("give --cert and --key together".into()),
+    };
     let ip: std::net::IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse()?;
     let addr = SocketAddr::new(ip, port);
     let server = Server::bind(ServerConfig::new(addr, cert.clone()))?;
     // Hold requests for accept() from now on, so none arriving before the loop below
     // first polls it gets 404.
     server.queue_unrouted();
+    let sockets = server.route("/ws")?;
+    sockets.allow_websockets();
+    tokio::spawn(async move {
+        while let Some(request) = sockets.accept().await {
+            let path = request.path().to_owned();
+            let http = version(request.http_version());
+            let origin = request.origin().map(json_str).unwrap_or_else(|| "null".into());
+            let Ok(ws) = request.accept_websocket().await else {
+                continue;
+            };
+            emit(format!(
+                r#"{{"event":"websocket","path":{},"http":"{http}","origin":{origin}}}"#,
+                json_str(&path)
+            ));
+            let close = query_param(&path, "close")
+                .and_then(|c| c.parse().ok())
+                .map(|c| (c, query_param(&path, "reason").unwrap_or_default()));
+            tokio::spawn(async move {
+                let watcher = ws.clone();
+                let (info, ()) = tokio::join!(watcher.closed(), websocket(ws, close));
+                emit(format!(
+                    r#"{{"event":"websocket-closed","path":{},"code":{},"reason":{},"remote":{}}}"#,
+                    json_str(&path),
+                    info.code,
+                    json_str(&info.reason),
+                    info.initiator == ferrovia::CloseInitiator::Remote
+                ));
+            });
+        }
+    });
     emit(format!(
         r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
         server.local_addr()?.port(),
@@ -164,13 +228,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         };
         emit(format!(
-            r#"{{"event":"session","path":{},"origin":{},"protocol":{}}}"#,
+            r#"{{"event":"session","path":{},"origin":{},"protocol":{},"transport":"{}"}}"#,
             json_str(&path),
             origin,
             protocol
                 .as_deref()
                 .map(json_str)
-                .unwrap_or_else(|| "null".into())
+                .unwrap_or_else(|| "null".into()),
+            session.transport().as_str()
         ));
         tokio::spawn(async move {
             let watcher = session.clone();

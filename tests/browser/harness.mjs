@@ -236,39 +236,53 @@ export function pageOrigin(host = 'localhost') {
 
 const browsers = new Map(); // name -> Promise<{ kind, browser }>
 
-async function launch(name) {
+/**
+ * Launches a browser. With `trustSpki` (the base64 SHA-256 of a certificate's public key)
+ * the browser also trusts that certificate for TLS over TCP (WSS, HTTPS), which
+ * serverCertificateHashes does not cover: Chromium by its SPKI flag, Firefox by accepting
+ * insecure certificates.
+ */
+async function launch(name, trustSpki) {
   if (name === 'chromium') {
     if (!existsSync(CHROMIUM_PATH)) throw new Error(`chromium not found at ${CHROMIUM_PATH}`);
     const { chromium } = require('playwright-core');
-    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
+    const args = trustSpki ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${trustSpki}`] : CHROMIUM_ARGS;
+    const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
     return { kind: 'playwright', browser };
   }
   if (name === 'firefox') {
     if (!existsSync(FIREFOX_PATH)) throw new Error(`firefox not found at ${FIREFOX_PATH}`);
     const puppeteer = require('puppeteer-core');
-    const browser = await puppeteer.launch({ browser: 'firefox', executablePath: FIREFOX_PATH, headless: true });
+    const browser = await puppeteer.launch({
+      browser: 'firefox',
+      executablePath: FIREFOX_PATH,
+      headless: true,
+      acceptInsecureCerts: !!trustSpki,
+    });
     return { kind: 'puppeteer', browser };
   }
   throw new Error(`unknown browser ${name}`);
 }
 
-function getBrowser(name) {
-  if (!browsers.has(name)) {
-    const p = launch(name);
-    p.catch(() => browsers.delete(name)); // let a later call retry and report again
-    browsers.set(name, p);
+function getBrowser(name, trustSpki) {
+  const key = `${name}|${trustSpki || ''}`;
+  if (!browsers.has(key)) {
+    const p = launch(name, trustSpki);
+    p.catch(() => browsers.delete(key)); // let a later call retry and report again
+    browsers.set(key, p);
   }
-  return browsers.get(name);
+  return browsers.get(key);
 }
 
 /**
  * Opens a fresh page (own browser context in Chromium) at the page server's origin
- * (http://localhost:<port>/, or http://<host>:<port>/).
+ * (http://localhost:<port>/, or http://<host>:<port>/); `trustSpki` picks a browser that
+ * trusts that certificate for TLS over TCP too (see `launch`).
  * Returns { browser, origin, evaluate(fn, arg), close() }.
  */
-export async function openPage(name, { host = 'localhost' } = {}) {
+export async function openPage(name, { host = 'localhost', trustSpki } = {}) {
   const origin = await pageOrigin(host);
-  const { kind, browser } = await getBrowser(name);
+  const { kind, browser } = await getBrowser(name, trustSpki);
   const url = `${origin}/`;
   if (kind === 'playwright') {
     const context = await browser.newContext();
