@@ -401,6 +401,10 @@ impl SessionShared {
         }
     }
 
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.runtime
+    }
+
     pub(crate) fn command(&self, cmd: Command) {
         if let Backend::Qmux(q) = &self.backend {
             // QMux sessions have no CONNECT stream to drive: the machine does it all.

@@ -300,18 +300,15 @@ fn closed_info(closed: &watch::Receiver<Option<CloseInfo>>, conn_err: String) ->
         .unwrap_or_else(|| CloseInfo::connection_lost(conn_err))
 }
 
-fn present(inner: &mut Option<RawSend>) -> &mut RawSend {
-    inner.as_mut().expect("present until drop")
-}
-
 /// The sending half of a WebTransport stream (over HTTP/3 or QMux).
 ///
 /// Dropping a stream after [`finish`](Self::finish) still delivers what was written; a
 /// session that closes because its last handle was dropped waits (bounded) for that.
 #[derive(Debug)]
 pub struct SendStream {
-    /// Always `Some` until dropped.
+    /// `None` once dropped, or handed to a delayed reset.
     inner: Option<RawSend>,
+    id: u64,
     closed: watch::Receiver<Option<CloseInfo>>,
     finished: bool,
     session: Arc<SessionHandle>,
@@ -333,18 +330,23 @@ impl Drop for SendStream {
     }
 }
 
+/// How long a bidirectional stream's RESET_STREAM waits for a STOP_SENDING on the same
+/// stream to go out first (see [`SendStream::reset`]).
+const RESET_AFTER_STOP: std::time::Duration = std::time::Duration::from_millis(1);
+
 impl SendStream {
-    fn q(&self) -> &RawSend {
-        self.inner.as_ref().expect("present until drop")
+    fn q(&self) -> Result<&RawSend, StreamError> {
+        self.inner.as_ref().ok_or(StreamError::ClosedStream)
     }
 
-    fn qm(&mut self) -> &mut RawSend {
-        present(&mut self.inner)
+    fn qm(&mut self) -> Result<&mut RawSend, StreamError> {
+        self.inner.as_mut().ok_or(StreamError::ClosedStream)
     }
 
     pub(crate) fn new(inner: RawSend, session: Arc<SessionHandle>) -> Self {
         Self {
             closed: session.shared.closed_rx(),
+            id: inner.id(),
             inner: Some(inner),
             finished: false,
             session,
@@ -353,7 +355,7 @@ impl SendStream {
 
     /// The stream ID (QUIC's, or QMux's).
     pub fn id(&self) -> u64 {
-        self.q().id()
+        self.id
     }
 
     fn map_write(&self, e: RawError) -> StreamError {
@@ -375,7 +377,9 @@ impl SendStream {
             Guarded::SessionClosed(info) => StreamError::SessionClosed(info),
         };
         if matches!(e, StreamError::SessionClosed(_)) {
-            self.qm().reset_gone();
+            if let Ok(inner) = self.qm() {
+                inner.reset_gone();
+            }
         }
         e
     }
@@ -383,44 +387,74 @@ impl SendStream {
     /// Writes some of `buf`, waiting for flow-control credit; returns how many bytes were
     /// taken. Memory stays bounded: nothing is queued beyond the stream's send window.
     pub async fn write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
-        let r = guarded(&mut self.closed, present(&mut self.inner).write(buf)).await;
+        let inner = self.inner.as_mut().ok_or(StreamError::ClosedStream)?;
+        let r = guarded(&mut self.closed, inner.write(buf)).await;
         r.map_err(|e| self.write_failed(e))
     }
 
     /// Writes all of `buf`, waiting for flow-control credit as needed.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), StreamError> {
-        let r = guarded(&mut self.closed, present(&mut self.inner).write_all(buf)).await;
+        let inner = self.inner.as_mut().ok_or(StreamError::ClosedStream)?;
+        let r = guarded(&mut self.closed, inner.write_all(buf)).await;
         r.map_err(|e| self.write_failed(e))
     }
 
     /// Writes a whole chunk without copying it (over HTTP/3).
     pub async fn write_chunk(&mut self, chunk: Bytes) -> Result<(), StreamError> {
-        let r = guarded(
-            &mut self.closed,
-            present(&mut self.inner).write_chunk(chunk),
-        )
-        .await;
+        let inner = self.inner.as_mut().ok_or(StreamError::ClosedStream)?;
+        let r = guarded(&mut self.closed, inner.write_chunk(chunk)).await;
         r.map_err(|e| self.write_failed(e))
     }
 
     /// Ends the stream (FIN) after the data written so far.
     pub fn finish(&mut self) -> Result<(), StreamError> {
-        self.qm().finish().map_err(|_| StreamError::ClosedStream)?;
+        self.qm()?.finish().map_err(|_| StreamError::ClosedStream)?;
         self.finished = true;
         Ok(())
     }
 
     /// Abandons the stream (RESET_STREAM) with a WebTransport application code.
+    ///
+    /// On a bidirectional HTTP/3 stream the RESET_STREAM leaves once a STOP_SENDING that
+    /// the application sends right after (with [`RecvStream::stop`]) has gone out, or
+    /// after 1 ms: Chromium drops the STOP_SENDING code when both frames arrive in one
+    /// packet with RESET_STREAM first, which is the order QUIC stacks write them in.
     pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
         self.finished = false;
-        self.qm().reset(code).map_err(|_| StreamError::ClosedStream)
+        let bidi = self.id & 0x2 == 0;
+        if let (true, Some(RawSend::Quic(_)), crate::session::Backend::H3 { conn, .. }) =
+            (bidi, &self.inner, &self.session.shared.backend)
+        {
+            let conn = conn.clone();
+            let before = conn.stats().frame_tx.stop_sending;
+            let Some(RawSend::Quic(mut stream)) = self.inner.take() else {
+                return Err(StreamError::ClosedStream);
+            };
+            // Refuse now what quinn would refuse, rather than from the task.
+            if stream.priority().is_err() {
+                return Err(StreamError::ClosedStream);
+            }
+            self.session.shared.runtime().spawn(async move {
+                let deadline = tokio::time::Instant::now() + RESET_AFTER_STOP;
+                while conn.stats().frame_tx.stop_sending == before
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::task::yield_now().await;
+                }
+                let _ = stream.reset(quic_code(error_to_http3(code)));
+            });
+            return Ok(());
+        }
+        self.qm()?
+            .reset(code)
+            .map_err(|_| StreamError::ClosedStream)
     }
 
     /// Waits until the peer has received everything (`Ok(None)`), or asked us to stop
     /// sending (`Ok(Some(code))`). Over QMux, data counts as received once handed to the
     /// WebSocket (TCP delivers it or the session ends).
     pub async fn stopped(&mut self) -> Result<Option<u32>, StreamError> {
-        let inner = present(&mut self.inner);
+        let inner = self.inner.as_mut().ok_or(StreamError::ClosedStream)?;
         let fut = async {
             inner.stopped().await.map_err(|e| match e {
                 RawError::Lost(e) => StreamError::SessionClosed(CloseInfo::connection_lost(e)),
@@ -435,14 +469,14 @@ impl SendStream {
 
     /// Sets the send priority: streams with higher values are sent first.
     pub fn set_priority(&self, priority: i32) -> Result<(), StreamError> {
-        self.q()
+        self.q()?
             .set_priority(priority)
             .map_err(|_| StreamError::ClosedStream)
     }
 
     /// The current send priority (HTTP/3 streams only).
     pub fn priority(&self) -> Result<i32, StreamError> {
-        self.q().priority().map_err(|_| StreamError::ClosedStream)
+        self.q()?.priority().map_err(|_| StreamError::ClosedStream)
     }
 }
 

@@ -83,10 +83,16 @@ async function open(session) {
 
 async function reset(session, code) {
   for await (const { readable, writable } of session.incomingBidirectionalStreams) {
-    // Reset first, then stop sending, in that order as the Rust example does: both run
-    // on another thread, and Firefox reports neither code when the stop overtakes the reset.
-    await writable.abort({ streamErrorCode: code }).catch(() => {});
-    readable.cancel({ streamErrorCode: (code + 1) >>> 0 }).catch(() => {});
+    (async () => {
+      // Refuse the stream once the client has said something on it, as a server reading
+      // a request would: a reset that overtakes the page's first write makes Chromium
+      // report that write's failure without the code.
+      const reader = readable.getReader();
+      await Promise.race([reader.read(), new Promise((r) => setTimeout(r, 2000))]).catch(() => {});
+      reader.releaseLock();
+      await writable.abort({ streamErrorCode: code }).catch(() => {});
+      readable.cancel({ streamErrorCode: (code + 1) >>> 0 }).catch(() => {});
+    })();
   }
 }
 

@@ -111,9 +111,22 @@ async def open_streams(session: ferrovia.Session) -> None:
 
 
 async def reset_streams(session: ferrovia.Session, code: int) -> None:
-    async for reader, writer in session.incoming_bidirectional_streams():
+    async def refuse(reader: ferrovia.StreamReader, writer: ferrovia.StreamWriter) -> None:
+        # Refuse the stream once the client has said something on it, as a server reading
+        # a request would: a reset that overtakes the page's first write makes Chromium
+        # report that write's failure without the code.
+        try:
+            await asyncio.wait_for(reader.read(1), 2)
+        except (asyncio.TimeoutError, ferrovia.WebTransportError):
+            pass
         writer.reset(code)
         reader.stop((code + 1) & 0xFFFF_FFFF)
+
+    tasks: set[asyncio.Task[None]] = set()
+    async for reader, writer in session.incoming_bidirectional_streams():
+        task = asyncio.create_task(refuse(reader, writer))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
 
 
 async def close_later(session: ferrovia.Session, path: str) -> None:

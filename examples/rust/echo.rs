@@ -108,8 +108,15 @@ async fn open(session: Session) {
 
 async fn reset(session: Session, code: u32) {
     while let Ok((mut send, mut recv)) = session.accept_bi().await {
-        let _ = send.reset(code);
-        let _ = recv.stop(code.wrapping_add(1));
+        tokio::spawn(async move {
+            // Refuse the stream once the client has said something on it, as a server
+            // reading a request would: a reset that overtakes the page's first write makes
+            // Chromium report that write's failure without the code.
+            let mut first = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(2), recv.read(&mut first)).await;
+            let _ = send.reset(code);
+            let _ = recv.stop(code.wrapping_add(1));
+        });
     }
 }
 

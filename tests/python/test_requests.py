@@ -23,11 +23,13 @@ async def test_routes_and_catch_all(server: ferrovia.Server) -> None:
         assert got_chat is not None and got_chat.path == "/chat?room=1"
         got_rest = await asyncio.wait_for(rest.accept(), 10)
         assert got_rest is not None and got_rest.path == "/other"
-        await got_chat.accept()
-        await got_rest.accept()
+        # Held: a session whose last reference goes is closed.
+        chat_session = await got_chat.accept()
+        rest_session = await got_rest.accept()
         assert await a.status() == 200
         assert await b.status() == 200
         assert server.session_count == 2
+        del chat_session, rest_session
 
 
 async def test_unclaimed_path_gets_404_without_catch_all(server: ferrovia.Server) -> None:
