@@ -425,3 +425,314 @@ async fn graceful_shutdown_closes_websockets_with_1001_and_qmux_sessions_with_a_
     closing.await.unwrap();
     assert_eq!(srv.server.session_count(), 0);
 }
+
+// ---- Bad input on the TCP side ----
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Sends a raw HTTP/1.1 request head over TLS and returns the response head and body read
+/// until the server closes or 64 KiB arrived.
+async fn raw_http1(srv: &TestServer, head: &str) -> String {
+    let mut tls = tls_connect(srv, &["http/1.1"]).await;
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), tls.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => {
+                out.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&out);
+                // A complete response with a body of known length is enough.
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head.lines().find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length: ")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    });
+                    if len.is_some_and(|l| body.len() >= l) || head.starts_with("HTTP/1.1 101") {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn upgrade_head(srv: &TestServer, path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n{extra}\r\n",
+        srv.addr.port()
+    )
+}
+
+#[tokio::test]
+async fn bad_upgrades_get_400_with_the_reason() {
+    let srv = start();
+    let _ws = echo_websockets(&srv, "/ws");
+    let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let r = raw_http1(
+        &srv,
+        &upgrade_head(&srv, "/ws", &format!("{key}Sec-WebSocket-Version: 8\r\n")),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+    assert!(
+        r.contains("Sec-WebSocket-Version")
+            && r.to_ascii_lowercase().contains("sec-websocket-version: 13"),
+        "{r}"
+    );
+    let r = raw_http1(
+        &srv,
+        &upgrade_head(&srv, "/ws", "Sec-WebSocket-Version: 13\r\n"),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("missing Sec-WebSocket-Key"),
+        "{r}"
+    );
+    let r = raw_http1(
+        &srv,
+        &upgrade_head(
+            &srv,
+            "/ws",
+            "Sec-WebSocket-Key: c2hvcnQ=\r\nSec-WebSocket-Version: 13\r\n",
+        ),
+    )
+    .await;
+    assert!(
+        r.starts_with("HTTP/1.1 400") && r.contains("16 bytes"),
+        "{r}"
+    );
+    // A plain request (no upgrade) is not found: no HTTP handler is configured.
+    let r = raw_http1(
+        &srv,
+        &format!(
+            "GET / HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+            srv.addr.port()
+        ),
+    )
+    .await;
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
+}
+
+/// Completes a WebSocket handshake by hand and returns the raw TLS stream after it.
+async fn raw_websocket(srv: &TestServer, path: &str) -> TlsStream {
+    let mut tls = tls_connect(srv, &["http/1.1"]).await;
+    let head = upgrade_head(
+        srv,
+        path,
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+    );
+    tls.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        tls.read_exact(&mut b).await.unwrap();
+        got.push(b[0]);
+    }
+    assert!(
+        got.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    tls
+}
+
+/// A client frame: `masked` as RFC 6455 requires of clients, or not.
+fn frame(opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mut out = vec![0x80 | opcode];
+    let mask_bit = if masked { 0x80 } else { 0 };
+    match payload.len() {
+        n if n < 126 => out.push(mask_bit | n as u8),
+        n if n < 65536 => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    if masked {
+        let key = [1u8, 2, 3, 4];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// Reads server frames until a Close and returns its code.
+async fn close_code(tls: &mut TlsStream) -> u16 {
+    loop {
+        let mut h = [0u8; 2];
+        tokio::time::timeout(TIMEOUT, tls.read_exact(&mut h))
+            .await
+            .expect("no close frame")
+            .expect("stream ended before a close frame");
+        let len = match h[1] & 0x7f {
+            126 => {
+                let mut l = [0u8; 2];
+                tls.read_exact(&mut l).await.unwrap();
+                u16::from_be_bytes(l) as usize
+            }
+            127 => {
+                let mut l = [0u8; 8];
+                tls.read_exact(&mut l).await.unwrap();
+                u64::from_be_bytes(l) as usize
+            }
+            n => n as usize,
+        };
+        let mut payload = vec![0u8; len];
+        tls.read_exact(&mut payload).await.unwrap();
+        if h[0] & 0x0f == 0x8 {
+            return u16::from_be_bytes([payload[0], payload[1]]);
+        }
+    }
+}
+
+#[tokio::test]
+async fn protocol_violations_close_with_their_codes() {
+    let srv = start_with(|c| c.limits.max_message_size = 1000);
+    let mut sockets = echo_websockets(&srv, "/ws");
+    // Unmasked client frames: 1002.
+    let mut tls = raw_websocket(&srv, "/ws").await;
+    tls.write_all(&frame(0x1, b"hi", false)).await.unwrap();
+    assert_eq!(close_code(&mut tls).await, 1002);
+    let server_side = sockets.recv().await.unwrap();
+    assert_eq!(server_side.closed().await.code, 1002);
+    // Text that is not UTF-8: 1007.
+    let mut tls = raw_websocket(&srv, "/ws").await;
+    tls.write_all(&frame(0x1, &[0xff, 0xfe], true))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut tls).await, 1007);
+    // A message over the limit: 1009.
+    let mut tls = raw_websocket(&srv, "/ws").await;
+    tls.write_all(&frame(0x2, &[7u8; 2000], true))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut tls).await, 1009);
+    // Sending over the limit is refused locally.
+    let (_client, _) = ws_h1(&srv, "/ws", &[], &[]).await.unwrap();
+    let _ = sockets.recv().await;
+    let _ = sockets.recv().await;
+    let ws = sockets.recv().await.unwrap();
+    assert!(matches!(
+        ws.send(WebSocketMessage::Binary(Bytes::from(vec![0u8; 2000])))
+            .await,
+        Err(ferrovia::WebSocketError::TooLarge {
+            size: 2000,
+            max: 1000
+        })
+    ));
+}
+
+#[tokio::test]
+async fn tls_garbage_and_stalled_handshakes_or_headers_are_cut_off() {
+    let srv = start_with(|c| c.limits.request_timeout = Duration::from_millis(700));
+    let _ws = echo_websockets(&srv, "/ws");
+    let t = std::time::Instant::now();
+    // Garbage instead of a ClientHello.
+    let mut tcp = tokio::net::TcpStream::connect(srv.tcp_addr())
+        .await
+        .unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3, 4])
+        .await
+        .unwrap();
+    tcp.write_all(&[0u8; 64]).await.unwrap();
+    let mut b = [0u8; 64];
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match tcp.read(&mut b).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "garbage was not cut off");
+    // A handshake that never starts.
+    let mut silent = tokio::net::TcpStream::connect(srv.tcp_addr())
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), silent.read(&mut b)).await;
+    assert!(
+        matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+        "a silent client was not cut off: {r:?}"
+    );
+    // Request headers that never end.
+    let mut tls = tls_connect(&srv, &["http/1.1"]).await;
+    tls.write_all(b"GET /ws HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .unwrap();
+    let r = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut out = Vec::new();
+        loop {
+            match tls.read(&mut b).await {
+                Ok(0) | Err(_) => return out,
+                Ok(n) => out.extend_from_slice(&b[..n]),
+            }
+        }
+    })
+    .await
+    .expect("slow headers were not cut off");
+    assert!(
+        r.is_empty() || r.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&r)
+    );
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    // The server still serves.
+    let (mut ws, _) = ws_h1(&srv, "/ws", &[], &[]).await.unwrap();
+    ws.send(Message::text("still here")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("still here"));
+    for _ in 0..100 {
+        if srv.server.connection_count() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("connections left: {}", srv.server.connection_count());
+}
+
+#[tokio::test]
+async fn an_http2_client_resetting_streams_in_a_loop_is_bounded_and_harms_no_one() {
+    let srv = start();
+    let _ws = echo_websockets(&srv, "/ws");
+    let tls = tls_connect(&srv, &["h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let conn_task = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut sent = 0;
+    // CVE-2023-44487: open a request and reset it at once, over and over.
+    for _ in 0..5000 {
+        let request = http::Request::builder()
+            .method("GET")
+            .uri(format!("https://localhost:{}/ws", srv.addr.port()))
+            .body(())
+            .unwrap();
+        let Ok(mut ready) = client.clone().ready().await else {
+            break;
+        };
+        let Ok((_, mut stream)) = ready.send_request(request, false) else {
+            break;
+        };
+        stream.send_reset(h2::Reason::CANCEL);
+        sent += 1;
+        client = ready;
+    }
+    let outcome = tokio::time::timeout(Duration::from_secs(10), conn_task).await;
+    println!("rapid reset: {sent} requests opened and reset; connection: {outcome:?}");
+    assert!(
+        outcome.is_ok(),
+        "the server kept the abusive connection open"
+    );
+    // Other clients are served throughout.
+    let (mut ws, _) = ws_h2(&srv, "/ws", &[]).await.unwrap();
+    ws.send(Message::text("fine")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("fine"));
+}

@@ -174,7 +174,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         while let Some(request) = sockets.accept().await {
             let path = request.path().to_owned();
             let http = version(request.http_version());
-            let origin = request.origin().map(json_str).unwrap_or_else(|| "null".into());
+            let origin = request
+                .origin()
+                .map(json_str)
+                .unwrap_or_else(|| "null".into());
             let Ok(ws) = request.accept_websocket().await else {
                 continue;
             };

@@ -34,6 +34,9 @@ use crate::{
 /// What one TCP connection's requests share.
 pub(crate) struct TcpConn {
     pub(crate) server: Arc<ServerShared>,
+    /// Counted against the connection limits for as long as anything uses the socket,
+    /// an upgraded WebSocket included.
+    _slot: ConnSlot,
     pub(crate) remote: SocketAddr,
     pub(crate) tls: bool,
     refusals: Mutex<Allowance>,
@@ -107,10 +110,10 @@ async fn serve(
     slot: ConnSlot,
     mut closing: watch::Receiver<bool>,
 ) {
-    let _slot = slot;
     let deadline = server.limits.request_timeout;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let conn = Arc::new(TcpConn {
+        _slot: slot,
         refusals: Mutex::new(Allowance::new(server.limits.max_refused_requests)),
         server: server.clone(),
         remote,
@@ -357,7 +360,9 @@ async fn handle(
         keep_alive: server.keep_alive,
         idle: server.idle_timeout,
     };
+    let hold = conn.clone();
     tokio::spawn(async move {
+        let _conn = hold;
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
