@@ -736,3 +736,91 @@ async fn an_http2_client_resetting_streams_in_a_loop_is_bounded_and_harms_no_one
     ws.send(Message::text("fine")).await.unwrap();
     assert_eq!(next_data(&mut ws).await, Message::text("fine"));
 }
+
+#[tokio::test]
+async fn the_tcp_side_follows_certificate_rotation_and_can_be_moved_or_turned_off() {
+    let srv = start();
+    let _ws = echo_websockets(&srv, "/ws");
+    let tls = tls_connect(&srv, &["http/1.1"]).await;
+    let first = tls.get_ref().1.peer_certificates().unwrap()[0].to_vec();
+    assert_eq!(sha256(&first), srv.cert.sha256().to_vec());
+    let next = ferrovia::Certificate::self_signed(&["localhost"]).unwrap();
+    srv.server.set_certificate(next.clone());
+    // Verified by the new hash this time.
+    let moved = TestServer {
+        server: srv.server.clone(),
+        addr: srv.addr,
+        cert: next.clone(),
+    };
+    let tls = tls_connect(&moved, &["http/1.1"]).await;
+    assert_eq!(
+        sha256(tls.get_ref().1.peer_certificates().unwrap()[0].as_ref()),
+        next.sha256().to_vec()
+    );
+    // Same port number as UDP by default.
+    assert_eq!(srv.tcp_addr().port(), srv.addr.port());
+    // Off: no TCP side at all.
+    let off = start_with(|c| c.tcp = ferrovia::TcpListen::Off);
+    assert_eq!(off.server.tcp_local_addr(), None);
+}
+
+#[tokio::test]
+async fn plain_tcp_behind_a_tls_terminating_proxy() {
+    let srv = start_with(|c| {
+        c.tcp = ferrovia::TcpListen::PlainBehindTlsProxy("127.0.0.1:0".parse().unwrap())
+    });
+    let mut sockets = echo_websockets(&srv, "/ws");
+    let addr = srv.tcp_addr();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let request = format!("ws://localhost:{}/ws", srv.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    ws.send(Message::text("through the proxy")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("through the proxy"));
+    assert!(sockets.recv().await.is_some());
+}
+
+#[tokio::test]
+async fn websocket_floods_are_capped_per_address_and_counters_return_to_zero() {
+    let srv = start_with(|c| c.limits.max_connections_per_ip = 20);
+    let mut sockets = echo_websockets(&srv, "/ws");
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match tokio::time::timeout(Duration::from_secs(5), async {
+            let tcp = tokio::net::TcpStream::connect(srv.tcp_addr()).await?;
+            let mut b = [0u8; 1];
+            // A refused connection is closed at once; an admitted one waits for TLS.
+            match tokio::time::timeout(Duration::from_millis(200), tcp.peek(&mut b)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => Ok::<_, std::io::Error>(None),
+                _ => Ok(Some(tcp)),
+            }
+        })
+        .await
+        {
+            Ok(Ok(Some(tcp))) => open.push(tcp),
+            _ => refused += 1,
+        }
+    }
+    assert_eq!((open.len(), refused), (20, 20));
+    assert_eq!(srv.server.connection_count(), 20);
+    drop(open);
+    for _ in 0..200 {
+        if srv.server.connection_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(srv.server.connection_count(), 0);
+    // Sessions: twenty WebSockets held, then dropped.
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(ws_h1(&srv, "/ws", &[], &[]).await.unwrap().0);
+        sockets.recv().await.unwrap();
+    }
+    assert_eq!(srv.server.session_count(), 20);
+    drop(clients);
+    eventually_zero(&srv).await;
+}
