@@ -4,7 +4,9 @@
 # It measures nothing worth publishing; scripts/bench.sh does that.
 #
 # Servers: the core echo example (debug build, the one the test suite builds) and the
-# aioquic peer (installed into a venv of its own). The Node and Python echo examples join when
+# aioquic peer (installed into a venv of its own). The core also runs the TCP scenarios
+# (WebSocket echo, round trips and idle memory; QMux echo and round trips), which the
+# WebTransport-only peers skip. The Node and Python echo examples join when
 # named in BENCH_SMOKE_SERVERS (e.g. core,aioquic,node,python); a named server that cannot
 # run fails the smoke. Their own test suites cover the bindings otherwise.
 set -euo pipefail
@@ -16,7 +18,7 @@ mkdir -p "$out"
 cargo build -p ferrovia --example echo
 cargo build -p ferrovia-bench --bin loadgen
 
-servers=(--server "core=target/debug/examples/echo --port 0 --host 127.0.0.1")
+servers=(--server "core[wt,ws,qmux]=target/debug/examples/echo --port 0 --host 127.0.0.1")
 names=core
 
 wanted="${BENCH_SMOKE_SERVERS:-core,aioquic}"
@@ -63,7 +65,8 @@ target/debug/loadgen --smoke --json "$out/results.jsonl" --markdown "$out/result
   "${servers[@]}" >"$out/stdout.txt" || status=$?
 cat "$out/results.md"
 python3 bench/check.py "$out/results.jsonl" "$names" \
-  bulk_single,bulk_parallel,latency,datagrams,setup,idle_20,idle_60 || status=1
+  bulk_single,bulk_parallel,latency,datagrams,setup,idle_20,idle_60 \
+  core=qmux_bulk_single,qmux_latency,ws_throughput,ws_latency,ws_idle_20,ws_idle_60 || status=1
 if [[ $status -ne 0 ]]; then
   echo "bench smoke: FAILED (log in $out/)" >&2
   exit 1

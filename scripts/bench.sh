@@ -10,7 +10,10 @@
 #
 # Servers: core (examples/rust/echo.rs), node (examples/node/echo.mjs), python
 # (examples/python/echo.py), and the peers aioquic, go (webtransport-go) and wtransport
-# from bench/peers/. A server whose toolchain or package is missing is skipped and named.
+# from bench/peers/, all WebTransport; and tungstenite (tokio-tungstenite's echo server,
+# bench/peers/tungstenite-echo), WebSockets only. The core also runs the WebSocket and QMux
+# scenarios; each server runs only the scenarios it can serve (its capabilities below). A
+# server whose toolchain or package is missing is skipped and named.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,14 +27,16 @@ servers=()
 skipped=()
 
 want() { [[ -z "${BENCH_SERVERS:-}" || ",$BENCH_SERVERS," == *",$1,"* ]]; }
-add() { servers+=(--server "$1=$2"); }
+# add NAME COMMAND [CAPABILITIES]: wt (WebTransport, the default), ws (WebSockets on /ws),
+# qmux (QMux sessions on /echo), comma-separated.
+add() { servers+=(--server "$1[${3:-wt}]=$2"); }
 skip() { skipped+=("$1: $2"); echo "bench: skipping $1: $2" >&2; }
 
 set -e
 cargo build --release -p ferrovia --example echo
 cargo build --release -p ferrovia-bench --bin loadgen
 set +e
-add core "target/release/examples/echo --port 0 --host 127.0.0.1"
+add core "target/release/examples/echo --port 0 --host 127.0.0.1" wt,ws,qmux
 
 if want node; then
   if [[ ! -f examples/node/echo.mjs ]]; then
@@ -93,6 +98,15 @@ if want wtransport; then
   fi
 fi
 
+if want tungstenite; then
+  if CARGO_TARGET_DIR="$peers/cargo" cargo build --release \
+    --manifest-path bench/peers/tungstenite-echo/Cargo.toml >"$out/build-tungstenite.log" 2>&1; then
+    add tungstenite "$peers/cargo/release/tungstenite-echo --port 0 --host 127.0.0.1" ws
+  else
+    skip tungstenite "cargo build failed (see $out/build-tungstenite.log)"
+  fi
+fi
+
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "commit: $(git rev-parse --short HEAD 2>/dev/null)$(git diff --quiet HEAD -- core bindings-node bindings-python python examples 2>/dev/null || echo ' (+ uncommitted changes)')"
@@ -104,6 +118,7 @@ fi
   echo "python: $("$PY" --version 2>&1)"
   echo "go: $(go version 2>/dev/null)"
   echo "aioquic: $("$PY" -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
+  echo "tokio-tungstenite (peer): $(grep -A1 '^name = "tokio-tungstenite"$' bench/peers/tungstenite-echo/Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
   echo "load before: $(cat /proc/loadavg)"
   for s in "${skipped[@]}"; do echo "skipped $s"; done
 } >"$out/machine.txt"

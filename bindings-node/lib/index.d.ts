@@ -85,7 +85,17 @@ export interface ListenOptions {
   congestionControl?: 'cubic' | 'newreno' | 'bbr';
   /** Resource limits. */
   limits?: Limits;
+  /**
+   * The TCP side (QMux sessions and plain WebSockets for clients without WebTransport
+   * over HTTP/3): `true` (default) listens with TLS on the UDP port number; `false` turns
+   * it off; `{ host, port }` moves it; `{ port, behindTlsProxy: true }` listens without
+   * TLS, only for running behind a TLS-terminating proxy.
+   */
+  tcp?: boolean | { host?: string; port?: number; behindTlsProxy?: boolean };
 }
+
+/** What carries a request or a session. */
+export type Transport = 'webtransport' | 'qmux' | 'websocket';
 
 /** Options of `WebTransportError`. */
 export interface WebTransportErrorOptions {
@@ -176,6 +186,8 @@ export class WebTransportSession {
   readonly path: string;
   /** The subprotocol chosen at accept, or ''. */
   readonly protocol: string;
+  /** 'webtransport' (HTTP/3) or 'qmux' (over a WebSocket; datagrams are reliable there). */
+  readonly transport: 'webtransport' | 'qmux';
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly incomingBidirectionalStreams: ReadableStream<WebTransportBidirectionalStream>;
@@ -214,9 +226,16 @@ export class SessionRequest {
   readonly subprotocols: readonly string[];
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** What the client asked for. */
+  readonly transport: Transport;
+  /** The HTTP version the request came over: '3.0', '2.0' or '1.1'. */
+  readonly httpVersion: '3.0' | '2.0' | '1.1';
   /** Whether accept() or reject() already answered the request. */
   readonly answered: boolean;
+  /** Accepts a WebTransport or QMux session. */
   accept(options?: AcceptOptions): Promise<WebTransportSession>;
+  /** Accepts a plain WebSocket (`transport === 'websocket'`). */
+  acceptWebSocket(options?: AcceptOptions): Promise<WebSocketSession>;
   /** Rejects with a status in 300..599 (default 404). */
   reject(status?: number): Promise<void>;
 }
@@ -232,10 +251,45 @@ export class RequestStream implements AsyncIterable<SessionRequest> {
   [Symbol.asyncIterator](): AsyncIterator<SessionRequest>;
 }
 
+/** Options of `Server.requests`. */
+export interface RequestsOptions {
+  /** Also take plain WebSocket requests for this path (without it they get 400). */
+  webSockets?: boolean;
+}
+
 /** Options of `Server.route`. */
-export interface RouteOptions {
+export interface RouteOptions extends RequestsOptions {
   /** Called with what a handler threw (default: console.error). */
   onError?: (error: unknown) => void;
+}
+
+/** How a plain WebSocket closed. */
+export interface WebSocketCloseInfo {
+  closeCode: number;
+  reason: string;
+  initiator: 'local' | 'remote' | 'connection';
+}
+
+/** A plain WebSocket, shaped like the WHATWG `WebSocketStream`. */
+export class WebSocketSession implements AsyncIterable<string | Uint8Array> {
+  private constructor();
+  /** `wss://authority/path`. */
+  readonly url: string;
+  readonly opened: Promise<{ protocol: string; extensions: string }>;
+  readonly closed: Promise<WebSocketCloseInfo>;
+  readonly path: string;
+  readonly protocol: string;
+  readonly transport: 'websocket';
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  /** Text messages as strings, binary ones as Uint8Arrays. */
+  readonly readable: ReadableStream<string | Uint8Array>;
+  /** A write resolves once the message is queued for the socket. */
+  readonly writable: WritableStream<string | ArrayBuffer | ArrayBufferView>;
+  send(message: string | ArrayBuffer | ArrayBufferView): Promise<void>;
+  /** closeCode 1000 (default) or 3000..4999. */
+  close(closeInfo?: { closeCode?: number; reason?: string }): void;
+  [Symbol.asyncIterator](): AsyncIterator<string | Uint8Array>;
 }
 
 /** A WebTransport server. */
@@ -248,9 +302,14 @@ export class Server {
   readonly certificateHashes: CertificateHash[];
   readonly certificate: { sha256: string; spkiSha256: string; pem: string };
   setCertificate(certificate: PemCertificate): void;
+  /** Sessions open right now (plain WebSockets included). */
   readonly sessionCount: number;
+  /** QUIC and TCP connections open right now. */
+  readonly connectionCount: number;
+  /** The TCP port of the QMux and WebSocket side, or null when off. */
+  readonly tcpPort: number | null;
   /** Requests for `path`, or for every path without a route when omitted. */
-  requests(path?: string): AsyncIterable<SessionRequest>;
+  requests(path?: string, options?: RequestsOptions): AsyncIterable<SessionRequest>;
   route(path: string, handler: (request: SessionRequest) => unknown, options?: RouteOptions): RequestStream;
   /** Graceful shutdown; `grace` in ms (2000). */
   close(options?: { grace?: number }): Promise<void>;

@@ -46,6 +46,11 @@ const PLAIN_CODES = new Set([
   'ERR_INVALID_HEADER',
   'ERR_REQUEST_ANSWERED',
   'ERR_INVALID_ARGUMENT',
+  'ERR_WRONG_TRANSPORT',
+  'ERR_PROTOCOL_REQUIRED',
+  'ERR_INVALID_CLOSE_CODE',
+  'ERR_MESSAGE_TOO_LARGE',
+  'ERR_WEBSOCKET_CLOSED',
 ]);
 
 /** Turns an error from the native module into a WebTransportError or a coded Error. */
@@ -158,6 +163,7 @@ const LIMIT_NAMES = [
 ];
 
 const KNOWN_OPTIONS = new Set([
+  'tcp',
   'host',
   'port',
   'certificate',
@@ -222,6 +228,24 @@ function nativeOptions(options) {
       throw new RangeError(`options.congestionControl must be 'cubic', 'newreno' or 'bbr', got ${JSON.stringify(cc)}`);
     }
     out.congestionController = cc;
+  }
+  if (o.tcp !== undefined && o.tcp !== true) {
+    if (o.tcp === false) out.tcp = 'off';
+    else {
+      checkObject('options.tcp', o.tcp);
+      for (const key of Object.keys(o.tcp)) {
+        if (!['host', 'port', 'behindTlsProxy'].includes(key)) throw new TypeError(`unknown option tcp.${key}`);
+      }
+      out.tcp = o.tcp.behindTlsProxy === true ? 'plain-behind-tls-proxy' : 'tls';
+      if (o.tcp.behindTlsProxy !== undefined && typeof o.tcp.behindTlsProxy !== 'boolean') {
+        throw new TypeError('options.tcp.behindTlsProxy must be a boolean');
+      }
+      if (o.tcp.host !== undefined) out.tcpHost = checkString('options.tcp.host', o.tcp.host);
+      if (o.tcp.port !== undefined) out.tcpPort = checkInt('options.tcp.port', o.tcp.port, 0, 65535);
+      if (o.tcp.port === undefined && o.tcp.behindTlsProxy !== true) {
+        throw new TypeError('options.tcp needs a port (or true for the UDP port, false for none)');
+      }
+    }
   }
   if (o.limits !== undefined) {
     checkObject('options.limits', o.limits);
@@ -451,11 +475,18 @@ class WebTransportSession {
   get protocol() {
     return this.#native.protocol ?? '';
   }
+  /**
+   * What carries the session: 'webtransport' (HTTP/3) or 'qmux' (over a WebSocket, for
+   * clients without WebTransport; datagrams are reliable there).
+   */
+  get transport() {
+    return this.#native.transport;
+  }
   /** The client's IP address. */
   get remoteAddress() {
     return this.#native.remoteAddress;
   }
-  /** The client's UDP port. */
+  /** The client's port. */
   get remotePort() {
     return this.#native.remotePort;
   }
@@ -535,6 +566,138 @@ function streamOptions(options) {
 // ---------------------------------------------------------------------------------------
 // Requests and the server
 
+function acceptOptions(options) {
+  let protocol;
+  let headers;
+  if (options !== undefined) {
+    checkObject('options', options);
+    if (options.protocol !== undefined && options.protocol !== null) protocol = checkString('options.protocol', options.protocol);
+    if (options.headers !== undefined) {
+      const entries = Array.isArray(options.headers) ? options.headers : Object.entries(checkObject('options.headers', options.headers));
+      headers = entries.map((e, i) => {
+        if (!Array.isArray(e) || e.length !== 2) throw new TypeError(`options.headers[${i}] must be a [name, value] pair`);
+        return { name: checkString(`options.headers[${i}] name`, e[0]).toLowerCase(), value: checkString(`options.headers[${i}] value`, String(e[1])) };
+      });
+    }
+  }
+  return { protocol, headers };
+}
+
+/**
+ * A plain WebSocket, shaped like the WHATWG WebSocketStream: `opened`, then `readable`
+ * (strings and Uint8Arrays) and `writable` (strings, ArrayBuffers, typed arrays) with real
+ * backpressure, `closed` ({ closeCode, reason }) and `close({ closeCode, reason })`. Also
+ * an async iterable of messages.
+ */
+class WebSocketSession {
+  #native;
+  #readable;
+  #writable;
+
+  constructor(nativeWs, url) {
+    this.#native = nativeWs;
+    this.url = url;
+    /** Already resolved: { protocol, extensions }. */
+    this.opened = Promise.resolve({ protocol: nativeWs.protocol ?? '', extensions: '' });
+    /** Resolves with { closeCode, reason, initiator } however the WebSocket ends. */
+    this.closed = nativeWs.closed().then((c) => ({ closeCode: c.closeCode, reason: c.reason, initiator: c.initiator }), rethrow);
+  }
+
+  /** The request path, including the query. */
+  get path() {
+    return this.#native.path;
+  }
+  /** The subprotocol chosen at accept, or ''. */
+  get protocol() {
+    return this.#native.protocol ?? '';
+  }
+  /** Always 'websocket'. */
+  get transport() {
+    return 'websocket';
+  }
+  /** The client's IP address. */
+  get remoteAddress() {
+    return this.#native.remoteAddress;
+  }
+  /** The client's TCP port. */
+  get remotePort() {
+    return this.#native.remotePort;
+  }
+
+  /** Messages from the client: strings (text) and Uint8Arrays (binary). */
+  get readable() {
+    const n = this.#native;
+    this.#readable ??= pulled(
+      () => n.recv(),
+      (m, c) => c.enqueue(m.text ?? new Uint8Array(m.binary.buffer, m.binary.byteOffset, m.binary.byteLength)),
+      0,
+    );
+    return this.#readable;
+  }
+
+  /** Messages to the client: a write resolves once the message is queued for the socket. */
+  get writable() {
+    const n = this.#native;
+    this.#writable ??= new WritableStream(
+      {
+        async write(chunk) {
+          if (typeof chunk === 'string') await n.sendText(chunk).catch(rethrow);
+          else if (chunk instanceof ArrayBuffer) await n.sendBinary(Buffer.from(chunk)).catch(rethrow);
+          else if (ArrayBuffer.isView(chunk)) await n.sendBinary(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)).catch(rethrow);
+          else throw new TypeError(`a WebSocket message is a string, ArrayBuffer or typed array, not ${describe(chunk)}`);
+        },
+        close() {
+          n.close(1000, '');
+        },
+        abort() {
+          n.close(1000, '');
+        },
+      },
+      { highWaterMark: 1 },
+    );
+    return this.#writable;
+  }
+
+  /** Sends one message (string or bytes); resolves once it is queued. */
+  async send(message) {
+    const w = this.writable.getWriter();
+    try {
+      await w.write(message);
+    } finally {
+      w.releaseLock();
+    }
+  }
+
+  /** Closes with { closeCode (1000 or 3000..4999, default 1000), reason }. */
+  close(closeInfo) {
+    let code = 1000;
+    let reason = '';
+    if (closeInfo !== undefined) {
+      checkObject('closeInfo', closeInfo);
+      if (closeInfo.closeCode !== undefined) code = checkInt('closeInfo.closeCode', closeInfo.closeCode, 0, 65535);
+      if (closeInfo.reason !== undefined) reason = checkString('closeInfo.reason', closeInfo.reason);
+    }
+    try {
+      this.#native.close(code, reason);
+    } catch (err) {
+      throw translate(err);
+    }
+  }
+
+  async *[Symbol.asyncIterator]() {
+    const reader = this.readable.getReader();
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        yield value;
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  }
+}
+
 /** A session request (extended CONNECT) waiting for accept() or reject(). */
 class SessionRequest {
   #native;
@@ -555,6 +718,10 @@ class SessionRequest {
     this.subprotocols = nativeRequest.subprotocols;
     this.remoteAddress = nativeRequest.remoteAddress;
     this.remotePort = nativeRequest.remotePort;
+    /** 'webtransport' (HTTP/3), 'qmux' (a WebSocket carrying a session) or 'websocket'. */
+    this.transport = nativeRequest.transport;
+    /** The HTTP version the request came over: '3.0', '2.0' or '1.1'. */
+    this.httpVersion = nativeRequest.httpVersion;
   }
 
   /** https://authority/path?query as the client asked for it. */
@@ -569,24 +736,23 @@ class SessionRequest {
 
   /**
    * Accepts the session (200), optionally choosing one of `subprotocols` and adding
-   * response headers ({ name: value } or [name, value] pairs).
+   * response headers ({ name: value } or [name, value] pairs). A plain WebSocket request
+   * (`transport === 'websocket'`) is accepted with acceptWebSocket() instead.
    */
   async accept(options) {
-    let protocol;
-    let headers;
-    if (options !== undefined) {
-      checkObject('options', options);
-      if (options.protocol !== undefined && options.protocol !== null) protocol = checkString('options.protocol', options.protocol);
-      if (options.headers !== undefined) {
-        const entries = Array.isArray(options.headers) ? options.headers : Object.entries(checkObject('options.headers', options.headers));
-        headers = entries.map((e, i) => {
-          if (!Array.isArray(e) || e.length !== 2) throw new TypeError(`options.headers[${i}] must be a [name, value] pair`);
-          return { name: checkString(`options.headers[${i}] name`, e[0]).toLowerCase(), value: checkString(`options.headers[${i}] value`, String(e[1])) };
-        });
-      }
-    }
+    const { protocol, headers } = acceptOptions(options);
     const s = await this.#native.accept(protocol, headers).catch(rethrow);
     return new WebTransportSession(s);
+  }
+
+  /**
+   * Accepts a plain WebSocket request (on a route that takes them: `webSockets: true`),
+   * optionally choosing one of `subprotocols` and adding response headers.
+   */
+  async acceptWebSocket(options) {
+    const { protocol, headers } = acceptOptions(options);
+    const ws = await this.#native.acceptWebSocket(protocol, headers).catch(rethrow);
+    return new WebSocketSession(ws, this.url.replace(/^https:/, 'wss:'));
   }
 
   /** Rejects the session with an HTTP status in 300..599 (default 404). */
@@ -696,9 +862,22 @@ class Server {
     }
   }
 
-  /** Sessions open right now. */
+  /** Sessions open right now (plain WebSockets included). */
   get sessionCount() {
     return this.#native.sessionCount;
+  }
+
+  /** QUIC and TCP connections open right now. */
+  get connectionCount() {
+    return this.#native.connectionCount;
+  }
+
+  /**
+   * The TCP port of the WebSocket and QMux side (the UDP port unless `tcp` says
+   * otherwise), or null when `tcp: false`.
+   */
+  get tcpPort() {
+    return this.#native.tcpPort ?? null;
   }
 
   /**
@@ -706,8 +885,20 @@ class Server {
    * `path` is given, otherwise for every path that has no route of its own. Paths nobody
    * listens for are answered with 404.
    */
-  requests(path) {
+  requests(path, options) {
+    let webSockets = false;
+    if (options !== undefined) {
+      checkObject('options', options);
+      for (const key of Object.keys(options)) {
+        if (key !== 'webSockets') throw new TypeError(`unknown option ${JSON.stringify(key)}`);
+      }
+      if (options.webSockets !== undefined && typeof options.webSockets !== 'boolean') {
+        throw new TypeError('options.webSockets must be a boolean');
+      }
+      webSockets = options.webSockets === true;
+    }
     if (path === undefined) {
+      if (webSockets) throw new TypeError('webSockets needs a path: plain WebSockets only go to routes that ask for them');
       const n = this.#native;
       // Queue unrouted requests now: the first native accept() is polled on another
       // thread a moment later, and a request arriving in between would get 404.
@@ -725,7 +916,7 @@ class Server {
     checkString('path', path);
     let route;
     try {
-      route = this.#native.route(path);
+      route = this.#native.route(path, webSockets);
     } catch (err) {
       throw translate(err);
     }
@@ -739,10 +930,10 @@ class Server {
    * rejects before answering, the request gets 500 and `onError` (default: console.error)
    * sees the error. Returns the RequestStream; close() it to stop routing.
    */
-  route(path, handler, { onError = (e) => console.error('ferrovia: route handler failed:', e) } = {}) {
+  route(path, handler, { onError = (e) => console.error('ferrovia: route handler failed:', e), webSockets } = {}) {
     if (typeof handler !== 'function') throw new TypeError(`handler must be a function, got ${describe(handler)}`);
     if (typeof onError !== 'function') throw new TypeError('onError must be a function');
-    const stream = this.requests(path);
+    const stream = this.requests(path, webSockets === undefined ? undefined : { webSockets });
     (async () => {
       for await (const request of stream) {
         Promise.resolve()
@@ -807,6 +998,7 @@ module.exports = {
   SessionRequest,
   RequestStream,
   WebTransportSession,
+  WebSocketSession,
   DatagramDuplexStream,
   WebTransportError,
   toDuplex,

@@ -4,7 +4,7 @@
 //! prefixed with `ferrovia:`; the facade parses it back into a `WebTransportError` with
 //! `code`, `source`, `streamErrorCode` and, for session errors, `closeCode`/`reason`.
 
-use ferrovia::{CloseInfo, RequestError, ServerError, SessionError, StreamError};
+use ferrovia::{CloseInfo, RequestError, ServerError, SessionError, StreamError, WebSocketError};
 use serde_json::{json, Map, Value};
 
 /// Prefix the facade looks for.
@@ -54,6 +54,16 @@ pub(crate) fn from_server(e: ServerError) -> napi::Error {
 pub(crate) fn from_request(e: RequestError) -> napi::Error {
     let extra = match &e {
         RequestError::InvalidStatus(s) => json!({ "status": s }),
+        _ => Value::Null,
+    };
+    make(e.code(), e.to_string(), extra)
+}
+
+pub(crate) fn from_websocket(e: WebSocketError) -> napi::Error {
+    let extra = match &e {
+        WebSocketError::Closed(c) => json!({ "closeCode": c.code, "reason": c.reason }),
+        WebSocketError::TooLarge { size, max } => json!({ "size": size, "max": max }),
+        WebSocketError::InvalidCloseCode(c) => json!({ "closeCode": c }),
         _ => Value::Null,
     };
     make(e.code(), e.to_string(), extra)

@@ -13,6 +13,7 @@ mod request;
 mod server;
 mod session;
 mod stream;
+mod websocket;
 
 pub use request::{NativeHeader, NativeRequest};
 pub use server::{
@@ -21,6 +22,7 @@ pub use server::{
 };
 pub use session::{NativeCloseInfo, NativeSession, NativeStats};
 pub use stream::{NativeBidiStream, NativeRecvStream, NativeSendStream};
+pub use websocket::{NativeMessage, NativeWebSocket, NativeWebSocketClose};
 
 use napi_derive::napi;
 

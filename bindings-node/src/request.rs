@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use ferrovia::SessionRequest;
 use napi_derive::napi;
 
-use crate::{error, session::NativeSession};
+use crate::{error, session::NativeSession, websocket::NativeWebSocket};
 
 /// One request or response header.
 #[napi(object)]
@@ -26,6 +26,14 @@ pub struct NativeRequest {
     headers: Vec<(String, String)>,
     subprotocols: Vec<String>,
     remote: std::net::SocketAddr,
+    transport: ferrovia::Transport,
+    version: http_version::Version,
+}
+
+mod http_version {
+    /// The HTTP version in Node's spelling (`IncomingMessage.httpVersion`).
+    #[derive(Clone, Copy)]
+    pub(super) struct Version(pub(super) &'static str);
 }
 
 impl NativeRequest {
@@ -37,6 +45,12 @@ impl NativeRequest {
             headers: r.headers().to_vec(),
             subprotocols: r.subprotocols().to_vec(),
             remote: r.remote_addr(),
+            transport: r.transport(),
+            version: http_version::Version(match r.http_version() {
+                v if v == http::Version::HTTP_3 => "3.0",
+                v if v == http::Version::HTTP_2 => "2.0",
+                _ => "1.1",
+            }),
             inner: Mutex::new(Some(r)),
         }
     }
@@ -100,6 +114,18 @@ impl NativeRequest {
         u32::from(self.remote.port())
     }
 
+    /// `webtransport`, `qmux` or `websocket`.
+    #[napi(getter, catch_unwind)]
+    pub fn transport(&self) -> String {
+        self.transport.as_str().to_owned()
+    }
+
+    /// The HTTP version the request came over: `3.0`, `2.0` or `1.1`.
+    #[napi(getter, catch_unwind)]
+    pub fn http_version(&self) -> String {
+        self.version.0.to_owned()
+    }
+
     /// Whether the request was already accepted or rejected.
     #[napi(getter, catch_unwind)]
     pub fn answered(&self) -> bool {
@@ -124,6 +150,11 @@ impl NativeRequest {
             let r = guard.as_ref().ok_or_else(error::request_answered)?;
             r.check_accept(protocol.as_deref(), &pairs)
                 .map_err(error::from_request)?;
+            if r.transport() == ferrovia::Transport::WebSocket {
+                return Err(error::from_request(ferrovia::RequestError::WrongTransport(
+                    r.transport(),
+                )));
+            }
             drop(guard);
             self.take()?
         };
@@ -132,6 +163,39 @@ impl NativeRequest {
             .await
             .map_err(error::from_request)?;
         Ok(NativeSession::new(session, protocol))
+    }
+
+    /// Accepts a plain WebSocket request, optionally choosing a subprotocol and adding
+    /// response headers.
+    #[napi]
+    pub async fn accept_web_socket(
+        &self,
+        protocol: Option<String>,
+        headers: Option<Vec<NativeHeader>>,
+    ) -> napi::Result<NativeWebSocket> {
+        let headers = headers.unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        let request = {
+            let guard = self.inner.lock().map_err(|_| error::request_answered())?;
+            let r = guard.as_ref().ok_or_else(error::request_answered)?;
+            r.check_accept(protocol.as_deref(), &pairs)
+                .map_err(error::from_request)?;
+            if r.transport() != ferrovia::Transport::WebSocket {
+                return Err(error::from_request(ferrovia::RequestError::WrongTransport(
+                    r.transport(),
+                )));
+            }
+            drop(guard);
+            self.take()?
+        };
+        let ws = request
+            .accept_websocket_with(protocol.as_deref(), &pairs)
+            .await
+            .map_err(error::from_request)?;
+        Ok(NativeWebSocket::new(ws))
     }
 
     /// Rejects with an HTTP status in 300..=599.

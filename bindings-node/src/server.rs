@@ -8,6 +8,7 @@ use std::{
 
 use ferrovia::{
     Certificate, CongestionController, Limits, OriginPolicy, Route, Server, ServerConfig,
+    TcpListen,
 };
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
@@ -90,6 +91,13 @@ pub struct NativeListenOptions {
     pub congestion_controller: Option<String>,
     /// Resource limits.
     pub limits: Option<NativeLimits>,
+    /// The TCP side: `same-port` (default), `tls` (at `tcp_host`/`tcp_port`),
+    /// `plain-behind-tls-proxy` (at `tcp_host`/`tcp_port`) or `off`.
+    pub tcp: Option<String>,
+    /// Host of the TCP side when it is not on the UDP address.
+    pub tcp_host: Option<String>,
+    /// Port of the TCP side when it is not on the UDP address.
+    pub tcp_port: Option<u32>,
 }
 
 fn certificate(o: &NativeListenOptions) -> napi::Result<Certificate> {
@@ -195,6 +203,22 @@ fn config(o: NativeListenOptions) -> napi::Result<ServerConfig> {
         }
     };
     config.limits = limits(o.limits);
+    let tcp_addr = || -> napi::Result<SocketAddr> {
+        let host = o.tcp_host.as_deref().unwrap_or(&o.host);
+        let ip: IpAddr = host
+            .parse()
+            .map_err(|_| error::invalid(format!("tcp host {host:?} is not an IP address")))?;
+        let port = u16::try_from(o.tcp_port.unwrap_or(0))
+            .map_err(|_| error::invalid("tcp port must be 0..65535"))?;
+        Ok(SocketAddr::new(ip, port))
+    };
+    config.tcp = match o.tcp.as_deref() {
+        None | Some("same-port") => TcpListen::SamePort,
+        Some("off") => TcpListen::Off,
+        Some("tls") => TcpListen::At(tcp_addr()?),
+        Some("plain-behind-tls-proxy") => TcpListen::PlainBehindTlsProxy(tcp_addr()?),
+        Some(other) => return Err(error::invalid(format!("unknown tcp mode {other:?}"))),
+    };
     Ok(config)
 }
 
@@ -248,10 +272,22 @@ impl NativeServer {
         self.server.certificate().chain_pem()
     }
 
-    /// Sessions open right now.
+    /// Sessions open right now (WebSockets included).
     #[napi(getter, catch_unwind)]
     pub fn session_count(&self) -> u32 {
         self.server.session_count() as u32
+    }
+
+    /// Connections open right now (QUIC and TCP).
+    #[napi(getter, catch_unwind)]
+    pub fn connection_count(&self) -> u32 {
+        self.server.connection_count() as u32
+    }
+
+    /// The TCP port of the WebSocket and QMux side, if it listens.
+    #[napi(getter, catch_unwind)]
+    pub fn tcp_port(&self) -> Option<u32> {
+        self.server.tcp_local_addr().map(|a| u32::from(a.port()))
     }
 
     /// Replaces the certificate for new connections (PEM strings).
@@ -276,10 +312,13 @@ impl NativeServer {
         self.server.accept().await.map(NativeRequest::new)
     }
 
-    /// Claims the requests for `path`.
+    /// Claims the requests for `path`; with `web_sockets`, plain WebSocket requests too.
     #[napi(catch_unwind)]
-    pub fn route(&self, path: String) -> napi::Result<NativeRoute> {
+    pub fn route(&self, path: String, web_sockets: Option<bool>) -> napi::Result<NativeRoute> {
         let route = self.server.route(&path).map_err(error::from_server)?;
+        if web_sockets == Some(true) {
+            route.allow_websockets();
+        }
         let (closed, _) = watch::channel(false);
         Ok(NativeRoute {
             path,

@@ -89,6 +89,12 @@ impl NativeSession {
         self.protocol.clone()
     }
 
+    /// `webtransport` or `qmux`.
+    #[napi(getter, catch_unwind)]
+    pub fn transport(&self) -> String {
+        self.session.transport().as_str().to_owned()
+    }
+
     /// The client's address as `ip`.
     #[napi(getter, catch_unwind)]
     pub fn remote_address(&self) -> String {

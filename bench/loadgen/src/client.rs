@@ -37,9 +37,26 @@ pub struct Clients {
 }
 
 impl Clients {
-    /// Builds `sockets` client endpoints that trust only `certificate_hash`.
+    /// Builds `sockets` client endpoints on 127.0.0.1 that trust only `certificate_hash`.
     pub fn new(url: url::Url, certificate_hash: &[u8], sockets: usize) -> Result<Self, Error> {
-        let tls = tls_config(certificate_hash)?;
+        Self::build(url, certificate_hash, sockets, |_| LOOPBACK)
+    }
+
+    /// Like [`Clients::new`], but endpoint `i` binds its own loopback address (`127.0.0.1`,
+    /// `127.0.0.2`, …), as `sockets` clients on as many hosts would: the connections the
+    /// idle scenario holds then stay within a server's per-address limits (the core refuses
+    /// a 257th connection from one address), which are not what it measures.
+    pub fn spread(url: url::Url, certificate_hash: &[u8], sockets: usize) -> Result<Self, Error> {
+        Self::build(url, certificate_hash, sockets, loopback_source)
+    }
+
+    fn build(
+        url: url::Url,
+        certificate_hash: &[u8],
+        sockets: usize,
+        address: impl Fn(usize) -> std::net::Ipv4Addr,
+    ) -> Result<Self, Error> {
+        let tls = tls_config(certificate_hash, &[web_transport_quinn::ALPN.as_bytes()])?;
         let mut transport = quinn::TransportConfig::default();
         // Idle sessions must outlive the slowest server's setup of 10,000 of them, whatever
         // idle timeout that server picked; everything else stays at quinn's defaults.
@@ -48,8 +65,9 @@ impl Clients {
         let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
         config.transport_config(Arc::new(transport));
         let clients = (0..sockets.max(1))
-            .map(|_| {
-                let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap())?;
+            .map(|i| {
+                let endpoint =
+                    quinn::Endpoint::client(std::net::SocketAddr::from((address(i), 0)))?;
                 Ok(Client::new(endpoint, config.clone()))
             })
             .collect::<Result<_, Error>>()?;
@@ -67,8 +85,17 @@ impl Clients {
     }
 }
 
-/// TLS 1.3 with ALPN `h3`, trusting only the certificate whose SHA-256 is given.
-fn tls_config(certificate_hash: &[u8]) -> Result<rustls::ClientConfig, Error> {
+const LOOPBACK: std::net::Ipv4Addr = std::net::Ipv4Addr::LOCALHOST;
+
+/// The `i`-th client address on loopback: 127.0.0.1, 127.0.0.2, … (all of 127/8 reaches a
+/// server bound to 127.0.0.1 on Linux).
+pub fn loopback_source(i: usize) -> std::net::Ipv4Addr {
+    let n = 1 + i as u32 % 0xff_fffe;
+    std::net::Ipv4Addr::from(0x7f00_0000 | n)
+}
+
+/// TLS 1.3 with these ALPN protocols, trusting only the certificate whose SHA-256 is given.
+pub fn tls_config(certificate_hash: &[u8], alpn: &[&[u8]]) -> Result<rustls::ClientConfig, Error> {
     let provider = crypto::default_provider();
     let mut tls = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
@@ -78,14 +105,14 @@ fn tls_config(certificate_hash: &[u8]) -> Result<rustls::ClientConfig, Error> {
             hash: certificate_hash.to_vec(),
         }))
         .with_no_client_auth();
-    tls.alpn_protocols = vec![web_transport_quinn::ALPN.as_bytes().to_vec()];
+    tls.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
     Ok(tls)
 }
 
 /// A plain QUIC endpoint (ALPN `h3`, quinn's default transport) for connections that never
 /// speak WebTransport, with the same pinned certificate.
 pub fn raw_endpoint(certificate_hash: &[u8]) -> Result<quinn::Endpoint, Error> {
-    let tls = tls_config(certificate_hash)?;
+    let tls = tls_config(certificate_hash, &[web_transport_quinn::ALPN.as_bytes()])?;
     let config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap())?;
     endpoint.set_default_client_config(config);

@@ -7,13 +7,17 @@
 //!
 //! Each server is a command line that prints `{"event":"listening","port":P,
 //! "certificateHash":HEX}` first on stdout and echoes streams and datagrams on `/echo`.
+//! `NAME[wt,ws,qmux]=COMMAND` names what it serves (WebTransport; plain WebSockets on `/ws`
+//! on the TCP side of the same port; QMux sessions on `/echo` there), `wt` alone if not
+//! given; a scenario that needs something a server does not serve is skipped for it.
 //! For every run, scenario and server in turn, the load generator starts a fresh server
 //! process, measures, and kills it, so servers are interleaved and ratios between them
 //! come from the same minutes of machine noise. It prints one JSON record per
 //! server × scenario × run on stdout as it goes, then a markdown summary.
 //!
 //! The client is web-transport-quinn, which none of the servers under test is built on
-//! as a server, so every server faces the same independent client.
+//! as a server, so every server faces the same independent client; on TCP it is
+//! tokio-tungstenite's WebSocket client and the `qmux` crate's QMux client (`tcp.rs`).
 //!
 //! Two subcommands serve `scripts/soak.sh` instead: `loadgen soak-server` (a Ferrovia
 //! server that reports its memory, sessions, connections and descriptors) and
@@ -26,6 +30,7 @@ mod scenarios;
 mod server;
 mod soak;
 mod soak_server;
+mod tcp;
 
 use std::{io::Write, time::Duration};
 
@@ -37,8 +42,11 @@ use server::{Running, ServerSpec};
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
 const USAGE: &str = "usage: loadgen [--smoke] [--runs N] [--only SCENARIO,…] [--json FILE] \
-                     [--markdown FILE] [--note TEXT] --server NAME=COMMAND …\n\
-                     scenarios: bulk_single bulk_parallel latency datagrams setup idle\n\
+                     [--markdown FILE] [--note TEXT] --server NAME[CAP,…]=COMMAND …\n\
+                     scenarios: bulk_single qmux_bulk_single bulk_parallel latency \
+                     qmux_latency datagrams setup idle ws_throughput ws_latency ws_idle\n\
+                     capabilities: wt (WebTransport, the default) ws (WebSockets on /ws) \
+                     qmux (QMux sessions on /echo)\n\
                      soak: loadgen soak-server [--every S] | loadgen soak --port P --hash HEX \
                      --seconds S [--rate N] [--concurrency N]";
 
@@ -147,9 +155,25 @@ async fn main() {
     });
     let load_before = loadavg();
     let mut records = Vec::new();
+    let mut skipped = Vec::new();
     for run in 0..o.runs {
         for &scenario in &o.scenarios {
             for spec in &o.servers {
+                if !spec.supports(scenario.needs()) {
+                    if run == 0 {
+                        eprintln!(
+                            "skipping {} on {}: it does not serve {}",
+                            scenario.name(),
+                            spec.name,
+                            scenario.needs().name()
+                        );
+                        let missing = format!("{} ({})", spec.name, scenario.needs().name());
+                        if !skipped.contains(&missing) {
+                            skipped.push(missing);
+                        }
+                    }
+                    continue;
+                }
                 let measured = measure(spec, scenario, &params).await;
                 let produced: Vec<Record> = match measured {
                     Ok(ms) => ms
@@ -187,8 +211,16 @@ async fn main() {
         }
     }
     let names: Vec<String> = o.servers.iter().map(|s| s.name.clone()).collect();
+    let skipped = if skipped.is_empty() {
+        String::new()
+    } else {
+        format!(
+            " Not run (— in the tables), for want of what they need: the scenarios of {}.",
+            skipped.join(", ")
+        )
+    };
     let note = format!(
-        "Mode {mode}; 1-minute load average {load_before} before, {} after. {}",
+        "Mode {mode}; 1-minute load average {load_before} before, {} after.{skipped} {}",
         loadavg(),
         o.note
     );

@@ -89,6 +89,13 @@ fn metrics(records: &[Record]) -> Vec<(String, &'static str, String, Better, f64
             1.0,
         ),
         (
+            "qmux_bulk_single",
+            "mib_per_s",
+            "QMux 1-stream echo, MiB/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
             "bulk_parallel",
             "mib_per_s",
             "64-stream echo, MiB/s".into(),
@@ -106,6 +113,20 @@ fn metrics(records: &[Record]) -> Vec<(String, &'static str, String, Better, f64
             "latency",
             "p99_us",
             "64 B round trip p99, µs".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "qmux_latency",
+            "p50_us",
+            "QMux 64 B round trip p50, µs".into(),
+            Better::Lower,
+            1.0,
+        ),
+        (
+            "qmux_latency",
+            "p99_us",
+            "QMux 64 B round trip p99, µs".into(),
             Better::Lower,
             1.0,
         ),
@@ -184,8 +205,78 @@ fn metrics(records: &[Record]) -> Vec<(String, &'static str, String, Better, f64
             1.0,
         ));
     }
+    let ws = [
+        (
+            "ws_throughput",
+            "mib_per_s",
+            "WebSocket echo (64 KiB messages), MiB/s",
+            Better::Higher,
+        ),
+        (
+            "ws_latency",
+            "p50_us",
+            "WebSocket 1 KiB round trip p50, µs",
+            Better::Lower,
+        ),
+        (
+            "ws_latency",
+            "p99_us",
+            "WebSocket 1 KiB round trip p99, µs",
+            Better::Lower,
+        ),
+    ];
+    for (n, f, l, b) in ws {
+        rows.push((n.to_owned(), f, l.to_owned(), b, 1.0));
+    }
+    let mut ws_idle: Vec<usize> = records
+        .iter()
+        .filter_map(|r| r.name.strip_prefix("ws_idle_")?.parse().ok())
+        .collect();
+    ws_idle.sort_unstable();
+    ws_idle.dedup();
+    for n in ws_idle {
+        rows.push((
+            format!("ws_idle_{n}"),
+            "rss_kib",
+            format!("RSS with {n} idle WebSockets, MiB"),
+            Better::Lower,
+            1.0 / 1024.0,
+        ));
+        rows.push((
+            format!("ws_idle_{n}"),
+            "per_connection_kib",
+            format!("per idle WebSocket ({n}), KiB"),
+            Better::Lower,
+            1.0,
+        ));
+    }
+    // Only what was run: a subset of scenarios (`--only`) gets a table of its own rows.
+    rows.retain(|(name, ..)| records.iter().any(|r| &r.name == name));
     rows
 }
+
+/// QMux rows and the WebTransport rows they are the counterparts of, for the ratio of
+/// one transport to the other on the same server.
+const QMUX_VS_WEBTRANSPORT: [(&str, &str, &str, &str); 3] = [
+    (
+        "qmux_bulk_single",
+        "bulk_single",
+        "mib_per_s",
+        "1-stream echo, MiB/s ↑",
+    ),
+    (
+        "qmux_latency",
+        "latency",
+        "p50_us",
+        "64 B round trip p50, µs ↓",
+    ),
+    (
+        "qmux_latency",
+        "latency",
+        "p99_us",
+        "64 B round trip p99, µs ↓",
+    ),
+];
 
 fn fmt(v: f64) -> String {
     let a = v.abs();
@@ -239,6 +330,14 @@ fn pairs(servers: &[String]) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// One figure of one server's record in one run.
+fn value(records: &[Record], server: &str, name: &str, field: &str, run: usize) -> Option<f64> {
+    records
+        .iter()
+        .find(|r| r.server == server && r.name == name && r.run == run)
+        .and_then(|r| r.get(field))
 }
 
 /// The markdown summary: raw figures per server, then ratios computed run by run.
@@ -314,16 +413,64 @@ pub fn markdown(records: &[Record], servers: &[String], runs: usize, note: &str)
                 Better::Higher => "↑",
                 Better::Lower => "↓",
             };
+            let cells: Vec<Vec<f64>> = pairs
+                .iter()
+                .map(|(a, b)| {
+                    (0..runs)
+                        .filter_map(|run| {
+                            Some(
+                                value(records, a, name, field, run)?
+                                    / value(records, b, name, field, run)?,
+                            )
+                        })
+                        .filter(|r| r.is_finite())
+                        .collect()
+                })
+                .collect();
+            if cells.iter().all(Vec::is_empty) {
+                continue; // e.g. WebSocket rows when no peer serves WebSockets
+            }
             let _ = write!(md, "| {label} {arrow} |");
-            for (a, b) in &pairs {
-                let value = |server: &str, run: usize| {
-                    records
-                        .iter()
-                        .find(|r| r.server == server && &r.name == name && r.run == run)
-                        .and_then(|r| r.get(field))
-                };
+            for ratios in cells {
+                let _ = write!(md, " {} |", spread(ratios, "×"));
+            }
+            md.push('\n');
+        }
+    }
+    // QMux over a WebSocket against WebTransport over HTTP/3, on each server that ran both.
+    let both: Vec<&String> = servers
+        .iter()
+        .filter(|s| {
+            QMUX_VS_WEBTRANSPORT.iter().any(|(q, w, f, _)| {
+                (0..runs).any(|run| {
+                    value(records, s, q, f, run).is_some() && value(records, s, w, f, run).is_some()
+                })
+            })
+        })
+        .collect();
+    if !both.is_empty() {
+        let _ = write!(
+            md,
+            "\nQMux over a WebSocket (TCP) relative to WebTransport over HTTP/3 (QUIC) on the \
+             same server, computed within each run, median (min–max) across runs. Above 1 \
+             means QMux is higher, which is better for ↑ figures and worse for ↓ ones.\n\n\
+             | figure |"
+        );
+        for s in &both {
+            let _ = write!(md, " {s} QMux/WebTransport |");
+        }
+        let _ = write!(md, "\n| --- |");
+        for _ in &both {
+            let _ = write!(md, " --- |");
+        }
+        md.push('\n');
+        for (q, w, f, label) in QMUX_VS_WEBTRANSPORT {
+            let _ = write!(md, "| {label} |");
+            for s in &both {
                 let ratios: Vec<f64> = (0..runs)
-                    .filter_map(|run| Some(value(a, run)? / value(b, run)?))
+                    .filter_map(|run| {
+                        Some(value(records, s, q, f, run)? / value(records, s, w, f, run)?)
+                    })
                     .filter(|r| r.is_finite())
                     .collect();
                 let _ = write!(md, " {} |", spread(ratios, "×"));
@@ -380,5 +527,23 @@ mod tests {
         let md = markdown(&records, &servers, 2, "");
         assert!(md.contains("| 150 (100–200) | 130 (80.0–180) |"), "{md}");
         assert!(md.contains("0.85× (0.80–0.90)"), "{md}");
+    }
+
+    #[test]
+    fn qmux_is_compared_with_webtransport_on_the_same_server() {
+        let mut records = vec![rec("core", 0, 200.0), rec("core", 1, 100.0)];
+        for (run, v) in [(0, 100.0), (1, 80.0)] {
+            let mut r = rec("core", run, v);
+            r.name = "qmux_bulk_single".into();
+            records.push(r);
+        }
+        let md = markdown(&records, &["core".to_owned()], 2, "");
+        assert!(md.contains("| core QMux/WebTransport |"), "{md}");
+        assert!(
+            md.contains("| 1-stream echo, MiB/s ↑ | 0.65× (0.50–0.80) |"),
+            "{md}"
+        );
+        // Rows of scenarios that did not run are left out.
+        assert!(!md.contains("WebSocket echo"), "{md}");
     }
 }

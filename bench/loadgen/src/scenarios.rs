@@ -13,7 +13,12 @@ use bytes::Bytes;
 use tokio::{sync::Mutex, task::JoinSet};
 use web_transport_quinn::Session;
 
-use crate::{client::Clients, server::Running, Error};
+use crate::{
+    client::Clients,
+    server::{Capability, Running},
+    tcp::{self, Tcp},
+    Error,
+};
 
 /// What one scenario run measured: a record name and its numeric fields.
 #[derive(Debug)]
@@ -25,6 +30,10 @@ pub struct Measurement {
 }
 
 /// Sizes of every scenario; `full()` is the published suite, `smoke()` checks the harness.
+///
+/// The TCP scenarios reuse these: `ws_throughput` and `qmux_bulk_single` move `bulk_mib`,
+/// `ws_latency` and `qmux_latency` count `latency_messages` after `latency_warmup`, and
+/// `ws_idle` steps through `idle_steps` at `idle_concurrency`.
 #[derive(Clone, Debug)]
 pub struct Params {
     pub bulk_mib: usize,
@@ -83,41 +92,73 @@ impl Params {
     }
 }
 
-/// The scenarios, in the order the suite runs them.
+/// The scenarios, in the order the suite runs them. Each QMux scenario runs right after
+/// its WebTransport counterpart, so their ratio on one server comes from the same minutes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scenario {
     /// Echo of `bulk_mib` through one bidirectional stream.
     BulkSingle,
+    /// `BulkSingle` through a QMux session over a WebSocket.
+    QmuxBulkSingle,
     /// Echo of `parallel_mib` split over `parallel_streams` concurrent streams.
     BulkParallel,
     /// Ping-pong of 64-byte messages on one stream.
     Latency,
+    /// `Latency` through a QMux session over a WebSocket.
+    QmuxLatency,
     /// Flood of 1,000-byte datagrams, counting the echoes.
     Datagrams,
     /// New connection + session, then the first echoed byte.
     Setup,
     /// Server memory while holding idle sessions.
     Idle,
+    /// Echo of `bulk_mib` as 64 KiB binary messages on one plain WebSocket.
+    WsThroughput,
+    /// Ping-pong of 1 KiB binary messages on one plain WebSocket.
+    WsLatency,
+    /// Server memory while holding idle plain WebSockets.
+    WsIdle,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::BulkSingle,
+        Scenario::QmuxBulkSingle,
         Scenario::BulkParallel,
         Scenario::Latency,
+        Scenario::QmuxLatency,
         Scenario::Datagrams,
         Scenario::Setup,
         Scenario::Idle,
+        Scenario::WsThroughput,
+        Scenario::WsLatency,
+        Scenario::WsIdle,
     ];
 
     pub fn name(self) -> &'static str {
         match self {
             Scenario::BulkSingle => "bulk_single",
+            Scenario::QmuxBulkSingle => "qmux_bulk_single",
             Scenario::BulkParallel => "bulk_parallel",
             Scenario::Latency => "latency",
+            Scenario::QmuxLatency => "qmux_latency",
             Scenario::Datagrams => "datagrams",
             Scenario::Setup => "setup",
             Scenario::Idle => "idle",
+            Scenario::WsThroughput => "ws_throughput",
+            Scenario::WsLatency => "ws_latency",
+            Scenario::WsIdle => "ws_idle",
+        }
+    }
+
+    /// What a server must serve for this scenario to run against it.
+    pub fn needs(self) -> Capability {
+        match self {
+            Scenario::QmuxBulkSingle | Scenario::QmuxLatency => Capability::Qmux,
+            Scenario::WsThroughput | Scenario::WsLatency | Scenario::WsIdle => {
+                Capability::WebSocket
+            }
+            _ => Capability::WebTransport,
         }
     }
 
@@ -168,6 +209,42 @@ impl Scenario {
                 Ok(one(self.name(), setup(Arc::new(clients), p).await?))
             }
             Scenario::Idle => idle(server, p).await,
+            Scenario::QmuxBulkSingle => {
+                let session = Tcp::new(server.port, &server.certificate_hash)?
+                    .qmux(tcp::SESSION_PATH)
+                    .await?;
+                let fields = tcp::qmux_bulk(&session, p.bulk_mib << 20).await?;
+                web_transport_trait::Session::close(&session, 0, "done");
+                Ok(one(self.name(), fields))
+            }
+            Scenario::QmuxLatency => {
+                let session = Tcp::new(server.port, &server.certificate_hash)?
+                    .qmux(tcp::SESSION_PATH)
+                    .await?;
+                let fields =
+                    tcp::qmux_latency(&session, p.latency_messages, p.latency_warmup).await?;
+                web_transport_trait::Session::close(&session, 0, "done");
+                Ok(one(self.name(), fields))
+            }
+            Scenario::WsThroughput => {
+                let (ws, _) = Tcp::new(server.port, &server.certificate_hash)?
+                    .websocket(tcp::WS_PATH, &[], None)
+                    .await?;
+                Ok(one(
+                    self.name(),
+                    tcp::ws_throughput(ws, p.bulk_mib << 20).await?,
+                ))
+            }
+            Scenario::WsLatency => {
+                let (ws, _) = Tcp::new(server.port, &server.certificate_hash)?
+                    .websocket(tcp::WS_PATH, &[], None)
+                    .await?;
+                Ok(one(
+                    self.name(),
+                    tcp::ws_latency(ws, p.latency_messages, p.latency_warmup).await?,
+                ))
+            }
+            Scenario::WsIdle => tcp::ws_idle(server, p).await,
         }
     }
 }
@@ -363,12 +440,20 @@ async fn setup(clients: Arc<Clients>, p: &Params) -> Result<Vec<(&'static str, f
     ])
 }
 
+/// Client addresses the idle sessions are spread over (100 each at 10,000): the core
+/// allows 256 connections and 1,024 sessions per address, limits this scenario is not about.
+const IDLE_SOURCES: usize = 100;
+
 /// Server RSS with idle sessions held open, one connection per session as browsers do.
 ///
 /// The baseline is taken with one session already open, so one-time costs (runtime
 /// threads, TLS and HTTP/3 state first touched) are not charged to the per-session figure.
 async fn idle(server: &mut Running, p: &Params) -> Result<Vec<Measurement>, Error> {
-    let clients = Arc::new(Clients::new(server.url(), &server.certificate_hash, 8)?);
+    let clients = Arc::new(Clients::spread(
+        server.url(),
+        &server.certificate_hash,
+        IDLE_SOURCES,
+    )?);
     let held = Arc::new(Mutex::new(vec![clients.connect().await?]));
     tokio::time::sleep(p.settle).await;
     let baseline = server.rss_kib()?;
@@ -440,7 +525,7 @@ async fn idle(server: &mut Running, p: &Params) -> Result<Vec<Measurement>, Erro
 }
 
 /// Claims one unit of shared work; false once none is left.
-fn take_one(remaining: &AtomicUsize) -> bool {
+pub fn take_one(remaining: &AtomicUsize) -> bool {
     remaining
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
         .is_ok()

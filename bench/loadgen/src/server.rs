@@ -19,13 +19,56 @@ use tokio::{
 
 use crate::Error;
 
-/// How to start one server under test: `NAME=PROGRAM ARG…`.
+/// What a server under test serves; a scenario needs one of these, and is skipped (not
+/// failed) for a server without it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// `wt`: WebTransport over HTTP/3 on UDP, echoing streams and datagrams on `/echo`.
+    WebTransport,
+    /// `ws`: TLS on TCP at the same port number (ALPN `http/1.1`), echoing plain
+    /// WebSocket messages on `/ws`.
+    WebSocket,
+    /// `qmux`: QMux sessions (a WebSocket offering `qmux-02`) on the same TCP side, echoing
+    /// streams on `/echo` as a WebTransport session does.
+    Qmux,
+}
+
+impl Capability {
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::WebTransport => "wt",
+            Capability::WebSocket => "ws",
+            Capability::Qmux => "qmux",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            Capability::WebTransport,
+            Capability::WebSocket,
+            Capability::Qmux,
+        ]
+        .into_iter()
+        .find(|c| c.name() == s)
+    }
+}
+
+/// How to start one server under test: `NAME=PROGRAM ARG…`, or `NAME[CAP,…]=PROGRAM ARG…`
+/// with its capabilities (`wt`, `ws`, `qmux`; `wt` alone when not given).
 #[derive(Clone, Debug)]
 pub struct ServerSpec {
     /// Short label used in records and table columns (`core`, `node`, `aioquic`, …).
     pub name: String,
+    /// What it serves.
+    pub capabilities: Vec<Capability>,
     program: String,
     args: Vec<String>,
+}
+
+impl ServerSpec {
+    pub fn supports(&self, capability: Capability) -> bool {
+        self.capabilities.contains(&capability)
+    }
 }
 
 impl std::str::FromStr for ServerSpec {
@@ -35,12 +78,29 @@ impl std::str::FromStr for ServerSpec {
         let (name, cmd) = s
             .split_once('=')
             .ok_or("a server is NAME=COMMAND, e.g. core='target/release/examples/echo --port 0'")?;
+        let (name, capabilities) = match name.trim().split_once('[') {
+            None => (name.trim(), vec![Capability::WebTransport]),
+            Some((name, caps)) => {
+                let caps = caps
+                    .strip_suffix(']')
+                    .ok_or("capabilities are NAME[wt,ws,qmux]")?;
+                let caps = caps
+                    .split(',')
+                    .map(|c| {
+                        Capability::parse(c.trim())
+                            .ok_or_else(|| format!("unknown capability {c:?} (wt, ws, qmux)"))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (name.trim(), caps)
+            }
+        };
         // Whitespace splitting is enough for the commands the scripts pass; a server that
         // needs quoting gets a wrapper script that `exec`s it.
         let mut words = cmd.split_whitespace().map(str::to_owned);
         let program = words.next().ok_or("empty server command")?;
         Ok(Self {
-            name: name.trim().to_owned(),
+            name: name.to_owned(),
+            capabilities,
             program,
             args: words.collect(),
         })
@@ -55,7 +115,7 @@ pub struct Running {
     child: Child,
     /// Process id, for reading its resident memory.
     pub pid: u32,
-    /// The UDP port it announced.
+    /// The port it announced (UDP for WebTransport; TCP, same number, for the TCP side).
     pub port: u16,
     /// SHA-256 of its DER certificate, as announced.
     pub certificate_hash: Vec<u8>,
@@ -219,5 +279,12 @@ mod tests {
         assert_eq!(spec.name, "core");
         assert_eq!(spec.program, "target/echo");
         assert_eq!(spec.args, ["--port", "0"]);
+        assert_eq!(spec.capabilities, [Capability::WebTransport]);
+        let spec: ServerSpec = "core[wt,ws,qmux]=target/echo --port 0".parse().unwrap();
+        assert_eq!(spec.name, "core");
+        assert!(spec.supports(Capability::Qmux) && spec.supports(Capability::WebSocket));
+        let spec: ServerSpec = "tungstenite[ws]=peer".parse().unwrap();
+        assert_eq!(spec.capabilities, [Capability::WebSocket]);
+        assert!("x[udp]=peer".parse::<ServerSpec>().is_err());
     }
 }

@@ -1,0 +1,161 @@
+// The Node package's TCP side: plain WebSocket sessions and QMux requests on the same port
+// as WebTransport, with the `ws` package as an independent client.
+//
+//   node --test tests/node/tcp.test.mjs
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { Server } from 'ferrovia';
+import WebSocket from 'ws';
+
+let server;
+
+before(async () => {
+  server = await Server.listen({ host: '127.0.0.1', port: 0 });
+});
+
+after(async () => {
+  await server?.close({ grace: 200 });
+});
+
+/** A `ws` client trusting the server's certificate. */
+function client(path, protocols, options = {}) {
+  return new WebSocket(`wss://localhost:${server.tcpPort}${path}`, protocols, {
+    ca: server.certificate.pem,
+    ...options,
+  });
+}
+
+function once(emitter, event) {
+  return new Promise((resolve, reject) => {
+    emitter.once(event, (...args) => resolve(args));
+    if (event !== 'error') emitter.once('error', reject);
+  });
+}
+
+function deferred() {
+  let resolve;
+  const promise = new Promise((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+describe('plain WebSocket sessions', () => {
+  test('echo of text and binary, subprotocol, close codes both ways', async () => {
+    assert.equal(server.tcpPort, server.port, 'the TCP side shares the UDP port number');
+    const seen = deferred();
+    const routes = server.route(
+      '/echo-ws',
+      async (request) => {
+        assert.equal(request.transport, 'websocket');
+        assert.equal(request.httpVersion, '1.1');
+        assert.deepEqual(request.subprotocols, ['chat', 'other']);
+        const ws = await request.acceptWebSocket({ protocol: 'chat' });
+        assert.equal(ws.transport, 'websocket');
+        assert.equal(ws.protocol, 'chat');
+        seen.resolve(ws);
+        for await (const message of ws) await ws.send(message);
+      },
+      { webSockets: true },
+    );
+    try {
+      const c = client('/echo-ws', ['chat', 'other']);
+      await once(c, 'open');
+      assert.equal(c.protocol, 'chat');
+      c.send('hello ✓');
+      const [text, isBinary] = await once(c, 'message');
+      assert.equal(isBinary, false);
+      assert.equal(text.toString(), 'hello ✓');
+      const bytes = Buffer.alloc(200_000, 7);
+      c.send(bytes);
+      const [back, binary] = await once(c, 'message');
+      assert.equal(binary, true);
+      assert.ok(bytes.equals(back));
+      const ws = await seen.promise;
+      c.close(4000, 'client bye');
+      assert.deepEqual(await ws.closed, { closeCode: 4000, reason: 'client bye', initiator: 'remote' });
+      await once(c, 'close');
+
+      // The server closes.
+      const seen2 = deferred();
+      const routes2 = server.route(
+        '/close-ws',
+        async (request) => {
+          const ws2 = await request.acceptWebSocket();
+          seen2.resolve(ws2);
+        },
+        { webSockets: true },
+      );
+      const c2 = client('/close-ws');
+      await once(c2, 'open');
+      const ws2 = await seen2.promise;
+      ws2.close({ closeCode: 4001, reason: 'server bye' });
+      const [code, reason] = await once(c2, 'close');
+      assert.deepEqual([code, reason.toString()], [4001, 'server bye']);
+      assert.equal((await ws2.closed).initiator, 'local');
+      assert.throws(() => ws2.close({ closeCode: 1001 }), { code: 'ERR_INVALID_CLOSE_CODE' });
+      routes2.close();
+    } finally {
+      routes.close();
+    }
+    for (let i = 0; i < 100 && server.sessionCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(server.sessionCount, 0);
+  });
+
+  test('a route that did not ask for plain WebSockets refuses them; the wrong accept is an error', async () => {
+    const routes = server.requests('/sessions-only');
+    const c = client('/sessions-only');
+    const [, res] = await once(c, 'unexpected-response');
+    assert.equal(res.statusCode, 400);
+    routes.close();
+
+    const got = deferred();
+    const mixed = server.route('/mixed', async (request) => got.resolve(request), { webSockets: true });
+    const plain = client('/mixed');
+    const request = await got.promise;
+    await assert.rejects(request.accept(), { code: 'ERR_WRONG_TRANSPORT' });
+    assert.equal(request.answered, false);
+    await request.reject(403);
+    const [, res2] = await once(plain, 'unexpected-response');
+    assert.equal(res2.statusCode, 403);
+
+    // A QMux offer is a session request: acceptWebSocket() does not apply.
+    const got2 = deferred();
+    mixed.close();
+    const q = server.route('/q', async (r) => got2.resolve(r));
+    const qc = client('/q', ['qmux-02']);
+    qc.on('error', () => {});
+    const qr = await got2.promise;
+    assert.equal(qr.transport, 'qmux');
+    await assert.rejects(qr.acceptWebSocket(), { code: 'ERR_WRONG_TRANSPORT' });
+    await qr.reject(404);
+    q.close();
+    assert.throws(() => server.requests(undefined, { webSockets: true }), TypeError);
+  });
+});
+
+describe('the tcp option', () => {
+  test('off, and plain behind a TLS-terminating proxy', async () => {
+    const off = await Server.listen({ host: '127.0.0.1', port: 0, tcp: false });
+    assert.equal(off.tcpPort, null);
+    await off.close({ grace: 0 });
+
+    const proxied = await Server.listen({ host: '127.0.0.1', port: 0, tcp: { host: '127.0.0.1', port: 0, behindTlsProxy: true } });
+    try {
+      assert.notEqual(proxied.tcpPort, null);
+      proxied.route('/p', async (request) => {
+        const ws = await request.acceptWebSocket();
+        for await (const m of ws) await ws.send(m);
+      }, { webSockets: true });
+      const c = new WebSocket(`ws://127.0.0.1:${proxied.tcpPort}/p`, { headers: { host: 'localhost' } });
+      await once(c, 'open');
+      c.send('through the proxy');
+      const [m] = await once(c, 'message');
+      assert.equal(m.toString(), 'through the proxy');
+      c.close();
+    } finally {
+      await proxied.close({ grace: 0 });
+    }
+    await assert.rejects(Server.listen({ tcp: { host: '::' } }), TypeError);
+  });
+});
