@@ -190,13 +190,13 @@ function decodeParams(bytes) {
       const vr = new Reader(value);
       const v = vr.varint();
       if (vr.left) throw bad(`transport parameter 0x${key.toString(16)} has trailing bytes`);
+      if (name.startsWith('initialMaxStreams') && v > 2 ** 60) throw bad('stream count above 2^60');
       p[name] = num(v);
     }
   } catch (e) {
     if (e instanceof QmuxError && e.code === E.FRAME_ENCODING_ERROR) throw bad('transport parameters truncated');
     throw e;
   }
-  if (p.initialMaxStreamsBidi > 2 ** 60 || p.initialMaxStreamsUni > 2 ** 60) throw bad('stream count above 2^60');
   if (p.maxRecordSize < MIN_RECORD) throw bad('max_record_size below 16382');
   return p;
 }
@@ -221,6 +221,11 @@ function decodeFrame(r) {
   const ty = r.varint('frame type');
   const v = () => r.varint(`frame 0x${ty.toString(16)}`);
   const blob = () => r.bytes(v(), `frame 0x${ty.toString(16)}`);
+  const count = () => {
+    const n = v();
+    if (n > 2 ** 60) throw new QmuxError(E.FRAME_ENCODING_ERROR, 'stream count above 2^60', ty);
+    return n;
+  };
   if (typeof ty === 'bigint') {
     if (ty === QX_TRANSPORT_PARAMETERS) return { type: 'transport_parameters', params: decodeParams(blob()) };
     if (ty === QX_PING) return { type: 'ping', seq: v() };
@@ -246,10 +251,10 @@ function decodeFrame(r) {
     case 0x05: return { type: 'stop_sending', id: v(), code: v() };
     case 0x10: return { type: 'max_data', max: v() };
     case 0x11: return { type: 'max_stream_data', id: v(), max: v() };
-    case 0x12: case 0x13: return { type: 'max_streams', uni: ty === 0x13, count: v() };
+    case 0x12: case 0x13: return { type: 'max_streams', uni: ty === 0x13, count: count() };
     case 0x14: return { type: 'data_blocked', limit: v() };
     case 0x15: return { type: 'stream_data_blocked', id: v(), limit: v() };
-    case 0x16: case 0x17: return { type: 'streams_blocked', uni: ty === 0x17, limit: v() };
+    case 0x16: case 0x17: return { type: 'streams_blocked', uni: ty === 0x17, limit: count() };
     case 0x1c: return { type: 'connection_close', code: v(), frameType: v(), reason: fromUtf8.decode(blob()) };
     case 0x1d: return { type: 'application_close', code: v(), reason: fromUtf8.decode(blob()) };
     case 0x24: {
@@ -586,7 +591,7 @@ class QmuxTransport {
         this.dgramIn.push(f.data);
         return;
       case 'application_close':
-        this.terminate({ closeCode: Number(f.code % TWO32 === f.code ? f.code : 0), reason: f.reason }, null, null);
+        this.terminate({ closeCode: typeof f.code === 'number' && f.code < TWO32 ? f.code : 0, reason: f.reason }, null, null);
         return;
       case 'connection_close':
         this.terminate(null, wtError(`session closed by the server: transport error 0x${f.code.toString(16)}${f.reason ? `: ${f.reason}` : ''}`, 'session'), null);
@@ -1001,7 +1006,7 @@ class QmuxTransport {
     if (this.state !== 'connected' || this.ws.readyState !== 1) return;
     const max = Math.min(this.peer.maxRecordSize, RECORD_CAP);
     for (;;) {
-      const w = new Writer(1024);
+      const w = new Writer(this.sendQueue.length || this.dgramOut.length ? max : 256);
       this.writeControl(w, max);
       if (this.ws.bufferedAmount < this.hwm) {
         this.writeDatagrams(w, max);

@@ -7,8 +7,7 @@ use std::{
 };
 
 use ferrovia::{
-    Certificate, CongestionController, Limits, OriginPolicy, Route, Server, ServerConfig,
-    TcpListen,
+    Certificate, CongestionController, Limits, OriginPolicy, Route, Server, ServerConfig, TcpListen,
 };
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;

@@ -117,7 +117,8 @@ impl NativeWebSocket {
     /// Closes with a code (1000 or 3000..=4999) and a reason.
     #[napi(catch_unwind)]
     pub fn close(&self, code: u32, reason: String) -> napi::Result<()> {
-        let code = u16::try_from(code).map_err(|_| error::from_websocket(WebSocketError::InvalidCloseCode(u16::MAX)))?;
+        let code = u16::try_from(code)
+            .map_err(|_| error::from_websocket(WebSocketError::InvalidCloseCode(u16::MAX)))?;
         self.ws.close(code, &reason).map_err(error::from_websocket)
     }
 

@@ -29,6 +29,7 @@ pub(crate) enum Failure {
     Certificate(CertificateError),
     /// The stream was stopped or reset by this side, so reading or writing is over.
     Local(String),
+    WebSocket(ferrovia::WebSocketError),
 }
 
 impl From<SessionError> for Failure {
@@ -66,6 +67,10 @@ fn initiator(i: CloseInitiator) -> &'static str {
 }
 
 /// `(code, reason, initiator)` as the facade's `CloseInfo` expects it.
+pub(crate) fn ws_close_tuple(c: ferrovia::WebSocketClose) -> (u16, String, &'static str) {
+    (c.code, c.reason, initiator(c.initiator))
+}
+
 pub(crate) fn close_tuple(info: &CloseInfo) -> (u32, String, &'static str) {
     (info.code, info.reason.clone(), initiator(info.initiator))
 }
@@ -164,6 +169,17 @@ impl Failure {
             | Failure::Server(ServerError::RouteTaken(_)) => PyValueError::new_err(message),
             Failure::Server(ServerError::Closed) => raise(py, "ServerClosedError", message, &[]),
             Failure::Server(_) => PyRuntimeError::new_err(message),
+            Failure::WebSocket(ferrovia::WebSocketError::Closed(c)) => raise(
+                py,
+                "WebSocketClosedError",
+                message,
+                &[
+                    ("code", any(py, c.code)),
+                    ("reason", any(py, c.reason)),
+                    ("initiator", any(py, initiator(c.initiator))),
+                ],
+            ),
+            Failure::WebSocket(_) => PyValueError::new_err(message),
         }
     }
 }
@@ -177,6 +193,7 @@ impl std::fmt::Display for Failure {
             Failure::Server(e) => e.fmt(f),
             Failure::Certificate(e) => e.fmt(f),
             Failure::Local(m) => f.write_str(m),
+            Failure::WebSocket(e) => e.fmt(f),
         }
     }
 }

@@ -20,6 +20,7 @@ mod handoff;
 mod server;
 mod session;
 mod stream;
+mod websocket;
 
 use errors::{Failure, Outcome};
 
@@ -150,6 +151,7 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Reader>()?;
     m.add_class::<stream::Writer>()?;
     m.add_class::<handoff::Handoff>()?;
+    m.add_class::<websocket::WebSocket>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

@@ -235,7 +235,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds the UDP socket and starts serving.
     #[staticmethod]
-    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits))]
+    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address))]
     #[allow(clippy::too_many_arguments)]
     fn bind(
         py: Python<'_>,
@@ -247,6 +247,8 @@ impl Server {
         keep_alive: Option<f64>,
         congestion_controller: &str,
         limits: HashMap<String, u64>,
+        tcp: &str,
+        tcp_address: Option<(String, u16)>,
     ) -> PyResult<Self> {
         let ip: IpAddr = host
             .trim_matches(|c| c == '[' || c == ']')
@@ -270,6 +272,23 @@ impl Server {
             }
         };
         apply_limits(&mut config.limits, limits)?;
+        let tcp_addr = || -> PyResult<SocketAddr> {
+            let (h, p) = tcp_address.clone().unwrap_or((host.to_owned(), 0));
+            let ip: IpAddr = h
+                .trim_matches(|c| c == '[' || c == ']')
+                .parse()
+                .map_err(|_| {
+                    PyValueError::new_err(format!("tcp host must be an IP address, got {h:?}"))
+                })?;
+            Ok(SocketAddr::new(ip, p))
+        };
+        config.tcp = match tcp {
+            "same-port" => ferrovia::TcpListen::SamePort,
+            "off" => ferrovia::TcpListen::Off,
+            "tls" => ferrovia::TcpListen::At(tcp_addr()?),
+            "plain-behind-tls-proxy" => ferrovia::TcpListen::PlainBehindTlsProxy(tcp_addr()?),
+            other => return Err(PyValueError::new_err(format!("unknown tcp mode {other:?}"))),
+        };
         let _guard = runtime().enter();
         let inner = ferrovia::Server::bind(config).py_err(py)?;
         Ok(Self { inner })
@@ -293,14 +312,30 @@ impl Server {
         self.inner.set_certificate(certificate.inner.clone());
     }
 
-    /// Sessions open right now.
+    /// Sessions open right now (plain WebSockets included).
     fn session_count(&self) -> usize {
         self.inner.session_count()
     }
 
-    /// Claims the requests for one path.
-    fn route(&self, py: Python<'_>, path: &str) -> PyResult<Route> {
+    /// QUIC and TCP connections open right now.
+    fn connection_count(&self) -> usize {
+        self.inner.connection_count()
+    }
+
+    /// `(host, port)` of the TCP side, or None when it is off.
+    fn tcp_address(&self) -> Option<(String, u16)> {
+        self.inner
+            .tcp_local_addr()
+            .map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    /// Claims the requests for one path; with `websockets`, plain WebSockets too.
+    #[pyo3(signature = (path, websockets = false))]
+    fn route(&self, py: Python<'_>, path: &str, websockets: bool) -> PyResult<Route> {
         let inner = self.inner.route(path).py_err(py)?;
+        if websockets {
+            inner.allow_websockets();
+        }
         Ok(Route {
             inner: Arc::new(inner),
         })
@@ -374,6 +409,8 @@ pub(crate) struct SessionRequest {
     subprotocols: Vec<String>,
     remote: (String, u16),
     session_id: u64,
+    transport: ferrovia::Transport,
+    http_version: &'static str,
 }
 
 impl SessionRequest {
@@ -387,6 +424,13 @@ impl SessionRequest {
             subprotocols: r.subprotocols().to_vec(),
             remote: (remote.ip().to_string(), remote.port()),
             session_id: r.session_id(),
+            transport: r.transport(),
+            // ASGI's spelling of the version.
+            http_version: match r.http_version() {
+                v if v == http::Version::HTTP_3 => "3",
+                v if v == http::Version::HTTP_2 => "2",
+                _ => "1.1",
+            },
             inner: Mutex::new(Some(r)),
         }
     }
@@ -430,6 +474,14 @@ impl SessionRequest {
     fn session_id(&self) -> u64 {
         self.session_id
     }
+    #[getter]
+    fn transport(&self) -> &'static str {
+        self.transport.as_str()
+    }
+    #[getter]
+    fn http_version(&self) -> &'static str {
+        self.http_version
+    }
     /// Whether accept or reject was already called.
     #[getter]
     fn answered(&self) -> bool {
@@ -460,6 +512,11 @@ impl SessionRequest {
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
             r.check_accept(protocol.as_deref(), &refs).py_err(py)?;
+            if r.transport() == ferrovia::Transport::WebSocket {
+                return Err(PyValueError::new_err(
+                    "this is a plain WebSocket request: use accept_websocket()",
+                ));
+            }
         }
         let request = self.take()?;
         awaitable(py, async move {
@@ -472,6 +529,46 @@ impl SessionRequest {
                 .await
                 .map_err(Failure::from)?;
             Ok(Session::new(session))
+        })
+    }
+
+    /// Accepts a plain WebSocket; resolves to it.
+    #[pyo3(signature = (protocol, headers))]
+    fn accept_websocket<'py>(
+        &self,
+        py: Python<'py>,
+        protocol: Option<String>,
+        headers: Vec<(String, String)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(r) = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            let refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            r.check_accept(protocol.as_deref(), &refs).py_err(py)?;
+            if r.transport() != ferrovia::Transport::WebSocket {
+                return Err(PyValueError::new_err(format!(
+                    "this is a {} request: use accept()",
+                    r.transport().as_str()
+                )));
+            }
+        }
+        let request = self.take()?;
+        awaitable(py, async move {
+            let refs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let ws = request
+                .accept_websocket_with(protocol.as_deref(), &refs)
+                .await
+                .map_err(Failure::from)?;
+            Ok(crate::websocket::WebSocket::new(ws))
         })
     }
 

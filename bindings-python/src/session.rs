@@ -53,6 +53,12 @@ impl Session {
         self.inner.path()
     }
 
+    /// `webtransport` or `qmux`.
+    #[getter]
+    fn transport(&self) -> &'static str {
+        self.inner.transport().as_str()
+    }
+
     #[getter]
     fn remote_address(&self) -> (String, u16) {
         let a = self.inner.remote_addr();

@@ -26,7 +26,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import fields
 from types import TracebackType
-from typing import Any, Literal, Union
+from typing import Any, Literal, Union, cast
 
 from . import _ferrovia
 from ._errors import (
@@ -39,6 +39,7 @@ from ._errors import (
     StreamClosedError,
     StreamResetError,
     StreamStoppedError,
+    WebSocketClosedError,
     WebTransportError,
 )
 from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, SessionStats
@@ -74,6 +75,9 @@ __all__ = [
     "StreamStoppedError",
     "StreamWriter",
     "WebTransportError",
+    "WebSocket",
+    "WebSocketClosedError",
+    "Transport",
     "serve",
 ]
 
@@ -81,6 +85,10 @@ OriginPolicy = Union[Literal["same-host", "*"], Sequence[str], Callable[[str, st
 """Which ``origin`` headers are accepted: ``"same-host"`` (the origin's host must equal the
 requested host), ``"*"`` (any), a list of exact origins, or ``callback(origin, authority)``.
 Requests without ``origin`` (non-browser clients) always pass; refused ones get 403."""
+
+Transport = Literal["webtransport", "qmux", "websocket"]
+"""What carries a request: WebTransport over HTTP/3, QMux over a WebSocket, or a plain
+WebSocket."""
 
 CongestionController = Literal["cubic", "newreno", "bbr"]
 """The QUIC congestion controller."""
@@ -420,6 +428,12 @@ class Session:
         return self._inner.path
 
     @property
+    def transport(self) -> Literal["webtransport", "qmux"]:
+        """What carries the session: ``"webtransport"`` (HTTP/3) or ``"qmux"`` (a WebSocket,
+        for clients without WebTransport; datagrams are reliable there)."""
+        return cast(Literal["webtransport", "qmux"], self._inner.transport)
+
+    @property
     def remote_address(self) -> tuple[str, int]:
         """The client's ``(host, port)``."""
         return self._inner.remote_address
@@ -551,6 +565,102 @@ class Session:
         return f"<ferrovia.Session id={self.id} path={self.path!r}>"
 
 
+class WebSocket:
+    """A plain WebSocket session, with the names of the ``websockets`` library:
+    :meth:`recv`, :meth:`send`, ``async for message in ws``, :meth:`close`,
+    :meth:`wait_closed`. Text arrives as ``str``, binary as ``bytes``.
+    """
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: _ferrovia.WebSocket) -> None:
+        """Wraps a native WebSocket; they come from :meth:`SessionRequest.accept_websocket`."""
+        self._inner = inner
+
+    @property
+    def path(self) -> str:
+        """The request path with its query."""
+        return self._inner.path
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol chosen at accept, if any."""
+        return self._inner.protocol
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        """The client's ``(host, port)``."""
+        return self._inner.remote_address
+
+    @property
+    def close_code(self) -> int | None:
+        """The close code once closed (1005 without one, 1006 when the connection dropped)."""
+        info = self._inner.close_info
+        return None if info is None else info[0]
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason once closed."""
+        info = self._inner.close_info
+        return None if info is None else info[1]
+
+    async def recv(self) -> str | bytes:
+        """The next message. Raises :class:`WebSocketClosedError` once the WebSocket has
+        closed (``code`` and ``reason`` say how)."""
+        message = await self._inner.recv()
+        if message is None:
+            code, reason, initiator = await self._inner.wait_closed()
+            raise WebSocketClosedError(f"WebSocket closed with {code}", code=code, reason=reason, initiator=initiator)
+        return message
+
+    async def send(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Sends a text (``str``) or binary message; returns once it is queued for the
+        socket (a slow client makes this wait)."""
+        if not isinstance(message, (str, bytes, bytearray, memoryview)):
+            raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
+        await self._inner.send(message if isinstance(message, str) else bytes(message))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Closes with ``code`` (1000, or 3000..4999 for the application) and ``reason``,
+        and waits for the closing handshake."""
+        _check_int("code", code, 0, 65535)
+        if not isinstance(reason, str):
+            raise TypeError(f"reason must be str, not {type(reason).__name__}")
+        self._inner.close(code, reason)
+        await self._inner.wait_closed()
+
+    async def wait_closed(self) -> tuple[int, str]:
+        """Waits until the WebSocket has closed; returns ``(code, reason)``."""
+        code, reason, _ = await self._inner.wait_closed()
+        return code, reason
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._messages()
+
+    async def _messages(self) -> AsyncIterator[str | bytes]:
+        # Like the websockets library: a normal close ends the iteration, anything else
+        # raises.
+        while True:
+            message = await self._inner.recv()
+            if message is None:
+                return
+            yield message
+
+    async def __aenter__(self) -> WebSocket:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<ferrovia.WebSocket path={self.path!r}>"
+
+
 class SessionRequest:
     """A client asking to open a session: inspect it, then :meth:`accept` or :meth:`reject`.
 
@@ -607,19 +717,27 @@ class SessionRequest:
         return self._inner.session_id
 
     @property
+    def transport(self) -> Transport:
+        """What the client asked for: ``"webtransport"`` (HTTP/3), ``"qmux"`` (a session
+        over a WebSocket) or ``"websocket"`` (a plain WebSocket, see
+        :meth:`accept_websocket`)."""
+        return cast(Transport, self._inner.transport)
+
+    @property
+    def http_version(self) -> str:
+        """The HTTP version the request came over: ``"3"``, ``"2"`` or ``"1.1"``."""
+        return self._inner.http_version
+
+    @property
     def answered(self) -> bool:
         """Whether :meth:`accept` or :meth:`reject` was already called."""
         return self._inner.answered
 
-    async def accept(
+    def _answer_args(
         self,
-        *,
-        protocol: str | None = None,
-        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-    ) -> Session:
-        """Accepts with 200 and returns the session. ``protocol`` must be one of
-        :attr:`subprotocols` (sent back as ``wt-protocol``); ``headers`` are added to the
-        response (lowercase names)."""
+        protocol: str | None,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+    ) -> list[tuple[str, str]]:
         if protocol is not None:
             if not isinstance(protocol, str):
                 raise TypeError(f"protocol must be str or None, not {type(protocol).__name__}")
@@ -635,6 +753,30 @@ class SessionRequest:
                 if not isinstance(k, str) or not isinstance(v, str):
                     raise TypeError("headers must map str names to str values")
                 pairs.append((k, v))
+        return pairs
+
+    async def accept_websocket(
+        self,
+        *,
+        protocol: str | None = None,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> WebSocket:
+        """Accepts a plain WebSocket request (``transport == "websocket"``, on a path
+        claimed with ``websockets=True``) and returns it."""
+        pairs = self._answer_args(protocol, headers)
+        return WebSocket(await self._inner.accept_websocket(protocol, pairs))
+
+    async def accept(
+        self,
+        *,
+        protocol: str | None = None,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> Session:
+        """Accepts with 200 and returns the session. ``protocol`` must be one of
+        :attr:`subprotocols` (sent back as ``wt-protocol``, or in ``Sec-WebSocket-Protocol``
+        for QMux); ``headers`` are added to the response (lowercase names). A plain
+        WebSocket request is accepted with :meth:`accept_websocket` instead."""
+        pairs = self._answer_args(protocol, headers)
         return Session(await self._inner.accept(protocol, pairs))
 
     def reject(self, status: int = 404) -> None:
@@ -722,24 +864,40 @@ class Server:
 
     @property
     def session_count(self) -> int:
-        """Sessions open right now."""
+        """Sessions open right now (plain WebSockets included)."""
         return self._inner.session_count()
+
+    @property
+    def connection_count(self) -> int:
+        """QUIC and TCP connections open right now."""
+        return self._inner.connection_count()
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        """The ``(host, port)`` of the TCP side (QMux sessions and WebSockets), or None
+        when it is off. Its port is :attr:`port` unless ``serve(tcp=...)`` moved it."""
+        return self._inner.tcp_address()
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` was called."""
         return self._closed
 
-    def requests(self, path: str | None = None) -> Requests:
+    def requests(self, path: str | None = None, *, websockets: bool = False) -> Requests:
         """Requests for ``path`` (exact, query ignored; claimed from this call on), or with
         no path, requests for every path nobody claimed (before the first catch-all is made,
-        those get 404). The path is released when the iterator is
+        those get 404). With ``websockets=True`` the path also takes plain WebSocket
+        requests (without it they get 400). The path is released when the iterator is
         garbage-collected. Raises ValueError if the path is already claimed."""
+        if not isinstance(websockets, bool):
+            raise TypeError(f"websockets must be bool, not {type(websockets).__name__}")
         if path is None:
+            if websockets:
+                raise ValueError("websockets=True needs a path: plain WebSockets only go to paths that ask for them")
             return Requests(self._inner, None)
         if not isinstance(path, str):
             raise TypeError(f"path must be str or None, not {type(path).__name__}")
-        return Requests(self._inner.route(path), path)
+        return Requests(self._inner.route(path, websockets), path)
 
     async def close(self, grace: float = 0.0) -> None:
         """Shuts down: stops accepting, asks every session to drain, waits up to ``grace``
@@ -832,6 +990,8 @@ def serve(
     keep_alive: float | None = 10.0,
     congestion_controller: CongestionController = "cubic",
     limits: Limits | None = None,
+    tcp: bool | tuple[str, int] = True,
+    tcp_behind_tls_proxy: bool = False,
 ) -> Serving:
     """Starts a WebTransport server on UDP ``host``:``port``.
 
@@ -877,6 +1037,20 @@ def serve(
             f"congestion_controller must be \"cubic\", \"newreno\" or \"bbr\", got {congestion_controller!r}"
         )
     limit_values = _limits_dict(limits)
+    tcp_address: tuple[str, int] | None = None
+    if tcp is True:
+        tcp_mode = "plain-behind-tls-proxy" if tcp_behind_tls_proxy else "same-port"
+        if tcp_behind_tls_proxy:
+            tcp_address = (host, 0)
+    elif tcp is False:
+        if tcp_behind_tls_proxy:
+            raise ValueError("tcp_behind_tls_proxy needs tcp")
+        tcp_mode = "off"
+    elif isinstance(tcp, tuple) and len(tcp) == 2 and isinstance(tcp[0], str):
+        tcp_address = (tcp[0], _check_int("tcp port", tcp[1], 0, 65535))
+        tcp_mode = "plain-behind-tls-proxy" if tcp_behind_tls_proxy else "tls"
+    else:
+        raise TypeError("tcp must be True, False or a (host, port) tuple")
 
     def bind() -> Server:
         cert = cert_factory()
@@ -890,6 +1064,8 @@ def serve(
                 keep_alive=alive,
                 congestion_controller=congestion_controller,
                 limits=limit_values,
+                tcp=tcp_mode,
+                tcp_address=tcp_address,
             )
         )
 

@@ -93,3 +93,14 @@ class ServerClosedError(WebTransportError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, source="session")
+
+
+class WebSocketClosedError(ConnectionError):
+    """A plain WebSocket has closed: ``code`` and ``reason`` of its close frame (1006 when
+    the connection dropped without one), and who closed it."""
+
+    def __init__(self, message: str, *, code: int, reason: str, initiator: CloseInitiator) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.initiator: CloseInitiator = initiator

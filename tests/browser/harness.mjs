@@ -15,7 +15,7 @@
 
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -219,6 +219,10 @@ export function pageOrigin(host = 'localhost') {
         if (req.url === '/' || req.url.startsWith('/?')) {
           res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
           res.end(PAGE_HTML);
+        } else if (req.url === '/client.js') {
+          // The browser connector (bindings-node/lib/client.js), for pages to import.
+          res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
+          res.end(readFileSync(path.join(REPO_ROOT, 'bindings-node', 'lib', 'client.js')));
         } else {
           res.writeHead(404, { 'content-type': 'text/plain' });
           res.end('not found');
@@ -242,11 +246,12 @@ const browsers = new Map(); // name -> Promise<{ kind, browser }>
  * serverCertificateHashes does not cover: Chromium by its SPKI flag, Firefox by accepting
  * insecure certificates.
  */
-async function launch(name, trustSpki) {
+async function launch(name, trustSpki, extraArgs = []) {
   if (name === 'chromium') {
     if (!existsSync(CHROMIUM_PATH)) throw new Error(`chromium not found at ${CHROMIUM_PATH}`);
     const { chromium } = require('playwright-core');
-    const args = trustSpki ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${trustSpki}`] : CHROMIUM_ARGS;
+    const args = trustSpki ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${trustSpki}`] : [...CHROMIUM_ARGS];
+    args.push(...extraArgs);
     const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
     return { kind: 'playwright', browser };
   }
@@ -264,10 +269,10 @@ async function launch(name, trustSpki) {
   throw new Error(`unknown browser ${name}`);
 }
 
-function getBrowser(name, trustSpki) {
-  const key = `${name}|${trustSpki || ''}`;
+function getBrowser(name, trustSpki, chromiumArgs) {
+  const key = `${name}|${trustSpki || ''}|${(chromiumArgs || []).join(' ')}`;
   if (!browsers.has(key)) {
-    const p = launch(name, trustSpki);
+    const p = launch(name, trustSpki, chromiumArgs);
     p.catch(() => browsers.delete(key)); // let a later call retry and report again
     browsers.set(key, p);
   }
@@ -277,12 +282,14 @@ function getBrowser(name, trustSpki) {
 /**
  * Opens a fresh page (own browser context in Chromium) at the page server's origin
  * (http://localhost:<port>/, or http://<host>:<port>/); `trustSpki` picks a browser that
- * trusts that certificate for TLS over TCP too (see `launch`).
+ * trusts that certificate for TLS over TCP too (see `launch`); `chromiumArgs` adds
+ * command-line flags to Chromium (a browser of its own; the connector tests use
+ * --disable-quic to stand for a network that blocks UDP).
  * Returns { browser, origin, evaluate(fn, arg), close() }.
  */
-export async function openPage(name, { host = 'localhost', trustSpki } = {}) {
+export async function openPage(name, { host = 'localhost', trustSpki, chromiumArgs } = {}) {
   const origin = await pageOrigin(host);
-  const { kind, browser } = await getBrowser(name, trustSpki);
+  const { kind, browser } = await getBrowser(name, trustSpki, chromiumArgs);
   const url = `${origin}/`;
   if (kind === 'playwright') {
     const context = await browser.newContext();

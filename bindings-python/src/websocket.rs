@@ -1,0 +1,123 @@
+//! A plain WebSocket session.
+
+use pyo3::{
+    prelude::*,
+    types::{PyBytes, PyString},
+};
+
+use ferrovia::{WebSocketError, WebSocketMessage};
+
+use crate::{awaitable, errors::Failure};
+
+/// One message as the facade wants it: text or bytes.
+pub(crate) enum Message {
+    Text(String),
+    Binary(bytes::Bytes),
+}
+
+impl<'py> IntoPyObject<'py> for Message {
+    type Target = PyAny;
+    type Output = Bound<'py, PyAny>;
+    type Error = PyErr;
+
+    fn into_pyobject(self, py: Python<'py>) -> Result<Self::Output, Self::Error> {
+        Ok(match self {
+            Message::Text(t) => PyString::new(py, &t).into_any(),
+            Message::Binary(b) => PyBytes::new(py, &b).into_any(),
+        })
+    }
+}
+
+/// An accepted plain WebSocket.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct WebSocket {
+    inner: ferrovia::WebSocket,
+}
+
+impl WebSocket {
+    pub(crate) fn new(inner: ferrovia::WebSocket) -> Self {
+        Self { inner }
+    }
+}
+
+#[pymethods]
+impl WebSocket {
+    #[getter]
+    fn path(&self) -> &str {
+        self.inner.path()
+    }
+
+    #[getter]
+    fn protocol(&self) -> Option<&str> {
+        self.inner.protocol()
+    }
+
+    #[getter]
+    fn remote_address(&self) -> (String, u16) {
+        let a = self.inner.remote_addr();
+        (a.ip().to_string(), a.port())
+    }
+
+    /// `(code, reason, initiator)` once closed, else None.
+    #[getter]
+    fn close_info(&self) -> Option<(u16, String, &'static str)> {
+        self.inner.close_info().map(crate::errors::ws_close_tuple)
+    }
+
+    /// The next message (str or bytes), or None once the WebSocket closed cleanly.
+    fn recv<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let ws = self.inner.clone();
+        awaitable(py, async move {
+            match ws.recv().await {
+                Ok(Some(WebSocketMessage::Text(t))) => Ok(Some(Message::Text(t))),
+                Ok(Some(WebSocketMessage::Binary(b))) => Ok(Some(Message::Binary(b))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(Failure::from(e)),
+            }
+        })
+    }
+
+    /// Sends text (str) or binary (bytes-like) once queued.
+    fn send<'py>(
+        &self,
+        py: Python<'py>,
+        message: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let message = if let Ok(s) = message.cast::<PyString>() {
+            WebSocketMessage::Text(s.to_str()?.to_owned())
+        } else {
+            let data: Vec<u8> = message.extract().map_err(|_| {
+                pyo3::exceptions::PyTypeError::new_err(
+                    "a WebSocket message is str or a bytes-like object",
+                )
+            })?;
+            WebSocketMessage::Binary(data.into())
+        };
+        let ws = self.inner.clone();
+        awaitable(
+            py,
+            async move { ws.send(message).await.map_err(Failure::from) },
+        )
+    }
+
+    /// Starts the closing handshake with `code` and `reason`.
+    fn close(&self, py: Python<'_>, code: u16, reason: &str) -> PyResult<()> {
+        self.inner
+            .close(code, reason)
+            .map_err(|e| Failure::from(e).into_pyerr(py))
+    }
+
+    /// Resolves to `(code, reason, initiator)` once closed.
+    fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let ws = self.inner.clone();
+        awaitable(py, async move {
+            Ok(crate::errors::ws_close_tuple(ws.closed().await))
+        })
+    }
+}
+
+impl From<WebSocketError> for Failure {
+    fn from(e: WebSocketError) -> Self {
+        Self::WebSocket(e)
+    }
+}

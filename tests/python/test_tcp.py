@@ -1,0 +1,149 @@
+"""The TCP side from Python: plain WebSocket sessions and QMux requests on the same port as
+WebTransport, with the ``websockets`` library as an independent client."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+
+import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+import ferrovia
+
+
+def tls_for(server: ferrovia.Server) -> ssl.SSLContext:
+    """A client context that trusts exactly the server's certificate."""
+    ctx = ssl.create_default_context(cadata=server.certificate.chain_pem())
+    return ctx
+
+
+def url(server: ferrovia.Server, path: str) -> str:
+    address = server.tcp_address
+    assert address is not None
+    return f"wss://localhost:{address[1]}{path}"
+
+
+async def test_websocket_echo_subprotocol_and_close_codes_both_ways() -> None:
+    async with ferrovia.serve("127.0.0.1", 0) as server:
+        assert server.tcp_address == ("127.0.0.1", server.port)
+        requests = server.requests("/ws", websockets=True)
+        accepted: asyncio.Queue[ferrovia.WebSocket] = asyncio.Queue()
+
+        async def serve_one() -> None:
+            request = await requests.accept()
+            assert request is not None
+            assert request.transport == "websocket"
+            assert request.http_version == "1.1"
+            assert request.subprotocols == ["chat", "other"]
+            ws = await request.accept_websocket(protocol="chat")
+            assert ws.subprotocol == "chat"
+            await accepted.put(ws)
+            async for message in ws:
+                await ws.send(message)
+
+        task = asyncio.create_task(serve_one())
+        async with websockets.connect(
+            url(server, "/ws"), ssl=tls_for(server), subprotocols=["chat", "other"]  # type: ignore[list-item]
+        ) as client:
+            assert client.subprotocol == "chat"
+            await client.send("hello ✓")
+            assert await client.recv() == "hello ✓"
+            blob = bytes(range(256)) * 800
+            await client.send(blob)
+            assert await client.recv() == blob
+            ws = await accepted.get()
+            await client.close(4000, "client bye")
+        assert await asyncio.wait_for(ws.wait_closed(), 10) == (4000, "client bye")
+        assert (ws.close_code, ws.close_reason) == (4000, "client bye")
+        await asyncio.wait_for(task, 10)
+
+        # The server closes.
+        async def close_one() -> None:
+            request = await requests.accept()
+            assert request is not None
+            ws = await request.accept_websocket()
+            await ws.close(4001, "server bye")
+
+        task = asyncio.create_task(close_one())
+        async with websockets.connect(url(server, "/ws"), ssl=tls_for(server)) as client:
+            with pytest.raises(ConnectionClosed) as info:
+                await client.recv()
+            assert info.value.rcvd is not None
+            assert (info.value.rcvd.code, info.value.rcvd.reason) == (4001, "server bye")
+        await asyncio.wait_for(task, 10)
+        for _ in range(100):
+            if server.session_count == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert server.session_count == 0
+
+
+async def test_refusals_and_the_wrong_accept() -> None:
+    async with ferrovia.serve("127.0.0.1", 0) as server:
+        _sessions_only = server.requests("/sessions")
+        with pytest.raises(InvalidStatus) as status:
+            async with websockets.connect(url(server, "/sessions"), ssl=tls_for(server)):
+                pass
+        assert status.value.response.status_code == 400
+        with pytest.raises(ValueError, match="needs a path"):
+            server.requests(websockets=True)
+
+        mixed = server.requests("/mixed", websockets=True)
+
+        async def answer() -> None:
+            request = await mixed.accept()
+            assert request is not None
+            with pytest.raises(ValueError, match="accept_websocket"):
+                await request.accept()
+            assert not request.answered
+            request.reject(403)
+
+        task = asyncio.create_task(answer())
+        with pytest.raises(InvalidStatus) as status:
+            async with websockets.connect(url(server, "/mixed"), ssl=tls_for(server)):
+                pass
+        assert status.value.response.status_code == 403
+        await task
+
+        # A QMux offer is a session request; accept_websocket does not apply to it.
+        async def qmux() -> None:
+            request = await mixed.accept()
+            assert request is not None
+            assert request.transport == "qmux"
+            with pytest.raises(ValueError, match="use accept"):
+                await request.accept_websocket()
+            request.reject(404)
+
+        task = asyncio.create_task(qmux())
+        with pytest.raises(InvalidStatus):
+            async with websockets.connect(
+                url(server, "/mixed"), ssl=tls_for(server), subprotocols=["qmux-02"]  # type: ignore[list-item]
+            ):
+                pass
+        await task
+
+
+async def test_tcp_off_and_plain_behind_a_proxy() -> None:
+    async with ferrovia.serve("127.0.0.1", 0, tcp=False) as server:
+        assert server.tcp_address is None
+    async with ferrovia.serve("127.0.0.1", 0, tcp=("127.0.0.1", 0), tcp_behind_tls_proxy=True) as server:
+        address = server.tcp_address
+        assert address is not None
+        requests = server.requests("/p", websockets=True)
+
+        async def echo() -> None:
+            request = await requests.accept()
+            assert request is not None
+            ws = await request.accept_websocket()
+            async for m in ws:
+                await ws.send(m)
+
+        task = asyncio.create_task(echo())
+        async with websockets.connect(
+            f"ws://127.0.0.1:{address[1]}/p", additional_headers={"Host": "localhost"}
+        ) as client:
+            await client.send("through the proxy")
+            assert await client.recv() == "through the proxy"
+        await asyncio.wait_for(task, 10)
