@@ -77,4 +77,5 @@ pub use stream::{
     error_from_http3, error_to_http3, RecvStream, SendStream, WT_BUFFERED_STREAM_REJECTED,
     WT_SESSION_GONE,
 };
+pub use tcp::{Handshake, HandshakeOutcome, HostMessage, UpgradedWebSocket};
 pub use ws::{Message as WebSocketMessage, WebSocket, WebSocketClose, WebSocketError};

@@ -23,6 +23,7 @@ use crate::{
     origin::{self, OriginPolicy},
     request::SessionRequest,
     session::SessionShared,
+    tcp::{Handshake, HandshakeOutcome},
     ws::WsShared,
 };
 
@@ -586,6 +587,16 @@ impl Server {
 
     fn shared(&self) -> &Arc<ServerShared> {
         &self.handle.shared
+    }
+
+    /// Takes a WebSocket handshake that another HTTP server received (the application's
+    /// Express, Fastify, hyper, or ASGI server on its own port), so that QMux sessions and
+    /// plain WebSockets can ride it: the request goes through the same checks, routes and
+    /// limits as one on this server's own TCP side, and resolves once the application has
+    /// answered it. The caller sends the response it gets back and, on
+    /// [`HandshakeOutcome::Upgrade`], hands the upgraded connection to the session.
+    pub async fn websocket_handshake(&self, handshake: Handshake) -> HandshakeOutcome {
+        crate::tcp::handshake(self.shared(), None, handshake).await
     }
 
     /// The bound TCP address of the WebSocket and QMux side, if it listens (with the same

@@ -824,3 +824,176 @@ async fn websocket_floods_are_capped_per_address_and_counters_return_to_zero() {
     drop(clients);
     eventually_zero(&srv).await;
 }
+
+// ---- Another HTTP server carries the sessions ----
+
+/// A bare HTTP/1.1 server standing in for the application's own (Express, hyper, ...): it
+/// reads a request head and hands the handshake to Ferrovia.
+async fn foreign_server(server: ferrovia::Server) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, remote)) = listener.accept().await {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if tcp.read_exact(&mut b).await.is_err() {
+                        return;
+                    }
+                    head.push(b[0]);
+                }
+                let text = String::from_utf8(head).unwrap();
+                let mut lines = text.split("\r\n");
+                let mut first = lines.next().unwrap().split(' ');
+                let (method, path) = (
+                    first.next().unwrap().to_owned(),
+                    first.next().unwrap().to_owned(),
+                );
+                let headers: Vec<(String, String)> = lines
+                    .filter_map(|l| l.split_once(':'))
+                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                    .collect();
+                let authority = headers
+                    .iter()
+                    .find(|(k, _)| k == "host")
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                let outcome = server
+                    .websocket_handshake(ferrovia::Handshake {
+                        method,
+                        http2: false,
+                        protocol: None,
+                        path,
+                        authority,
+                        headers,
+                        remote_addr: remote,
+                        secure: false,
+                    })
+                    .await;
+                let (status, headers, socket) = match outcome {
+                    ferrovia::HandshakeOutcome::Respond {
+                        status, headers, ..
+                    } => (status, headers, None),
+                    ferrovia::HandshakeOutcome::Upgrade {
+                        status,
+                        headers,
+                        socket,
+                    } => (status, headers, Some(socket)),
+                };
+                let mut response = format!("HTTP/1.1 {status} X\r\n");
+                for (k, v) in headers {
+                    response.push_str(&format!("{k}: {v}\r\n"));
+                }
+                if socket.is_none() {
+                    response.push_str("content-length: 0\r\n");
+                }
+                response.push_str("\r\n");
+                tcp.write_all(response.as_bytes()).await.unwrap();
+                if let Some(socket) = socket {
+                    socket.run(tcp).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn another_http_server_carries_websockets_and_qmux_sessions() {
+    let srv = start_with(|c| c.tcp = ferrovia::TcpListen::Off);
+    let addr = foreign_server(srv.server.clone()).await;
+    let mut sockets = echo_websockets(&srv, "/ws");
+    let mut sessions = qmux_sessions(&srv, "/q");
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    // A plain WebSocket through the foreign server.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("ws://localhost:{}/ws", srv.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    ws.send(Message::text("via another server")).await.unwrap();
+    assert_eq!(
+        next_data(&mut ws).await,
+        Message::text("via another server")
+    );
+    assert_eq!(sockets.recv().await.unwrap().path(), "/ws");
+    // A QMux session through it, with the qmux crate's client.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!("ws://localhost:{}/q", srv.addr.port())
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", "qmux-02".parse().unwrap());
+    let (ws, response) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+    let chosen = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let client = qmux::ws::Upgraded::new(ws).with_alpn(&chosen).connect();
+    let session = sessions.recv().await.unwrap();
+    qmux_every_stream_kind(client, session).await;
+    // Refusals come back as statuses for the foreign server to send.
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("ws://localhost:{}/nowhere", srv.addr.port())
+        .into_client_request()
+        .unwrap();
+    match tokio_tungstenite::client_async(request, tcp).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 404),
+        other => panic!("{:?}", other.map(|_| ())),
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_frames_messages_itself_carries_a_websocket() {
+    let srv = start_with(|c| c.tcp = ferrovia::TcpListen::Off);
+    let mut sockets = echo_websockets(&srv, "/ws");
+    let outcome = srv
+        .server
+        .websocket_handshake(ferrovia::Handshake {
+            method: "GET".into(),
+            http2: false,
+            protocol: None,
+            path: "/ws".into(),
+            authority: "localhost".into(),
+            headers: vec![
+                ("upgrade".into(), "websocket".into()),
+                ("connection".into(), "Upgrade".into()),
+                (
+                    "sec-websocket-key".into(),
+                    "dGhlIHNhbXBsZSBub25jZQ==".into(),
+                ),
+                ("sec-websocket-version".into(), "13".into()),
+            ],
+            remote_addr: "127.0.0.1:5000".parse().unwrap(),
+            secure: true,
+        })
+        .await;
+    let ferrovia::HandshakeOutcome::Upgrade { status, socket, .. } = outcome else {
+        panic!("{outcome:?}");
+    };
+    assert_eq!(status, 101);
+    let (to_session, mut from_session) = socket.run_messages();
+    to_session
+        .send(ferrovia::HostMessage::Text("hi".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        from_session.recv().await,
+        Some(ferrovia::HostMessage::Text("hi".into()))
+    );
+    let server_ws = sockets.recv().await.unwrap();
+    to_session
+        .send(ferrovia::HostMessage::Close(4002, "host bye".into()))
+        .await
+        .unwrap();
+    let info = tokio::time::timeout(TIMEOUT, server_ws.closed())
+        .await
+        .unwrap();
+    assert_eq!((info.code, info.reason.as_str()), (4002, "host bye"));
+}

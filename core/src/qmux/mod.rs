@@ -586,19 +586,17 @@ pub(crate) struct Timing {
     pub(crate) idle: Option<Duration>,
 }
 
-/// Runs a QMux session over an accepted WebSocket until it ends.
-pub(crate) async fn drive<S>(
+/// Runs a QMux session over an accepted WebSocket's two halves until it ends.
+pub(crate) async fn drive<K, S>(
     shared: Arc<QmuxShared>,
     session: Weak<SessionShared>,
-    ws: S,
+    mut sink: K,
+    mut stream: S,
     timing: Timing,
 ) where
-    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>>
-        + futures_util::Sink<Message, Error = tungstenite::Error>
-        + Unpin
-        + Send,
+    K: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin + Send,
+    S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin + Send,
 {
-    let (mut sink, mut stream) = ws.split();
     let mut last_heard = Instant::now();
     let mut next_ping = timing.keep_alive.map(|k| Instant::now() + k);
     let lost = |why: String| {

@@ -28,7 +28,7 @@ use crate::{
     request::{Inner, RequestHead, SessionRequest},
     server::{Allowance, ConnSlot, ServerShared},
     session::Transport,
-    ws::{self, handshake},
+    ws::handshake,
 };
 
 /// What one TCP connection's requests share.
@@ -190,48 +190,204 @@ fn header_list(req: &Request<Incoming>) -> Vec<(String, String)> {
         .collect()
 }
 
-async fn handle(
-    conn: Arc<TcpConn>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let server = conn.server.clone();
-    let http2 = req.version() == hyper::Version::HTTP_2;
-    let headers = header_list(&req);
-    let protocol = req
-        .extensions()
-        .get::<hyper::ext::Protocol>()
-        .map(|p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
-    if !handshake::is_websocket_request(&method, protocol.as_deref(), &headers) {
-        conn.note_refusal();
-        return Ok(text(404, "not found\n"));
+/// A WebSocket opening handshake as any HTTP server sees it: from this server's TCP side, or
+/// from another HTTP server the application runs (see [`Server::websocket_handshake`]).
+///
+/// [`Server::websocket_handshake`]: crate::Server::websocket_handshake
+#[derive(Clone, Debug)]
+pub struct Handshake {
+    /// The request method (`GET` for HTTP/1.1, `CONNECT` for HTTP/2).
+    pub method: String,
+    /// Whether the request came over HTTP/2 (RFC 8441) rather than HTTP/1.1 (RFC 6455).
+    pub http2: bool,
+    /// HTTP/2's `:protocol` pseudo-header (`websocket`).
+    pub protocol: Option<String>,
+    /// The path and query.
+    pub path: String,
+    /// The host the client asked for (`Host`, or `:authority`).
+    pub authority: String,
+    /// Every header, names lowercase.
+    pub headers: Vec<(String, String)>,
+    /// The client's address.
+    pub remote_addr: SocketAddr,
+    /// Whether the connection is encrypted (end to end, or up to a TLS-terminating proxy).
+    pub secure: bool,
+}
+
+/// What to answer a handshake with.
+pub enum HandshakeOutcome {
+    /// Answer with this status, headers and plain-text body, and keep the connection as
+    /// HTTP (a refusal, or a request that is not a WebSocket handshake).
+    Respond {
+        /// The status.
+        status: u16,
+        /// Response headers.
+        headers: Vec<(String, String)>,
+        /// The body (the reason for a refusal).
+        body: &'static str,
+    },
+    /// The application accepted: answer with this status (101 for HTTP/1.1, 200 for
+    /// HTTP/2) and headers, then hand the connection's byte stream (or its messages) to
+    /// [`UpgradedWebSocket`].
+    Upgrade {
+        /// The status.
+        status: u16,
+        /// Response headers (`Sec-WebSocket-Accept`, `Sec-WebSocket-Protocol`, ...).
+        headers: Vec<(String, String)>,
+        /// Runs the session once the socket is there.
+        socket: UpgradedWebSocket,
+    },
+}
+
+impl std::fmt::Debug for HandshakeOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Respond { status, .. } => {
+                f.debug_struct("Respond").field("status", status).finish()
+            }
+            Self::Upgrade { status, .. } => {
+                f.debug_struct("Upgrade").field("status", status).finish()
+            }
+        }
     }
-    let upgrade = match handshake::check(http2, &method, protocol.as_deref(), &headers) {
-        Ok(u) => u,
-        Err(rejection) => {
-            conn.note_refusal();
-            let mut r = text(rejection.status, rejection.reason);
-            r.headers_mut().insert(
-                "sec-websocket-version",
-                hyper::header::HeaderValue::from_static("13"),
-            );
-            return Ok(r);
+}
+
+/// An accepted WebSocket waiting for its socket: the QMux session or plain WebSocket the
+/// application already holds runs once [`run`](Self::run) (a byte stream) or
+/// [`run_messages`](Self::run_messages) (whole messages, for hosts such as ASGI servers that
+/// frame WebSocket messages themselves) is called. Dropping it ends that session as lost.
+pub struct UpgradedWebSocket {
+    start: Option<request::Start>,
+    config: WebSocketConfig,
+    timing: qmux::Timing,
+    hold: Option<Arc<TcpConn>>,
+}
+
+impl Drop for UpgradedWebSocket {
+    fn drop(&mut self) {
+        if let Some(start) = self.start.take() {
+            start.fail("the socket was never handed over".into());
+        }
+    }
+}
+
+/// One WebSocket message, for hosts that frame messages themselves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HostMessage {
+    /// A text message.
+    Text(String),
+    /// A binary message.
+    Binary(Bytes),
+    /// A close frame: code and reason.
+    Close(u16, String),
+}
+
+impl UpgradedWebSocket {
+    /// Runs the session over the upgraded byte stream until it ends.
+    pub async fn run<T>(mut self, io: T)
+    where
+        T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Some(start) = self.start.take() else {
+            return;
+        };
+        let _hold = self.hold.take();
+        let socket = WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Server,
+            Some(self.config),
+        )
+        .await;
+        let (sink, stream) = futures_util::StreamExt::split(socket);
+        start.run(sink, stream, self.timing).await;
+    }
+
+    /// Runs the session over whole messages: what the host receives goes into the
+    /// returned sender, what the session sends comes out of the returned receiver (a
+    /// `Close` last). Both are bounded, so a slow side slows the other.
+    pub fn run_messages(
+        mut self,
+    ) -> (
+        tokio::sync::mpsc::Sender<HostMessage>,
+        tokio::sync::mpsc::Receiver<HostMessage>,
+    ) {
+        use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+        let (in_tx, in_rx) = tokio::sync::mpsc::channel::<HostMessage>(16);
+        let (out_tx, out_rx) = tokio::sync::mpsc::channel::<HostMessage>(16);
+        let Some(start) = self.start.take() else {
+            return (in_tx, out_rx);
+        };
+        let stream = futures_util::stream::unfold(in_rx, |mut rx| async move {
+            let m = match rx.recv().await? {
+                HostMessage::Text(t) => Message::Text(t.into()),
+                HostMessage::Binary(b) => Message::Binary(b),
+                HostMessage::Close(code, reason) => Message::Close(Some(CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                })),
+            };
+            Some((Ok(m), rx))
+        });
+        let sink = futures_util::sink::unfold(out_tx, |tx, m: Message| async move {
+            let m = match m {
+                Message::Text(t) => HostMessage::Text(t.as_str().to_owned()),
+                Message::Binary(b) => HostMessage::Binary(b),
+                Message::Close(f) => HostMessage::Close(
+                    f.as_ref().map_or(1000, |f| u16::from(f.code)),
+                    f.map(|f| f.reason.as_str().to_owned()).unwrap_or_default(),
+                ),
+                // Pings and pongs are the host's business.
+                _ => return Ok(tx),
+            };
+            tx.send(m)
+                .await
+                .map_err(|_| tokio_tungstenite::tungstenite::Error::ConnectionClosed)?;
+            Ok(tx)
+        });
+        let timing = self.timing;
+        let hold = self.hold.take();
+        tokio::spawn(async move {
+            let _hold = hold;
+            start.run(Box::pin(sink), Box::pin(stream), timing).await;
+        });
+        (in_tx, out_rx)
+    }
+}
+
+/// Checks a WebSocket handshake, routes it like any session request, and waits for the
+/// application's answer.
+pub(crate) async fn handshake(
+    server: &Arc<ServerShared>,
+    conn: Option<Arc<TcpConn>>,
+    h: Handshake,
+) -> HandshakeOutcome {
+    let refused = |conn: &Option<Arc<TcpConn>>| {
+        if let Some(c) = conn {
+            c.note_refusal();
         }
     };
-    let path = req
-        .uri()
-        .path_and_query()
-        .map_or("/".to_owned(), |p| p.as_str().to_owned());
-    let authority = if http2 {
-        req.uri().authority().map(|a| a.as_str().to_owned())
-    } else {
-        headers
-            .iter()
-            .find(|(k, _)| k == "host")
-            .map(|(_, v)| v.clone())
+    let respond = |status: u16, body: &'static str| HandshakeOutcome::Respond {
+        status,
+        headers: Vec::new(),
+        body,
+    };
+    if !handshake::is_websocket_request(&h.method, h.protocol.as_deref(), &h.headers) {
+        refused(&conn);
+        return respond(404, "not found\n");
     }
-    .unwrap_or_default();
-    let origin_header = headers
+    let upgrade = match handshake::check(h.http2, &h.method, h.protocol.as_deref(), &h.headers) {
+        Ok(u) => u,
+        Err(rejection) => {
+            refused(&conn);
+            return HandshakeOutcome::Respond {
+                status: rejection.status,
+                headers: vec![("sec-websocket-version".into(), "13".into())],
+                body: rejection.reason,
+            };
+        }
+    };
+    let origin_header = h
+        .headers
         .iter()
         .find(|(k, _)| k == "origin")
         .map(|(_, v)| v.clone());
@@ -241,14 +397,14 @@ async fn handle(
     } else {
         Transport::WebSocket
     };
-    let authority_ok = origin::authority_allowed(&authority, |h| server.is_own_host(h));
+    let authority_ok = origin::authority_allowed(&h.authority, |host| server.is_own_host(host));
     let origin_ok = authority_ok
         && server
             .origin_policy
             .decide(
                 origin_header.as_deref(),
-                &authority,
-                |h| server.is_own_host(h),
+                &h.authority,
+                |host| server.is_own_host(host),
                 server.limits.request_timeout,
             )
             .await;
@@ -262,30 +418,29 @@ async fn handle(
         None
     };
     if let Some(status) = status {
-        conn.note_refusal();
-        return Ok(text(status, ""));
+        refused(&conn);
+        return respond(status, "");
     }
-    let Some(ip) = server.reserve_ip_session(conn.remote.ip()) else {
-        conn.note_refusal();
-        return Ok(text(429, ""));
+    let Some(ip) = server.reserve_ip_session(h.remote_addr.ip()) else {
+        refused(&conn);
+        return respond(429, "");
     };
-    let no_masking = conn.tls && upgrade.extensions.iter().any(|e| e == "no-masking");
+    let no_masking = h.secure && upgrade.extensions.iter().any(|e| e == "no-masking");
     let subprotocols = match &offer {
         Some(o) => o.app_protocols(),
         None => upgrade.protocols.clone(),
     };
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let on_upgrade = hyper::upgrade::on(&mut req);
     let request = SessionRequest {
         head: RequestHead {
             id: server.next_session_id(),
-            path,
-            authority,
+            path: h.path,
+            authority: h.authority,
             origin: origin_header,
-            headers,
+            headers: h.headers,
             protocols: subprotocols,
-            remote: conn.remote,
-            version: if http2 {
+            remote: h.remote_addr,
+            version: if h.http2 {
                 http::Version::HTTP_2
             } else {
                 http::Version::HTTP_11
@@ -294,6 +449,7 @@ async fn handle(
         },
         ip: Some(ip),
         inner: Inner::Tcp(TcpRequest {
+            server: server.clone(),
             conn: conn.clone(),
             answer: Some(tx),
             offer,
@@ -304,51 +460,37 @@ async fn handle(
     }
     let answer = rx.await.unwrap_or(Answer::Reject(503));
     let (protocol_header, extra, start) = match answer {
-        Answer::Reject(status) => return Ok(text(status, "")),
+        Answer::Reject(status) => return respond(status, ""),
         Answer::Accept {
             protocol_header,
             headers,
             start,
         } => (protocol_header, headers, start),
     };
-    let mut response = text(if http2 { 200 } else { 101 }, "");
-    let h = response.headers_mut();
-    if !http2 {
-        h.insert(
-            hyper::header::UPGRADE,
-            hyper::header::HeaderValue::from_static("websocket"),
-        );
-        h.insert(
-            hyper::header::CONNECTION,
-            hyper::header::HeaderValue::from_static("Upgrade"),
-        );
+    let mut headers = Vec::new();
+    if !h.http2 {
+        headers.push(("upgrade".to_owned(), "websocket".to_owned()));
+        headers.push(("connection".to_owned(), "Upgrade".to_owned()));
         if let Some(key) = &upgrade.key {
-            if let Ok(v) = hyper::header::HeaderValue::from_str(&handshake::accept_key(key)) {
-                h.insert("sec-websocket-accept", v);
-            }
+            headers.push((
+                "sec-websocket-accept".to_owned(),
+                handshake::accept_key(key),
+            ));
         }
     }
-    if let Some(p) = protocol_header.and_then(|p| hyper::header::HeaderValue::from_str(&p).ok()) {
-        h.insert("sec-websocket-protocol", p);
+    if let Some(p) = protocol_header {
+        headers.push(("sec-websocket-protocol".to_owned(), p));
     }
     if no_masking {
-        h.insert(
-            "sec-websocket-extensions",
-            hyper::header::HeaderValue::from_static("no-masking"),
-        );
+        headers.push((
+            "sec-websocket-extensions".to_owned(),
+            "no-masking".to_owned(),
+        ));
     }
-    for (k, v) in extra {
-        if let (Ok(k), Ok(v)) = (
-            hyper::header::HeaderName::from_bytes(k.as_bytes()),
-            hyper::header::HeaderValue::from_str(&v),
-        ) {
-            h.append(k, v);
-        }
-    }
-    let limits = &server.limits;
+    headers.extend(extra);
     let max_message = match &start {
         request::Start::Qmux { .. } => qmux::MAX_RECORD as usize + 64,
-        request::Start::WebSocket { .. } => limits.max_message_size,
+        request::Start::WebSocket { .. } => server.limits.max_message_size,
     };
     let config = WebSocketConfig::default()
         .max_message_size(Some(max_message))
@@ -356,34 +498,90 @@ async fn handle(
         .write_buffer_size(64 * 1024)
         .max_write_buffer_size(1024 * 1024)
         .accept_unmasked_frames(no_masking);
-    let timing = qmux::Timing {
-        keep_alive: server.keep_alive,
-        idle: server.idle_timeout,
+    HandshakeOutcome::Upgrade {
+        status: if h.http2 { 200 } else { 101 },
+        headers,
+        socket: UpgradedWebSocket {
+            start: Some(start),
+            config,
+            timing: qmux::Timing {
+                keep_alive: server.keep_alive,
+                idle: server.idle_timeout,
+            },
+            hold: conn,
+        },
+    }
+}
+
+async fn handle(
+    conn: Arc<TcpConn>,
+    mut req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let server = conn.server.clone();
+    let http2 = req.version() == hyper::Version::HTTP_2;
+    let headers = header_list(&req);
+    let protocol = req
+        .extensions()
+        .get::<hyper::ext::Protocol>()
+        .map(|p| p.as_str().to_owned());
+    let path = req
+        .uri()
+        .path_and_query()
+        .map_or("/".to_owned(), |p| p.as_str().to_owned());
+    let authority = if http2 {
+        req.uri().authority().map(|a| a.as_str().to_owned())
+    } else {
+        headers
+            .iter()
+            .find(|(k, _)| k == "host")
+            .map(|(_, v)| v.clone())
+    }
+    .unwrap_or_default();
+    let h = Handshake {
+        method: req.method().as_str().to_owned(),
+        http2,
+        protocol,
+        path,
+        authority,
+        headers,
+        remote_addr: conn.remote,
+        secure: conn.tls,
     };
-    let hold = conn.clone();
-    tokio::spawn(async move {
-        let _conn = hold;
-        let upgraded = match on_upgrade.await {
-            Ok(u) => u,
-            Err(e) => {
-                start.fail(format!("upgrade failed: {e}"));
-                return;
-            }
-        };
-        let socket = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            tokio_tungstenite::tungstenite::protocol::Role::Server,
-            Some(config),
-        )
-        .await;
-        match start {
-            request::Start::Qmux { shared, session } => {
-                qmux::drive(shared, session, socket, timing).await
-            }
-            request::Start::WebSocket { pending } => {
-                ws::drive(pending, socket, timing.keep_alive, timing.idle).await
-            }
+    let on_upgrade = hyper::upgrade::on(&mut req);
+    let outcome = handshake(&server, Some(conn), h).await;
+    let (status, headers, body, socket) = match outcome {
+        HandshakeOutcome::Respond {
+            status,
+            headers,
+            body,
+        } => (status, headers, body, None),
+        HandshakeOutcome::Upgrade {
+            status,
+            headers,
+            socket,
+        } => (status, headers, "", Some(socket)),
+    };
+    let mut response = text(status, body);
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(&v),
+        ) {
+            response.headers_mut().append(k, v);
         }
-    });
+    }
+    if let Some(socket) = socket {
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => socket.run(TokioIo::new(upgraded)).await,
+                Err(e) => {
+                    let mut socket = socket;
+                    if let Some(start) = socket.start.take() {
+                        start.fail(format!("upgrade failed: {e}"));
+                    }
+                }
+            }
+        });
+    }
     Ok(response)
 }

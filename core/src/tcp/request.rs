@@ -27,6 +27,32 @@ pub(crate) enum Start {
 }
 
 impl Start {
+    /// Runs the session over a WebSocket's two halves until it ends.
+    pub(crate) async fn run<K, S>(self, sink: K, stream: S, timing: qmux::Timing)
+    where
+        K: futures_util::Sink<
+                tokio_tungstenite::tungstenite::Message,
+                Error = tokio_tungstenite::tungstenite::Error,
+            > + Unpin
+            + Send,
+        S: futures_util::Stream<
+                Item = Result<
+                    tokio_tungstenite::tungstenite::Message,
+                    tokio_tungstenite::tungstenite::Error,
+                >,
+            > + Unpin
+            + Send,
+    {
+        match self {
+            Start::Qmux { shared, session } => {
+                qmux::drive(shared, session, sink, stream, timing).await
+            }
+            Start::WebSocket { pending } => {
+                ws::drive(pending, sink, stream, timing.keep_alive, timing.idle).await
+            }
+        }
+    }
+
     /// The upgrade never completed: the session ends as lost.
     pub(crate) fn fail(self, why: String) {
         match self {
@@ -51,7 +77,9 @@ pub(crate) enum Answer {
 }
 
 pub(crate) struct TcpRequest {
-    pub(crate) conn: Arc<TcpConn>,
+    pub(crate) server: Arc<crate::server::ServerShared>,
+    /// The connection it came on, when it came on this server's own TCP side.
+    pub(crate) conn: Option<Arc<TcpConn>>,
     pub(crate) answer: Option<oneshot::Sender<Answer>>,
     pub(crate) offer: Option<Offer>,
 }
@@ -64,9 +92,15 @@ impl TcpRequest {
         }
     }
 
+    fn note_refusal(&self) {
+        if let Some(c) = &self.conn {
+            c.note_refusal();
+        }
+    }
+
     pub(crate) fn answer(&mut self, status: u16) {
         if self.answer.is_some() {
-            self.conn.note_refusal();
+            self.note_refusal();
             let _ = self.send(Answer::Reject(status));
         }
     }
@@ -75,7 +109,7 @@ impl TcpRequest {
     pub(crate) fn poll_abandoned(&mut self) -> bool {
         let gone = self.answer.as_ref().is_none_or(|tx| tx.is_closed());
         if gone && self.answer.take().is_some() {
-            self.conn.note_refusal();
+            self.note_refusal();
         }
         gone
     }
@@ -96,7 +130,7 @@ impl TcpRequest {
         headers: &[(&str, &str)],
         ip: Option<IpSessionToken>,
     ) -> Result<Session, RequestError> {
-        let server = self.conn.server.clone();
+        let server = self.server.clone();
         let protocol_header = self.protocol_header(head, protocol);
         if protocol_header.is_none() {
             // The client offered only versioned application protocols, and none was
@@ -155,7 +189,7 @@ impl TcpRequest {
         headers: &[(&str, &str)],
         ip: Option<IpSessionToken>,
     ) -> Result<WebSocket, RequestError> {
-        let server = self.conn.server.clone();
+        let server = self.server.clone();
         let Some(slot) = server.reserve_session() else {
             self.answer(503);
             return Err(RequestError::TooManySessions);

@@ -345,23 +345,21 @@ pub(crate) fn close_code_for(e: &tungstenite::Error) -> u16 {
 }
 
 /// Runs a plain WebSocket until it ends.
-pub(crate) async fn drive<S>(
+pub(crate) async fn drive<K, S>(
     pending: Pending,
-    ws: S,
+    mut sink: K,
+    mut stream: S,
     keep_alive: Option<Duration>,
     idle: Option<Duration>,
 ) where
-    S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>>
-        + futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
-        + Unpin
-        + Send,
+    K: futures_util::Sink<tungstenite::Message, Error = tungstenite::Error> + Unpin + Send,
+    S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin + Send,
 {
     let Pending {
         shared,
         mut outgoing,
         incoming,
     } = pending;
-    let (mut sink, mut stream) = ws.split();
     let mut last_heard = Instant::now();
     let mut next_ping = keep_alive.map(|k| Instant::now() + k);
     let mut closing: Option<(u16, String)> = None;
