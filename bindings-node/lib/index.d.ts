@@ -311,6 +311,13 @@ export class Server {
   /** Requests for `path`, or for every path without a route when omitted. */
   requests(path?: string, options?: RequestsOptions): AsyncIterable<SessionRequest>;
   route(path: string, handler: (request: SessionRequest) => unknown, options?: RouteOptions): RequestStream;
+  /**
+   * Carries a WebSocket upgrade another HTTP/1.1 server received (its 'upgrade' event):
+   * QMux sessions and plain WebSockets come out of this server's routes as usual.
+   */
+  handleUpgrade(req: import('node:http').IncomingMessage, socket: import('node:stream').Duplex, head: Buffer): Promise<void>;
+  /** Carries an RFC 8441 extended CONNECT a `node:http2` server received. */
+  handleStream(stream: import('node:http2').ServerHttp2Stream, headers: import('node:http2').IncomingHttpHeaders): Promise<void>;
   /** Graceful shutdown; `grace` in ms (2000). */
   close(options?: { grace?: number }): Promise<void>;
 }

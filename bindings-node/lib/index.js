@@ -948,6 +948,71 @@ class Server {
   }
 
   /**
+   * Carries a WebSocket upgrade that another HTTP/1.1 server received (the 'upgrade' event
+   * of `node:http`, Express or Fastify, as `ws`'s noServer mode does): the request goes
+   * through this server's routes, origin policy and limits, so QMux sessions and plain
+   * WebSockets come out of the same `requests(path)` / `route()` as on Ferrovia's own port.
+   * Resolves once the request is answered (refused, or upgraded and running).
+   */
+  async handleUpgrade(req, socket, head) {
+    const h = {
+      method: req.method,
+      http2: false,
+      path: req.url,
+      authority: req.headers.host ?? '',
+      headers: rawPairs(req.rawHeaders),
+      remoteAddress: stripV4Mapped(socket.remoteAddress ?? '127.0.0.1'),
+      remotePort: socket.remotePort ?? 0,
+      secure: !!socket.encrypted || req.headers['x-forwarded-proto'] === 'https',
+    };
+    const result = await this.#native.websocketHandshake(h).catch(rethrow);
+    const { status, headers, body, upgrade } = result.outcome;
+    const lines = [`HTTP/1.1 ${status} ${STATUS_TEXT[status] ?? 'Status'}`];
+    for (const { name, value } of headers) lines.push(`${name}: ${value}`);
+    if (!upgrade) {
+      lines.push('content-type: text/plain; charset=utf-8', `content-length: ${Buffer.byteLength(body)}`, 'connection: close');
+      socket.end(`${lines.join('\r\n')}\r\n\r\n${body}`);
+      return;
+    }
+    socket.write(`${lines.join('\r\n')}\r\n\r\n`);
+    await pipeSocket(result.takePipe(), socket, head);
+  }
+
+  /**
+   * Carries an HTTP/2 extended CONNECT (RFC 8441) that a `node:http2` server received
+   * (create it with `settings: { enableConnectProtocol: true }` and call this from its
+   * 'stream' event when `headers[':protocol'] === 'websocket'`).
+   */
+  async handleStream(stream, headers) {
+    const session = stream.session;
+    const h = {
+      method: headers[':method'],
+      http2: true,
+      protocol: headers[':protocol'],
+      path: headers[':path'] ?? '/',
+      authority: headers[':authority'] ?? '',
+      headers: Object.entries(headers)
+        .filter(([k]) => !k.startsWith(':'))
+        .flatMap(([k, v]) => (Array.isArray(v) ? v.map((x) => ({ name: k, value: String(x) })) : [{ name: k, value: String(v) }])),
+      remoteAddress: stripV4Mapped(session?.socket?.remoteAddress ?? '127.0.0.1'),
+      remotePort: session?.socket?.remotePort ?? 0,
+      secure: !!session?.encrypted,
+    };
+    const result = await this.#native.websocketHandshake(h).catch(rethrow);
+    const { status, headers: out, body, upgrade } = result.outcome;
+    const response = { ':status': status };
+    for (const { name, value } of out) response[name] = value;
+    if (!upgrade) {
+      response['content-type'] = 'text/plain; charset=utf-8';
+      stream.respond(response);
+      stream.end(body);
+      return;
+    }
+    stream.respond(response);
+    await pipeSocket(result.takePipe(), stream, Buffer.alloc(0));
+  }
+
+  /**
    * Shuts down: stops accepting, asks sessions to drain, waits up to `grace` ms
    * (default 2000) for them to end, then closes the rest. Iterators of requests end.
    */
@@ -969,6 +1034,48 @@ class Server {
 }
 
 const LISTEN = Symbol('listen');
+
+const STATUS_TEXT = require('node:http').STATUS_CODES;
+
+function rawPairs(raw) {
+  const out = [];
+  for (let i = 0; i + 1 < raw.length; i += 2) out.push({ name: raw[i].toLowerCase(), value: raw[i + 1] });
+  return out;
+}
+
+function stripV4Mapped(ip) {
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}
+
+/** Moves bytes between another server's socket (or HTTP/2 stream) and the session. */
+async function pipeSocket(pipe, socket, head) {
+  await pipe.start().catch(rethrow);
+  let writing = Promise.resolve();
+  const toSession = (chunk) => {
+    socket.pause();
+    writing = writing
+      .then(() => pipe.write(chunk))
+      .then(() => socket.resume(), () => socket.destroy());
+  };
+  if (head && head.length) toSession(head);
+  socket.on('data', toSession);
+  socket.on('end', () => {
+    writing = writing.then(() => pipe.end());
+  });
+  socket.on('error', () => {});
+  for (;;) {
+    const chunk = await pipe.read().catch(() => null);
+    if (chunk === null) break;
+    if (!socket.write(chunk)) {
+      await new Promise((resolve) => {
+        socket.once('drain', resolve);
+        socket.once('close', resolve);
+      });
+    }
+    if (socket.destroyed) break;
+  }
+  if (!socket.destroyed) socket.end();
+}
 
 /**
  * Generates a self-signed ECDSA P-256 certificate (valid 13 days, within the 14 days

@@ -9,12 +9,14 @@
 #![deny(clippy::all)]
 
 mod error;
+mod external;
 mod request;
 mod server;
 mod session;
 mod stream;
 mod websocket;
 
+pub use external::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
 pub use request::{NativeHeader, NativeRequest};
 pub use server::{
     listen, self_signed_certificate, NativeCertificate, NativeListenOptions, NativeRoute,

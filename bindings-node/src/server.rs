@@ -326,11 +326,59 @@ impl NativeServer {
         })
     }
 
+    /// A WebSocket handshake another HTTP server received; resolves with what to answer
+    /// (and, to upgrade, the pipe to connect the socket to).
+    #[napi]
+    pub async fn websocket_handshake(
+        &self,
+        handshake: crate::external::NativeHandshake,
+    ) -> napi::Result<NativeHandshakeResult> {
+        let (outcome, pipe) = crate::external::handshake(&self.server, handshake).await?;
+        Ok(NativeHandshakeResult {
+            outcome: Some(outcome),
+            pipe: Mutex::new(pipe),
+        })
+    }
+
     /// Graceful shutdown: drain sessions, wait up to `grace_ms`, then close the rest.
     #[napi]
     pub async fn close(&self, grace_ms: f64) {
         let grace = Duration::from_secs_f64(grace_ms.max(0.0) / 1000.0);
         self.server.close(grace).await;
+    }
+}
+
+/// The answer to an external handshake and, to upgrade, its pipe.
+#[napi]
+pub struct NativeHandshakeResult {
+    outcome: Option<crate::external::NativeHandshakeOutcome>,
+    pipe: Mutex<Option<crate::external::NativeSocketPipe>>,
+}
+
+#[napi]
+impl NativeHandshakeResult {
+    /// Status, headers, body, and whether to upgrade.
+    #[napi(getter, catch_unwind)]
+    pub fn outcome(&self) -> Option<crate::external::NativeHandshakeOutcome> {
+        self.outcome.as_ref().map(|o| crate::external::NativeHandshakeOutcome {
+            status: o.status,
+            headers: o
+                .headers
+                .iter()
+                .map(|h| crate::request::NativeHeader {
+                    name: h.name.clone(),
+                    value: h.value.clone(),
+                })
+                .collect(),
+            body: o.body.clone(),
+            upgrade: o.upgrade,
+        })
+    }
+
+    /// The pipe for an upgrade (once).
+    #[napi(catch_unwind)]
+    pub fn take_pipe(&self) -> Option<crate::external::NativeSocketPipe> {
+        self.pipe.lock().ok().and_then(|mut p| p.take())
     }
 }
 

@@ -159,3 +159,65 @@ describe('the tcp option', () => {
     await assert.rejects(Server.listen({ tcp: { host: '::' } }), TypeError);
   });
 });
+
+describe('another HTTP server carries the sessions', () => {
+  test('node:http upgrade and node:http2 extended CONNECT', async () => {
+    const http = await import('node:http');
+    const http2 = await import('node:http2');
+    const app = await Server.listen({ host: '127.0.0.1', port: 0, tcp: false });
+    const echoes = app.route('/ws', async (request) => {
+      const ws = await request.acceptWebSocket();
+      for await (const m of ws) await ws.send(m);
+    }, { webSockets: true });
+    // An HTTP/1.1 server of the application's own, on another port.
+    const h1 = http.createServer((req, res) => res.end('page'));
+    h1.on('upgrade', (req, socket, head) => app.handleUpgrade(req, socket, head).catch(() => socket.destroy()));
+    await new Promise((r) => h1.listen(0, '127.0.0.1', r));
+    try {
+      const c = new WebSocket(`ws://127.0.0.1:${h1.address().port}/ws`, { headers: { host: 'localhost' } });
+      await once(c, 'open');
+      c.send('via node:http');
+      const [m] = await once(c, 'message');
+      assert.equal(m.toString(), 'via node:http');
+      c.close(4003, 'bye');
+      await once(c, 'close');
+      // Refusals become statuses on the other server's socket.
+      const refused = new WebSocket(`ws://127.0.0.1:${h1.address().port}/nowhere`, { headers: { host: 'localhost' } });
+      const [, res] = await once(refused, 'unexpected-response');
+      assert.equal(res.statusCode, 404);
+    } finally {
+      h1.close();
+    }
+    // An HTTP/2 server with extended CONNECT.
+    const h2 = http2.createServer({ settings: { enableConnectProtocol: true } });
+    h2.on('stream', (stream, headers) => {
+      if (headers[':protocol'] === 'websocket') app.handleStream(stream, headers).catch(() => stream.destroy());
+      else stream.respond({ ':status': 404 }, { endStream: true });
+    });
+    await new Promise((r) => h2.listen(0, '127.0.0.1', r));
+    try {
+      const session = http2.connect(`http://127.0.0.1:${h2.address().port}`);
+      await once(session, 'remoteSettings');
+      const stream = session.request({
+        ':method': 'CONNECT',
+        ':protocol': 'websocket',
+        ':path': '/ws',
+        ':authority': 'localhost',
+        ':scheme': 'http',
+        'sec-websocket-version': '13',
+      });
+      const [headers] = await once(stream, 'response');
+      assert.equal(headers[':status'], 200);
+      // A client frame, masked as RFC 6455 requires: text "h2".
+      stream.write(Buffer.from([0x81, 0x82, 1, 2, 3, 4, 'h'.charCodeAt(0) ^ 1, '2'.charCodeAt(0) ^ 2]));
+      const [frame] = await once(stream, 'data');
+      assert.deepEqual([...frame], [0x81, 0x02, 'h'.charCodeAt(0), '2'.charCodeAt(0)]);
+      stream.close();
+      session.close();
+    } finally {
+      h2.close();
+    }
+    echoes.close();
+    await app.close({ grace: 0 });
+  });
+});
