@@ -16,6 +16,7 @@ use std::{
 use pyo3::prelude::*;
 
 mod errors;
+mod external;
 mod handoff;
 mod server;
 mod session;
@@ -152,6 +153,8 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<stream::Writer>()?;
     m.add_class::<handoff::Handoff>()?;
     m.add_class::<websocket::WebSocket>()?;
+    m.add_class::<external::Upgraded>()?;
+    m.add_class::<external::MessagePipe>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

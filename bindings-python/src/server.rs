@@ -357,6 +357,34 @@ impl Server {
         })
     }
 
+    /// A WebSocket handshake another server (an ASGI server) received; resolves to
+    /// `(status, headers, body, upgraded or None)`.
+    #[pyo3(signature = (method, http2, path, authority, headers, remote, secure))]
+    #[allow(clippy::too_many_arguments)]
+    fn websocket_handshake<'py>(
+        &self,
+        py: Python<'py>,
+        method: String,
+        http2: bool,
+        path: String,
+        authority: String,
+        headers: Vec<(String, String)>,
+        remote: (String, u16),
+        secure: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        crate::external::handshake(
+            py,
+            self.inner.clone(),
+            method,
+            http2,
+            path,
+            authority,
+            headers,
+            remote,
+            secure,
+        )
+    }
+
     /// Graceful shutdown within `grace` seconds.
     fn close<'py>(&self, py: Python<'py>, grace: f64) -> PyResult<Bound<'py, PyAny>> {
         let grace = seconds("grace", Some(grace.max(1e-3)))?.unwrap_or_default();

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import os
-from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import fields
 from types import TracebackType
 from typing import Any, Literal, Union, cast
@@ -899,6 +899,15 @@ class Server:
             raise TypeError(f"path must be str or None, not {type(path).__name__}")
         return Requests(self._inner.route(path, websockets), path)
 
+    def asgi(self) -> ASGIApp:
+        """An ASGI 3 application that carries WebSocket connections reaching another server
+        (uvicorn, Hypercorn; a Starlette or FastAPI app) into this server's routes: mount it
+        (``app.mount("/rt", server.asgi())``) and QMux sessions and plain WebSockets for the
+        mounted paths come out of :meth:`requests` as if they had reached this server's own
+        TCP side, with the same origin policy and limits. Routes are matched on the full path
+        (the mount prefix included). HTTP requests to it get 404."""
+        return _asgi_app(self)
+
     async def close(self, grace: float = 0.0) -> None:
         """Shuts down: stops accepting, asks every session to drain, waits up to ``grace``
         seconds for them to end, then closes the rest (code 0, "server shutting down")."""
@@ -923,6 +932,111 @@ class Server:
     def __repr__(self) -> str:
         host, port = self.local_address
         return f"<ferrovia.Server {host!r} port={port}>"
+
+
+ASGIApp = Callable[
+    [MutableMapping[str, Any], Callable[[], Awaitable[MutableMapping[str, Any]]], Callable[[MutableMapping[str, Any]], Awaitable[None]]],
+    Awaitable[None],
+]
+"""An ASGI 3 application."""
+
+# Headers the ASGI server writes itself when it accepts a WebSocket.
+_HANDSHAKE_HEADERS = ("upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions")
+
+
+def _asgi_app(server: Server) -> ASGIApp:
+    async def app(
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                event = await receive()
+                if event["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif event["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "websocket":
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"not found\n"})
+            return
+        await receive()  # websocket.connect
+        # ASGI servers disagree on whether `path` includes the mount prefix (`root_path`).
+        root, path = scope.get("root_path", ""), scope["path"]
+        if root and not path.startswith(root):
+            path = root + path
+        query = scope.get("query_string", b"")
+        if query:
+            path += "?" + query.decode("latin-1")
+        headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", [])]
+        host = next((v for k, v in headers if k == "host"), "")
+        http2 = scope.get("http_version") == "2"
+        client = scope.get("client") or ("127.0.0.1", 0)
+        status, out_headers, body, upgraded = await server._inner.websocket_handshake(
+            "CONNECT" if http2 else "GET",
+            http2,
+            path,
+            host,
+            headers,
+            (str(client[0]), int(client[1])),
+            scope.get("scheme") == "wss",
+        )
+        if upgraded is None:
+            if "websocket.http.response" in scope.get("extensions", {}):
+                await send(
+                    {
+                        "type": "websocket.http.response.start",
+                        "status": status,
+                        "headers": [(b"content-type", b"text/plain; charset=utf-8")],
+                    }
+                )
+                await send({"type": "websocket.http.response.body", "body": body.encode()})
+            else:
+                # Without the extension the ASGI server answers 403.
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        subprotocol = next((v for k, v in out_headers if k == "sec-websocket-protocol"), None)
+        extra = [(k.encode(), v.encode()) for k, v in out_headers if k not in _HANDSHAKE_HEADERS]
+        await send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": extra})
+        pipe = upgraded.run_messages()
+
+        async def inbound() -> None:
+            while True:
+                event = await receive()
+                if event["type"] == "websocket.receive":
+                    if event.get("bytes") is not None:
+                        await pipe.push("binary", data=event["bytes"])
+                    else:
+                        await pipe.push("text", text=event.get("text") or "")
+                elif event["type"] == "websocket.disconnect":
+                    await pipe.push("close", code=event.get("code", 1005), reason=event.get("reason") or "")
+                    return
+
+        reading = asyncio.create_task(inbound())
+        try:
+            while True:
+                message = await pipe.pull()
+                if message is None:
+                    return
+                kind, payload = message
+                if kind == "text":
+                    await send({"type": "websocket.send", "text": payload})
+                elif kind == "binary":
+                    await send({"type": "websocket.send", "bytes": payload})
+                else:
+                    code, reason = payload
+                    await send({"type": "websocket.close", "code": code, "reason": reason})
+                    return
+        except (OSError, RuntimeError):
+            # The client went away while we were sending; the session already knows.
+            return
+        finally:
+            if not reading.done():
+                reading.cancel()
+
+    return app
 
 
 class Serving:

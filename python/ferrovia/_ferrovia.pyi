@@ -3,7 +3,7 @@ and tuples that the facade turns into asyncio-shaped objects."""
 
 import asyncio
 from collections.abc import Callable, Sequence
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 _T = TypeVar("_T")
 
@@ -59,6 +59,27 @@ class Server:
     def try_accept(self) -> SessionRequest | None: ...
     def accept(self) -> asyncio.Future[SessionRequest | None]: ...
     def close(self, grace: float) -> asyncio.Future[None]: ...
+    def websocket_handshake(
+        self,
+        method: str,
+        http2: bool,
+        path: str,
+        authority: str,
+        headers: list[tuple[str, str]],
+        remote: tuple[str, int],
+        secure: bool,
+    ) -> asyncio.Future[tuple[int, list[tuple[str, str]], str, Upgraded | None]]: ...
+
+class Upgraded:
+    """An accepted WebSocket whose messages the host frames itself."""
+    def run_messages(self) -> MessagePipe: ...
+
+class MessagePipe:
+    """Whole messages between a host (an ASGI server) and a session."""
+    def push(
+        self, kind: str, text: str | None = None, data: bytes | None = None, code: int = 1000, reason: str = ""
+    ) -> asyncio.Future[None]: ...
+    def pull(self) -> asyncio.Future[tuple[str, Any] | None]: ...
 
 class Route:
     """The requests for one path."""

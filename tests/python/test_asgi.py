@@ -1,0 +1,75 @@
+"""Ferrovia inside a Starlette app served by uvicorn: the app serves HTTP, and WebSockets
+reaching the mounted ``server.asgi()`` come out of the Ferrovia server's routes."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+import uvicorn
+import websockets
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from websockets.exceptions import InvalidStatus
+
+import ferrovia
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_starlette_under_uvicorn_carries_websockets_into_ferrovia_routes() -> None:
+    async with ferrovia.serve("127.0.0.1", 0, tcp=False) as server:
+        async def time(request: object) -> JSONResponse:
+            return JSONResponse({"ok": True})
+
+        app = Starlette(routes=[Route("/api", time), Mount("/rt", app=server.asgi())])
+        port = free_port()
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        web = uvicorn.Server(config)
+        serving = asyncio.create_task(web.serve())
+        while not web.started:
+            await asyncio.sleep(0.02)
+        try:
+            chat = server.requests("/rt/chat", websockets=True)
+
+            async def echo() -> None:
+                request = await chat.accept()
+                assert request is not None
+                assert request.transport == "websocket"
+                assert request.path == "/rt/chat?room=1"
+                ws = await request.accept_websocket(protocol="chat.v1")
+                async for message in ws:
+                    await ws.send(message)
+
+            task = asyncio.create_task(echo())
+            async with websockets.connect(
+                f"ws://127.0.0.1:{port}/rt/chat?room=1",
+                subprotocols=["chat.v1"],  # type: ignore[list-item]
+            ) as client:
+                assert client.subprotocol == "chat.v1"
+                await client.send("through uvicorn")
+                assert await client.recv() == "through uvicorn"
+                await client.send(b"\x00\x01binary")
+                assert await client.recv() == b"\x00\x01binary"
+            await asyncio.wait_for(task, 10)
+
+            # A path no Ferrovia route claims is refused.
+            with pytest.raises(InvalidStatus) as info:
+                async with websockets.connect(f"ws://127.0.0.1:{port}/rt/nowhere"):
+                    pass
+            assert info.value.response.status_code in (403, 404)
+            # The app's own HTTP routes are untouched.
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /api HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            response = await reader.read()
+            assert response.startswith(b"HTTP/1.1 200") and b'"ok":true' in response
+            writer.close()
+        finally:
+            web.should_exit = True
+            await serving
