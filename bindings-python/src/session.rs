@@ -59,6 +59,12 @@ impl Session {
         self.inner.transport().as_str()
     }
 
+    /// The subprotocol chosen at accept, if any.
+    #[getter]
+    fn protocol(&self) -> Option<&str> {
+        self.inner.protocol()
+    }
+
     #[getter]
     fn remote_address(&self) -> (String, u16) {
         let a = self.inner.remote_addr();

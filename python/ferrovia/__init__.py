@@ -434,6 +434,11 @@ class Session:
         return cast(Literal["webtransport", "qmux"], self._inner.transport)
 
     @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol chosen at accept (``protocol=``), if any."""
+        return self._inner.protocol
+
+    @property
     def remote_address(self) -> tuple[str, int]:
         """The client's ``(host, port)``."""
         return self._inner.remote_address
