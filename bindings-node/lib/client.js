@@ -449,10 +449,13 @@ class QmuxTransport {
     const q = options.qmux ?? {};
     const streamWindow = q.maxStreamData ?? 1 << 20;
     this.hwm = q.highWaterMark ?? 256 * 1024;
+    this.keepAliveMs = q.keepAlive ?? 10000;
     this.local = {
       ...defaultParams(),
       maxIdleTimeout: q.idleTimeout ?? 30000,
-      initialMaxData: q.maxData ?? 4 << 20,
+      // As large as the server's own, so streams the page has not read yet (each within its
+      // 1 MiB) rarely hold back the rest of the session.
+      initialMaxData: q.maxData ?? 16 << 20,
       initialMaxStreamDataBidiLocal: streamWindow,
       initialMaxStreamDataBidiRemote: streamWindow,
       initialMaxStreamDataUni: streamWindow,
@@ -608,7 +611,7 @@ class QmuxTransport {
     this.lastHeard = Date.now();
     const idle = [this.local.maxIdleTimeout, p.maxIdleTimeout].filter((t) => t > 0);
     this.idleTimeout = idle.length ? Math.min(...idle) : 0;
-    const every = Math.min(10000, this.idleTimeout ? this.idleTimeout / 2 : 10000);
+    const every = Math.min(this.keepAliveMs, this.idleTimeout ? this.idleTimeout / 2 : Infinity);
     this.keepAlive = setInterval(() => {
       if (this.idleTimeout && Date.now() - this.lastHeard > this.idleTimeout) {
         this.lost('idle timeout');
@@ -752,7 +755,10 @@ class QmuxTransport {
     // Until the final size is known, the peer may still use connection credit on it.
     if (s.recv && !(s.recv.done && s.recv.finalSize !== null)) return;
     if (!this.streams.delete(s.id)) return;
-    if (s.id % 2 === 1) this.remoteLimit[s.id % 4 >= 2 ? UNI : BIDI]++;
+    if (s.id % 2 === 1) {
+      this.remoteLimit[s.id % 4 >= 2 ? UNI : BIDI]++;
+      this.flushSoon();
+    }
   }
 
   // ------------------------------------------------------------ sending side
@@ -764,7 +770,10 @@ class QmuxTransport {
         snd.controller = c;
         // abort() waits for an in-flight write, which may be waiting for credit; the
         // signal fires at once, so the reset does too.
-        c.signal?.addEventListener('abort', () => this.resetSend(s, codeOf(c.signal.reason)));
+        c.signal?.addEventListener('abort', () => {
+          snd.aborting = true; // the stream is erroring itself; erroring it again trips Node
+          this.resetSend(s, codeOf(c.signal.reason));
+        });
       },
       write: (chunk) => new Promise((resolve, reject) => {
         if (snd.error || snd.done) return reject(snd.error ?? wtError('stream closed', 'stream'));
@@ -809,7 +818,9 @@ class QmuxTransport {
     for (const q of snd.queue.splice(0)) q.reject(err);
     snd.pending = 0;
     snd.finWaiter?.reject(err);
-    try { snd.controller.error(err); } catch { /* already errored */ }
+    if (!snd.aborting) {
+      try { snd.controller.error(err); } catch { /* already errored */ }
+    }
   }
 
   onStopSending(f) {
@@ -872,16 +883,18 @@ class QmuxTransport {
     const c = r.controller;
     if (r.pull && r.buffered) {
       const chunk = r.chunks[0];
+      const len = chunk.length;
       const req = c.byobRequest;
-      let n = chunk.length;
+      let n = len;
       if (req) {
         n = Math.min(n, req.view.byteLength);
         new Uint8Array(req.view.buffer, req.view.byteOffset, n).set(chunk.subarray(0, n));
         req.respond(n);
       } else {
-        c.enqueue(chunk); // transfers its buffer, which holds only this frame's bytes
+        // Transfers (detaches) the buffer, which holds only this frame's bytes.
+        c.enqueue(chunk);
       }
-      if (n === chunk.length) r.chunks.shift();
+      if (n === len) r.chunks.shift();
       else r.chunks[0] = chunk.subarray(n);
       r.buffered -= n;
       r.read += n;

@@ -41,6 +41,9 @@ pub(crate) fn config(limits: &crate::Limits) -> proto::Config {
         initial_max_streams_uni: u64::from(limits.max_uni_streams),
         max_datagram_frame_size: MAX_RECORD,
         max_record_size: MAX_RECORD,
+        // Our records may be as large as the client accepts, so a datagram we can take we
+        // can also send back.
+        max_send_record_size: MAX_RECORD,
         ..proto::Config::default()
     }
 }
@@ -162,13 +165,12 @@ impl QmuxShared {
     }
 
     /// Waits until the client's transport parameters have arrived; false if the session
-    /// ended first or `deadline` passed.
+    /// ended without them or `deadline` passed. A client that sent them and closed at once
+    /// still counts: its session is handed over, already closed.
     pub(crate) async fn connected(&self, deadline: Duration) -> bool {
         let mut rx = self.connected.subscribe();
-        matches!(
-            tokio::time::timeout(deadline, rx.wait_for(|c| *c)).await,
-            Ok(Ok(_))
-        ) && self.state().ended.is_none()
+        let _ = tokio::time::timeout(deadline, rx.wait_for(|c| *c)).await;
+        self.state().conn.peer_params().is_some()
     }
 
     pub(crate) fn remote_addr(&self) -> SocketAddr {
