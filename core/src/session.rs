@@ -86,6 +86,32 @@ impl CloseInfo {
     }
 }
 
+impl CloseInfo {
+    /// The session's end when its QUIC connection ended first.
+    ///
+    /// Some clients on a connection that carries one session (web-transport-quinn among
+    /// them) close the whole connection with the session's code mapped into the HTTP/3
+    /// WebTransport range when the server does not close it soon enough after their
+    /// CLOSE_WEBTRANSPORT_SESSION capsule; if that capsule was lost, this is the only place
+    /// the code survives. A code outside that range is an ordinary connection error.
+    pub(crate) fn from_connection_error(e: &quinn::ConnectionError) -> Self {
+        if let quinn::ConnectionError::ApplicationClosed(close) = e {
+            let raw = close.error_code.into_inner();
+            if let Some(code) = web_transport_proto::error_from_http3(raw) {
+                if crate::stream::error_to_http3(code) == raw {
+                    let reason = String::from_utf8_lossy(&close.reason);
+                    return Self {
+                        code,
+                        reason: capsule::truncate_reason(&reason).to_owned(),
+                        initiator: CloseInitiator::Remote,
+                    };
+                }
+            }
+        }
+        Self::connection_lost(e.to_string())
+    }
+}
+
 impl fmt::Display for CloseInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let who = match self.initiator {
@@ -841,5 +867,38 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app_close(code: u64, reason: &[u8]) -> quinn::ConnectionError {
+        quinn::ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: quinn::VarInt::from_u64(code).unwrap(),
+            reason: Bytes::copy_from_slice(reason),
+        })
+    }
+
+    #[test]
+    fn a_webtransport_code_in_a_connection_close_is_the_sessions_code() {
+        let code = crate::stream::error_to_http3(4242);
+        let info = CloseInfo::from_connection_error(&app_close(code, b"bye"));
+        assert_eq!(info.code, 4242);
+        assert_eq!(info.reason, "bye");
+        assert_eq!(info.initiator, CloseInitiator::Remote);
+    }
+
+    #[test]
+    fn other_connection_closes_stay_connection_errors() {
+        // H3_NO_ERROR and a reserved point inside the WebTransport range carry no session code.
+        let reserved = crate::stream::error_to_http3(0) + 0x1e;
+        for code in [0x100, reserved] {
+            let info = CloseInfo::from_connection_error(&app_close(code, b"x"));
+            assert_eq!((info.code, info.initiator), (0, CloseInitiator::Connection));
+        }
+        let info = CloseInfo::from_connection_error(&quinn::ConnectionError::TimedOut);
+        assert_eq!((info.code, info.initiator), (0, CloseInitiator::Connection));
     }
 }

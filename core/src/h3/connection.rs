@@ -501,7 +501,7 @@ async fn drive_session(
                     return;
                 }
                 Err(quinn::ReadError::ConnectionLost(e)) => {
-                    shared.set_closed(CloseInfo::connection_lost(e.to_string()));
+                    shared.set_closed(CloseInfo::from_connection_error(&e));
                     return;
                 }
                 Err(e) => {
