@@ -206,7 +206,7 @@ async fn read_available_coalesces_packets_and_keeps_the_end_and_resets() {
     send.write_all(&[1u8; 5000]).await.unwrap();
     let (_s, mut recv) = session.accept_bi().await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    send.reset(9u32.into()).unwrap();
+    send.reset(9u32).unwrap();
     let mut total = 0;
     let err = loop {
         match recv.read_available(64 * 1024).await {

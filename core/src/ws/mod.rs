@@ -314,7 +314,7 @@ impl WebSocket {
         let mut rx = self.shared().closed.subscribe();
         let r = rx.wait_for(Option::is_some).await;
         match r {
-            Ok(c) => c.clone().unwrap_or_else(|| unreachable_close()),
+            Ok(c) => c.clone().unwrap_or_else(unreachable_close),
             Err(_) => unreachable_close(),
         }
     }
