@@ -39,7 +39,7 @@ node --test --test-concurrency=1 tests/browser/ tests/node/
 
 echo "== Browser suite against the Node echo example"
 FERROVIA_ECHO_BIN="$(command -v node)" FERROVIA_ECHO_ARGS="examples/node/echo.mjs --port 0" \
-  node --test --test-concurrency=1 tests/browser/core.test.mjs
+  node --test --test-concurrency=1 tests/browser/
 
 echo "== Python package: pip install . into .venv, mypy --strict, pytest (aioquic, browsers)"
 bash scripts/test-python.sh

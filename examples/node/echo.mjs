@@ -7,7 +7,8 @@
 // one line per session event. Paths: /echo echoes bidi streams, uni streams (on a new uni
 // stream) and datagrams; /open opens a uni and a bidi stream toward the client;
 // /close?code=N&reason=R closes after 300 ms; /reject?status=S rejects; /reset?code=N
-// resets and stops every incoming bidi stream. Anything else gets 404.
+// resets and stops every incoming bidi stream. Anything else gets 404. These serve
+// WebTransport and QMux sessions alike; /ws takes plain WebSockets on the same port.
 
 import { Server } from 'ferrovia';
 
@@ -103,7 +104,7 @@ async function handle(request) {
   if (route === '/reject') return request.reject(Number(url.searchParams.get('status') || 403));
   const protocol = request.subprotocols[0];
   const session = await request.accept({ protocol });
-  emit({ event: 'session', path: request.path, origin: request.origin, protocol: protocol ?? null });
+  emit({ event: 'session', path: request.path, origin: request.origin, protocol: protocol ?? null, transport: session.transport });
   const work = (async () => {
     if (route === '/echo') await Promise.all([echoBidi(session), echoUni(session), echoDatagrams(session)]);
     else if (route === '/open') await open(session);
@@ -116,10 +117,28 @@ async function handle(request) {
   emit({ event: 'closed', path: session.path, code: info.closeCode, reason: info.reason, remote: info.initiator === 'remote' });
 }
 
+/** Plain WebSockets on /ws: echo every message; with ?close=CODE&reason=R close after one. */
+async function webSocket(request) {
+  const url = new URL(request.path, 'https://x');
+  const http = { '2.0': 'HTTP/2', '1.1': 'HTTP/1.1' }[request.httpVersion] ?? request.httpVersion;
+  const ws = await request.acceptWebSocket();
+  emit({ event: 'websocket', path: request.path, http, origin: request.origin });
+  const close = url.searchParams.get('close');
+  const work = (async () => {
+    for await (const message of ws) {
+      await ws.send(message);
+      if (close) ws.close({ closeCode: Number(close), reason: url.searchParams.get('reason') || '' });
+    }
+  })().catch(() => {});
+  const [info] = await Promise.all([ws.closed, work]);
+  emit({ event: 'websocket-closed', path: request.path, code: info.closeCode, reason: info.reason, remote: info.initiator === 'remote' });
+}
+
 const { port, host } = parseArgs(process.argv.slice(2));
 const server = await Server.listen({ port, host });
 // Claim the requests before announcing the port, so none arrives unclaimed (404).
 const requests = server.requests();
+server.route('/ws', webSocket, { webSockets: true });
 emit({ event: 'listening', port: server.port, certificateHash: server.certificate.sha256, spki: server.certificate.spkiSha256 });
 process.on('SIGINT', () => server.close({ grace: 500 }));
 process.on('SIGTERM', () => server.close({ grace: 500 }));

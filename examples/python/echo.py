@@ -147,6 +147,31 @@ async def run_session(session: ferrovia.Session, route: str, path: str) -> None:
     emit("closed", path=session.path, code=info.code, reason=info.reason, remote=info.initiator == "remote")
 
 
+async def web_socket(request: ferrovia.SessionRequest) -> None:
+    """Plain WebSockets on /ws: echo every message; with ?close=CODE&reason=R close after one."""
+    path = request.path
+    http = {"2": "HTTP/2", "1.1": "HTTP/1.1"}.get(request.http_version, request.http_version)
+    origin = request.origin
+    ws = await request.accept_websocket()
+    emit("websocket", path=path, http=http, origin=origin)
+    close = query_param(path, "close")
+
+    async def work() -> None:
+        try:
+            async for message in ws:
+                await ws.send(message)
+                if close:
+                    await ws.close(int(close), query_param(path, "reason") or "")
+        except ferrovia.WebSocketClosedError:
+            pass
+
+    task = asyncio.ensure_future(work())
+    code, reason = await ws.wait_closed()
+    await task
+    info = ws.close_info
+    emit("websocket-closed", path=path, code=code, reason=reason, remote=info is not None and info.initiator == "remote")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=4433)
@@ -159,6 +184,16 @@ async def main() -> None:
     async with ferrovia.serve(args.host.strip("[]"), args.port, certificate=certificate) as server:
         # Claim the requests before announcing the port, so none arrives unclaimed (404).
         requests = server.requests()
+        sockets = server.requests("/ws", websockets=True)
+        socket_tasks: set[asyncio.Task[None]] = set()
+
+        async def web_sockets() -> None:
+            async for request in sockets:
+                task = asyncio.ensure_future(web_socket(request))
+                socket_tasks.add(task)
+                task.add_done_callback(socket_tasks.discard)
+
+        serving_sockets = asyncio.ensure_future(web_sockets())
         emit(
             "listening",
             port=server.port,
@@ -185,7 +220,7 @@ async def main() -> None:
             except ferrovia.WebTransportError as e:
                 print(f"accept failed: {e}", flush=True, file=sys.stderr)
                 continue
-            emit("session", path=path, origin=origin, protocol=protocol)
+            emit("session", path=path, origin=origin, protocol=protocol, transport=session.transport)
             task = asyncio.ensure_future(run_session(session, route, path))
             sessions.add(task)
             task.add_done_callback(sessions.discard)

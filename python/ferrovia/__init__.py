@@ -609,6 +609,12 @@ class WebSocket:
         info = self._inner.close_info
         return None if info is None else info[1]
 
+    @property
+    def close_info(self) -> CloseInfo | None:
+        """How it closed (code, reason, who), once closed."""
+        info = self._inner.close_info
+        return None if info is None else _close_info(info)
+
     async def recv(self) -> str | bytes:
         """The next message. Raises :class:`WebSocketClosedError` once the WebSocket has
         closed (``code`` and ``reason`` say how)."""

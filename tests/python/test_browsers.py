@@ -22,12 +22,12 @@ def test_browser_suite_passes_against_the_python_echo_server() -> None:
     env["FERROVIA_ECHO_BIN"] = sys.executable
     env["FERROVIA_ECHO_ARGS"] = f"{ROOT / 'examples' / 'python' / 'echo.py'} --port 0"
     proc = subprocess.run(
-        [node, "--test", "--test-concurrency=1", "tests/browser/core.test.mjs"],
+        [node, "--test", "--test-concurrency=1", "tests/browser/"],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
     output = proc.stdout + proc.stderr
     summary = dict(re.findall(r"^# (tests|pass|fail|cancelled|skipped) (\d+)$", output, re.M))
@@ -35,5 +35,5 @@ def test_browser_suite_passes_against_the_python_echo_server() -> None:
     assert int(summary.get("fail", "1")) == 0, output[-8000:]
     assert int(summary.get("skipped", "0")) == 0, output[-8000:]
     # Both browsers ran: every test exists once per browser.
-    assert int(summary.get("pass", "0")) >= 30, output[-8000:]
+    assert int(summary.get("pass", "0")) >= 80, output[-8000:]
     assert "ok 1 - chromium" in output and "ok 2 - firefox" in output, output[-8000:]
