@@ -42,7 +42,7 @@ if want node; then
   if [[ ! -f examples/node/echo.mjs ]]; then
     skip node "examples/node/echo.mjs does not exist"
   elif [[ -n "${BENCH_NO_BUILD:-}" ]] || npm run --silent build >"$out/build-node.log" 2>&1; then
-    add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1"
+    add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1" wt,ws,qmux
   else
     skip node "release build failed (see $out/build-node.log)"
   fi
@@ -65,7 +65,7 @@ if want python; then
     "$PY" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps . \
       >"$out/build-python.log" 2>&1; then
     # `pip install .` builds the extension with maturin in release mode.
-    add python "$PY examples/python/echo.py --port 0 --host 127.0.0.1"
+    add python "$PY examples/python/echo.py --port 0 --host 127.0.0.1" wt,ws,qmux
   else
     skip python "release build failed (see $out/build-python.log)"
   fi
@@ -115,7 +115,7 @@ fi
   echo "kernel: $(uname -r)"
   echo "rustc: $(rustc --version)"
   echo "node: $(node --version 2>/dev/null)"
-  echo "python: $("$PY" --version 2>&1)"
+  echo "python: $([[ -x "$PY" ]] && "$PY" --version 2>&1)"
   echo "go: $(go version 2>/dev/null)"
   echo "aioquic: $("$PY" -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
   echo "tokio-tungstenite (peer): $(grep -A1 '^name = "tokio-tungstenite"$' bench/peers/tungstenite-echo/Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"

@@ -2,9 +2,10 @@
 //! QMux sessions over them (the `qmux` crate's client), on TLS that trusts the server by the
 //! SHA-256 of its certificate, like the WebTransport client in `client.rs`.
 //!
-//! Neither client is what any server under test is built on as a server side: the core
-//! has its own WebSocket task and its own QMux machine (it uses tungstenite only to frame
-//! messages), and the tokio-tungstenite peer serves WebSockets only.
+//! The QMux client is not what the core is built on (it has its own draft-02 machine). The
+//! WebSocket codec is tokio-tungstenite's on every side, the core's included (behind
+//! hyper's upgrade, its own task, keep-alive pings and bounded queues), so the WebSocket
+//! comparison with the tokio-tungstenite peer measures what the core adds around that codec.
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
