@@ -492,7 +492,10 @@ pub(crate) async fn handshake(
         request::Start::Qmux { .. } => qmux::MAX_RECORD as usize + 64,
         request::Start::WebSocket { .. } => server.limits.max_message_size,
     };
+    // tungstenite zero-fills its read buffer up front: its 128 KiB default was most of an
+    // idle WebSocket's memory, and 16 KiB costs no throughput (it grows for larger frames).
     let config = WebSocketConfig::default()
+        .read_buffer_size(16 * 1024)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
         .write_buffer_size(64 * 1024)
