@@ -3,7 +3,10 @@
 // - openPage(name): a fresh page in headless Chromium (playwright-core) or Firefox
 //   (puppeteer-core, WebDriver BiDi), loaded from http://localhost:<port>/ so that it is a
 //   secure context. The page defines `window.wt`, a small set of helpers that
-//   page-side test code can use (see PAGE_HELPERS below).
+//   page-side test code can use (see PAGE_HELPERS below). The page server also serves the
+//   browser connector at /client.js, and the npm packages in PAGE_PACKAGES (@moq/qmux and
+//   its dependency) under /node_modules/, which pages import by their bare names through
+//   the page's import map.
 // - startEchoServer(): runs the Rust example server (`examples/rust/echo.rs`), reads its
 //   JSON-lines stdout and lets a test await an event.
 // - closeAll(): closes the browsers and the page server.
@@ -196,8 +199,47 @@ const PAGE_HELPERS = String.raw`
 })();
 `;
 
+// Packages from node_modules that pages may import by their bare names (an import map
+// sends each to its ESM entry point, served under /node_modules/ by the page server):
+// @moq/qmux, the published QMux client, and what it imports.
+const PAGE_PACKAGES = ['@moq/qmux', '@moq/web-socket-stream'];
+const NODE_MODULES = path.join(REPO_ROOT, 'node_modules');
+
+function pageImportMap() {
+  const imports = {};
+  for (const name of PAGE_PACKAGES) {
+    let entry = 'index.js';
+    try {
+      const pkg = JSON.parse(readFileSync(path.join(NODE_MODULES, name, 'package.json'), 'utf8'));
+      const dot = pkg.exports?.['.'];
+      entry = (typeof dot === 'string' ? dot : dot?.import ?? dot?.default) ?? pkg.module ?? pkg.main ?? entry;
+    } catch {
+      /* not installed: the import fails in the page and the test says so */
+    }
+    imports[name] = `/node_modules/${name}/${entry.replace(/^\.\//, '')}`;
+  }
+  return JSON.stringify({ imports });
+}
+
+/** The file under node_modules for a /node_modules/<package>/<file>.js URL of a PAGE_PACKAGES package, or null. */
+function pagePackageFile(url) {
+  if (!url.startsWith('/node_modules/')) return null;
+  let rel;
+  try {
+    rel = decodeURIComponent(url.split('?')[0]).slice('/node_modules/'.length);
+  } catch {
+    return null;
+  }
+  const pkg = PAGE_PACKAGES.find((name) => rel.startsWith(`${name}/`));
+  if (!pkg || !rel.endsWith('.js')) return null;
+  const root = path.join(NODE_MODULES, pkg);
+  const file = path.resolve(NODE_MODULES, rel);
+  return file.startsWith(root + path.sep) && existsSync(file) ? file : null;
+}
+
 const PAGE_HTML = `<!doctype html>
 <html><head><meta charset="utf-8"><title>ferrovia browser tests</title>
+<script type="importmap">${pageImportMap()}</script>
 <script>${PAGE_HELPERS}</script></head>
 <body>ferrovia browser tests</body></html>
 `;
@@ -223,6 +265,9 @@ export function pageOrigin(host = 'localhost') {
           // The browser connector (bindings-node/lib/client.js), for pages to import.
           res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
           res.end(readFileSync(path.join(REPO_ROOT, 'bindings-node', 'lib', 'client.js')));
+        } else if (pagePackageFile(req.url)) {
+          res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
+          res.end(readFileSync(pagePackageFile(req.url)));
         } else {
           res.writeHead(404, { 'content-type': 'text/plain' });
           res.end('not found');
