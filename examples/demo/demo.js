@@ -8,6 +8,13 @@
 //
 // The server's hash arrives in config.json, so the page trusts the self-signed certificate
 // through serverCertificateHashes without any browser flag.
+//
+// The session comes from Ferrovia's browser connector (/client.js): native WebTransport when
+// it works, otherwise a QMux session on a WebSocket to the same URL, which the server hands
+// to the same code. The WebSocket needs a certificate the browser trusts (hashes apply to
+// WebTransport only). ?transport=websocket forces it.
+
+import { FerroviaTransport } from './client.js';
 
 const $ = (id) => document.getElementById(id);
 const encoder = new TextEncoder();
@@ -267,13 +274,14 @@ const series = []; // { down, up } in kB/s
 let lastStats = null;
 
 function formatBytes(n) {
+  if (typeof n !== 'number') return '–';
   if (n < 1024) return `${n} B`;
   if (n < 1024 * 1024) return `${(n / 1024).toFixed(1)} KiB`;
   return `${(n / 1024 / 1024).toFixed(2)} MiB`;
 }
 
 function onStats(s) {
-  $('stat-rtt').textContent = `${s.rtt.toFixed(2)} ms`;
+  $('stat-rtt').textContent = typeof s.rtt === 'number' ? `${s.rtt.toFixed(2)} ms` : '–';
   $('stat-sent').textContent = formatBytes(s.bytesSent);
   $('stat-received').textContent = formatBytes(s.bytesReceived);
   $('stat-lost').textContent = String(s.packetsLost);
@@ -346,14 +354,23 @@ async function readFeed(wt) {
 // ---------------------------------------------------------------------------------------
 // The session
 
+const forced = new URLSearchParams(location.search).get('transport') === 'websocket';
+ui.transportChoice = $('transport-choice');
+ui.transportChoice.value = forced ? 'websocket' : 'auto';
+ui.transportChoice.addEventListener('change', () => {
+  const next = new URL(location.href);
+  if (ui.transportChoice.value === 'websocket') next.searchParams.set('transport', 'websocket');
+  else next.searchParams.delete('transport');
+  location.assign(next);
+});
+
 async function connect() {
-  if (typeof WebTransport === 'undefined') {
-    setStatus('failed', window.isSecureContext
-      ? 'this browser has no WebTransport (use Chrome, Edge, Firefox or Safari 26.4+)'
-      : 'not a secure context: open the page as http://localhost:…');
+  if (!window.isSecureContext) {
+    setStatus('failed', 'not a secure context: open the page as http://localhost:…');
     return;
   }
   setStatus('connecting', 'connecting…');
+  $('transport').textContent = '';
   config ??= await (await fetch('config.json', { cache: 'no-store' })).json();
   const host = location.hostname.includes(':') && !location.hostname.startsWith('[') ? `[${location.hostname}]` : location.hostname;
   const url = `https://${host}:${config.port}${config.path}`;
@@ -361,8 +378,9 @@ async function connect() {
   $('wt-hash').textContent = config.certificateHash;
   $('wt-server').textContent = config.server;
 
-  const wt = new WebTransport(url, {
+  const wt = new FerroviaTransport(url, {
     serverCertificateHashes: [{ algorithm: 'sha-256', value: hexToBytes(config.certificateHash) }],
+    transports: forced ? ['qmux'] : undefined,
   });
   transport = wt;
   let closedByMe = false;
@@ -382,10 +400,15 @@ async function connect() {
   try {
     await wt.ready;
   } catch (err) {
-    setStatus('failed', `could not connect to ${url}: ${err.message} (is the demo server running?)`);
+    const hint = forced || typeof WebTransport === 'undefined'
+      ? ` (the WebSocket needs a certificate this browser trusts: open https://${host}:${config.port}/ once and accept it)`
+      : ' (is the demo server running?)';
+    setStatus('failed', `could not connect to ${url}: ${err.message}${hint}`);
     return;
   }
   setStatus('connected', 'connected');
+  $('transport').textContent = wt.transport === 'qmux' ? 'over WebSocket (QMux)' : 'over WebTransport';
+  $('transport').dataset.transport = wt.transport;
   cursors.clear();
   series.length = 0;
   lastStats = null;

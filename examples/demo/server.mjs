@@ -1,6 +1,7 @@
 // The Ferrovia demo on Node.js: the page over plain HTTP on localhost (a secure context, so
 // the page may use WebTransport) and the WebTransport endpoint with a fresh self-signed
-// certificate whose hash the page fetches from /config.json.
+// certificate whose hash the page fetches from /config.json. The same port takes the
+// page's WebSocket fallback (QMux sessions) on TCP, handled by the same code.
 //
 //   node examples/demo/server.mjs [--port 4433] [--http-port 8080] [--host ::]
 //
@@ -22,6 +23,8 @@ const STATIC = {
   '/demo.js': ['demo.js', 'text/javascript; charset=utf-8'],
   '/demo.css': ['demo.css', 'text/css; charset=utf-8'],
 };
+// The browser connector ships in the package as `ferrovia/client`.
+const CLIENT_JS = fileURLToPath(import.meta.resolve('ferrovia/client'));
 const CHAT_MAX_BYTES = 2000;
 const STATS_EVERY_MS = 500;
 // A tab that stops reading its feed must not make the server buffer without bound.
@@ -152,7 +155,8 @@ async function serveTab(request) {
   const id = nextId++;
   const tab = { id, name: `tab ${id}`, session, feed: null, pending: 0 };
   const where = session.remoteAddress.includes(':') ? `[${session.remoteAddress}]:${session.remotePort}` : `${session.remoteAddress}:${session.remotePort}`;
-  log(`open     ${tab.name} from ${request.origin ?? 'a non-browser client'} (${where})`);
+  const over = session.transport === 'qmux' ? 'WebSocket (QMux)' : 'WebTransport';
+  log(`open     ${tab.name} from ${request.origin ?? 'a non-browser client'} (${where}) over ${over}`);
   session.closed.then(({ closeCode, reason, initiator }) => {
     tabs.delete(id);
     const by = { remote: 'by the browser', local: 'by the server', connection: 'with the connection' }[initiator] ?? '';
@@ -192,6 +196,11 @@ function listenHttp(opts, config) {
       res.end(JSON.stringify(config));
       return;
     }
+    if (pathname === '/client.js' && req.method === 'GET') {
+      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
+      res.end(await readFile(CLIENT_JS));
+      return;
+    }
     const file = STATIC[pathname];
     if (!file || req.method !== 'GET') {
       res.writeHead(404, { 'content-type': 'text/plain' });
@@ -221,9 +230,14 @@ Ferrovia demo (Node.js)
 
   Open          ${pageUrl}   in Chrome or Firefox; open it in several tabs
   WebTransport  https://localhost:${wt.port}/demo   (UDP port ${wt.port})
+  WebSocket     wss://localhost:${wt.port}/demo     (TCP port ${wt.port}; the fallback needs a trusted certificate)
   Certificate   self-signed ECDSA P-256 for localhost, 127.0.0.1, ::1, valid 13 days
   SHA-256       ${wt.certificate.sha256}
                 (the page passes it as serverCertificateHashes: no flags, no CA)
+  SPKI          ${wt.certificate.spkiSha256}
+                (for the WebSocket fallback, start Chromium with
+                --ignore-certificate-errors-spki-list=<this>, or open https://localhost:${wt.port}/
+                once and accept the certificate)
 
 Press Ctrl-C to stop.
 `);

@@ -4,7 +4,8 @@
 
 The page is served over plain HTTP on localhost (a secure context, so it may use
 WebTransport); the WebTransport endpoint has a fresh self-signed certificate whose hash the
-page fetches from /config.json. --port is the UDP port of the endpoint, --http-port the TCP
+page fetches from /config.json. The same port takes the page's WebSocket fallback (QMux
+sessions) on TCP, handled by the same code. --port is the UDP port of the endpoint, --http-port the TCP
 port of the page; 0 picks a free one. The protocol is described at the top of demo.js.
 """
 
@@ -143,7 +144,8 @@ class Room:
             return  # closed before it started
         tab = Tab(tab_id, session, feed, name=f"tab {tab_id}")
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        log(f"open     {tab.name} from {origin} ({where})")
+        over = "WebSocket (QMux)" if session.transport == "qmux" else "WebTransport"
+        log(f"open     {tab.name} from {origin} ({where}) over {over}")
         self.tabs[tab_id] = tab
         self.send(tab, {"type": "hello", "id": tab_id, "name": tab.name})
         self.presence()
@@ -180,6 +182,9 @@ async def handle_http(config: bytes, reader: asyncio.StreamReader, writer: async
             path = target.split("?", 1)[0]
             if path == "/config.json":
                 status, ctype, body = "200 OK", "application/json", config
+            elif path == "/client.js" and method == "GET":
+                # The browser connector, shipped in the package.
+                status, ctype, body = "200 OK", "text/javascript; charset=utf-8", ferrovia.client_js_path().read_bytes()
             elif path in STATIC and method == "GET":
                 name, ctype = STATIC[path]
                 status, body = "200 OK", (HERE / name).read_bytes()
@@ -236,9 +241,14 @@ Ferrovia demo (Python)
 
   Open          http://localhost:{http_port}/   in Chrome or Firefox; open it in several tabs
   WebTransport  https://localhost:{wt.port}/demo   (UDP port {wt.port})
+  WebSocket     wss://localhost:{wt.port}/demo     (TCP port {wt.port}; the fallback needs a trusted certificate)
   Certificate   self-signed ECDSA P-256 for localhost, 127.0.0.1, ::1, valid 13 days
   SHA-256       {certificate.sha256_hex()}
                 (the page passes it as serverCertificateHashes: no flags, no CA)
+  SPKI          {certificate.spki_sha256_base64()}
+                (for the WebSocket fallback, start Chromium with
+                --ignore-certificate-errors-spki-list=<this>, or open https://localhost:{wt.port}/
+                once and accept the certificate)
 
 Press Ctrl-C to stop.
 """,

@@ -25,6 +25,7 @@ import atexit
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import fields
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Union, cast
 
@@ -78,6 +79,7 @@ __all__ = [
     "WebSocket",
     "WebSocketClosedError",
     "Transport",
+    "client_js_path",
     "serve",
 ]
 
@@ -1103,6 +1105,15 @@ def _limits_dict(limits: Limits | None) -> dict[str, int]:
         else:
             out[f.name] = _check_int(f"limits.{f.name}", value, 0, 2**63 - 1)
     return out
+
+
+def client_js_path() -> Path:
+    """The browser connector, ``client.js``: an ES module to serve to pages, the same file as
+    the npm package's ``ferrovia/client``. It gives a page a ``WebTransport``-shaped object
+    over native WebTransport, or over a QMux session on a WebSocket to the same URL when
+    WebTransport is missing or fails (see docs/client.md). Serve it with any static-file
+    route, e.g. ``FileResponse(ferrovia.client_js_path(), media_type="text/javascript")``."""
+    return Path(__file__).resolve().parent / "client.js"
 
 
 def serve(

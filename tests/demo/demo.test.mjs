@@ -23,6 +23,8 @@ const T = { timeout: 60000 };
 
 let demo;
 let pageUrl;
+// The demo's certificate, trusted for its WebSocket fallback as a user who accepted it once.
+let spki;
 
 function startDemo() {
   const proc = startProcess(DEMO_CMD, [...DEMO_ARGS, '--port', '0', '--http-port', '0'], { label: 'demo' });
@@ -32,17 +34,19 @@ function startDemo() {
 async function started(proc, timeout = 30000) {
   const [, url] = await proc.waitForLine(/Open\s+(http:\/\/localhost:\d+\/)/, { timeout });
   const [, hash] = await proc.waitForLine(/SHA-256\s+([0-9a-f]{64})/);
+  const [, spki] = await proc.waitForLine(/SPKI\s+(\S+=)/);
   await proc.waitForLine(/Ctrl-C/);
-  return { url, hash };
+  return { url, hash, spki };
 }
 
 const connected = (page) => page.waitFor(() => document.getElementById('status').dataset.state === 'connected' && document.getElementById('identity').textContent, undefined, { what: 'the session to connect' });
 const tabName = async (page) => (await connected(page)).replace(/^you are /, '');
+const transportOf = (page) => page.evaluate(() => document.getElementById('transport').dataset.transport);
 const num = (page, id) => page.evaluate((i) => Number(document.getElementById(i).textContent), id);
 
 before(async () => {
   demo = startDemo();
-  ({ url: pageUrl } = await started(demo));
+  ({ url: pageUrl, spki } = await started(demo));
 });
 
 after(async () => {
@@ -67,8 +71,12 @@ describe(`demo (${FLAVOUR})`, () => {
       const page = await openPage(browser, pageUrl);
       try {
         const name = await tabName(page);
-        const [, opened] = await demo.waitForLine(new RegExp(`open\\s+${name} from (http://localhost:\\d+)`));
+        const [, opened, over] = await demo.waitForLine(new RegExp(`open\\s+${name} from (http://localhost:\\d+) \\(.*\\) over (.*)$`));
         assert.equal(opened, pageUrl.replace(/\/$/, ''));
+        // The connector picks native WebTransport when it works.
+        assert.equal(over, 'WebTransport');
+        assert.equal(await transportOf(page), 'webtransport');
+        assert.equal(await page.text('#transport'), 'over WebTransport');
 
         const text = `echo from ${browser} ✓ ${Date.now()}`;
         await page.fill('#echo-input', text);
@@ -106,12 +114,16 @@ describe(`demo (${FLAVOUR})`, () => {
     });
   }
 
-  test('chat between a Chromium page and a Firefox page, and each sees the other cursor', T, async () => {
+  test('chat and cursors between a Chromium page on WebTransport and a Firefox page on WebSocket', T, async () => {
     const a = await openPage('chromium', pageUrl);
-    const b = await openPage('firefox', pageUrl);
+    const b = await openPage('firefox', `${pageUrl}?transport=websocket`, { trustSpki: spki });
     try {
       const nameA = await tabName(a);
       const nameB = await tabName(b);
+      assert.equal(await transportOf(a), 'webtransport');
+      assert.equal(await transportOf(b), 'qmux');
+      assert.equal(await b.text('#transport'), 'over WebSocket (QMux)');
+      await demo.waitForLine(new RegExp(`open\\s+${nameB} from .* over WebSocket \\(QMux\\)$`));
       await a.waitFor((n) => document.getElementById('chat-peers').textContent.includes(n), nameB, { what: `${nameB} in the room` });
 
       const hello = `hello from chromium ${Date.now()}`;
@@ -142,6 +154,37 @@ describe(`demo (${FLAVOUR})`, () => {
     } finally {
       await a.close();
       await b.close();
+    }
+  });
+
+  test('the transport control switches a Chromium page to WebSocket, where echo and statistics work', T, async () => {
+    const page = await openPage('chromium', pageUrl, { trustSpki: spki });
+    try {
+      await tabName(page);
+      assert.equal(await transportOf(page), 'webtransport');
+      await page.select('#transport-choice', 'websocket');
+      // The page reloads with ?transport=websocket and connects again.
+      await page.waitFor(() => location.search === '?transport=websocket' && document.getElementById('transport').dataset.transport === 'qmux', undefined, { what: 'the page to reconnect over WebSocket' });
+      const name = await tabName(page);
+      await demo.waitForLine(new RegExp(`open\\s+${name} from .* over WebSocket \\(QMux\\)$`));
+      const text = `echo over WebSocket ✓ ${Date.now()}`;
+      await page.fill('#echo-input', text);
+      await page.click('#echo-send');
+      const echoed = await page.waitFor((t) => [...document.querySelectorAll('#echo-log .echoed')].map((e) => e.textContent).find((s) => s === t), text, { what: 'the echo' });
+      assert.equal(echoed, text);
+      // Datagrams over QMux are reliable: every cursor datagram comes back.
+      await page.waitFor(() => Number(document.getElementById('dg-received').textContent) >= 60, undefined, { what: '60 datagrams back' });
+      assert.equal(await num(page, 'dg-lost'), 0);
+      await page.waitFor(() => Number(document.getElementById('chart').dataset.points) >= 3, undefined, { what: 'three chart points' });
+      assert.match(await page.text('#stat-sent'), /^\d+(\.\d+)? (B|KiB|MiB)$/);
+      await page.screenshot(path.join(OUTPUT_DIR, `${FLAVOUR}-websocket-chromium.png`));
+      const mark = demo.mark();
+      await page.click('#close');
+      const status = await page.waitFor(() => document.getElementById('status').dataset.state === 'closed' && document.getElementById('status').textContent, undefined, { what: 'closed status' });
+      assert.equal(status, 'closed by you: code 4000, reason "close button"');
+      await demo.waitForLine(new RegExp(`closed\\s+${name} by the browser: code 4000, reason "close button"`), { since: mark });
+    } finally {
+      await page.close();
     }
   });
 

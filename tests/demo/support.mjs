@@ -28,33 +28,41 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const launched = new Map();
 
-function browser(name) {
-  if (!launched.has(name)) {
+/**
+ * A launched browser; with `trustSpki` (base64 SHA-256 of a certificate's public key) it
+ * also trusts that certificate for TLS over TCP (the demo's WebSocket fallback), as a user
+ * who accepted the certificate once would: Chromium by its SPKI flag, Firefox by accepting
+ * insecure certificates.
+ */
+function browser(name, trustSpki) {
+  const key = `${name}|${trustSpki ?? ''}`;
+  if (!launched.has(key)) {
     const p = (async () => {
       if (name === 'chromium') {
         if (!existsSync(CHROMIUM_PATH)) throw new Error(`chromium not found at ${CHROMIUM_PATH}`);
         const { chromium } = require('playwright-core');
-        return { kind: 'playwright', browser: await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS }) };
+        const args = trustSpki ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${trustSpki}`] : CHROMIUM_ARGS;
+        return { kind: 'playwright', browser: await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args }) };
       }
       if (name === 'firefox') {
         if (!existsSync(FIREFOX_PATH)) throw new Error(`firefox not found at ${FIREFOX_PATH}`);
         const puppeteer = require('puppeteer-core');
-        return { kind: 'puppeteer', browser: await puppeteer.launch({ browser: 'firefox', executablePath: FIREFOX_PATH, headless: true }) };
+        return { kind: 'puppeteer', browser: await puppeteer.launch({ browser: 'firefox', executablePath: FIREFOX_PATH, headless: true, acceptInsecureCerts: !!trustSpki }) };
       }
       throw new Error(`unknown browser ${name}`);
     })();
-    p.catch(() => launched.delete(name));
-    launched.set(name, p);
+    p.catch(() => launched.delete(key));
+    launched.set(key, p);
   }
-  return launched.get(name);
+  return launched.get(key);
 }
 
 /**
  * Opens `url` in a fresh page of `name` ('chromium' or 'firefox'). The returned page drives
  * it like a user would: fill() and click() go through the browser's input events.
  */
-export async function openPage(name, url) {
-  const { kind, browser: b } = await browser(name);
+export async function openPage(name, url, { trustSpki } = {}) {
+  const { kind, browser: b } = await browser(name, trustSpki);
   const context = kind === 'playwright' ? await b.newContext({ viewport: { width: 1200, height: 860 } }) : null;
   const page = context ? await context.newPage() : await b.newPage();
   if (!context) await page.setViewport({ width: 1200, height: 860 });
@@ -71,6 +79,8 @@ export async function openPage(name, url) {
     evaluate: (fn, arg) => (arg === undefined ? page.evaluate(fn) : page.evaluate(fn, arg)),
     text: (selector) => page.evaluate((s) => document.querySelector(s)?.textContent ?? null, selector),
     click: (selector) => page.click(selector),
+    /** Picks an option of a <select> as a user would (its change event fires). */
+    select: (selector, value) => (context ? page.selectOption(selector, value) : page.select(selector, value)),
     async fill(selector, text) {
       if (context) return page.fill(selector, text);
       await page.$eval(selector, (el) => {
@@ -78,12 +88,20 @@ export async function openPage(name, url) {
       });
       return page.type(selector, text);
     },
-    /** Polls fn(arg) in the page until it returns a truthy value; returns that value. */
+    /**
+     * Polls fn(arg) in the page until it returns a truthy value; returns that value. A poll
+     * that a navigation (the page reloading itself) cuts short counts as not yet.
+     */
     async waitFor(fn, arg, { timeout = 15000, what = String(fn) } = {}) {
       const deadline = Date.now() + timeout;
       let last;
       for (;;) {
-        last = await api.evaluate(fn, arg);
+        try {
+          last = await api.evaluate(fn, arg);
+        } catch (err) {
+          if (!/context was destroyed|navigat/i.test(String(err?.message))) throw err;
+          last = undefined;
+        }
         if (last) return last;
         if (Date.now() > deadline) throw new Error(`${name}: timed out after ${timeout} ms waiting for ${what}; last value ${JSON.stringify(last)}`);
         await sleep(100);

@@ -73,3 +73,35 @@ async def test_starlette_under_uvicorn_carries_websockets_into_ferrovia_routes()
         finally:
             web.should_exit = True
             await serving
+
+
+async def test_the_browser_connector_ships_in_the_package_and_serves_from_starlette() -> None:
+    from pathlib import Path
+
+    from starlette.responses import FileResponse
+
+    path = ferrovia.client_js_path()
+    repo_copy = Path(__file__).resolve().parents[2] / "bindings-node" / "lib" / "client.js"
+    # The installed package holds the same module as the npm package's ferrovia/client.
+    assert path.is_file() and path.read_bytes() == repo_copy.read_bytes()
+
+    async def client_js(request: object) -> FileResponse:
+        return FileResponse(ferrovia.client_js_path(), media_type="text/javascript")
+
+    app = Starlette(routes=[Route("/client.js", client_js)])
+    port = free_port()
+    web = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    serving = asyncio.create_task(web.serve())
+    while not web.started:
+        await asyncio.sleep(0.02)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /client.js HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        head, _, body = (await reader.read()).partition(b"\r\n\r\n")
+        writer.close()
+        assert head.startswith(b"HTTP/1.1 200") and b"text/javascript" in head
+        assert body == repo_copy.read_bytes()
+        assert b"export class FerroviaTransport" in body
+    finally:
+        web.should_exit = True
+        await serving

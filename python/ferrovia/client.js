@@ -1,0 +1,1 @@
+../../bindings-node/lib/client.js
