@@ -206,6 +206,23 @@ impl ServerShared {
         self: &Arc<Self>,
         remote: SocketAddr,
     ) -> Result<ConnSlot, &'static str> {
+        self.admit_conn(remote, true)
+    }
+
+    /// Counts a connection from a TLS-terminating proxy against the global limit only: the
+    /// proxy carries many clients, whose per-address limits apply to their sessions.
+    pub(crate) fn admit_proxied(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+    ) -> Result<ConnSlot, &'static str> {
+        self.admit_conn(remote, false)
+    }
+
+    fn admit_conn(
+        self: &Arc<Self>,
+        remote: SocketAddr,
+        per_ip: bool,
+    ) -> Result<ConnSlot, &'static str> {
         if self.is_closing() {
             return Err("server closing");
         }
@@ -215,7 +232,7 @@ impl ServerShared {
         let key = IpKey::of(remote.ip());
         let mut map = lock(&self.per_ip);
         let entry = map.entry(key).or_default();
-        if entry.connections >= self.limits.max_connections_per_ip {
+        if per_ip && entry.connections >= self.limits.max_connections_per_ip {
             return Err("per-address connection limit");
         }
         entry.connections += 1;

@@ -783,6 +783,77 @@ async fn plain_tcp_behind_a_tls_terminating_proxy() {
 }
 
 #[tokio::test]
+async fn behind_a_proxy_the_forwarded_client_address_counts_not_the_proxys() {
+    let srv = start_with(|c| {
+        c.tcp = ferrovia::TcpListen::PlainBehindTlsProxy("127.0.0.1:0".parse().unwrap());
+        c.limits.max_connections_per_ip = 2;
+        c.limits.max_sessions_per_ip = 2;
+    });
+    let route = srv.server.route("/ws").unwrap();
+    route.allow_websockets();
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(req) = route.accept().await {
+            let _ = tx.send(req.remote_addr());
+            let ws = req.accept_websocket_with(None, &[]).await.unwrap();
+            tokio::spawn(async move { while let Ok(Some(_)) = ws.recv().await {} });
+        }
+    });
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let open = |client: &'static str| {
+        let addr = srv.tcp_addr();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let mut request = "ws://localhost/ws".into_client_request().unwrap();
+            // What nginx sends with `proxy_add_x_forwarded_for`: the client's own claim
+            // first, the address nginx saw last.
+            let value = format!("10.9.9.9, {client}");
+            request
+                .headers_mut()
+                .insert("x-forwarded-for", value.parse().unwrap());
+            tokio_tungstenite::client_async(request, tcp).await
+        }
+    };
+    // Five clients through one proxy address: more connections than the per-address limit,
+    // all admitted, each session under its client's address.
+    let mut sockets = Vec::new();
+    for client in [
+        "192.0.2.1",
+        "192.0.2.2",
+        "192.0.2.3",
+        "192.0.2.4",
+        "192.0.2.5",
+    ] {
+        let (ws, _) = open(client)
+            .await
+            .expect("a proxied connection is admitted");
+        sockets.push(ws);
+        let remote = seen.recv().await.unwrap();
+        assert_eq!(remote, format!("{client}:0").parse().unwrap());
+    }
+    assert_eq!(srv.server.connection_count(), 5);
+    // One client's sessions are still capped by its own address.
+    let (second, _) = open("192.0.2.1").await.unwrap();
+    sockets.push(second);
+    assert_eq!(seen.recv().await.unwrap().ip().to_string(), "192.0.2.1");
+    match open("192.0.2.1").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 429),
+        other => panic!("a third session from 192.0.2.1 must get 429, got {other:?}"),
+    }
+    drop(sockets);
+    for _ in 0..200 {
+        if srv.server.connection_count() == 0 && srv.server.session_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        (srv.server.connection_count(), srv.server.session_count()),
+        (0, 0)
+    );
+}
+
+#[tokio::test]
 async fn websocket_floods_are_capped_per_address_and_counters_return_to_zero() {
     let srv = start_with(|c| c.limits.max_connections_per_ip = 20);
     let mut sockets = echo_websockets(&srv, "/ws");

@@ -4,6 +4,7 @@
 //! WebSockets. Requests go through the same routes, origin policy and limits as
 //! WebTransport requests over HTTP/3.
 
+mod forwarded;
 pub(crate) mod request;
 
 use std::{
@@ -83,7 +84,14 @@ pub(crate) async fn listen(
         let Some(server) = server.upgrade() else {
             return;
         };
-        let slot = match server.admit_addr(remote) {
+        // Behind a proxy every connection comes from the proxy's address: the per-address
+        // limits apply to the client address it reports instead (see `handle`).
+        let admitted = if tls.is_some() {
+            server.admit_addr(remote)
+        } else {
+            server.admit_proxied(remote)
+        };
+        let slot = match admitted {
             Ok(slot) => slot,
             Err(why) => {
                 debug!(%remote, why, "TCP connection refused");
@@ -540,6 +548,13 @@ async fn handle(
             .map(|(_, v)| v.clone())
     }
     .unwrap_or_default();
+    let remote_addr = if conn.tls {
+        conn.remote
+    } else {
+        // The port of a forwarded address is unknown: 0.
+        forwarded::client_ip(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_or(conn.remote, |ip| SocketAddr::new(ip, 0))
+    };
     let h = Handshake {
         method: req.method().as_str().to_owned(),
         http2,
@@ -547,7 +562,7 @@ async fn handle(
         path,
         authority,
         headers,
-        remote_addr: conn.remote,
+        remote_addr,
         secure: conn.tls,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
