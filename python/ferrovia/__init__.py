@@ -957,6 +957,10 @@ ASGIApp = Callable[
 _HANDSHAKE_HEADERS = ("upgrade", "connection", "sec-websocket-accept", "sec-websocket-protocol", "sec-websocket-extensions")
 
 
+# How long a server-initiated close waits for the client's reply through the ASGI server.
+_ASGI_CLOSE_REPLY_TIMEOUT = 5.0
+
+
 def _asgi_app(server: Server) -> ASGIApp:
     async def app(
         scope: MutableMapping[str, Any],
@@ -1041,6 +1045,10 @@ def _asgi_app(server: Server) -> ASGIApp:
                 else:
                     code, reason = payload
                     await send({"type": "websocket.close", "code": code, "reason": reason})
+                    # The close handshake ends with the client's reply, which the ASGI server
+                    # hands over as `websocket.disconnect`; until it is pushed, the session
+                    # cannot tell a clean close from a lost connection.
+                    await asyncio.wait({reading}, timeout=_ASGI_CLOSE_REPLY_TIMEOUT)
                     return
         except (OSError, RuntimeError):
             # The client went away while we were sending; the session already knows.

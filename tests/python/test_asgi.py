@@ -59,6 +59,28 @@ async def test_starlette_under_uvicorn_carries_websockets_into_ferrovia_routes()
                 assert await client.recv() == b"\x00\x01binary"
             await asyncio.wait_for(task, 10)
 
+            # The server closes: the client sees its code and reason, and the server's side
+            # learns of a clean close only once the client's reply came back through uvicorn.
+            closer = server.requests("/rt/closer", websockets=True)
+
+            async def close_after_one() -> tuple[int, str, str | None]:
+                request = await closer.accept()
+                assert request is not None
+                ws = await request.accept_websocket()
+                async for message in ws:
+                    await ws.send(message)
+                    await ws.close(4002, "server done")
+                code, reason = await ws.wait_closed()
+                return code, reason, ws.close_info.initiator if ws.close_info else None
+
+            task2 = asyncio.create_task(close_after_one())
+            async with websockets.connect(f"ws://127.0.0.1:{port}/rt/closer") as client:
+                await client.send("once")
+                assert await client.recv() == "once"
+                await client.wait_closed()
+                assert (client.close_code, client.close_reason) == (4002, "server done")
+            assert await asyncio.wait_for(task2, 10) == (4002, "server done", "local")
+
             # A path no Ferrovia route claims is refused.
             with pytest.raises(InvalidStatus) as info:
                 async with websockets.connect(f"ws://127.0.0.1:{port}/rt/nowhere"):
