@@ -1067,9 +1067,16 @@ async function pipeSocket(pipe, socket, head) {
     const chunk = await pipe.read().catch(() => null);
     if (chunk === null) break;
     if (!socket.write(chunk)) {
+      // Whichever comes first removes both listeners: a socket that fills up many times
+      // must not gather a 'close' listener per wait.
       await new Promise((resolve) => {
-        socket.once('drain', resolve);
-        socket.once('close', resolve);
+        const done = () => {
+          socket.off('drain', done);
+          socket.off('close', done);
+          resolve();
+        };
+        socket.once('drain', done);
+        socket.once('close', done);
       });
     }
     if (socket.destroyed) break;
