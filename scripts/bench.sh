@@ -10,10 +10,12 @@
 #
 # Servers: core (examples/rust/echo.rs), node (examples/node/echo.mjs), python
 # (examples/python/echo.py), and the peers aioquic, go (webtransport-go) and wtransport
-# from bench/peers/, all WebTransport; and tungstenite (tokio-tungstenite's echo server,
-# bench/peers/tungstenite-echo), WebSockets only. The core also runs the WebSocket and QMux
-# scenarios; each server runs only the scenarios it can serve (its capabilities below). A
-# server whose toolchain or package is missing is skipped and named.
+# from bench/peers/, all WebTransport; and the WebSocket-only peers tungstenite
+# (tokio-tungstenite's echo server, bench/peers/tungstenite-echo), ws (Node's `ws` package,
+# bench/peers/ws_echo.mjs) and websockets (Python's websockets library,
+# bench/peers/websockets_echo.py). The core, Node and Python echoes also run the WebSocket
+# and QMux scenarios; each server runs only the scenarios it can serve (its capabilities
+# below). A server whose toolchain or package is missing is skipped and named.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,7 +54,7 @@ fi
 # interpreter's global packages or a developer's .venv.
 venv=target/bench-venv
 PY="$venv/bin/python"
-if want python || want aioquic; then
+if want python || want aioquic || want websockets; then
   [[ -x "$PY" ]] || python3 -m venv "$venv"
   "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt \
     >"$out/build-pip.log" 2>&1 || skip pip "pip install -r bench/requirements.txt failed (see $out/build-pip.log)"
@@ -76,6 +78,25 @@ if want aioquic; then
     add aioquic "$PY bench/peers/aioquic_echo.py --port 0 --host 127.0.0.1"
   else
     skip aioquic "aioquic is not installed in $venv"
+  fi
+fi
+
+if want websockets; then
+  if "$PY" -c 'import websockets, cryptography' 2>/dev/null; then
+    add websockets "$PY bench/peers/websockets_echo.py --port 0 --host 127.0.0.1" ws
+  else
+    skip websockets "websockets (or cryptography) is not installed in $venv"
+  fi
+fi
+
+# The `ws` package is one of the repository's devDependencies (npm install).
+if want ws; then
+  if ! command -v node >/dev/null; then
+    skip ws "no Node"
+  elif node -e "require.resolve('ws')" 2>/dev/null; then
+    add ws "node bench/peers/ws_echo.mjs --port 0 --host 127.0.0.1" ws
+  else
+    skip ws "the ws package is not installed (npm install)"
   fi
 fi
 
@@ -118,6 +139,8 @@ fi
   echo "python: $([[ -x "$PY" ]] && "$PY" --version 2>&1)"
   echo "go: $(go version 2>/dev/null)"
   echo "aioquic: $("$PY" -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
+  echo "websockets (peer): $("$PY" -c 'import websockets; print(websockets.__version__)' 2>/dev/null)"
+  echo "ws (peer): $(node -p "require('ws/package.json').version" 2>/dev/null)"
   echo "tokio-tungstenite (peer): $(grep -A1 '^name = "tokio-tungstenite"$' bench/peers/tungstenite-echo/Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
   echo "load before: $(cat /proc/loadavg)"
   for s in "${skipped[@]}"; do echo "skipped $s"; done

@@ -313,10 +313,19 @@ fn spread(mut values: Vec<f64>, suffix: &str) -> String {
     }
 }
 
-/// The pairs compared: each binding against the core, the core against each peer.
+/// Each binding and the WebSocket library of its own language, compared directly.
+const BINDING_PEERS: [(&str, &str); 2] = [("node", "ws"), ("python", "websockets")];
+
+/// The pairs compared: each binding against the core, the core against each peer, and each
+/// binding against its language's WebSocket peer (`BINDING_PEERS`) when both ran.
 fn pairs(servers: &[String]) -> Vec<(String, String)> {
     let ours = ["core", "node", "python"];
     let mut out = Vec::new();
+    for (binding, peer) in BINDING_PEERS {
+        if servers.iter().any(|s| s == binding) && servers.iter().any(|s| s == peer) {
+            out.push((binding.to_owned(), peer.to_owned()));
+        }
+    }
     if servers.iter().any(|s| s == "core") {
         for s in servers {
             if s == "node" || s == "python" {
@@ -527,6 +536,34 @@ mod tests {
         let md = markdown(&records, &servers, 2, "");
         assert!(md.contains("| 150 (100–200) | 130 (80.0–180) |"), "{md}");
         assert!(md.contains("0.85× (0.80–0.90)"), "{md}");
+    }
+
+    #[test]
+    fn bindings_are_compared_with_their_languages_websocket_peer() {
+        let servers: Vec<String> = ["core", "node", "ws", "python", "websockets"]
+            .map(str::to_owned)
+            .to_vec();
+        let names: Vec<String> = pairs(&servers)
+            .into_iter()
+            .map(|(a, b)| format!("{a}/{b}"))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "node/ws",
+                "python/websockets",
+                "node/core",
+                "python/core",
+                "core/ws",
+                "core/websockets"
+            ]
+        );
+        // Without the core, the binding-to-peer ratios remain.
+        let names: Vec<String> = pairs(&servers[1..3])
+            .into_iter()
+            .map(|(a, b)| format!("{a}/{b}"))
+            .collect();
+        assert_eq!(names, ["node/ws"]);
     }
 
     #[test]
