@@ -32,6 +32,11 @@ pub struct ServerConfig {
     /// The TCP side (WebSocket and QMux sessions for clients without WebTransport over
     /// HTTP/3): TLS on the same address and port as UDP by default.
     pub tcp: TcpListen,
+    /// The handler for ordinary HTTP requests (everything but session and WebSocket
+    /// requests) over HTTP/3, HTTP/2 and HTTP/1.1. Without one, such requests get 404 on
+    /// the TCP side and 405 over HTTP/3. It can be set later with
+    /// [`Server::set_http_handler`](crate::Server::set_http_handler).
+    pub http: Option<crate::HttpService>,
 }
 
 /// Where the TCP side listens. Browsers without WebTransport (Safari before 26.4) and
@@ -67,6 +72,7 @@ impl ServerConfig {
             keep_alive: Some(Duration::from_secs(10)),
             congestion_controller: CongestionController::default(),
             tcp: TcpListen::default(),
+            http: None,
         }
     }
 
@@ -88,6 +94,7 @@ impl ServerConfig {
             ("request_timeout", l.request_timeout),
             ("response_timeout", l.response_timeout),
             ("sessionless_timeout", l.sessionless_timeout),
+            ("handler_timeout", l.handler_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("limits.{name} must be non-zero"));
@@ -171,6 +178,15 @@ pub struct Limits {
     pub max_message_size: usize,
     /// Concurrent requests (streams) per HTTP/2 connection on the TCP side.
     pub max_http2_streams: u32,
+    /// The largest ordinary HTTP request body: a declared larger one is answered 413
+    /// before the handler sees it, a streamed one fails with
+    /// [`BodyError::TooLarge`](crate::BodyError::TooLarge) at the limit. A body that goes
+    /// quiet for [`Limits::request_timeout`] fails with
+    /// [`BodyError::TimedOut`](crate::BodyError::TimedOut).
+    pub max_request_body: u64,
+    /// The time the HTTP handler has to produce a response head; past it the request is
+    /// answered 503 and the handler's task is dropped.
+    pub handler_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -198,6 +214,8 @@ impl Default for Limits {
             sessionless_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
             max_http2_streams: 100,
+            max_request_body: 16 * 1024 * 1024,
+            handler_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -33,6 +33,7 @@ mod certificate;
 mod config;
 mod error;
 mod h3;
+mod handler;
 mod origin;
 mod qmux;
 mod request;
@@ -47,7 +48,7 @@ mod ws;
 /// tests. Not part of the stable API: names and signatures may change in any release.
 #[doc(hidden)]
 pub mod wire {
-    pub use crate::h3::{capsule, frame, qpack, request, settings};
+    pub use crate::h3::{body, capsule, exchange, frame, qpack, request, settings};
     /// QMux records, frames and the connection state machine.
     pub mod qmux {
         pub use crate::qmux::proto::*;
@@ -69,6 +70,7 @@ pub mod wire {
 pub use certificate::Certificate;
 pub use config::{CongestionController, Limits, ServerConfig, TcpListen};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
+pub use handler::{Body, BodyError, BodySender, HttpHandler, HttpService, ResponseFuture};
 pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};

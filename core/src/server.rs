@@ -110,6 +110,7 @@ pub(crate) struct ServerShared {
     sessions_changed: Notify,
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpKey, IpCount>>,
+    http: std::sync::RwLock<Option<crate::HttpService>>,
 }
 
 #[derive(Default)]
@@ -119,6 +120,17 @@ struct IpCount {
 }
 
 impl ServerShared {
+    /// The handler for ordinary HTTP requests, if the application gave one.
+    pub(crate) fn http_service(&self) -> Option<crate::HttpService> {
+        self.http.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The `Alt-Svc` value that moves browsers from the TCP side to HTTP/3 on our UDP port.
+    pub(crate) fn alt_svc(&self) -> Option<String> {
+        let port = self.endpoint.local_addr().ok()?.port();
+        Some(format!("h3=\":{port}\"; ma=86400"))
+    }
+
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
     }
@@ -563,6 +575,7 @@ impl Server {
             sessions_changed: Notify::new(),
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
+            http: std::sync::RwLock::new(config.http.clone()),
         });
         if let Some((listener, tls)) = tcp_listener {
             let acceptor = if tls {
@@ -614,6 +627,16 @@ impl Server {
     /// [`HandshakeOutcome::Upgrade`], hands the upgraded connection to the session.
     pub async fn websocket_handshake(&self, handshake: Handshake) -> HandshakeOutcome {
         crate::tcp::handshake(self.shared(), None, handshake).await
+    }
+
+    /// Sets (or with `None` removes) the handler for ordinary HTTP requests; requests
+    /// already being answered keep the handler they started with.
+    pub fn set_http_handler(&self, service: Option<crate::HttpService>) {
+        *self
+            .shared()
+            .http
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = service;
     }
 
     /// The bound TCP address of the WebSocket and QMux side, if it listens (with the same

@@ -41,6 +41,7 @@ use crate::{
 /// HTTP/3 error codes (RFC 9114 §8.1, RFC 9204 §6) we send.
 pub(crate) mod h3 {
     pub const NO_ERROR: u32 = 0x100;
+    pub const INTERNAL_ERROR: u32 = 0x102;
     pub const STREAM_CREATION_ERROR: u32 = 0x103;
     pub const CLOSED_CRITICAL_STREAM: u32 = 0x104;
     pub const FRAME_UNEXPECTED: u32 = 0x105;
@@ -55,13 +56,13 @@ pub(crate) mod h3 {
 }
 
 /// Upper bound on a request's HEADERS frame; browsers send well under 2 KiB.
-const MAX_HEADERS_LEN: u64 = 16 * 1024;
+pub(crate) const MAX_HEADERS_LEN: u64 = 16 * 1024;
 /// Upper bound on a control-stream frame we keep (SETTINGS, GOAWAY and friends).
 const MAX_CONTROL_FRAME: u64 = 16 * 1024;
 /// Early CONNECT-stream bytes (capsules before the session was accepted) kept at most.
 pub(crate) const MAX_EARLY_CAPSULE_BYTES: usize = 8 * 1024;
 
-fn code(v: u64) -> quinn::VarInt {
+pub(crate) fn code(v: u64) -> quinn::VarInt {
     quinn::VarInt::from_u64(v).unwrap_or(quinn::VarInt::MAX)
 }
 
@@ -100,6 +101,8 @@ struct ConnState {
     refusals: Allowance,
     critical: HashSet<u64>,
     window_raised: bool,
+    /// Ordinary HTTP requests being answered.
+    http_exchanges: usize,
 }
 
 /// State shared by the tasks serving one connection.
@@ -140,7 +143,29 @@ impl ConnShared {
 
     fn update_active(&self, st: &ConnState) {
         self.active
-            .send_replace(st.sessions.len() + st.requested.len());
+            .send_replace(st.sessions.len() + st.requested.len() + st.http_exchanges);
+    }
+
+    /// Counts an ordinary request in progress; one that may carry a body also lifts the
+    /// pre-session receive window, as a session does: the handler reads what arrives.
+    pub(crate) fn http_exchange_started(&self, with_body: bool) {
+        let raise = {
+            let mut st = self.state();
+            st.http_exchanges += 1;
+            self.update_active(&st);
+            with_body && !std::mem::replace(&mut st.window_raised, true)
+        };
+        if raise {
+            let window = self.server.limits.connection_receive_window;
+            self.conn
+                .set_receive_window(quinn::VarInt::from_u32(window));
+        }
+    }
+
+    pub(crate) fn http_exchange_ended(&self) {
+        let mut st = self.state();
+        st.http_exchanges -= 1;
+        self.update_active(&st);
     }
 
     pub(crate) fn remote_ip(&self) -> IpAddr {
@@ -585,6 +610,7 @@ pub(crate) async fn run(incoming: quinn::Incoming, server: Arc<ServerShared>, sl
             refusals: Allowance::new(server.limits.max_refused_requests),
             critical: HashSet::new(),
             window_raised: false,
+            http_exchanges: 0,
         }),
         peer: watch::channel(None).0,
         active: watch::channel(0).0,
@@ -858,7 +884,13 @@ async fn handle_bi(shared: Arc<ConnShared>, send: quinn::SendStream, mut recv: q
             shared.route(session_id, Early::Bi(send, recv));
         }
         Head::Request(fields, rest) => {
-            handle_request(&shared, &mut parsing, send, recv, fields, rest).await;
+            if let Some(service) = super::exchange::service_for(&shared, &fields) {
+                // Not a session: streams naming this ID are refused from now on.
+                drop(parsing);
+                super::exchange::serve(shared, service, send, recv, fields, rest).await;
+            } else {
+                handle_request(&shared, &mut parsing, send, recv, fields, rest).await;
+            }
         }
     }
 }

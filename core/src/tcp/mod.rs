@@ -15,8 +15,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::{body::Incoming, Request, Response, StatusCode};
+use hyper::{body::Incoming, Request, Response};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::watch};
 use tokio_tungstenite::{tungstenite::protocol::WebSocketConfig, WebSocketStream};
@@ -24,6 +23,7 @@ use tracing::debug;
 
 use self::request::{Answer, TcpRequest};
 use crate::{
+    handler::{check_declared_length, Body, HttpService},
     origin,
     qmux::{self, Offer},
     request::{Inner, RequestHead, SessionRequest},
@@ -47,6 +47,17 @@ pub(crate) struct TcpConn {
 impl TcpConn {
     /// Counts a refused or abandoned request; a connection that spends its allowance is
     /// shut down (GOAWAY on HTTP/2, closed after the response on HTTP/1.1).
+    /// The client's address: the peer's, or behind a TLS-terminating proxy the last hop
+    /// the proxy names (its port unknown: 0).
+    fn client_addr(&self, headers: &[(String, String)]) -> SocketAddr {
+        if self.tls {
+            self.remote
+        } else {
+            forwarded::client_ip(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+                .map_or(self.remote, |ip| SocketAddr::new(ip, 0))
+        }
+    }
+
     pub(crate) fn note_refusal(&self) {
         let exhausted = !self
             .refusals
@@ -179,16 +190,8 @@ async fn serve(
     }
 }
 
-fn text(status: u16, body: &'static str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
-    if !body.is_empty() {
-        r.headers_mut().insert(
-            hyper::header::CONTENT_TYPE,
-            hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-    }
-    r
+fn text(status: u16, body: &'static str) -> Response<Body> {
+    crate::handler::status_response(status, body)
 }
 
 fn header_list(req: &Request<Incoming>) -> Vec<(String, String)> {
@@ -524,10 +527,48 @@ pub(crate) async fn handshake(
     }
 }
 
+/// An ordinary request over HTTP/1.1 or HTTP/2, answered by the application's handler.
+async fn exchange(
+    conn: &Arc<TcpConn>,
+    service: HttpService,
+    req: Request<Incoming>,
+    headers: &[(String, String)],
+) -> Response<Body> {
+    let server = &conn.server;
+    let limits = &server.limits;
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => headers
+            .iter()
+            .find(|(k, _)| k == "host")
+            .map_or("", |(_, v)| v.as_str()),
+    };
+    let mut response = if !origin::authority_allowed(authority, |h| server.is_own_host(h)) {
+        text(421, "misdirected request\n")
+    } else if let Some(too_large) = check_declared_length(req.headers(), limits.max_request_body) {
+        too_large
+    } else {
+        let remote = conn.client_addr(headers);
+        let mut req =
+            req.map(|b| Body::guarded(b, limits.max_request_body, limits.request_timeout));
+        req.extensions_mut().insert::<SocketAddr>(remote);
+        service.respond(req, limits.handler_timeout).await
+    };
+    if conn.tls && !response.headers().contains_key(hyper::header::ALT_SVC) {
+        if let Some(alt) = server
+            .alt_svc()
+            .and_then(|v| hyper::header::HeaderValue::from_str(&v).ok())
+        {
+            response.headers_mut().insert(hyper::header::ALT_SVC, alt);
+        }
+    }
+    response
+}
+
 async fn handle(
     conn: Arc<TcpConn>,
     mut req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
+) -> Result<Response<Body>, Infallible> {
     let server = conn.server.clone();
     let http2 = req.version() == hyper::Version::HTTP_2;
     let headers = header_list(&req);
@@ -535,6 +576,15 @@ async fn handle(
         .extensions()
         .get::<hyper::ext::Protocol>()
         .map(|p| p.as_str().to_owned());
+    if let Some(service) = server.http_service() {
+        if !crate::ws::handshake::is_websocket_request(
+            req.method().as_str(),
+            protocol.as_deref(),
+            &headers,
+        ) {
+            return Ok(exchange(&conn, service, req, &headers).await);
+        }
+    }
     let path = req
         .uri()
         .path_and_query()
@@ -548,13 +598,7 @@ async fn handle(
             .map(|(_, v)| v.clone())
     }
     .unwrap_or_default();
-    let remote_addr = if conn.tls {
-        conn.remote
-    } else {
-        // The port of a forwarded address is unknown: 0.
-        forwarded::client_ip(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .map_or(conn.remote, |ip| SocketAddr::new(ip, 0))
-    };
+    let remote_addr = conn.client_addr(&headers);
     let h = Handshake {
         method: req.method().as_str().to_owned(),
         http2,

@@ -1,0 +1,181 @@
+//! Ordinary HTTP: every request that is not a session or WebSocket request goes to the
+//! application's [`HttpHandler`], the same over HTTP/3, HTTP/2 and HTTP/1.1, so a page, its
+//! assets and its API share the origin (and the port) of its WebTransport endpoint.
+
+mod body;
+
+use std::{fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
+
+use futures_util::FutureExt;
+use tracing::warn;
+
+pub use body::{Body, BodyError, BodySender};
+
+/// The boxed future an [`HttpHandler`] returns.
+pub type ResponseFuture = Pin<Box<dyn Future<Output = http::Response<Body>> + Send + 'static>>;
+
+/// Answers ordinary HTTP requests. Any `Fn(http::Request<Body>) -> impl Future<Output =
+/// http::Response<Body>>` is one:
+///
+/// ```no_run
+/// use ferrovia::{Body, HttpService};
+///
+/// let http = HttpService::new(|request: http::Request<Body>| async move {
+///     match request.uri().path() {
+///         "/" => http::Response::new(Body::from("hello")),
+///         _ => http::Response::builder().status(404).body(Body::empty()).unwrap(),
+///     }
+/// });
+/// ```
+///
+/// The handler runs on its own task: a panic answers 500 and a handler that has not
+/// answered within [`Limits::handler_timeout`](crate::Limits::handler_timeout) is
+/// abandoned with 503; either way the server goes on.
+pub trait HttpHandler: Send + Sync + 'static {
+    /// Answers one request. The request body streams in as the client sends it; the
+    /// response body streams out as the client accepts it.
+    fn call(&self, request: http::Request<Body>) -> ResponseFuture;
+}
+
+impl<F, Fut> HttpHandler for F
+where
+    F: Fn(http::Request<Body>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = http::Response<Body>> + Send + 'static,
+{
+    fn call(&self, request: http::Request<Body>) -> ResponseFuture {
+        Box::pin(self(request))
+    }
+}
+
+/// A shareable [`HttpHandler`], as [`ServerConfig::http`](crate::ServerConfig::http) and
+/// [`Server::set_http_handler`](crate::Server::set_http_handler) take it.
+#[derive(Clone)]
+pub struct HttpService(Arc<dyn HttpHandler>);
+
+impl HttpService {
+    /// Wraps a handler.
+    pub fn new(handler: impl HttpHandler) -> Self {
+        Self(Arc::new(handler))
+    }
+
+    /// Runs the handler on its own task with a deadline for the response head; never
+    /// fails: a panic becomes 500, a missed deadline 503.
+    pub(crate) async fn respond(
+        &self,
+        request: http::Request<Body>,
+        deadline: Duration,
+    ) -> http::Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let future = AssertUnwindSafe(self.0.call(request)).catch_unwind();
+        let task = tokio::spawn(future);
+        let abort = task.abort_handle();
+        match tokio::time::timeout(deadline, task).await {
+            Ok(Ok(Ok(response))) => response,
+            Ok(Ok(Err(panic))) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                warn!(%method, path, panic = what, "HTTP handler panicked; answered 500");
+                status_response(500, "internal server error\n")
+            }
+            Ok(Err(e)) => {
+                warn!(%method, path, "HTTP handler task failed ({e}); answered 500");
+                status_response(500, "internal server error\n")
+            }
+            Err(_) => {
+                abort.abort();
+                warn!(%method, path, ?deadline, "HTTP handler did not answer in time; answered 503");
+                status_response(503, "the handler did not answer in time\n")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for HttpService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpService(..)")
+    }
+}
+
+impl<H: HttpHandler> From<H> for HttpService {
+    fn from(handler: H) -> Self {
+        Self::new(handler)
+    }
+}
+
+/// A plain-text response the server gives by itself.
+pub(crate) fn status_response(status: u16, text: &'static str) -> http::Response<Body> {
+    let mut response = http::Response::new(Body::from(text));
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    if !text.is_empty() {
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    response
+}
+
+/// The 413 for a request whose declared length is over the limit, before the handler
+/// sees it; `None` when the length is acceptable or not declared (a streamed body is cut
+/// off by [`Body`] at the limit instead).
+pub(crate) fn check_declared_length(
+    headers: &http::HeaderMap,
+    limit: u64,
+) -> Option<http::Response<Body>> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (declared > limit).then(|| status_response(413, "request body too large\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> http::Request<Body> {
+        http::Request::new(Body::empty())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_and_a_silent_one_503() {
+        let panics = HttpService::new(|_: http::Request<Body>| async move {
+            if true {
+                panic!("boom");
+            }
+            http::Response::new(Body::empty())
+        });
+        let r = panics.respond(request(), Duration::from_secs(5)).await;
+        assert_eq!(r.status(), 500);
+
+        let silent = HttpService::new(|_: http::Request<Body>| async move {
+            std::future::pending::<()>().await;
+            http::Response::new(Body::empty())
+        });
+        let r = silent.respond(request(), Duration::from_millis(50)).await;
+        assert_eq!(r.status(), 503);
+    }
+
+    #[test]
+    fn declared_lengths_over_the_limit_are_refused() {
+        let mut h = http::HeaderMap::new();
+        assert!(check_declared_length(&h, 10).is_none());
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("10"),
+        );
+        assert!(check_declared_length(&h, 10).is_none());
+        h.insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from_static("11"),
+        );
+        assert_eq!(check_declared_length(&h, 10).unwrap().status(), 413);
+    }
+}

@@ -1,0 +1,368 @@
+//! Ordinary HTTP beside sessions: one handler answers HTTP/1.1 and HTTP/2 (curl, an
+//! independent client) and HTTP/3 (a bare client written here); bad input is answered
+//! within bounds and the server goes on. The 64 MiB bodies, aioquic's HTTP/3 client and
+//! httpx are in tests/python/test_http_site.py.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use bytes::Bytes;
+use common::*;
+use ferrovia::{Body, BodyError, HttpService};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn version(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_3 => "HTTP/3",
+        http::Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
+    }
+}
+
+fn reply(status: u16, body: impl Into<Body>) -> http::Response<Body> {
+    http::Response::builder()
+        .status(status)
+        .body(body.into())
+        .unwrap()
+}
+
+/// Routes: `/version` the HTTP version; `/hang` never answers; `/panic` panics; `/sleep`
+/// answers after a second; `/body` reads the body (200 and its length, or the status of
+/// what went wrong: 413 too large, 408 quiet, 400 abandoned); anything else counts a call
+/// and answers 404.
+fn service(calls: Arc<AtomicUsize>) -> HttpService {
+    HttpService::new(move |request: http::Request<Body>| {
+        let calls = calls.clone();
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            match request.uri().path() {
+                "/version" => reply(200, version(request.version())),
+                "/hang" => std::future::pending().await,
+                "/panic" => panic!("on purpose"),
+                "/sleep" => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    reply(200, "slept")
+                }
+                "/body" => match request.into_body().bytes(1 << 20).await {
+                    Ok(b) => reply(200, b.len().to_string()),
+                    Err(BodyError::TooLarge { .. }) => reply(413, "too large"),
+                    Err(BodyError::TimedOut(_)) => reply(408, "quiet"),
+                    Err(e) => reply(400, e.to_string()),
+                },
+                _ => reply(404, "not here"),
+            }
+        }
+    })
+}
+
+fn start_site(
+    configure: impl FnOnce(&mut ferrovia::ServerConfig),
+) -> (TestServer, Arc<AtomicUsize>) {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = service(calls.clone());
+    let server = start_with(move |c| {
+        c.http = Some(svc);
+        configure(c);
+    });
+    (server, calls)
+}
+
+/// curl's answer: (status, HTTP version, body, headers).
+async fn curl(
+    server: &TestServer,
+    http2: bool,
+    path: &str,
+    extra: &[&str],
+) -> (u16, String, String, String) {
+    let url = format!("https://127.0.0.1:{}{path}", server.tcp_addr().port());
+    let mut args = vec![
+        "-sk".to_owned(),
+        if http2 { "--http2" } else { "--http1.1" }.to_owned(),
+        "-D".to_owned(),
+        "-".to_owned(),
+        "-w".to_owned(),
+        "\n%{http_code} %{http_version}".to_owned(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    args.push(url);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl").args(&args).output()
+    })
+    .await
+    .unwrap()
+    .expect("curl is installed (see README prerequisites)");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (rest, last) = text.rsplit_once('\n').unwrap();
+    let (code, ver) = last.split_once(' ').unwrap();
+    let (headers, body) = rest.split_once("\r\n\r\n").unwrap_or((rest, ""));
+    (
+        code.parse().unwrap(),
+        ver.to_owned(),
+        body.to_owned(),
+        headers.to_lowercase(),
+    )
+}
+
+/// An HTTP/3 GET on a fresh stream of `conn`: (status, body).
+async fn h3_get(conn: &quinn::Connection, server: &TestServer, path: &str) -> (u16, Vec<u8>) {
+    let authority = format!("localhost:{}", server.addr.port());
+    let (mut send, mut recv, status) = raw_request(
+        conn,
+        &[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", &authority),
+            (":path", path),
+        ],
+    )
+    .await;
+    send.finish().unwrap();
+    (status, read_data(&mut recv).await)
+}
+
+/// The HEADERS frame of an HTTP/3 `POST /body`; the test appends the frames after it.
+fn post_head(authority: &str) -> Vec<u8> {
+    headers_frame(&[
+        (":method", "POST"),
+        (":scheme", "https"),
+        (":authority", authority),
+        (":path", "/body"),
+    ])
+}
+
+/// The DATA payloads of a response, after its HEADERS.
+async fn read_data(recv: &mut quinn::RecvStream) -> Vec<u8> {
+    let raw = tokio::time::timeout(TIMEOUT, recv.read_to_end(1 << 24))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut out = Vec::new();
+    let mut decoder = ferrovia::wire::body::BodyDecoder::new(1 << 14);
+    let mut parts = Vec::new();
+    decoder.push(Bytes::from(raw), &mut parts).unwrap();
+    decoder.finish().unwrap();
+    for p in parts {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+#[tokio::test]
+async fn one_handler_answers_http11_http2_and_http3_and_tcp_advertises_http3() {
+    let (server, _) = start_site(|_| {});
+    for http2 in [false, true] {
+        let (status, ver, body, headers) = curl(&server, http2, "/version", &[]).await;
+        assert_eq!(
+            (status, body.as_str()),
+            (200, if http2 { "HTTP/2" } else { "HTTP/1.1" })
+        );
+        assert_eq!(ver, if http2 { "2" } else { "1.1" });
+        let alt = format!("alt-svc: h3=\":{}\"; ma=86400", server.addr.port());
+        assert!(headers.contains(&alt), "{headers}");
+    }
+    let conn = raw_connection(&server).await;
+    assert_eq!(
+        h3_get(&conn, &server, "/version").await,
+        (200, b"HTTP/3".to_vec())
+    );
+    assert_eq!(h3_get(&conn, &server, "/elsewhere").await.0, 404);
+    // Sessions still work beside the handler, on the same connection's port.
+    let route = server.server.route("/wt").unwrap();
+    let accept = tokio::spawn(async move { route.accept().await.unwrap().accept().await.unwrap() });
+    let client = server.connect("/wt").await;
+    let session = accept.await.unwrap();
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    let (mut s2, mut r2) = session.accept_bi().await.unwrap();
+    send.write_all(b"ping").await.unwrap();
+    send.finish().unwrap();
+    let got = r2.read_to_end(100).await.unwrap();
+    s2.write_all(&got).await.unwrap();
+    s2.finish().unwrap();
+    assert_eq!(recv.read_to_end(100).await.unwrap(), b"ping");
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_gets_500_one_that_never_answers_503_and_the_server_goes_on() {
+    let (server, _) = start_site(|c| c.limits.handler_timeout = Duration::from_millis(300));
+    for http2 in [false, true] {
+        assert_eq!(curl(&server, http2, "/panic", &[]).await.0, 500);
+        assert_eq!(curl(&server, http2, "/hang", &[]).await.0, 503);
+        assert_eq!(curl(&server, http2, "/version", &[]).await.0, 200);
+    }
+    let conn = raw_connection(&server).await;
+    assert_eq!(h3_get(&conn, &server, "/panic").await.0, 500);
+    assert_eq!(h3_get(&conn, &server, "/hang").await.0, 503);
+    assert_eq!(h3_get(&conn, &server, "/version").await.0, 200);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_refused_or_cut_off_and_quiet_ones_time_out() {
+    let (server, calls) = start_site(|c| {
+        c.limits.max_request_body = 1000;
+        c.limits.request_timeout = Duration::from_millis(500);
+    });
+    // Declared too large: 413 before the handler runs.
+    let big = "x".repeat(2000);
+    let (status, ..) = curl(&server, false, "/body", &["--data-binary", &big]).await;
+    assert_eq!(status, 413);
+    // Over HTTP/2 the early answer ends with RST_STREAM(NO_ERROR), which curl 7.88 can
+    // mistake for a failure; the h2 crate's client reads it as RFC 9113 §8.1 means it.
+    let tls = tls_connect(&server, &["h2"]).await;
+    let (mut client, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("https://localhost:{}/body", server.addr.port()))
+        .header("content-length", "2000")
+        .body(())
+        .unwrap();
+    let (response, mut body) = client.send_request(request, false).unwrap();
+    body.send_data(Bytes::from(big.clone()), true).ok();
+    assert_eq!(response.await.unwrap().status(), 413);
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+    // Streamed without a length: the handler's read fails at the limit.
+    let (status, _, body, _) = curl(
+        &server,
+        false,
+        "/body",
+        &["-H", "transfer-encoding: chunked", "--data-binary", &big],
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (413, "too large"));
+    let conn = raw_connection(&server).await;
+    let authority = format!("localhost:{}", server.addr.port());
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut wire = post_head(&authority);
+    varint(0x00, &mut wire);
+    varint(2000, &mut wire);
+    wire.extend_from_slice(big.as_bytes());
+    send.write_all(&wire).await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(read_status(&mut recv).await, 413);
+
+    // A body that goes quiet: the read fails after request_timeout.
+    let mut tls = tls_connect(&server, &["http/1.1"]).await;
+    tls.write_all(
+        b"POST /body HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n\r\nonly ten b",
+    )
+    .await
+    .unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut answer))
+        .await
+        .expect("answered within the body deadline")
+        .unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut wire = post_head(&authority);
+    varint(0x00, &mut wire);
+    varint(100, &mut wire);
+    wire.extend_from_slice(b"only ten b");
+    send.write_all(&wire).await.unwrap();
+    assert_eq!(read_status(&mut recv).await, 408);
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_ends_the_connection_after_one_answer() {
+    let (server, calls) = start_site(|_| {});
+    let mut tls = tls_connect(&server, &["http/1.1"]).await;
+    // A smuggling attempt: two framings, and a second request hidden behind them.
+    tls.write_all(
+        b"POST /body HTTP/1.1\r\nHost: localhost\r\nContent-Length: 40\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut all))
+        .await
+        .expect("the server ends the connection")
+        .ok();
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    // Transfer-Encoding wins (RFC 9112 §6.3): an empty chunked body.
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the hidden request never reached the handler"
+    );
+}
+
+#[tokio::test]
+async fn frames_that_do_not_belong_in_an_http3_body_abandon_it() {
+    let (server, _) = start_site(|_| {});
+    let conn = raw_connection(&server).await;
+    let authority = format!("localhost:{}", server.addr.port());
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    let mut wire = post_head(&authority);
+    varint(0x04, &mut wire); // SETTINGS on a request stream
+    varint(0, &mut wire);
+    send.write_all(&wire).await.unwrap();
+    assert_eq!(read_status(&mut recv).await, 400);
+    // Malformed heads get 400 without reaching the handler; the connection goes on.
+    let (_, _, status) = raw_request(
+        &conn,
+        &[
+            (":method", "GET"),
+            (":authority", &authority),
+            (":path", "/version"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, _, status) = raw_request(
+        &conn,
+        &[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", &authority),
+            (":path", "/version"),
+            ("connection", "close"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(h3_get(&conn, &server, "/version").await.0, 200);
+}
+
+#[tokio::test]
+async fn a_request_in_progress_keeps_its_connection_and_an_idle_one_is_closed() {
+    let (server, _) = start_site(|c| c.limits.sessionless_timeout = Duration::from_millis(300));
+    let conn = raw_connection(&server).await;
+    // The handler takes a second, well past the sessionless timeout.
+    assert_eq!(
+        h3_get(&conn, &server, "/sleep").await,
+        (200, b"slept".to_vec())
+    );
+    let started = std::time::Instant::now();
+    assert_eq!(closed_with(&conn).await, 0x100);
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn without_a_handler_tcp_answers_404_and_http3_405_until_one_is_set() {
+    let server = start();
+    assert_eq!(curl(&server, false, "/version", &[]).await.0, 404);
+    assert_eq!(curl(&server, true, "/version", &[]).await.0, 404);
+    let conn = raw_connection(&server).await;
+    assert_eq!(h3_get(&conn, &server, "/version").await.0, 405);
+
+    server
+        .server
+        .set_http_handler(Some(service(Arc::new(AtomicUsize::new(0)))));
+    let (status, ver, body, _) = curl(&server, true, "/version", &[]).await;
+    assert_eq!((status, ver.as_str(), body.as_str()), (200, "2", "HTTP/2"));
+    assert_eq!(h3_get(&conn, &server, "/version").await.0, 200);
+    server.server.set_http_handler(None);
+    assert_eq!(h3_get(&conn, &server, "/version").await.0, 405);
+}
