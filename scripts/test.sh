@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in chromium firefox-esr nft ip; do
+for tool in chromium firefox-esr nft ip curl; do
   command -v "$tool" >/dev/null || {
-    echo "missing $tool: sudo apt-get install chromium firefox-esr nftables iproute2" >&2
+    echo "missing $tool: sudo apt-get install chromium firefox-esr nftables iproute2 curl" >&2
     exit 1
   }
 done
