@@ -3,7 +3,8 @@
 //!
 //! `cargo run -p ferrovia --example site -- --port 4433`
 //!
-//! It prints `{"event":"listening","port":P,"certificateHash":"..."}` on stdout.
+//! It prints `{"event":"listening","port":P,"certificateHash":"...","spki":"..."}` on
+//! stdout (`spki` is what Chromium's `--ignore-certificate-errors-spki-list` takes).
 //!
 //! HTTP: `GET /` a page that opens a WebTransport session to `/echo` and echoes a message
 //! on a stream; `GET /api/hello` JSON naming the HTTP version it came over; `POST /upload`
@@ -155,9 +156,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::bind(config)?;
     let echo = server.route("/echo")?;
     emit(format!(
-        r#"{{"event":"listening","port":{},"certificateHash":"{}"}}"#,
+        r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
         server.local_addr()?.port(),
-        cert.sha256_hex()
+        cert.sha256_hex(),
+        cert.spki_sha256_base64()
     ));
     while let Some(request) = echo.accept().await {
         tokio::spawn(async move {

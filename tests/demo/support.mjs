@@ -34,14 +34,14 @@ const launched = new Map();
  * who accepted the certificate once would: Chromium by its SPKI flag, Firefox by accepting
  * insecure certificates.
  */
-function browser(name, trustSpki) {
-  const key = `${name}|${trustSpki ?? ''}`;
+function browser(name, trustSpki, chromiumArgs = []) {
+  const key = `${name}|${trustSpki ?? ''}|${chromiumArgs.join(' ')}`;
   if (!launched.has(key)) {
     const p = (async () => {
       if (name === 'chromium') {
         if (!existsSync(CHROMIUM_PATH)) throw new Error(`chromium not found at ${CHROMIUM_PATH}`);
         const { chromium } = require('playwright-core');
-        const args = trustSpki ? [...CHROMIUM_ARGS, `--ignore-certificate-errors-spki-list=${trustSpki}`] : CHROMIUM_ARGS;
+        const args = [...CHROMIUM_ARGS, ...(trustSpki ? [`--ignore-certificate-errors-spki-list=${trustSpki}`] : []), ...chromiumArgs];
         return { kind: 'playwright', browser: await chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args }) };
       }
       if (name === 'firefox') {
@@ -61,8 +61,8 @@ function browser(name, trustSpki) {
  * Opens `url` in a fresh page of `name` ('chromium' or 'firefox'). The returned page drives
  * it like a user would: fill() and click() go through the browser's input events.
  */
-export async function openPage(name, url, { trustSpki } = {}) {
-  const { kind, browser: b } = await browser(name, trustSpki);
+export async function openPage(name, url, { trustSpki, chromiumArgs } = {}) {
+  const { kind, browser: b } = await browser(name, trustSpki, chromiumArgs);
   const context = kind === 'playwright' ? await b.newContext({ viewport: { width: 1200, height: 860 } }) : null;
   const page = context ? await context.newPage() : await b.newPage();
   if (!context) await page.setViewport({ width: 1200, height: 860 });
