@@ -51,7 +51,24 @@ export interface Limits {
   responseTimeout?: number;
   /** Milliseconds a connection without any session stays open (10000). */
   sessionlessTimeout?: number;
+  /** The largest ordinary HTTP request body in bytes: declared larger gets 413, streamed larger fails with ERR_BODY_TOO_LARGE (16 MiB). */
+  maxRequestBody?: number;
+  /** Milliseconds the `fetch` handler has to return a Response before the request gets 503 (30000). */
+  handlerTimeout?: number;
 }
+
+/** The second argument of the `fetch` handler. */
+export interface FetchInfo {
+  /** The client's IP address (behind a TLS-terminating proxy: the forwarded client). */
+  remoteAddress: string | null;
+  /** The client's port (0 when a proxy forwarded the address). */
+  remotePort: number | null;
+  /** '1.1', '2.0' or '3.0'. */
+  httpVersion: string;
+}
+
+/** Answers ordinary HTTP requests: the handler style of Deno.serve, Bun.serve and Hono. */
+export type FetchHandler = (request: Request, info: FetchInfo) => Response | Promise<Response>;
 
 /** PEM certificate chain and private key, as text or bytes. */
 export interface PemCertificate {
@@ -92,6 +109,12 @@ export interface ListenOptions {
    * TLS, only for running behind a TLS-terminating proxy.
    */
   tcp?: boolean | { host?: string; port?: number; behindTlsProxy?: boolean };
+  /**
+   * Answers every ordinary HTTP request (not a session or WebSocket request) over HTTP/3,
+   * HTTP/2 and HTTP/1.1, bodies streamed both ways; a Hono app runs with `fetch: app.fetch`.
+   * A handler that throws gets 500 (logged with console.error).
+   */
+  fetch?: FetchHandler;
 }
 
 /** What carries a request or a session. */

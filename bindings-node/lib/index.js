@@ -160,9 +160,12 @@ const LIMIT_NAMES = [
   'requestTimeout',
   'responseTimeout',
   'sessionlessTimeout',
+  'maxRequestBody',
+  'handlerTimeout',
 ];
 
 const KNOWN_OPTIONS = new Set([
+  'fetch',
   'tcp',
   'host',
   'port',
@@ -252,7 +255,7 @@ function nativeOptions(options) {
     out.limits = {};
     for (const key of Object.keys(o.limits)) {
       if (!LIMIT_NAMES.includes(key)) throw new TypeError(`unknown option limits.${key}`);
-      const max = key === 'sendWindow' ? Number.MAX_SAFE_INTEGER : MAX_U32;
+      const max = key === 'sendWindow' || key === 'maxRequestBody' ? Number.MAX_SAFE_INTEGER : MAX_U32;
       // A retry threshold of 0 means: always ask for address validation.
       const min = key === 'retryThreshold' ? 0 : 1;
       out.limits[key] = checkInt(`options.limits.${key}`, o.limits[key], min, max);
@@ -798,6 +801,90 @@ class RequestStream {
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Ordinary HTTP: the `fetch` handler
+
+const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
+
+/** Pulls ordinary requests and answers each through `handler` (WHATWG Request → Response). */
+function serveFetch(requests, handler) {
+  (async () => {
+    for (;;) {
+      const exchange = await requests.accept();
+      if (exchange === null) return;
+      answerFetch(exchange, handler).catch((err) => console.error('ferrovia: fetch handler failed:', err));
+    }
+  })().catch((err) => console.error('ferrovia: fetch loop failed:', err));
+}
+
+function requestOf(exchange) {
+  const method = exchange.method;
+  let body = null;
+  if (!NO_BODY_METHODS.has(method)) {
+    body = new ReadableStream({
+      async pull(controller) {
+        try {
+          const chunk = await exchange.readBody();
+          if (chunk === null) controller.close();
+          else controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+        } catch (err) {
+          controller.error(translate(err));
+        }
+      },
+      cancel() {
+        return exchange.discardBody();
+      },
+    });
+  }
+  const headers = new Headers();
+  for (const { name, value } of exchange.headers) headers.append(name, value);
+  return new Request(exchange.url, { method, headers, body, duplex: 'half' });
+}
+
+async function answerFetch(exchange, handler) {
+  let responded = false;
+  try {
+    const request = requestOf(exchange);
+    const info = {
+      remoteAddress: exchange.remoteAddress ?? null,
+      remotePort: exchange.remotePort ?? null,
+      httpVersion: exchange.httpVersion,
+    };
+    const response = await handler(request, info);
+    if (!(response instanceof Response)) {
+      throw new TypeError(`the fetch handler must return a Response, got ${describe(response)}`);
+    }
+    const headers = [];
+    for (const [name, value] of response.headers) headers.push({ name, value });
+    responded = true;
+    if (!exchange.respond(response.status, headers, response.body !== null)) {
+      await response.body?.cancel().catch(() => {});
+      return;
+    }
+    if (response.body === null) return;
+    const reader = response.body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        await exchange.write(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+      }
+      exchange.end();
+    } catch (err) {
+      // The client left (write failed) or the body failed: cut the response off.
+      reader.cancel().catch(() => {});
+      await exchange.abort(String(err?.message ?? err));
+    }
+  } catch (err) {
+    if (!responded) {
+      exchange.respond(500, [{ name: 'content-type', value: 'text/plain; charset=utf-8' }], true);
+      await exchange.write(Buffer.from('internal server error\n')).catch(() => {});
+      exchange.end();
+    }
+    throw err;
+  }
+}
+
 /** A WebTransport server. Create one with `await Server.listen(options)`. */
 class Server {
   #native;
@@ -820,8 +907,14 @@ class Server {
    */
   static async listen(options) {
     const opts = nativeOptions(options);
+    const fetchHandler = options?.fetch;
+    if (fetchHandler !== undefined && typeof fetchHandler !== 'function') {
+      throw new TypeError(`options.fetch must be a function (request, info) => Response, got ${describe(fetchHandler)}`);
+    }
     const n = await native.listen(opts).catch(rethrow);
-    return new Server(n, LISTEN);
+    const server = new Server(n, LISTEN);
+    if (fetchHandler) serveFetch(n.enableHttp(1024), fetchHandler);
+    return server;
   }
 
   /** The bound UDP port. */

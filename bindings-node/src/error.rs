@@ -4,7 +4,9 @@
 //! prefixed with `ferrovia:`; the facade parses it back into a `WebTransportError` with
 //! `code`, `source`, `streamErrorCode` and, for session errors, `closeCode`/`reason`.
 
-use ferrovia::{CloseInfo, RequestError, ServerError, SessionError, StreamError, WebSocketError};
+use ferrovia::{
+    BodyError, CloseInfo, RequestError, ServerError, SessionError, StreamError, WebSocketError,
+};
 use serde_json::{json, Map, Value};
 
 /// Prefix the facade looks for.
@@ -87,6 +89,14 @@ pub(crate) fn from_stream(e: StreamError) -> napi::Error {
         }
         StreamError::SessionClosed(info) => close_fields(info),
         _ => json!({ "source": "stream" }),
+    };
+    make(e.code(), e.to_string(), extra)
+}
+
+pub(crate) fn from_body(e: BodyError) -> napi::Error {
+    let extra = match &e {
+        BodyError::TooLarge { limit } => json!({ "limit": limit }),
+        _ => Value::Null,
     };
     make(e.code(), e.to_string(), extra)
 }

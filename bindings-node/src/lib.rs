@@ -9,6 +9,7 @@
 #![deny(clippy::all)]
 
 mod error;
+mod exchange;
 mod external;
 mod request;
 mod server;
@@ -16,6 +17,7 @@ mod session;
 mod stream;
 mod websocket;
 
+pub use exchange::{NativeHttpExchange, NativeHttpRequests};
 pub use external::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
 pub use request::{NativeHeader, NativeRequest};
 pub use server::{

@@ -59,6 +59,10 @@ pub struct NativeLimits {
     pub response_timeout: Option<u32>,
     /// Milliseconds a connection without sessions stays open.
     pub sessionless_timeout: Option<u32>,
+    /// The largest ordinary HTTP request body, in bytes.
+    pub max_request_body: Option<f64>,
+    /// Milliseconds the `fetch` handler has to answer.
+    pub handler_timeout: Option<u32>,
 }
 
 /// Options of [`listen`], already checked by the facade.
@@ -143,6 +147,12 @@ fn limits(l: Option<NativeLimits>) -> Limits {
     }
     if let Some(v) = l.response_timeout {
         out.response_timeout = ms(v);
+    }
+    if let Some(v) = l.handler_timeout {
+        out.handler_timeout = ms(v);
+    }
+    if let Some(v) = l.max_request_body {
+        out.max_request_body = v as u64;
     }
     if let Some(v) = l.sessionless_timeout {
         out.sessionless_timeout = ms(v);
@@ -340,6 +350,15 @@ impl NativeServer {
         })
     }
 
+    /// Sends every ordinary HTTP request (not a session or WebSocket request) to the
+    /// returned queue, from now on; past `capacity` waiting, more get 503.
+    #[napi(catch_unwind)]
+    pub fn enable_http(&self, capacity: u32) -> crate::exchange::NativeHttpRequests {
+        let (service, requests) = ferrovia::HttpService::queue(capacity as usize);
+        self.server.set_http_handler(Some(service));
+        crate::exchange::NativeHttpRequests::new(requests)
+    }
+
     /// Graceful shutdown: drain sessions, wait up to `grace_ms`, then close the rest.
     #[napi]
     pub async fn close(&self, grace_ms: f64) {
@@ -360,19 +379,21 @@ impl NativeHandshakeResult {
     /// Status, headers, body, and whether to upgrade.
     #[napi(getter, catch_unwind)]
     pub fn outcome(&self) -> Option<crate::external::NativeHandshakeOutcome> {
-        self.outcome.as_ref().map(|o| crate::external::NativeHandshakeOutcome {
-            status: o.status,
-            headers: o
-                .headers
-                .iter()
-                .map(|h| crate::request::NativeHeader {
-                    name: h.name.clone(),
-                    value: h.value.clone(),
-                })
-                .collect(),
-            body: o.body.clone(),
-            upgrade: o.upgrade,
-        })
+        self.outcome
+            .as_ref()
+            .map(|o| crate::external::NativeHandshakeOutcome {
+                status: o.status,
+                headers: o
+                    .headers
+                    .iter()
+                    .map(|h| crate::request::NativeHeader {
+                        name: h.name.clone(),
+                        value: h.value.clone(),
+                    })
+                    .collect(),
+                body: o.body.clone(),
+                upgrade: o.upgrade,
+            })
     }
 
     /// The pipe for an upgrade (once).

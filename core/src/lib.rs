@@ -70,7 +70,10 @@ pub mod wire {
 pub use certificate::Certificate;
 pub use config::{CongestionController, Limits, ServerConfig, TcpListen};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
-pub use handler::{Body, BodyError, BodySender, HttpHandler, HttpService, ResponseFuture};
+pub use handler::{
+    Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,
+    HttpService, ResponseFuture,
+};
 pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};

@@ -797,6 +797,9 @@ impl Server {
             // page; a connection close arriving meanwhile turns it into "connection lost".
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
+        // The handler goes with the server: a queue fed by it (HttpService::queue) ends
+        // once the requests in progress are answered.
+        *shared.http.write().unwrap_or_else(|e| e.into_inner()) = None;
         shared.endpoint.close(0x100u32.into(), b"server closed");
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle()).await;
         if shared.connections.load(Ordering::Acquire) > 0 {

@@ -5,6 +5,12 @@ async function main(): Promise<void> {
   const { cert, key, certificateHashes } = generateCertificate({ names: ['localhost'] });
   const server = await Server.listen({ port: 0, certificate: { cert, key }, origins: 'any', limits: { maxSessions: 10 } });
   const hash: Uint8Array = server.certificateHashes[0].value;
+  const site = await Server.listen({
+    port: 0,
+    limits: { maxRequestBody: 1 << 20, handlerTimeout: 5000 },
+    fetch: async (request: Request, info) => Response.json({ path: new URL(request.url).pathname, from: info.remoteAddress, v: info.httpVersion }),
+  });
+  await site.close();
   console.log(server.port, hash.length, certificateHashes.length);
 
   server.route('/chat', async (request) => {

@@ -36,6 +36,18 @@ pub enum BodyError {
     Other(BoxError),
 }
 
+impl BodyError {
+    /// A stable, machine-readable name for this error, shared by the language bindings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "ERR_BODY_TOO_LARGE",
+            Self::TimedOut(_) => "ERR_BODY_TIMEOUT",
+            Self::Aborted(_) => "ERR_BODY_ABORTED",
+            Self::Other(_) => "ERR_BODY",
+        }
+    }
+}
+
 /// A request or response body: [`http_body::Body`] with `Bytes` frames.
 ///
 /// Build one from bytes or text (`Body::from("hello")`), from any other `http_body::Body`
@@ -103,6 +115,21 @@ impl Body {
                 idle,
                 timer: None,
             })),
+        }
+    }
+
+    /// The next chunk of data (trailers are skipped); `None` at the end.
+    pub async fn next_data(&mut self) -> Option<Result<Bytes, BodyError>> {
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *self).poll_frame(cx)).await?;
+            match frame {
+                Ok(frame) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Some(Ok(data));
+                    }
+                }
+                Err(e) => return Some(Err(e)),
+            }
         }
     }
 
@@ -208,9 +235,9 @@ impl HttpBody for Body {
     }
 }
 
-/// Feeds a [`Body::channel`]. Dropping it ends the body; [`BodySender::abort`] ends it with
-/// an error the reader sees.
-#[derive(Debug)]
+/// Feeds a [`Body::channel`]. Dropping it (and every clone) ends the body;
+/// [`BodySender::abort`] ends it with an error the reader sees.
+#[derive(Debug, Clone)]
 pub struct BodySender {
     tx: mpsc::Sender<Result<Bytes, BodyError>>,
 }

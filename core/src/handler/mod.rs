@@ -3,6 +3,7 @@
 //! assets and its API share the origin (and the port) of its WebTransport endpoint.
 
 mod body;
+mod queue;
 
 use std::{fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
@@ -10,6 +11,7 @@ use futures_util::FutureExt;
 use tracing::warn;
 
 pub use body::{Body, BodyError, BodySender};
+pub use queue::{HttpExchange, HttpRequests, HttpResponder};
 
 /// The boxed future an [`HttpHandler`] returns.
 pub type ResponseFuture = Pin<Box<dyn Future<Output = http::Response<Body>> + Send + 'static>>;

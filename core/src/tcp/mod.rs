@@ -527,6 +527,20 @@ pub(crate) async fn handshake(
     }
 }
 
+/// The request target in absolute form, as HTTP/2 and HTTP/3 give it, so a handler reads
+/// scheme and authority from `uri()` on every version.
+fn absolute_uri(uri: &hyper::Uri, scheme: &str, authority: &str) -> Option<hyper::Uri> {
+    if uri.scheme().is_some() || authority.is_empty() {
+        return None;
+    }
+    hyper::Uri::builder()
+        .scheme(scheme)
+        .authority(authority)
+        .path_and_query(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .ok()
+}
+
 /// An ordinary request over HTTP/1.1 or HTTP/2, answered by the application's handler.
 async fn exchange(
     conn: &Arc<TcpConn>,
@@ -549,8 +563,13 @@ async fn exchange(
         too_large
     } else {
         let remote = conn.client_addr(headers);
+        let scheme = if conn.tls { "https" } else { "http" };
+        let absolute = absolute_uri(req.uri(), scheme, authority);
         let mut req =
             req.map(|b| Body::guarded(b, limits.max_request_body, limits.request_timeout));
+        if let Some(uri) = absolute {
+            *req.uri_mut() = uri;
+        }
         req.extensions_mut().insert::<SocketAddr>(remote);
         service.respond(req, limits.handler_timeout).await
     };

@@ -1,0 +1,212 @@
+//! Ordinary HTTP requests, pulled one at a time by the facade, which turns each into a
+//! WHATWG `Request` for the application's `fetch` handler and streams its `Response` back.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferrovia::{Body, BodySender, HttpRequests, HttpResponder};
+use napi::bindgen_prelude::Buffer;
+use napi_derive::napi;
+
+use crate::{error, request::NativeHeader};
+
+/// The queue of ordinary requests.
+#[napi]
+pub struct NativeHttpRequests {
+    inner: Arc<HttpRequests>,
+}
+
+impl NativeHttpRequests {
+    pub(crate) fn new(inner: HttpRequests) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+#[napi]
+impl NativeHttpRequests {
+    /// The next request; `null` once the server is gone.
+    #[napi]
+    pub async fn accept(&self) -> Option<NativeHttpExchange> {
+        let exchange = self.inner.accept().await?;
+        let (request, responder) = exchange.into_parts();
+        let (parts, body) = request.into_parts();
+        Some(NativeHttpExchange {
+            method: parts.method.as_str().to_owned(),
+            url: parts.uri.to_string(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            version: match parts.version {
+                http::Version::HTTP_3 => "3.0",
+                http::Version::HTTP_2 => "2.0",
+                _ => "1.1",
+            },
+            remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
+            body: tokio::sync::Mutex::new(Some(body)),
+            responder: Mutex::new(Some(responder)),
+            sender: Mutex::new(None),
+        })
+    }
+}
+
+/// One ordinary request and the means to answer it.
+#[napi]
+pub struct NativeHttpExchange {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    version: &'static str,
+    remote: Option<std::net::SocketAddr>,
+    body: tokio::sync::Mutex<Option<Body>>,
+    responder: Mutex<Option<HttpResponder>>,
+    sender: Mutex<Option<BodySender>>,
+}
+
+#[napi]
+impl NativeHttpExchange {
+    /// The request method.
+    #[napi(getter, catch_unwind)]
+    pub fn method(&self) -> String {
+        self.method.clone()
+    }
+
+    /// The absolute URL (scheme, authority, path and query).
+    #[napi(getter, catch_unwind)]
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The request headers (values that are not visible ASCII are left out).
+    #[napi(getter, catch_unwind)]
+    pub fn headers(&self) -> Vec<NativeHeader> {
+        self.headers
+            .iter()
+            .map(|(name, value)| NativeHeader {
+                name: name.clone(),
+                value: value.clone(),
+            })
+            .collect()
+    }
+
+    /// `'1.1'`, `'2.0'` or `'3.0'`.
+    #[napi(getter, catch_unwind)]
+    pub fn http_version(&self) -> String {
+        self.version.to_owned()
+    }
+
+    /// The client's IP address.
+    #[napi(getter, catch_unwind)]
+    pub fn remote_address(&self) -> Option<String> {
+        self.remote.map(|a| a.ip().to_string())
+    }
+
+    /// The client's port (0 when a proxy forwarded the address).
+    #[napi(getter, catch_unwind)]
+    pub fn remote_port(&self) -> Option<u32> {
+        self.remote.map(|a| u32::from(a.port()))
+    }
+
+    /// The next chunk of the request body; `null` at its end.
+    #[napi]
+    pub async fn read_body(&self) -> napi::Result<Option<Buffer>> {
+        let mut body = self.body.lock().await;
+        let Some(b) = body.as_mut() else {
+            return Ok(None);
+        };
+        match b.next_data().await {
+            Some(Ok(data)) => Ok(Some(data.to_vec().into())),
+            Some(Err(e)) => {
+                body.take();
+                Err(error::from_body(e))
+            }
+            None => {
+                body.take();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stops reading the request body (the client is told to stop sending).
+    #[napi]
+    pub async fn discard_body(&self) {
+        self.body.lock().await.take();
+    }
+
+    /// Sends the response head; with `streaming`, the body follows through `write()` and
+    /// `end()`. Returns false when the request is already gone (the client left, or the
+    /// handler timeout passed).
+    #[napi(catch_unwind)]
+    pub fn respond(
+        &self,
+        status: u32,
+        headers: Vec<NativeHeader>,
+        streaming: bool,
+    ) -> napi::Result<bool> {
+        let status = u16::try_from(status)
+            .ok()
+            .and_then(|s| http::StatusCode::from_u16(s).ok())
+            .ok_or_else(|| error::invalid(format!("status {status} is not an HTTP status")))?;
+        let mut builder = http::Response::builder().status(status);
+        for h in &headers {
+            let name = http::HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| error::invalid(format!("invalid header name {:?}", h.name)))?;
+            let value = http::HeaderValue::from_str(&h.value)
+                .map_err(|_| error::invalid(format!("invalid value for header {:?}", h.name)))?;
+            builder = builder.header(name, value);
+        }
+        let body = if streaming {
+            let (tx, body) = Body::channel(4);
+            *self.sender.lock().map_err(|_| error::stream_closed())? = Some(tx);
+            body
+        } else {
+            Body::empty()
+        };
+        let response = builder
+            .body(body)
+            .map_err(|e| error::invalid(e.to_string()))?;
+        let responder = self
+            .responder
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .ok_or_else(error::request_answered)?;
+        Ok(responder.respond(response))
+    }
+
+    /// Sends one chunk of the response body, waiting while the client is behind.
+    #[napi]
+    pub async fn write(&self, chunk: Buffer) -> napi::Result<()> {
+        let sender = self
+            .sender
+            .lock()
+            .ok()
+            .and_then(|s| s.clone())
+            .ok_or_else(error::stream_closed)?;
+        sender
+            .send(Bytes::copy_from_slice(&chunk))
+            .await
+            .map_err(error::from_body)
+    }
+
+    /// Ends the response body.
+    #[napi(catch_unwind)]
+    pub fn end(&self) {
+        if let Ok(mut s) = self.sender.lock() {
+            s.take();
+        }
+    }
+
+    /// Cuts the response body off: the client sees the stream reset, never a short body
+    /// taken for a whole one.
+    #[napi]
+    pub async fn abort(&self, reason: String) {
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        if let Some(sender) = sender {
+            sender.abort(ferrovia::BodyError::Aborted(reason)).await;
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Ordinary requests handed out one at a time, for applications (and the language
+//! bindings) that pull work in a loop instead of registering a callback.
+
+use tokio::sync::{mpsc, oneshot, Mutex};
+
+use super::{status_response, Body, HttpService};
+
+/// One ordinary request waiting for its response.
+#[derive(Debug)]
+pub struct HttpExchange {
+    request: http::Request<Body>,
+    respond: oneshot::Sender<http::Response<Body>>,
+}
+
+impl HttpExchange {
+    /// The request; its body streams in as the client sends it.
+    pub fn request(&self) -> &http::Request<Body> {
+        &self.request
+    }
+
+    /// The request, to read its body (and the responder to answer it with).
+    pub fn into_parts(self) -> (http::Request<Body>, HttpResponder) {
+        (
+            self.request,
+            HttpResponder {
+                respond: self.respond,
+            },
+        )
+    }
+}
+
+/// Answers one [`HttpExchange`]. Dropping it without answering answers 500.
+#[derive(Debug)]
+pub struct HttpResponder {
+    respond: oneshot::Sender<http::Response<Body>>,
+}
+
+impl HttpResponder {
+    /// Sends the response (its body may still be streaming, see [`Body::channel`]).
+    /// False when the request is already gone (the client left, or the handler timeout
+    /// passed).
+    pub fn respond(self, response: http::Response<Body>) -> bool {
+        self.respond.send(response).is_ok()
+    }
+}
+
+/// The queue side of [`HttpService::queue`]: [`HttpRequests::accept`] hands out each
+/// request in arrival order.
+#[derive(Debug)]
+pub struct HttpRequests {
+    rx: Mutex<mpsc::Receiver<HttpExchange>>,
+}
+
+impl HttpRequests {
+    /// The next request; `None` once the service (and every server holding it) is gone.
+    pub async fn accept(&self) -> Option<HttpExchange> {
+        self.rx.lock().await.recv().await
+    }
+}
+
+impl HttpService {
+    /// A service that queues requests for [`HttpRequests::accept`]; past `capacity`
+    /// requests waiting, more get 503 at once.
+    pub fn queue(capacity: usize) -> (Self, HttpRequests) {
+        let (tx, rx) = mpsc::channel::<HttpExchange>(capacity.max(1));
+        let service = Self::new(move |request: http::Request<Body>| {
+            let tx = tx.clone();
+            async move {
+                let (respond, response) = oneshot::channel();
+                if tx.try_send(HttpExchange { request, respond }).is_err() {
+                    return status_response(503, "too many requests waiting\n");
+                }
+                response.await.unwrap_or_else(|_| {
+                    status_response(500, "the request was dropped unanswered\n")
+                })
+            }
+        });
+        (service, HttpRequests { rx: Mutex::new(rx) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn queued_requests_are_answered_by_whoever_pulls_them() {
+        let (service, requests) = HttpService::queue(1);
+        let server = tokio::spawn(async move {
+            let exchange = requests.accept().await.unwrap();
+            assert_eq!(exchange.request().uri().path(), "/a");
+            let (_, responder) = exchange.into_parts();
+            assert!(responder.respond(http::Response::new(Body::from("ok"))));
+            // The next one is dropped unanswered.
+            drop(requests.accept().await.unwrap());
+        });
+        let get = |p: &str| http::Request::get(p).body(Body::empty()).unwrap();
+        let first = service.respond(get("/a"), Duration::from_secs(5)).await;
+        assert_eq!(first.into_body().bytes(10).await.unwrap(), "ok");
+        let second = service.respond(get("/b"), Duration::from_secs(5)).await;
+        assert_eq!(second.status(), 500);
+        server.await.unwrap();
+    }
+}
