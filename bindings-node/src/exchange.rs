@@ -146,34 +146,19 @@ impl NativeHttpExchange {
         headers: Vec<NativeHeader>,
         streaming: bool,
     ) -> napi::Result<bool> {
-        let status = u16::try_from(status)
-            .ok()
-            .and_then(|s| http::StatusCode::from_u16(s).ok())
-            .ok_or_else(|| error::invalid(format!("status {status} is not an HTTP status")))?;
-        let mut builder = http::Response::builder().status(status);
-        for h in &headers {
-            let name = http::HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| error::invalid(format!("invalid header name {:?}", h.name)))?;
-            let value = http::HeaderValue::from_str(&h.value)
-                .map_err(|_| error::invalid(format!("invalid value for header {:?}", h.name)))?;
-            builder = builder.header(name, value);
-        }
-        let body = if streaming {
-            let (tx, body) = Body::channel(4);
-            *self.sender.lock().map_err(|_| error::stream_closed())? = Some(tx);
-            body
-        } else {
-            Body::empty()
-        };
-        let response = builder
-            .body(body)
-            .map_err(|e| error::invalid(e.to_string()))?;
+        let status = u16::try_from(status).unwrap_or(0);
+        let pairs: Vec<(String, String)> = headers.into_iter().map(|h| (h.name, h.value)).collect();
+        let (response, sender) =
+            HttpResponder::build(status, &pairs, streaming).map_err(error::from_request)?;
         let responder = self
             .responder
             .lock()
             .ok()
             .and_then(|mut r| r.take())
             .ok_or_else(error::request_answered)?;
+        if let Ok(mut s) = self.sender.lock() {
+            *s = sender;
+        }
         Ok(responder.respond(response))
     }
 

@@ -61,11 +61,14 @@ pub(crate) async fn handshake(
     server: &Server,
     h: NativeHandshake,
 ) -> napi::Result<(NativeHandshakeOutcome, Option<NativeSocketPipe>)> {
-    let ip = h
-        .remote_address
-        .parse()
-        .map_err(|_| error::invalid(format!("remote address {:?} is not an IP address", h.remote_address)))?;
-    let port = u16::try_from(h.remote_port).map_err(|_| error::invalid("remote port out of range"))?;
+    let ip = h.remote_address.parse().map_err(|_| {
+        error::invalid(format!(
+            "remote address {:?} is not an IP address",
+            h.remote_address
+        ))
+    })?;
+    let port =
+        u16::try_from(h.remote_port).map_err(|_| error::invalid("remote port out of range"))?;
     let outcome = server
         .websocket_handshake(Handshake {
             method: h.method,
@@ -142,7 +145,9 @@ impl NativeSocketPipe {
     #[napi]
     pub async fn write(&self, data: Buffer) -> napi::Result<()> {
         let mut w = self.writer.lock().await;
-        let w = w.as_mut().ok_or_else(|| error::invalid("the pipe is not started"))?;
+        let w = w
+            .as_mut()
+            .ok_or_else(|| error::invalid("the pipe is not started"))?;
         w.write_all(&data)
             .await
             .map_err(|e| error::invalid(format!("the session is gone: {e}")))
@@ -160,7 +165,9 @@ impl NativeSocketPipe {
     #[napi]
     pub async fn read(&self) -> napi::Result<Option<Buffer>> {
         let mut r = self.reader.lock().await;
-        let r = r.as_mut().ok_or_else(|| error::invalid("the pipe is not started"))?;
+        let r = r
+            .as_mut()
+            .ok_or_else(|| error::invalid("the pipe is not started"))?;
         let mut buf = vec![0u8; 64 * 1024];
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => Ok(None),

@@ -82,7 +82,11 @@ impl MessagePipe {
             "text" => HostMessage::Text(text.unwrap_or_default()),
             "binary" => HostMessage::Binary(data.unwrap_or_default().into()),
             "close" => HostMessage::Close(code, reason),
-            other => return Err(PyValueError::new_err(format!("unknown message kind {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown message kind {other:?}"
+                )))
+            }
         };
         let tx = self.to_session.clone();
         awaitable(py, async move {
@@ -123,7 +127,12 @@ pub(crate) fn handshake<'py>(
         .0
         .trim_matches(|c| c == '[' || c == ']')
         .parse()
-        .map_err(|_| PyValueError::new_err(format!("client address {:?} is not an IP address", remote.0)))?;
+        .map_err(|_| {
+            PyValueError::new_err(format!(
+                "client address {:?} is not an IP address",
+                remote.0
+            ))
+        })?;
     let remote_addr = SocketAddr::new(ip, remote.1);
     awaitable(py, async move {
         let outcome = server

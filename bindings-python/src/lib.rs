@@ -16,6 +16,7 @@ use std::{
 use pyo3::prelude::*;
 
 mod errors;
+mod exchange;
 mod external;
 mod handoff;
 mod server;
@@ -155,6 +156,8 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<websocket::WebSocket>()?;
     m.add_class::<external::Upgraded>()?;
     m.add_class::<external::MessagePipe>()?;
+    m.add_class::<exchange::HttpRequests>()?;
+    m.add_class::<exchange::HttpExchange>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

@@ -215,6 +215,8 @@ fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> 
             "request_timeout_ms" => limits.request_timeout = Duration::from_millis(v),
             "response_timeout_ms" => limits.response_timeout = Duration::from_millis(v),
             "sessionless_timeout_ms" => limits.sessionless_timeout = Duration::from_millis(v),
+            "handler_timeout_ms" => limits.handler_timeout = Duration::from_millis(v),
+            "max_request_body" => limits.max_request_body = v,
             other => {
                 return Err(PyValueError::new_err(format!(
                     "limits has no field {other:?}"
@@ -383,6 +385,14 @@ impl Server {
             remote,
             secure,
         )
+    }
+
+    /// Sends every ordinary HTTP request to the returned queue from now on; past
+    /// `capacity` waiting, more get 503.
+    fn enable_http(&self, capacity: usize) -> crate::exchange::HttpRequests {
+        let (service, requests) = ferrovia::HttpService::queue(capacity);
+        self.inner.set_http_handler(Some(service));
+        crate::exchange::HttpRequests::new(requests)
     }
 
     /// Graceful shutdown within `grace` seconds.

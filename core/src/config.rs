@@ -184,8 +184,9 @@ pub struct Limits {
     /// quiet for [`Limits::request_timeout`] fails with
     /// [`BodyError::TimedOut`](crate::BodyError::TimedOut).
     pub max_request_body: u64,
-    /// The time the HTTP handler has to produce a response head; past it the request is
-    /// answered 503 and the handler's task is dropped.
+    /// The time the HTTP handler has to produce a response head, counted from the request
+    /// or from the last request-body bytes it read (an upload in progress keeps it alive);
+    /// past it the request is answered 503 and the handler's task is dropped.
     pub handler_timeout: Duration,
 }
 

@@ -366,3 +366,25 @@ async fn without_a_handler_tcp_answers_404_and_http3_405_until_one_is_set() {
     server.server.set_http_handler(None);
     assert_eq!(h3_get(&conn, &server, "/version").await.0, 405);
 }
+
+#[tokio::test]
+async fn an_upload_still_arriving_keeps_a_handler_past_its_timeout() {
+    let (server, _) = start_site(|c| c.limits.handler_timeout = Duration::from_millis(300));
+    let mut tls = tls_connect(&server, &["http/1.1"]).await;
+    tls.write_all(b"POST /body HTTP/1.1\r\nHost: localhost\r\nContent-Length: 10\r\n\r\n")
+        .await
+        .unwrap();
+    // A byte every 100 ms: a second in all, three times the handler timeout.
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tls.write_all(b"x").await.unwrap();
+    }
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(10), tls.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("\r\n\r\n10"), "{text}");
+}

@@ -43,6 +43,7 @@ from ._errors import (
     WebSocketClosedError,
     WebTransportError,
 )
+from ._http import AsgiHost
 from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, SessionStats
 
 # Let native operations that are still settling finish before the interpreter shuts down.
@@ -837,12 +838,13 @@ class Requests:
 class Server:
     """A listening WebTransport server; ``async with`` closes it on exit."""
 
-    __slots__ = ("_inner", "_closed")
+    __slots__ = ("_inner", "_closed", "_http")
 
     def __init__(self, inner: _ferrovia.Server) -> None:
         """Wraps a native server; use :func:`serve`."""
         self._inner = inner
         self._closed = False
+        self._http: AsgiHost | None = None
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -930,6 +932,9 @@ class Server:
             raise ValueError(f"grace must be >= 0, got {grace}")
         self._closed = True
         await self._inner.close(float(grace))
+        host, self._http = self._http, None
+        if host is not None:
+            await host.stop()
 
     async def __aenter__(self) -> Server:
         return self
@@ -1064,16 +1069,26 @@ class Serving:
     """What :func:`serve` returns: ``await`` it for the :class:`Server`, or use it directly
     as ``async with serve(...) as server``."""
 
-    __slots__ = ("_bind", "_server")
+    __slots__ = ("_bind", "_server", "_app")
 
-    def __init__(self, bind: Callable[[], Server]) -> None:
+    def __init__(self, bind: Callable[[], Server], app: ASGIApp | None = None) -> None:
         """Made by :func:`serve`."""
         self._bind = bind
         self._server: Server | None = None
+        self._app = app
 
     async def _start(self) -> Server:
         if self._server is None:
-            self._server = self._bind()
+            server = self._bind()
+            if self._app is not None:
+                host = AsgiHost(server._inner, self._app, server.local_address)
+                try:
+                    await host.start()
+                except BaseException:
+                    await server._inner.close(0.001)
+                    raise
+                server._http = host
+            self._server = server
         return self._server
 
     def __await__(self) -> Generator[Any, None, Server]:
@@ -1092,7 +1107,7 @@ class Serving:
             await self._server.close()
 
 
-_LIMIT_SECONDS = ("request_timeout", "response_timeout", "sessionless_timeout")
+_LIMIT_SECONDS = ("request_timeout", "response_timeout", "sessionless_timeout", "handler_timeout")
 
 
 def _limits_dict(limits: Limits | None) -> dict[str, int]:
@@ -1136,6 +1151,7 @@ def serve(
     limits: Limits | None = None,
     tcp: bool | tuple[str, int] = True,
     tcp_behind_tls_proxy: bool = False,
+    app: ASGIApp | None = None,
 ) -> Serving:
     """Starts a WebTransport server on UDP ``host``:``port``.
 
@@ -1145,7 +1161,14 @@ def serve(
     ``serverCertificateHashes``), a ``(cert_path, key_path)`` pair of PEM files, or a
     :class:`Certificate`. Arguments are checked at once; the socket is bound when the
     result is awaited or entered.
+
+    ``app`` is an ASGI 3 application (Starlette, FastAPI, ...) that answers every ordinary
+    HTTP request, one that is not a session or WebSocket request, over HTTP/3, HTTP/2 and
+    HTTP/1.1 on the same port. Its ``lifespan`` startup runs before the server is returned
+    (a failed startup raises) and its shutdown after :meth:`Server.close`.
     """
+    if app is not None and not callable(app):
+        raise TypeError(f"app must be an ASGI application (a callable), not {type(app).__name__}")
     if not isinstance(host, str):
         raise TypeError(f"host must be str, not {type(host).__name__}")
     _check_int("port", port, 0, 65535)
@@ -1213,4 +1236,4 @@ def serve(
             )
         )
 
-    return Serving(bind)
+    return Serving(bind, app)

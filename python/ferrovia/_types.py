@@ -107,3 +107,8 @@ class Limits:
     the session ends."""
     sessionless_timeout: float | None = None
     """Seconds a connection without any session stays open."""
+    max_request_body: int | None = None
+    """The largest ordinary HTTP request body in bytes (16 MiB): a declared larger one gets
+    413 before the ASGI application runs; a streamed one is cut off at the limit."""
+    handler_timeout: float | None = None
+    """Seconds the ASGI application has to start its response (30); then 503."""

@@ -14,7 +14,7 @@ use super::{
     qpack,
 };
 use crate::{
-    handler::{check_declared_length, status_response, Body, BodyError, HttpService},
+    handler::{check_declared_length, status_response, Body, BodyError, HttpService, Progress},
     origin,
 };
 
@@ -140,13 +140,21 @@ pub(crate) async fn serve(
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let (tx, body) = Body::channel_with_length(4, declared);
     shared.runtime.spawn(read_body(recv, rest, tx, declared));
-    let body = Body::guarded(body, limits.max_request_body, limits.request_timeout);
+    let progress = Progress::new();
+    let body = Body::guarded(
+        body,
+        limits.max_request_body,
+        limits.request_timeout,
+        progress.clone(),
+    );
     let is_head = head.method() == http::Method::HEAD;
     let mut request = head.map(|()| body);
     request
         .extensions_mut()
         .insert::<SocketAddr>(shared.conn.remote_address());
-    let response = service.respond(request, limits.handler_timeout).await;
+    let response = service
+        .respond(request, limits.handler_timeout, progress)
+        .await;
     answer(&shared, send, response, is_head).await;
 }
 

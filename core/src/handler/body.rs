@@ -48,6 +48,33 @@ impl BodyError {
     }
 }
 
+/// When a request body last moved, so that a handler still reading its upload is not taken
+/// for one that never answers.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    base: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            base: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last time the body moved (the start, if it never did).
+    pub(crate) fn last(&self) -> tokio::time::Instant {
+        self.base + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// A request or response body: [`http_body::Body`] with `Bytes` frames.
 ///
 /// Build one from bytes or text (`Body::from("hello")`), from any other `http_body::Body`
@@ -102,7 +129,12 @@ impl Body {
 
     /// A body the client sends, cut off with [`BodyError::TooLarge`] past `limit` bytes and
     /// with [`BodyError::TimedOut`] when nothing arrives for `idle`.
-    pub(crate) fn guarded<B>(body: B, limit: u64, idle: Duration) -> Self
+    pub(crate) fn guarded<B>(
+        body: B,
+        limit: u64,
+        idle: Duration,
+        progress: std::sync::Arc<Progress>,
+    ) -> Self
     where
         B: HttpBody<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
@@ -114,6 +146,7 @@ impl Body {
                 seen: 0,
                 idle,
                 timer: None,
+                progress,
             })),
         }
     }
@@ -307,6 +340,7 @@ struct Guarded<B> {
     seen: u64,
     idle: Duration,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    progress: std::sync::Arc<Progress>,
 }
 
 impl<B> HttpBody for Guarded<B>
@@ -328,6 +362,7 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.timer = None;
+                this.progress.touch();
                 if let Some(Ok(f)) = &frame {
                     if let Some(data) = f.data_ref() {
                         this.seen += data.len() as u64;
@@ -391,7 +426,7 @@ mod tests {
     #[tokio::test]
     async fn a_guarded_body_stops_at_its_limit_and_when_the_client_goes_quiet() {
         let (tx, inner) = Body::channel(4);
-        let body = Body::guarded(inner, 1500, Duration::from_secs(5));
+        let body = Body::guarded(inner, 1500, Duration::from_secs(5), Progress::new());
         tx.send(Bytes::from(vec![0; 1000])).await.unwrap();
         tx.send(Bytes::from(vec![0; 1000])).await.unwrap();
         drop(tx);
@@ -401,7 +436,7 @@ mod tests {
         ));
 
         let (tx, inner) = Body::channel(4);
-        let body = Body::guarded(inner, 1 << 20, Duration::from_millis(50));
+        let body = Body::guarded(inner, 1 << 20, Duration::from_millis(50), Progress::new());
         tx.send(Bytes::from_static(b"a little")).await.unwrap();
         let result = body.bytes(1 << 20).await;
         assert!(matches!(result, Err(BodyError::TimedOut(_))), "{result:?}");

@@ -10,6 +10,7 @@ use std::{fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, tim
 use futures_util::FutureExt;
 use tracing::warn;
 
+pub(crate) use body::Progress;
 pub use body::{Body, BodyError, BodySender};
 pub use queue::{HttpExchange, HttpRequests, HttpResponder};
 
@@ -60,21 +61,33 @@ impl HttpService {
         Self(Arc::new(handler))
     }
 
-    /// Runs the handler on its own task with a deadline for the response head; never
-    /// fails: a panic becomes 500, a missed deadline 503.
+    /// Runs the handler on its own task; never fails: a panic becomes 500, and a handler
+    /// that neither answers nor reads its request body for `deadline` gets 503.
     pub(crate) async fn respond(
         &self,
         request: http::Request<Body>,
         deadline: Duration,
+        progress: Arc<Progress>,
     ) -> http::Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
         let future = AssertUnwindSafe(self.0.call(request)).catch_unwind();
-        let task = tokio::spawn(future);
-        let abort = task.abort_handle();
-        match tokio::time::timeout(deadline, task).await {
-            Ok(Ok(Ok(response))) => response,
-            Ok(Ok(Err(panic))) => {
+        let mut task = tokio::spawn(future);
+        let outcome = loop {
+            let last = progress.last();
+            tokio::select! {
+                r = &mut task => break Some(r),
+                () = tokio::time::sleep_until(last + deadline) => {
+                    // An upload still arriving keeps the handler alive.
+                    if progress.last() == last {
+                        break None;
+                    }
+                }
+            }
+        };
+        match outcome {
+            Some(Ok(Ok(response))) => response,
+            Some(Ok(Err(panic))) => {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| (*s).to_owned())
@@ -83,12 +96,12 @@ impl HttpService {
                 warn!(%method, path, panic = what, "HTTP handler panicked; answered 500");
                 status_response(500, "internal server error\n")
             }
-            Ok(Err(e)) => {
+            Some(Err(e)) => {
                 warn!(%method, path, "HTTP handler task failed ({e}); answered 500");
                 status_response(500, "internal server error\n")
             }
-            Err(_) => {
-                abort.abort();
+            None => {
+                task.abort();
                 warn!(%method, path, ?deadline, "HTTP handler did not answer in time; answered 503");
                 status_response(503, "the handler did not answer in time\n")
             }
@@ -154,14 +167,18 @@ mod tests {
             }
             http::Response::new(Body::empty())
         });
-        let r = panics.respond(request(), Duration::from_secs(5)).await;
+        let r = panics
+            .respond(request(), Duration::from_secs(5), Progress::new())
+            .await;
         assert_eq!(r.status(), 500);
 
         let silent = HttpService::new(|_: http::Request<Body>| async move {
             std::future::pending::<()>().await;
             http::Response::new(Body::empty())
         });
-        let r = silent.respond(request(), Duration::from_millis(50)).await;
+        let r = silent
+            .respond(request(), Duration::from_millis(50), Progress::new())
+            .await;
         assert_eq!(r.status(), 503);
     }
 

@@ -3,7 +3,8 @@
 
 use tokio::sync::{mpsc, oneshot, Mutex};
 
-use super::{status_response, Body, HttpService};
+use super::{status_response, Body, BodySender, HttpService};
+use crate::RequestError;
 
 /// One ordinary request waiting for its response.
 #[derive(Debug)]
@@ -36,6 +37,37 @@ pub struct HttpResponder {
 }
 
 impl HttpResponder {
+    /// A response from a status and header pairs, as a language binding receives them;
+    /// with `streaming`, its body is fed through the returned sender.
+    pub fn build(
+        status: u16,
+        headers: &[(String, String)],
+        streaming: bool,
+    ) -> Result<(http::Response<Body>, Option<BodySender>), RequestError> {
+        let status =
+            http::StatusCode::from_u16(status).map_err(|_| RequestError::InvalidStatus(status))?;
+        let mut builder = http::Response::builder().status(status);
+        for (name, value) in headers {
+            let name = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                RequestError::InvalidHeader(format!("invalid header name {name:?}"))
+            })?;
+            let value = http::HeaderValue::from_str(value).map_err(|_| {
+                RequestError::InvalidHeader(format!("invalid value for header {name:?}"))
+            })?;
+            builder = builder.header(name, value);
+        }
+        let (sender, body) = if streaming {
+            let (tx, body) = Body::channel(4);
+            (Some(tx), body)
+        } else {
+            (None, Body::empty())
+        };
+        let response = builder
+            .body(body)
+            .map_err(|e| RequestError::InvalidHeader(e.to_string()))?;
+        Ok((response, sender))
+    }
+
     /// Sends the response (its body may still be streaming, see [`Body::channel`]).
     /// False when the request is already gone (the client left, or the handler timeout
     /// passed).
@@ -97,9 +129,21 @@ mod tests {
             drop(requests.accept().await.unwrap());
         });
         let get = |p: &str| http::Request::get(p).body(Body::empty()).unwrap();
-        let first = service.respond(get("/a"), Duration::from_secs(5)).await;
+        let first = service
+            .respond(
+                get("/a"),
+                Duration::from_secs(5),
+                super::super::Progress::new(),
+            )
+            .await;
         assert_eq!(first.into_body().bytes(10).await.unwrap(), "ok");
-        let second = service.respond(get("/b"), Duration::from_secs(5)).await;
+        let second = service
+            .respond(
+                get("/b"),
+                Duration::from_secs(5),
+                super::super::Progress::new(),
+            )
+            .await;
         assert_eq!(second.status(), 500);
         server.await.unwrap();
     }

@@ -23,7 +23,7 @@ use tracing::debug;
 
 use self::request::{Answer, TcpRequest};
 use crate::{
-    handler::{check_declared_length, Body, HttpService},
+    handler::{check_declared_length, Body, HttpService, Progress},
     origin,
     qmux::{self, Offer},
     request::{Inner, RequestHead, SessionRequest},
@@ -564,14 +564,21 @@ async fn exchange(
     } else {
         let remote = conn.client_addr(headers);
         let scheme = if conn.tls { "https" } else { "http" };
+        let progress = Progress::new();
         let absolute = absolute_uri(req.uri(), scheme, authority);
-        let mut req =
-            req.map(|b| Body::guarded(b, limits.max_request_body, limits.request_timeout));
+        let mut req = req.map(|b| {
+            Body::guarded(
+                b,
+                limits.max_request_body,
+                limits.request_timeout,
+                progress.clone(),
+            )
+        });
         if let Some(uri) = absolute {
             *req.uri_mut() = uri;
         }
         req.extensions_mut().insert::<SocketAddr>(remote);
-        service.respond(req, limits.handler_timeout).await
+        service.respond(req, limits.handler_timeout, progress).await
     };
     if conn.tls && !response.headers().contains_key(hyper::header::ALT_SVC) {
         if let Some(alt) = server

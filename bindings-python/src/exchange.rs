@@ -1,0 +1,194 @@
+//! Ordinary HTTP requests, pulled one at a time by the package's ASGI host, which runs the
+//! application's `http` scope for each and streams its response back.
+
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use ferrovia::{Body, BodySender, HttpResponder};
+use pyo3::{exceptions::PyValueError, prelude::*};
+
+use crate::{awaitable, errors::Failure};
+
+/// The queue of ordinary requests.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct HttpRequests {
+    inner: Arc<ferrovia::HttpRequests>,
+}
+
+impl HttpRequests {
+    pub(crate) fn new(inner: ferrovia::HttpRequests) -> Self {
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+}
+
+#[pymethods]
+impl HttpRequests {
+    /// The next request; resolves to None once the server is closed.
+    fn accept<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        awaitable(py, async move {
+            let Some(exchange) = inner.accept().await else {
+                return Ok::<_, Failure>(None);
+            };
+            let (request, responder) = exchange.into_parts();
+            let (parts, body) = request.into_parts();
+            Ok(Some(HttpExchange {
+                method: parts.method.as_str().to_owned(),
+                scheme: parts.uri.scheme_str().unwrap_or("https").to_owned(),
+                authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+                path: parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+                headers: parts
+                    .headers
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                    .collect(),
+                version: match parts.version {
+                    http::Version::HTTP_3 => "3",
+                    http::Version::HTTP_2 => "2",
+                    _ => "1.1",
+                },
+                remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
+                body: Arc::new(tokio::sync::Mutex::new(Some(body))),
+                responder: Mutex::new(Some(responder)),
+                sender: Mutex::new(None),
+            }))
+        })
+    }
+}
+
+/// One ordinary request and the means to answer it.
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct HttpExchange {
+    method: String,
+    scheme: String,
+    authority: Option<String>,
+    path: String,
+    headers: Vec<(String, String)>,
+    version: &'static str,
+    remote: Option<std::net::SocketAddr>,
+    body: Arc<tokio::sync::Mutex<Option<Body>>>,
+    responder: Mutex<Option<HttpResponder>>,
+    sender: Mutex<Option<BodySender>>,
+}
+
+#[pymethods]
+impl HttpExchange {
+    #[getter]
+    fn method(&self) -> String {
+        self.method.clone()
+    }
+
+    #[getter]
+    fn scheme(&self) -> String {
+        self.scheme.clone()
+    }
+
+    #[getter]
+    fn authority(&self) -> Option<String> {
+        self.authority.clone()
+    }
+
+    /// Path and query, as sent.
+    #[getter]
+    fn target(&self) -> String {
+        self.path.clone()
+    }
+
+    #[getter]
+    fn headers(&self) -> Vec<(String, String)> {
+        self.headers.clone()
+    }
+
+    /// `"1.1"`, `"2"` or `"3"` (the ASGI spelling).
+    #[getter]
+    fn http_version(&self) -> &'static str {
+        self.version
+    }
+
+    /// The client's `(host, port)`.
+    #[getter]
+    fn client(&self) -> Option<(String, u16)> {
+        self.remote.map(|a| (a.ip().to_string(), a.port()))
+    }
+
+    /// The next chunk of the request body as `(bytes or None at the end, error code or
+    /// None)`: a body cut off (too large, quiet too long, reset) reports its code instead.
+    fn read_body<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let body = self.body.clone();
+        awaitable(py, async move {
+            let mut body = body.lock().await;
+            let Some(b) = body.as_mut() else {
+                return Ok::<_, Failure>((None::<Bytes>, None::<&'static str>));
+            };
+            Ok(match b.next_data().await {
+                Some(Ok(data)) => (Some(data), None),
+                Some(Err(e)) => {
+                    body.take();
+                    (None, Some(e.code()))
+                }
+                None => {
+                    body.take();
+                    (None, None)
+                }
+            })
+        })
+    }
+
+    /// Sends the response head; with `streaming`, the body follows through `write()` and
+    /// `end()`. False when the request is already gone.
+    fn respond(
+        &self,
+        status: u16,
+        headers: Vec<(String, String)>,
+        streaming: bool,
+    ) -> PyResult<bool> {
+        let (response, sender) = HttpResponder::build(status, &headers, streaming)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let responder = self
+            .responder
+            .lock()
+            .ok()
+            .and_then(|mut r| r.take())
+            .ok_or_else(|| PyValueError::new_err("the response was already started"))?;
+        if let Ok(mut s) = self.sender.lock() {
+            *s = sender;
+        }
+        Ok(responder.respond(response))
+    }
+
+    /// Sends one chunk of the response body, waiting while the client is behind; resolves
+    /// to False once the client is gone.
+    fn write<'py>(&self, py: Python<'py>, data: Vec<u8>) -> PyResult<Bound<'py, PyAny>> {
+        let sender = self.sender.lock().ok().and_then(|s| s.clone());
+        awaitable(py, async move {
+            let Some(sender) = sender else {
+                return Ok::<_, Failure>(false);
+            };
+            Ok(sender.send(Bytes::from(data)).await.is_ok())
+        })
+    }
+
+    /// Ends the response body.
+    fn end(&self) {
+        if let Ok(mut s) = self.sender.lock() {
+            s.take();
+        }
+    }
+
+    /// Cuts the response off: the client sees the stream reset, not a short body.
+    fn abort<'py>(&self, py: Python<'py>, reason: String) -> PyResult<Bound<'py, PyAny>> {
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        awaitable(py, async move {
+            if let Some(sender) = sender {
+                sender.abort(ferrovia::BodyError::Aborted(reason)).await;
+            }
+            Ok::<_, Failure>(())
+        })
+    }
+}

@@ -1,0 +1,206 @@
+"""Hosting an ASGI 3 application for ordinary HTTP requests (``serve(..., app=...)``): the
+``lifespan`` scope runs around the server's life, and every request that is not a session
+or WebSocket request runs the ``http`` scope, over HTTP/3, HTTP/2 and HTTP/1.1."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+from urllib.parse import unquote
+
+from . import _ferrovia
+
+logger = logging.getLogger("ferrovia")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
+
+# What the server answers itself when the application never started a response because
+# the request body was cut off.
+_BODY_FAILURE_STATUS = {"ERR_BODY_TOO_LARGE": 413, "ERR_BODY_TIMEOUT": 408}
+_LIFESPAN_TIMEOUT = 30.0
+
+
+class AsgiHost:
+    """Runs one ASGI application for a server."""
+
+    def __init__(self, inner: _ferrovia.Server, app: ASGIApp, server: tuple[str, int]) -> None:
+        self._inner = inner
+        self._app = app
+        self._server = server
+        self._state: dict[str, Any] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._pull: asyncio.Task[None] | None = None
+        self._lifespan: asyncio.Task[None] | None = None
+        self._lifespan_in: asyncio.Queue[Message] = asyncio.Queue()
+        self._lifespan_out: asyncio.Queue[Message] = asyncio.Queue()
+
+    async def start(self) -> None:
+        """Runs the lifespan startup, then starts taking requests."""
+        await self._startup()
+        requests = self._inner.enable_http(1024)
+        self._pull = asyncio.create_task(self._serve(requests))
+
+    async def stop(self) -> None:
+        """After the server closed: lets requests in progress finish, then runs the
+        lifespan shutdown."""
+        if self._pull is not None:
+            await self._pull
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=_LIFESPAN_TIMEOUT)
+        await self._shutdown()
+
+    # ---- lifespan ----
+
+    async def _startup(self) -> None:
+        scope: Scope = {"type": "lifespan", "asgi": {"version": "3.0", "spec_version": "2.0"}, "state": self._state}
+
+        async def run() -> None:
+            await self._app(scope, self._lifespan_in.get, self._lifespan_out.put)
+
+        self._lifespan = asyncio.create_task(run())
+        await self._lifespan_in.put({"type": "lifespan.startup"})
+        message = await self._lifespan_reply()
+        if message is None:
+            return
+        if message["type"] == "lifespan.startup.failed":
+            raise RuntimeError(f"the ASGI application's startup failed: {message.get('message', '')}")
+
+    async def _shutdown(self) -> None:
+        if self._lifespan is None:
+            return
+        await self._lifespan_in.put({"type": "lifespan.shutdown"})
+        message = await self._lifespan_reply()
+        if message is not None and message["type"] == "lifespan.shutdown.failed":
+            logger.error("the ASGI application's shutdown failed: %s", message.get("message", ""))
+        self._lifespan = None
+
+    async def _lifespan_reply(self) -> Message | None:
+        """The application's next lifespan message; None when it does not do lifespan (it
+        returned or raised instead, which ASGI allows)."""
+        assert self._lifespan is not None
+        reply = asyncio.ensure_future(self._lifespan_out.get())
+        done, _ = await asyncio.wait({reply, self._lifespan}, timeout=_LIFESPAN_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+        if reply in done:
+            return reply.result()
+        reply.cancel()
+        if self._lifespan in done:
+            error = self._lifespan.exception()
+            if error is not None:
+                logger.debug("the ASGI application does not support lifespan: %r", error)
+            self._lifespan = None
+            return None
+        raise TimeoutError("the ASGI application did not answer its lifespan event in time")
+
+    # ---- http ----
+
+    async def _serve(self, requests: _ferrovia.HttpRequests) -> None:
+        while (exchange := await requests.accept()) is not None:
+            task = asyncio.create_task(self._answer(exchange))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _scope(self, exchange: _ferrovia.HttpExchange) -> Scope:
+        path, _, query = exchange.target.partition("?")
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exchange.headers]
+        # HTTP/2 and HTTP/3 carry the host as :authority; ASGI applications read `host`.
+        if exchange.authority and not any(k == b"host" for k, _ in headers):
+            headers.insert(0, (b"host", exchange.authority.encode("latin-1")))
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": exchange.http_version,
+            "method": exchange.method,
+            "scheme": exchange.scheme,
+            "path": unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": query.encode("latin-1"),
+            "root_path": "",
+            "headers": headers,
+            "client": exchange.client,
+            "server": self._server,
+            "state": dict(self._state),
+        }
+
+    async def _answer(self, exchange: _ferrovia.HttpExchange) -> None:
+        body_done = False
+        body_failure: str | None = None
+        head: tuple[int, list[tuple[str, str]]] | None = None
+        responded = False
+        finished = asyncio.Event()
+
+        async def receive() -> Message:
+            nonlocal body_done, body_failure
+            if not body_done:
+                chunk, failure = await exchange.read_body()
+                if failure is not None:
+                    body_done, body_failure = True, failure
+                    return {"type": "http.disconnect"}
+                if chunk is None:
+                    body_done = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                return {"type": "http.request", "body": chunk, "more_body": True}
+            # After the body, the next event is the end of the exchange.
+            await finished.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            nonlocal head, responded
+            kind = message["type"]
+            if kind == "http.response.start":
+                if head is not None:
+                    raise RuntimeError("http.response.start sent twice")
+                head = (
+                    int(message["status"]),
+                    [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", [])],
+                )
+            elif kind == "http.response.body":
+                if head is None:
+                    raise RuntimeError("http.response.body before http.response.start")
+                if finished.is_set():
+                    return  # the response is over (or the client left): ignored, as ASGI allows
+                data = bytes(message.get("body", b""))
+                more = bool(message.get("more_body", False))
+                if not responded:
+                    responded = True
+                    if not exchange.respond(head[0], head[1], bool(data) or more):
+                        finished.set()
+                        return
+                if data and not await exchange.write(data):
+                    finished.set()
+                    return
+                if not more:
+                    exchange.end()
+                    finished.set()
+            else:
+                raise RuntimeError(f"unexpected ASGI message {kind!r} in an http scope")
+
+        try:
+            await self._app(self._scope(exchange), receive, send)
+        except Exception:
+            if body_failure is None:
+                logger.exception("the ASGI application failed on %s %s", exchange.method, exchange.target)
+            if not responded:
+                if body_failure is None:
+                    await self._plain(exchange, 500, "internal server error\n")
+                else:
+                    await self._plain(exchange, _BODY_FAILURE_STATUS.get(body_failure, 400), f"{body_failure}\n")
+            elif not finished.is_set():
+                await exchange.abort("the application failed")
+        else:
+            if not responded:
+                status = _BODY_FAILURE_STATUS.get(body_failure or "", 400 if body_failure else 500)
+                await self._plain(exchange, status, "no response\n" if body_failure is None else f"{body_failure}\n")
+            elif not finished.is_set():
+                exchange.end()
+        finally:
+            finished.set()
+
+    @staticmethod
+    async def _plain(exchange: _ferrovia.HttpExchange, status: int, text: str) -> None:
+        if exchange.respond(status, [("content-type", "text/plain; charset=utf-8")], True):
+            await exchange.write(text.encode())
+        exchange.end()
