@@ -42,7 +42,7 @@ trap 'rm -rf "$scratch"' EXIT
 failed=()
 summary=()
 for t in "${targets[@]}"; do
-    mkdir -p "$scratch/$t"
+    mkdir -p "$scratch/$t" "fuzz/corpus/$t"
     log="$scratch/$t.log"
     echo "== $t: ${secs} s"
     status=ok
@@ -60,7 +60,7 @@ for t in "${targets[@]}"; do
     fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
     if [ -z "$execs" ]; then
-        execs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#')
+        execs=$(grep -oE '^#[0-9]+' "$log" | tail -n 1 | tr -d '#' || true)
     fi
     last=$(grep -E '^#[0-9]+.* cov: ' "$log" | tail -n 1 || true)
     cov=$(sed -nE 's/.* cov: ([0-9]+).*/\1/p' <<<"$last")
