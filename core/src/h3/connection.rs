@@ -395,7 +395,11 @@ pub(crate) fn try_write_now(
 
 /// Writes `buf` within `deadline`; on expiry the stream is reset. Returns whether it was
 /// all written.
-async fn write_within(send: &mut quinn::SendStream, buf: Bytes, deadline: Duration) -> bool {
+pub(crate) async fn write_within(
+    send: &mut quinn::SendStream,
+    buf: Bytes,
+    deadline: Duration,
+) -> bool {
     match tokio::time::timeout(deadline, send.write_all(&buf)).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,

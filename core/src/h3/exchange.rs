@@ -10,7 +10,7 @@ use tracing::debug;
 
 use super::{
     body::{data_frame_header, BodyDecoder},
-    connection::{code, h3, ConnShared, MAX_HEADERS_LEN},
+    connection::{code, h3, write_within, ConnShared, MAX_HEADERS_LEN},
     qpack,
 };
 use crate::{
@@ -238,7 +238,7 @@ async fn answer(
     super::frame::encode_varint(super::frame::HEADERS, &mut out);
     super::frame::encode_varint(block.len() as u64, &mut out);
     out.extend_from_slice(&block);
-    if !write(&mut send, out.into(), deadline).await {
+    if !write_within(&mut send, out.into(), deadline).await {
         return;
     }
     if !is_head {
@@ -256,8 +256,8 @@ async fn answer(
                     }
                     let mut header = Vec::with_capacity(16);
                     data_frame_header(data.len(), &mut header);
-                    if !write(&mut send, header.into(), deadline).await
-                        || !write(&mut send, data, deadline).await
+                    if !write_within(&mut send, header.into(), deadline).await
+                        || !write_within(&mut send, data, deadline).await
                     {
                         return;
                     }
@@ -271,18 +271,6 @@ async fn answer(
         }
     }
     let _ = send.finish();
-}
-
-/// Writes `buf`, resetting the stream if the client grants no credit for `deadline`.
-async fn write(send: &mut quinn::SendStream, buf: Bytes, deadline: std::time::Duration) -> bool {
-    match tokio::time::timeout(deadline, send.write_chunk(buf)).await {
-        Ok(Ok(())) => true,
-        Ok(Err(_)) => false,
-        Err(_) => {
-            let _ = send.reset(code(h3::REQUEST_CANCELLED.into()));
-            false
-        }
-    }
 }
 
 #[cfg(test)]
