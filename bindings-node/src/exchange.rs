@@ -83,13 +83,7 @@ impl NativeHttpExchange {
     /// The request headers (values that are not visible ASCII are left out).
     #[napi(getter, catch_unwind)]
     pub fn headers(&self) -> Vec<NativeHeader> {
-        self.headers
-            .iter()
-            .map(|(name, value)| NativeHeader {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect()
+        crate::request::native_headers(&self.headers)
     }
 
     /// `'1.1'`, `'2.0'` or `'3.0'`.

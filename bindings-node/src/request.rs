@@ -16,6 +16,16 @@ pub struct NativeHeader {
     pub value: String,
 }
 
+/// Header pairs as JavaScript objects.
+pub(crate) fn native_headers(list: &[(String, String)]) -> Vec<NativeHeader> {
+    list.iter()
+        .map(|(name, value)| NativeHeader {
+            name: name.clone(),
+            value: value.clone(),
+        })
+        .collect()
+}
+
 /// An extended CONNECT request for a WebTransport session.
 #[napi]
 pub struct NativeRequest {
@@ -87,13 +97,7 @@ impl NativeRequest {
     /// Every header in arrival order, pseudo-headers included.
     #[napi(getter, catch_unwind)]
     pub fn headers(&self) -> Vec<NativeHeader> {
-        self.headers
-            .iter()
-            .map(|(name, value)| NativeHeader {
-                name: name.clone(),
-                value: value.clone(),
-            })
-            .collect()
+        native_headers(&self.headers)
     }
 
     /// Subprotocols offered in `wt-available-protocols`, in preference order.
