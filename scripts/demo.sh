@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # The first command to run: builds what the demo needs and starts it.
 #
-#   ./scripts/demo.sh [--port UDP_PORT] [--http-port TCP_PORT]
+#   ./scripts/demo.sh [--port PORT] [--host IP]
 #
 # It builds the Node package's native module from the Rust sources on the first run (and
-# after they change), then starts the demo server: a page on
-# http://localhost:8080/ and the WebTransport endpoint on UDP 4433 with a fresh self-signed
-# certificate whose hash the page already knows. Ctrl-C stops it.
+# after they change), then starts the demo server on port 4433: the page on
+# https://localhost:4433/ (TCP, and HTTP/3 on UDP) and its WebTransport endpoint on the same
+# port, with a fresh self-signed certificate whose hash the page reads. Ctrl-C stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -6,13 +6,14 @@
 //   server → page   one unidirectional "feed" stream of JSON lines: hello, chat, presence, stats
 //                   datagrams: u32 tab id, then the 8 bytes a tab sent (relayed to every tab)
 //
-// The server's hash arrives in config.json, so the page trusts the self-signed certificate
-// through serverCertificateHashes without any browser flag.
+// The page comes from the same server and port as the session. The browser already trusts
+// the certificate for the page (by a flag or an accepted warning); the WebTransport session
+// trusts it by the hash in config.json (serverCertificateHashes), which also covers a
+// browser that loaded the page over HTTP/3.
 //
 // The session comes from Ferrovia's browser connector (/client.js): native WebTransport when
 // it works, otherwise a QMux session on a WebSocket to the same URL, which the server hands
-// to the same code. The WebSocket needs a certificate the browser trusts (hashes apply to
-// WebTransport only). ?transport=websocket forces it.
+// to the same code. ?transport=websocket forces it.
 
 import { FerroviaTransport } from './client.js';
 
@@ -366,7 +367,7 @@ ui.transportChoice.addEventListener('change', () => {
 
 async function connect() {
   if (!window.isSecureContext) {
-    setStatus('failed', 'not a secure context: open the page as http://localhost:…');
+    setStatus('failed', 'not a secure context: open the page over https://');
     return;
   }
   setStatus('connecting', 'connecting…');
@@ -401,7 +402,7 @@ async function connect() {
     await wt.ready;
   } catch (err) {
     const hint = forced || typeof WebTransport === 'undefined'
-      ? ` (the WebSocket needs a certificate this browser trusts: open https://${host}:${config.port}/ once and accept it)`
+      ? ' (the WebSocket needs the certificate this page came with: is the demo server running?)'
       : ' (is the demo server running?)';
     setStatus('failed', `could not connect to ${url}: ${err.message}${hint}`);
     return;

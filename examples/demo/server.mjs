@@ -1,16 +1,17 @@
-// The Ferrovia demo on Node.js: the page over plain HTTP on localhost (a secure context, so
-// the page may use WebTransport) and the WebTransport endpoint with a fresh self-signed
-// certificate whose hash the page fetches from /config.json. The same port takes the
-// page's WebSocket fallback (QMux sessions) on TCP, handled by the same code.
+// The Ferrovia demo on Node.js: one server and one port for everything. Ferrovia's fetch
+// handler serves the page (HTTP/2 and HTTP/1.1 on TCP, HTTP/3 on UDP), the page opens its
+// WebTransport session to the same origin, trusting the fresh self-signed certificate by
+// the hash it fetches from /config.json, and the same port takes the page's WebSocket
+// fallback (QMux sessions) on TCP, handled by the same code.
 //
-//   node examples/demo/server.mjs [--port 4433] [--http-port 8080] [--host ::]
+//   node examples/demo/server.mjs [--port 4433] [--host ::]
 //
-// --port is the UDP port of the WebTransport endpoint, --http-port the TCP port of the
-// page; 0 picks a free one. The protocol between page and server is described at the top
-// of demo.js; examples/demo/server.py serves the same page the same way.
+// --port is the port (UDP and TCP); 0 picks a free one. The browser must trust the
+// certificate for the page itself (TCP): the banner says how. The protocol between page
+// and server is described at the top of demo.js; examples/demo/server.py serves the same
+// page the same way.
 
 import { readFile } from 'node:fs/promises';
-import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,10 +31,10 @@ const STATS_EVERY_MS = 500;
 // A tab that stops reading its feed must not make the server buffer without bound.
 const FEED_MAX_PENDING = 256;
 
-const USAGE = 'usage: node examples/demo/server.mjs [--port UDP_PORT] [--http-port TCP_PORT] [--host IP]';
+const USAGE = 'usage: node examples/demo/server.mjs [--port PORT] [--host IP]';
 
 function parseArgs(argv) {
-  const opts = { port: 4433, httpPort: 8080, host: '::', hostGiven: false };
+  const opts = { port: 4433, host: '::', hostGiven: false };
   const port = (flag, v) => {
     const n = /^\d+$/.test(v ?? '') ? Number(v) : NaN;
     if (!(n >= 0 && n <= 65535)) fail(`${flag} needs a port number (0 to 65535), got ${v === undefined ? 'nothing' : JSON.stringify(v)}`);
@@ -42,7 +43,7 @@ function parseArgs(argv) {
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     if (flag === '--port') opts.port = port(flag, argv[++i]);
-    else if (flag === '--http-port') opts.httpPort = port(flag, argv[++i]);
+    else if (flag === '--http-port') fail('--http-port is gone: the page now comes from the same port as the sessions (--port)');
     else if (flag === '--host' && argv[i + 1] !== undefined) {
       opts.host = argv[++i].replace(/^\[|\]$/g, '');
       opts.hostGiven = true;
@@ -177,67 +178,54 @@ async function serveTab(request) {
 // ---------------------------------------------------------------------------------------
 // Start, print where to go, stop on Ctrl-C
 
-async function listenWebTransport(opts) {
-  try {
-    return await Server.listen({ port: opts.port, host: opts.host });
-  } catch (err) {
-    if (err.code === 'ERR_ADDRESS_IN_USE') fail(`UDP port ${opts.port} is in use; pick another with --port`);
-    // Some containers have no IPv6 at all; IPv4 alone still serves Firefox and most setups.
-    if (!opts.hostGiven && err.code === 'ERR_BIND') return Server.listen({ port: opts.port, host: '0.0.0.0' });
-    throw err;
+/** The page, its script and style, the browser connector and the config the page reads. */
+async function site(request, config) {
+  const { pathname } = new URL(request.url);
+  const headers = { 'cache-control': 'no-store' };
+  if (pathname === '/config.json') return Response.json(config, { headers });
+  if (request.method !== 'GET' && request.method !== 'HEAD') {
+    return new Response('method not allowed\n', { status: 405, headers: { allow: 'GET, HEAD' } });
   }
+  const [file, type] = pathname === '/client.js' ? [CLIENT_JS, 'text/javascript; charset=utf-8'] : STATIC[pathname] ?? [];
+  if (!file) return new Response('not found\n', { status: 404, headers: { 'content-type': 'text/plain' } });
+  return new Response(await readFile(path.resolve(HERE, file)), { headers: { ...headers, 'content-type': type } });
 }
 
-function listenHttp(opts, config) {
-  const server = http.createServer(async (req, res) => {
-    const { pathname } = new URL(req.url, 'http://localhost');
-    if (pathname === '/config.json') {
-      res.writeHead(200, { 'content-type': 'application/json', 'cache-control': 'no-store' });
-      res.end(JSON.stringify(config));
-      return;
-    }
-    if (pathname === '/client.js' && req.method === 'GET') {
-      res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
-      res.end(await readFile(CLIENT_JS));
-      return;
-    }
-    const file = STATIC[pathname];
-    if (!file || req.method !== 'GET') {
-      res.writeHead(404, { 'content-type': 'text/plain' });
-      res.end('not found\n');
-      return;
-    }
-    res.writeHead(200, { 'content-type': file[1], 'cache-control': 'no-store' });
-    res.end(await readFile(path.join(HERE, file[0])));
-  });
-  return new Promise((resolve) => {
-    server.once('error', (err) => {
-      if (err.code === 'EADDRINUSE') fail(`TCP port ${opts.httpPort} is in use; pick another with --http-port`);
-      fail(`cannot serve the page: ${err.message}`);
-    });
-    server.listen(opts.httpPort, opts.host, () => resolve(server));
-  });
+async function listen(opts) {
+  let config = null;
+  const fetch = (request) => site(request, config);
+  const start = (host) => Server.listen({ port: opts.port, host, fetch });
+  let server;
+  try {
+    server = await start(opts.host);
+  } catch (err) {
+    if (err.code === 'ERR_ADDRESS_IN_USE') fail(`port ${opts.port} is in use; pick another with --port`);
+    // Some containers have no IPv6 at all; IPv4 alone still serves Firefox and most setups.
+    if (opts.hostGiven || err.code !== 'ERR_BIND') throw err;
+    server = await start('0.0.0.0');
+  }
+  config = { port: server.port, path: '/demo', certificateHash: server.certificate.sha256, server: `Node.js ${process.version}` };
+  return server;
 }
 
 const opts = parseArgs(process.argv.slice(2));
-const wt = await listenWebTransport(opts);
-const config = { port: wt.port, path: '/demo', certificateHash: wt.certificate.sha256, server: `Node.js ${process.version}` };
-const web = await listenHttp(opts, config);
-const pageUrl = `http://localhost:${web.address().port}/`;
+const wt = await listen(opts);
+const origin = `https://localhost:${wt.port}`;
 
 console.log(`
 Ferrovia demo (Node.js)
 
-  Open          ${pageUrl}   in Chrome or Firefox; open it in several tabs
-  WebTransport  https://localhost:${wt.port}/demo   (UDP port ${wt.port})
-  WebSocket     wss://localhost:${wt.port}/demo     (TCP port ${wt.port}; the fallback needs a trusted certificate)
+  Open          ${origin}/   in Chrome or Firefox; open it in several tabs
+  Trust         the page needs the browser to trust the certificate on TCP, once:
+                Chrome/Chromium: start it with
+                  --user-data-dir=/tmp/ferrovia-demo --ignore-certificate-errors-spki-list=${wt.certificate.spkiSha256}
+                or, in any browser, open the page and accept the certificate warning
+  WebTransport  ${origin}/demo   (UDP port ${wt.port}; the page trusts it by hash)
+  WebSocket     wss://localhost:${wt.port}/demo     (TCP port ${wt.port}, the fallback)
   Certificate   self-signed ECDSA P-256 for localhost, 127.0.0.1, ::1, valid 13 days
   SHA-256       ${wt.certificate.sha256}
-                (the page passes it as serverCertificateHashes: no flags, no CA)
+                (the page passes it as serverCertificateHashes)
   SPKI          ${wt.certificate.spkiSha256}
-                (for the WebSocket fallback, start Chromium with
-                --ignore-certificate-errors-spki-list=<this>, or open https://localhost:${wt.port}/
-                once and accept the certificate)
 
 Press Ctrl-C to stop.
 `);
@@ -247,8 +235,6 @@ async function stop(signal) {
   if (stopping) process.exit(130); // a second Ctrl-C: do not wait for the drain
   stopping = true;
   log(`stopping (${signal}): closing ${tabs.size} ${tabs.size === 1 ? 'session' : 'sessions'}`);
-  web.close();
-  web.closeAllConnections();
   await wt.close({ grace: 1000 });
   log('stopped');
 }

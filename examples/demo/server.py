@@ -1,12 +1,13 @@
 """The Ferrovia demo on Python: the same page and protocol as examples/demo/server.mjs.
 
-    python examples/demo/server.py [--port 4433] [--http-port 8080] [--host ::]
+    python examples/demo/server.py [--port 4433] [--host ::]
 
-The page is served over plain HTTP on localhost (a secure context, so it may use
-WebTransport); the WebTransport endpoint has a fresh self-signed certificate whose hash the
-page fetches from /config.json. The same port takes the page's WebSocket fallback (QMux
-sessions) on TCP, handled by the same code. --port is the UDP port of the endpoint, --http-port the TCP
-port of the page; 0 picks a free one. The protocol is described at the top of demo.js.
+One server and one port for everything: a small ASGI application hosted by Ferrovia serves
+the page (HTTP/2 and HTTP/1.1 on TCP, HTTP/3 on UDP), the page opens its WebTransport
+session to the same origin, trusting the fresh self-signed certificate by the hash it
+fetches from /config.json, and the same port takes the page's WebSocket fallback (QMux
+sessions) on TCP, handled by the same code. --port is the port (UDP and TCP); 0 picks a
+free one. The protocol is described at the top of demo.js.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import contextlib
 import itertools
 import json
 import signal
-import socket
 import sys
 import time
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
@@ -160,43 +160,37 @@ class Room:
             task.cancel()
 
 
-def http_socket(host: str | None, port: int) -> socket.socket:
-    """A listening TCP socket; for "::", one dual-stack socket so that port 0 gives one port
-    for IPv6 and IPv4 (asyncio would open one socket per family, each on its own port)."""
-    family = socket.AF_INET6 if host is None or ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-    sock.bind((host or "::", port))
-    sock.listen(128)
-    sock.setblocking(False)
-    return sock
+class Site:
+    """The page, its script and style, the browser connector and the config the page reads:
+    an ASGI application, so any ASGI framework could take its place."""
 
+    def __init__(self) -> None:
+        self.config = b"{}"
 
-async def handle_http(config: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        while True:
-            request = await reader.readuntil(b"\r\n\r\n")
-            method, target = (request.split(b"\r\n", 1)[0].decode("latin-1").split(" ") + ["", ""])[:2]
-            path = target.split("?", 1)[0]
-            if path == "/config.json":
-                status, ctype, body = "200 OK", "application/json", config
-            elif path == "/client.js" and method == "GET":
-                # The browser connector, shipped in the package.
-                status, ctype, body = "200 OK", "text/javascript; charset=utf-8", ferrovia.client_js_path().read_bytes()
-            elif path in STATIC and method == "GET":
-                name, ctype = STATIC[path]
-                status, body = "200 OK", (HERE / name).read_bytes()
-            else:
-                status, ctype, body = "404 Not Found", "text/plain", b"not found\n"
-            head = (
-                f"HTTP/1.1 {status}\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n"
-                "cache-control: no-store\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-    writer.close()
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
+        send: Callable[[MutableMapping[str, Any]], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            return  # no lifespan work to do
+        path, method = scope["path"], scope["method"]
+        if path == "/config.json":
+            status, ctype, body = 200, "application/json", self.config
+        elif method not in ("GET", "HEAD"):
+            status, ctype, body = 405, "text/plain", b"method not allowed\n"
+        elif path == "/client.js":
+            # The browser connector, shipped in the package.
+            status, ctype, body = 200, "text/javascript; charset=utf-8", ferrovia.client_js_path().read_bytes()
+        elif path in STATIC:
+            name, ctype = STATIC[path]
+            status, body = 200, (HERE / name).read_bytes()
+        else:
+            status, ctype, body = 404, "text/plain", b"not found\n"
+        headers = [(b"content-type", ctype.encode()), (b"cache-control", b"no-store")]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def fail(message: str) -> NoReturn:
@@ -206,20 +200,21 @@ def fail(message: str) -> NoReturn:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description="The Ferrovia demo server")
-    parser.add_argument("--port", type=int, default=4433, help="UDP port of the WebTransport endpoint (0: any)")
-    parser.add_argument("--http-port", type=int, default=8080, help="TCP port of the page (0: any)")
+    parser.add_argument("--port", type=int, default=4433, help="the port, UDP and TCP (0: any)")
+    parser.add_argument("--http-port", help=argparse.SUPPRESS)
     parser.add_argument("--host", default=None, help="IP address to listen on (default: every address, IPv6 and IPv4)")
     args = parser.parse_args()
+    if args.http_port is not None:
+        fail("--http-port is gone: the page now comes from the same port as the sessions (--port)")
     host = args.host.strip("[]") if args.host else None
 
+    site = Site()
     try:
-        wt = await ferrovia.serve(host or "::", args.port)
-    except ferrovia.WebTransportError as e:
-        fail(f"cannot listen on UDP port {args.port}: {e}; pick another with --port")
-    except OSError as e:
-        fail(f"cannot listen on UDP port {args.port}: {e}; pick another with --port")
+        wt = await ferrovia.serve(host or "::", args.port, app=site)
+    except (ferrovia.WebTransportError, OSError) as e:
+        fail(f"cannot listen on port {args.port}: {e}; pick another with --port")
     certificate = wt.certificate
-    config = json.dumps(
+    site.config = json.dumps(
         {
             "port": wt.port,
             "path": "/demo",
@@ -227,28 +222,23 @@ async def main() -> None:
             "server": f"Python {sys.version.split()[0]}",
         }
     ).encode()
-    try:
-        web = await asyncio.start_server(
-            lambda r, w: handle_http(config, r, w), sock=http_socket(host, args.http_port)
-        )
-    except OSError as e:
-        fail(f"cannot serve the page on TCP port {args.http_port}: {e.strerror or e}; pick another with --http-port")
-    http_port = web.sockets[0].getsockname()[1]
+    origin = f"https://localhost:{wt.port}"
 
     print(
         f"""
 Ferrovia demo (Python)
 
-  Open          http://localhost:{http_port}/   in Chrome or Firefox; open it in several tabs
-  WebTransport  https://localhost:{wt.port}/demo   (UDP port {wt.port})
-  WebSocket     wss://localhost:{wt.port}/demo     (TCP port {wt.port}; the fallback needs a trusted certificate)
+  Open          {origin}/   in Chrome or Firefox; open it in several tabs
+  Trust         the page needs the browser to trust the certificate on TCP, once:
+                Chrome/Chromium: start it with
+                  --user-data-dir=/tmp/ferrovia-demo --ignore-certificate-errors-spki-list={certificate.spki_sha256_base64()}
+                or, in any browser, open the page and accept the certificate warning
+  WebTransport  {origin}/demo   (UDP port {wt.port}; the page trusts it by hash)
+  WebSocket     wss://localhost:{wt.port}/demo     (TCP port {wt.port}, the fallback)
   Certificate   self-signed ECDSA P-256 for localhost, 127.0.0.1, ::1, valid 13 days
   SHA-256       {certificate.sha256_hex()}
-                (the page passes it as serverCertificateHashes: no flags, no CA)
+                (the page passes it as serverCertificateHashes)
   SPKI          {certificate.spki_sha256_base64()}
-                (for the WebSocket fallback, start Chromium with
-                --ignore-certificate-errors-spki-list=<this>, or open https://localhost:{wt.port}/
-                once and accept the certificate)
 
 Press Ctrl-C to stop.
 """,
@@ -274,7 +264,6 @@ Press Ctrl-C to stop.
     log(f"stopping: closing {count} {'session' if count == 1 else 'sessions'}")
     # A second Ctrl-C while draining: stop at once.
     loop.add_signal_handler(signal.SIGINT, lambda: sys.exit(130))
-    web.close()
     await wt.close(grace=1.0)
     accepting.cancel()
     log("stopped")

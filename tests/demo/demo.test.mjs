@@ -1,7 +1,9 @@
-// The demo as a newcomer meets it: the page in headless Chromium and Firefox, echo, a chat
-// between two pages (one per browser), cursor datagrams, session statistics, the close
-// button reaching the server's log, and Ctrl-C stopping the server cleanly. Screenshots go
-// to test-output/demo/.
+// The demo as a newcomer meets it: the page in headless Chromium and Firefox, loaded from
+// the same server and port as its sessions (the certificate trusted as a user would: by
+// Chromium's SPKI flag, by an accepted warning in Firefox), echo, a chat between two pages
+// (one per browser), cursor datagrams, session statistics, the close button reaching the
+// server's log, and Ctrl-C stopping the server cleanly. Screenshots go to
+// test-output/demo/.
 //
 //   node --test --test-concurrency=1 tests/demo/
 //
@@ -9,7 +11,9 @@
 // `.venv/bin/python examples/demo/server.py`; the default is the Node one.
 
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
+import https from 'node:https';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
@@ -23,16 +27,33 @@ const T = { timeout: 60000 };
 
 let demo;
 let pageUrl;
-// The demo's certificate, trusted for its WebSocket fallback as a user who accepted it once.
+// The demo's certificate, which the browser trusts for the page (and the WebSocket fallback).
 let spki;
 
 function startDemo() {
-  const proc = startProcess(DEMO_CMD, [...DEMO_ARGS, '--port', '0', '--http-port', '0'], { label: 'demo' });
+  const proc = startProcess(DEMO_CMD, [...DEMO_ARGS, '--port', '0'], { label: 'demo' });
   return proc;
 }
 
+/**
+ * GET over HTTPS (HTTP/1.1) from a server with a self-signed certificate: the body, the
+ * response headers and the SHA-256 of the certificate the server presented.
+ */
+function get(url) {
+  return new Promise((resolve, reject) => {
+    const req = https.get(url, { rejectUnauthorized: false }, (res) => {
+      const presented = createHash('sha256').update(res.socket.getPeerCertificate().raw).digest('hex');
+      const chunks = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks).toString(), certificateHash: presented }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+  });
+}
+
 async function started(proc, timeout = 30000) {
-  const [, url] = await proc.waitForLine(/Open\s+(http:\/\/localhost:\d+\/)/, { timeout });
+  const [, url] = await proc.waitForLine(/Open\s+(https:\/\/localhost:\d+\/)/, { timeout });
   const [, hash] = await proc.waitForLine(/SHA-256\s+([0-9a-f]{64})/);
   const [, spki] = await proc.waitForLine(/SPKI\s+(\S+=)/);
   await proc.waitForLine(/Ctrl-C/);
@@ -55,24 +76,33 @@ after(async () => {
 });
 
 describe(`demo (${FLAVOUR})`, () => {
-  test('prints the page URL, the WebTransport URL and a certificate hash the page uses', async () => {
+  test('serves the page, its config and the certificate hash the page uses from the session port', async () => {
     const [, wtPort] = await demo.waitForLine(/WebTransport\s+https:\/\/localhost:(\d+)\/demo/);
     const [, hash] = await demo.waitForLine(/SHA-256\s+([0-9a-f]{64})/);
-    const config = await (await fetch(new URL('config.json', pageUrl))).json();
+    const [, flagged] = await demo.waitForLine(/--ignore-certificate-errors-spki-list=(\S+=)/);
+    assert.equal(flagged, spki);
+    assert.equal(pageUrl, `https://localhost:${wtPort}/`);
+    const config = await get(new URL('config.json', pageUrl));
+    assert.equal(config.status, 200);
+    assert.equal(JSON.parse(config.body).certificateHash, hash);
+    assert.equal(JSON.parse(config.body).port, Number(wtPort));
+    // TCP presents the certificate whose hash the page gives WebTransport on UDP.
     assert.equal(config.certificateHash, hash);
-    assert.equal(config.port, Number(wtPort));
-    const html = await (await fetch(pageUrl)).text();
-    assert.match(html, /<script type="module" src="demo.js">/);
-    assert.equal((await fetch(new URL('no-such-file', pageUrl))).status, 404);
+    const html = await get(pageUrl);
+    assert.match(html.body, /<script type="module" src="demo.js">/);
+    assert.equal(html.headers['alt-svc'], `h3=":${wtPort}"; ma=86400`);
+    assert.equal((await get(new URL('no-such-file', pageUrl))).status, 404);
   });
 
   for (const browser of ['chromium', 'firefox']) {
     test(`${browser}: echo, cursor datagrams, statistics and the close button`, T, async () => {
-      const page = await openPage(browser, pageUrl);
+      const page = await openPage(browser, pageUrl, { trustSpki: spki });
       try {
         const name = await tabName(page);
-        const [, opened, over] = await demo.waitForLine(new RegExp(`open\\s+${name} from (http://localhost:\\d+) \\(.*\\) over (.*)$`));
+        const [, opened, over] = await demo.waitForLine(new RegExp(`open\\s+${name} from (https://localhost:\\d+) \\(.*\\) over (.*)$`));
         assert.equal(opened, pageUrl.replace(/\/$/, ''));
+        // The page came over HTTP/2 from the session's own port.
+        assert.equal(await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol), 'h2');
         // The connector picks native WebTransport when it works.
         assert.equal(over, 'WebTransport');
         assert.equal(await transportOf(page), 'webtransport');
@@ -115,7 +145,7 @@ describe(`demo (${FLAVOUR})`, () => {
   }
 
   test('chat and cursors between a Chromium page on WebTransport and a Firefox page on WebSocket', T, async () => {
-    const a = await openPage('chromium', pageUrl);
+    const a = await openPage('chromium', pageUrl, { trustSpki: spki });
     const b = await openPage('firefox', `${pageUrl}?transport=websocket`, { trustSpki: spki });
     try {
       const nameA = await tabName(a);
@@ -188,8 +218,26 @@ describe(`demo (${FLAVOUR})`, () => {
     }
   });
 
+  test('chromium loads the page over HTTP/3 from the same port, then its session echoes', T, async () => {
+    const port = new URL(pageUrl).port;
+    const page = await openPage('chromium', pageUrl, { trustSpki: spki, chromiumArgs: [`--origin-to-force-quic-on=localhost:${port}`] });
+    try {
+      const name = await tabName(page);
+      assert.equal(await page.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol), 'h3');
+      assert.equal(await transportOf(page), 'webtransport');
+      await demo.waitForLine(new RegExp(`open\\s+${name} from https://localhost:${port} .* over WebTransport$`));
+      const text = `echo after an HTTP/3 page load ${Date.now()}`;
+      await page.fill('#echo-input', text);
+      await page.click('#echo-send');
+      const echoed = await page.waitFor((t) => [...document.querySelectorAll('#echo-log .echoed')].map((e) => e.textContent).find((s) => s === t), text, { what: 'the echo' });
+      assert.equal(echoed, text);
+    } finally {
+      await page.close();
+    }
+  });
+
   test('Ctrl-C closes the sessions and stops the server with status 0', T, async () => {
-    const page = await openPage('chromium', pageUrl);
+    const page = await openPage('chromium', pageUrl, { trustSpki: spki });
     try {
       await tabName(page);
       const mark = demo.mark();
@@ -208,13 +256,13 @@ describe(`demo (${FLAVOUR})`, () => {
 // The README's command serves the Node demo; with FERROVIA_DEMO_CMD this file tests another server.
 if (!process.env.FERROVIA_DEMO_CMD) test('scripts/demo.sh, the README\'s first command, starts the demo and stops on Ctrl-C', { timeout: 600000 }, async () => {
   // Builds the native module only when it is missing or stale, so this is quick after `npm ci`.
-  const script = startProcess('bash', ['scripts/demo.sh', '--port', '0', '--http-port', '0'], { label: 'demo.sh' });
+  const script = startProcess('bash', ['scripts/demo.sh', '--port', '0'], { label: 'demo.sh' });
   try {
     const { url, hash } = await started(script, 580000).catch(async (err) => {
       throw new Error(`${err.message}\nstderr: ${script.stderr()}`);
     });
-    const config = await (await fetch(new URL('config.json', url))).json();
-    assert.equal(config.certificateHash, hash);
+    const config = await get(new URL('config.json', url));
+    assert.equal(JSON.parse(config.body).certificateHash, hash);
     script.child.kill('SIGINT');
     assert.deepEqual(await script.exited, { code: 0, signal: null });
     assert.match(script.output(), /stopped/);

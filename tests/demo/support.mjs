@@ -30,7 +30,7 @@ const launched = new Map();
 
 /**
  * A launched browser; with `trustSpki` (base64 SHA-256 of a certificate's public key) it
- * also trusts that certificate for TLS over TCP (the demo's WebSocket fallback), as a user
+ * also trusts that certificate for TLS over TCP (a page served over TCP, the WebSocket fallback), as a user
  * who accepted the certificate once would: Chromium by its SPKI flag, Firefox by accepting
  * insecure certificates.
  */

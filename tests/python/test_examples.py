@@ -14,18 +14,20 @@ import re
 import signal
 import struct
 import subprocess
+import ssl
 import sys
-import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 import ferrovia
+from h3client import connect_h3
 from wtclient import ClientSession, ClientStream, connect_client
 
 T = TypeVar("T")
@@ -335,24 +337,32 @@ async def test_upload_example_reports_progress_and_checks_integrity(tmp_path: Pa
 
 
 async def test_python_demo_serves_the_page_and_the_session_protocol() -> None:
-    async with program(ROOT / "examples" / "demo" / "server.py", "--port", "0", "--http-port", "0") as demo:
-        page = (await demo.line(r"Open\s+(http://localhost:\d+/)"))[1]
+    async with program(ROOT / "examples" / "demo" / "server.py", "--port", "0") as demo:
+        page = (await demo.line(r"Open\s+(https://localhost:\d+/)"))[1]
         port = int((await demo.line(r"WebTransport\s+https://localhost:(\d+)/demo"))[1])
         digest = (await demo.line(r"SHA-256\s+([0-9a-f]{64})"))[1]
+        assert page == f"https://localhost:{port}/"
 
-        def fetch(path: str) -> bytes:
-            with urllib.request.urlopen(page + path, timeout=10) as r:
-                body: bytes = r.read()
-                return body
-
-        html, config = await asyncio.gather(asyncio.to_thread(fetch, ""), asyncio.to_thread(fetch, "config.json"))
-        assert b'<script type="module" src="demo.js">' in html
-        assert json.loads(config) == {
-            "port": port,
-            "path": "/demo",
-            "certificateHash": digest,
-            "server": json.loads(config)["server"],
-        }
+        # The page comes from the same port over TCP (HTTP/2, as a browser asks) and over
+        # HTTP/3, with the certificate whose hash the page hands to WebTransport.
+        async with httpx.AsyncClient(http2=True, verify=False) as web:
+            html, config = await asyncio.gather(web.get(page), web.get(page + "config.json"))
+            assert html.http_version == "HTTP/2"
+            missing = await web.get(page + "no-such-file")
+            assert missing.status_code == 404
+            client_js = await web.get(page + "client.js")
+            assert client_js.content == ferrovia.client_js_path().read_bytes()
+            post = await web.post(page, content=b"x")
+            assert post.status_code == 405
+        assert b'<script type="module" src="demo.js">' in html.content
+        assert html.headers["alt-svc"] == f'h3=":{port}"; ma=86400'
+        assert config.json() == {"port": port, "path": "/demo", "certificateHash": digest, "server": config.json()["server"]}
+        async with connect_h3(port) as h3:
+            _, response = h3.request("GET", "/", f"localhost:{port}")
+            assert await response.status() == 200
+            assert await response.body() == html.content
+        der = await asyncio.to_thread(lambda: ssl.get_server_certificate(("127.0.0.1", port)))
+        assert hashlib.sha256(ssl.PEM_cert_to_DER_cert(der)).hexdigest() == digest
 
         async with connect_client(port) as client:
             session = await client.session("/demo")
