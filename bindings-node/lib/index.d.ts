@@ -310,7 +310,7 @@ export class WebSocketSession implements AsyncIterable<string | Uint8Array> {
   /** A write resolves once the message is queued for the socket. */
   readonly writable: WritableStream<string | ArrayBuffer | ArrayBufferView>;
   send(message: string | ArrayBuffer | ArrayBufferView): Promise<void>;
-  /** closeCode 1000 (default) or 3000..4999. */
+  /** closeCode 1000 (default), 1001..1003, 1007..1014 or 3000..4999. */
   close(closeInfo?: { closeCode?: number; reason?: string }): void;
   [Symbol.asyncIterator](): AsyncIterator<string | Uint8Array>;
 }

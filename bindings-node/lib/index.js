@@ -671,7 +671,7 @@ class WebSocketSession {
     }
   }
 
-  /** Closes with { closeCode (1000 or 3000..4999, default 1000), reason }. */
+  /** Closes with { closeCode (1000..1003, 1007..1014 or 3000..4999, default 1000), reason }. */
   close(closeInfo) {
     let code = 1000;
     let reason = '';

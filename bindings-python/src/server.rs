@@ -343,6 +343,15 @@ impl Server {
         })
     }
 
+    /// Claims plain WebSocket requests for every path no route claims (the ASGI host's
+    /// `websocket` scope).
+    fn unclaimed_websockets(&self, py: Python<'_>) -> PyResult<Route> {
+        let inner = self.inner.unclaimed_websockets().py_err(py)?;
+        Ok(Route {
+            inner: Arc::new(inner),
+        })
+    }
+
     /// A request for a path without a route that is already waiting, or None. The first
     /// call also starts queueing such requests instead of answering them with 404.
     fn try_accept(&self, py: Python<'_>) -> Option<SessionRequest> {

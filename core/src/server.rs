@@ -104,6 +104,9 @@ pub(crate) struct ServerShared {
     routes: Mutex<HashMap<String, Arc<RequestQueue>>>,
     fallback: Arc<RequestQueue>,
     fallback_enabled: AtomicBool,
+    /// Plain WebSocket requests for paths no route claims, when the application takes them
+    /// ([`Server::unclaimed_websockets`]); otherwise they get 404.
+    unclaimed_websockets: Mutex<Option<Arc<RequestQueue>>>,
     closing: AtomicBool,
     sessions: Mutex<HashMap<u64, Live>>,
     next_key: AtomicU64,
@@ -267,7 +270,10 @@ impl ServerShared {
                 return Err((request, 400));
             }
             Some(q) => q,
-            None if plain => return Err((request, 404)),
+            None if plain => match lock(&self.unclaimed_websockets).clone() {
+                Some(q) => q,
+                None => return Err((request, 404)),
+            },
             None if self.fallback_enabled.load(Ordering::Acquire) => self.fallback.clone(),
             None => return Err((request, 404)),
         };
@@ -569,6 +575,7 @@ impl Server {
             routes: Mutex::new(HashMap::new()),
             fallback: RequestQueue::new(config.limits.request_queue),
             fallback_enabled: AtomicBool::new(false),
+            unclaimed_websockets: Mutex::new(None),
             closing: AtomicBool::new(false),
             sessions: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(0),
@@ -700,6 +707,35 @@ impl Server {
             path: path.to_owned(),
             queue,
             server: Arc::downgrade(shared),
+            claim: Claim::Path,
+        })
+    }
+
+    /// Claims plain WebSocket requests (RFC 6455 or RFC 8441, no QMux subprotocol) for
+    /// every path that no [`Route`] claims, which otherwise get 404: for an application
+    /// that answers WebSockets by path itself, as an ASGI application's `websocket` scope
+    /// does. They pass the same origin policy and limits as any session request and are
+    /// accepted with [`SessionRequest::accept_websocket`]. Dropping the route gives the
+    /// 404s back. Fails with [`ServerError::RouteTaken`] while another such route exists.
+    pub fn unclaimed_websockets(&self) -> Result<Route, ServerError> {
+        let shared = self.shared();
+        if shared.is_closing() {
+            return Err(ServerError::Closed);
+        }
+        let mut slot = lock(&shared.unclaimed_websockets);
+        if slot.as_ref().is_some_and(|q| !q.is_closed()) {
+            return Err(ServerError::RouteTaken(
+                "unclaimed WebSocket paths".to_owned(),
+            ));
+        }
+        let queue = RequestQueue::new(shared.limits.request_queue);
+        queue.websockets.store(true, Ordering::Release);
+        *slot = Some(queue.clone());
+        Ok(Route {
+            path: String::new(),
+            queue,
+            server: Arc::downgrade(shared),
+            claim: Claim::UnclaimedWebSockets,
         })
     }
 
@@ -735,6 +771,9 @@ impl Server {
             q.close();
         }
         shared.fallback.close();
+        if let Some(q) = lock(&shared.unclaimed_websockets).take() {
+            q.close();
+        }
         shared.closing_tx.send_replace(true);
         let live = |shared: &ServerShared| -> (Vec<Arc<SessionShared>>, Vec<Arc<WsShared>>) {
             let map = shared.sessions();
@@ -808,11 +847,20 @@ impl Server {
     }
 }
 
-/// Requests for one path, from [`Server::route`].
+/// Requests for one path, from [`Server::route`], or plain WebSocket requests for every
+/// unclaimed path, from [`Server::unclaimed_websockets`].
 pub struct Route {
     path: String,
     queue: Arc<RequestQueue>,
     server: Weak<ServerShared>,
+    claim: Claim,
+}
+
+/// What a [`Route`] holds, to give back when it drops.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    Path,
+    UnclaimedWebSockets,
 }
 
 impl std::fmt::Debug for Route {
@@ -822,7 +870,7 @@ impl std::fmt::Debug for Route {
 }
 
 impl Route {
-    /// The path this route claims.
+    /// The path this route claims (empty for [`Server::unclaimed_websockets`]).
     pub fn path(&self) -> &str {
         &self.path
     }
@@ -843,12 +891,22 @@ impl Route {
 impl Drop for Route {
     fn drop(&mut self) {
         if let Some(server) = self.server.upgrade() {
-            let mut routes = lock(&server.routes);
-            if routes
-                .get(&self.path)
-                .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
-            {
-                routes.remove(&self.path);
+            match self.claim {
+                Claim::Path => {
+                    let mut routes = lock(&server.routes);
+                    if routes
+                        .get(&self.path)
+                        .is_some_and(|q| Arc::ptr_eq(q, &self.queue))
+                    {
+                        routes.remove(&self.path);
+                    }
+                }
+                Claim::UnclaimedWebSockets => {
+                    let mut slot = lock(&server.unclaimed_websockets);
+                    if slot.as_ref().is_some_and(|q| Arc::ptr_eq(q, &self.queue)) {
+                        *slot = None;
+                    }
+                }
             }
         }
         self.queue.close();

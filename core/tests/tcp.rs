@@ -120,9 +120,10 @@ async fn plain_websocket_over_http1_echoes_and_closes_with_codes_both_ways() {
         server_ws.send(WebSocketMessage::Text("late".into())).await,
         Err(ferrovia::WebSocketError::Closed(_))
     ));
+    // 1006 only describes a lost connection; no endpoint sends it.
     assert_eq!(
-        server_ws.close(1001, ""),
-        Err(ferrovia::WebSocketError::InvalidCloseCode(1001))
+        server_ws.close(1006, ""),
+        Err(ferrovia::WebSocketError::InvalidCloseCode(1006))
     );
 }
 
@@ -170,6 +171,86 @@ async fn refusals_on_the_tcp_side_have_their_statuses() {
             .unwrap_err(),
         403
     );
+}
+
+#[tokio::test]
+async fn unclaimed_websocket_paths_go_to_the_application_when_it_takes_them() {
+    let srv = start();
+    let _claimed = echo_websockets(&srv, "/claimed");
+    let sessions_only = srv.server.route("/sessions").unwrap();
+    let unclaimed = srv.server.unclaimed_websockets().unwrap();
+    assert!(matches!(
+        srv.server.unclaimed_websockets(),
+        Err(ferrovia::ServerError::RouteTaken(_))
+    ));
+    let (paths_tx, mut paths) = tokio::sync::mpsc::unbounded_channel();
+    let taker = tokio::spawn(async move {
+        while let Some(req) = unclaimed.accept().await {
+            let _ = paths_tx.send((req.path().to_owned(), req.http_version()));
+            if req.path().starts_with("/refuse") {
+                req.reject(401).await.unwrap();
+                continue;
+            }
+            let ws = req.accept_websocket_with(None, &[]).await.unwrap();
+            tokio::spawn(async move {
+                while let Ok(Some(m)) = ws.recv().await {
+                    if ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        unclaimed
+    });
+    // Unclaimed paths, over HTTP/1.1 and HTTP/2, reach the application's queue.
+    for (path, http2) in [("/app/one?x=1", false), ("/app/two", true)] {
+        if http2 {
+            let mut ws = ws_h2(&srv, path, &[]).await.unwrap().0;
+            ws.send(Message::text(path)).await.unwrap();
+            assert_eq!(next_data(&mut ws).await, Message::text(path));
+        } else {
+            let mut ws = ws_h1(&srv, path, &[], &[]).await.unwrap().0;
+            ws.send(Message::text(path)).await.unwrap();
+            assert_eq!(next_data(&mut ws).await, Message::text(path));
+        }
+        let (seen, version) = paths.recv().await.unwrap();
+        assert_eq!(seen, path);
+        let expected = if http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(version, expected);
+    }
+    assert_eq!(ws_h1(&srv, "/refuse", &[], &[]).await.unwrap_err(), 401);
+    assert_eq!(paths.recv().await.unwrap().0, "/refuse");
+    // Claimed paths keep their routes: WebSockets to the route, 400 where only sessions go.
+    let (mut ws, _) = ws_h1(&srv, "/claimed", &[], &[]).await.unwrap();
+    ws.send(Message::text("claimed")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("claimed"));
+    assert_eq!(ws_h1(&srv, "/sessions", &[], &[]).await.unwrap_err(), 400);
+    // The origin policy still applies, and QMux requests on unclaimed paths are not
+    // plain WebSockets: they get 404 as before.
+    assert_eq!(
+        ws_h1(&srv, "/app/x", &[], &[("origin", "https://evil.example")])
+            .await
+            .unwrap_err(),
+        403
+    );
+    assert_eq!(
+        ws_h1(&srv, "/app/x", &["qmux-02"], &[]).await.unwrap_err(),
+        404
+    );
+    assert!(
+        paths.try_recv().is_err(),
+        "refused requests never reach the queue"
+    );
+    drop(sessions_only);
+    // Dropping the claim gives the 404s back.
+    taker.abort();
+    let _ = taker.await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(ws_h1(&srv, "/app/again", &[], &[]).await.unwrap_err(), 404);
 }
 
 /// Connects the `qmux` crate's client through a WebSocket we opened ourselves.

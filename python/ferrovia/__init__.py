@@ -635,7 +635,8 @@ class WebSocket:
         await self._inner.send(message if isinstance(message, str) else bytes(message))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Closes with ``code`` (1000, or 3000..4999 for the application) and ``reason``,
+        """Closes with ``code`` (1000; a registered code such as 1001, 1008 or 1011; or
+        3000..4999 for the application) and ``reason``,
         and waits for the closing handshake."""
         _check_int("code", code, 0, 65535)
         if not isinstance(reason, str):

@@ -1,10 +1,12 @@
-"""Hosting an ASGI 3 application for ordinary HTTP requests (``serve(..., app=...)``): the
-``lifespan`` scope runs around the server's life, and every request that is not a session
-or WebSocket request runs the ``http`` scope, over HTTP/3, HTTP/2 and HTTP/1.1."""
+"""Hosting an ASGI 3 application (``serve(..., app=...)``): the ``lifespan`` scope runs
+around the server's life, every request that is not a session or WebSocket request runs the
+``http`` scope (over HTTP/3, HTTP/2 and HTTP/1.1), and plain WebSockets (RFC 6455 and RFC
+8441) for paths that no Ferrovia route claims run the ``websocket`` scope."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -22,6 +24,9 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 # the request body was cut off.
 _BODY_FAILURE_STATUS = {"ERR_BODY_TOO_LARGE": 413, "ERR_BODY_TIMEOUT": 408}
 _LIFESPAN_TIMEOUT = 30.0
+# How long a WebSocket the application closed (or left open when it returned) may take to
+# finish its closing handshake before the task lets go of it.
+_WEBSOCKET_CLOSE_TIMEOUT = 5.0
 
 
 class AsgiHost:
@@ -34,6 +39,7 @@ class AsgiHost:
         self._state: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._pull: asyncio.Task[None] | None = None
+        self._ws_pull: asyncio.Task[None] | None = None
         self._lifespan: asyncio.Task[None] | None = None
         self._lifespan_in: asyncio.Queue[Message] = asyncio.Queue()
         self._lifespan_out: asyncio.Queue[Message] = asyncio.Queue()
@@ -43,12 +49,14 @@ class AsgiHost:
         await self._startup()
         requests = self._inner.enable_http(1024)
         self._pull = asyncio.create_task(self._serve(requests))
+        self._ws_pull = asyncio.create_task(self._serve_websockets(self._inner.unclaimed_websockets()))
 
     async def stop(self) -> None:
         """After the server closed: lets requests in progress finish, then runs the
         lifespan shutdown."""
-        if self._pull is not None:
-            await self._pull
+        for pull in (self._pull, self._ws_pull):
+            if pull is not None:
+                await pull
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=_LIFESPAN_TIMEOUT)
         await self._shutdown()
@@ -198,6 +206,126 @@ class AsgiHost:
                 exchange.end()
         finally:
             finished.set()
+
+    # ---- websocket ----
+
+    async def _serve_websockets(self, route: _ferrovia.Route) -> None:
+        while (request := await route.accept()) is not None:
+            task = asyncio.create_task(self._websocket(request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _websocket_scope(self, request: _ferrovia.SessionRequest) -> Scope:
+        path, _, query = request.path.partition("?")
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in request.headers]
+        if request.authority and not any(k == b"host" for k, _ in headers):
+            headers.insert(0, (b"host", request.authority.encode("latin-1")))
+        return {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.4"},
+            "http_version": request.http_version,
+            # The TCP side is TLS, or sits behind a proxy that terminates TLS.
+            "scheme": "wss",
+            "path": unquote(path),
+            "raw_path": path.encode("latin-1"),
+            "query_string": query.encode("latin-1"),
+            "root_path": "",
+            "headers": headers,
+            "client": request.remote_address,
+            "server": self._server,
+            "subprotocols": request.subprotocols,
+            "state": dict(self._state),
+            "extensions": {"websocket.http.response": {}},
+        }
+
+    async def _websocket(self, request: _ferrovia.SessionRequest) -> None:
+        socket: _ferrovia.WebSocket | None = None
+        connected = False
+        answered = asyncio.Event()
+        denial: int | None = None
+        closing = False
+
+        async def receive() -> Message:
+            nonlocal connected
+            if not connected:
+                connected = True
+                return {"type": "websocket.connect"}
+            await answered.wait()
+            if socket is None:
+                return {"type": "websocket.disconnect", "code": 1006, "reason": ""}
+            message = await socket.recv()
+            if message is None:
+                code, reason, _ = await socket.wait_closed()
+                return {"type": "websocket.disconnect", "code": code, "reason": reason}
+            if isinstance(message, str):
+                return {"type": "websocket.receive", "text": message}
+            return {"type": "websocket.receive", "bytes": message}
+
+        def refuse(status: int) -> None:
+            request.reject(status)
+            answered.set()
+
+        async def send(message: Message) -> None:
+            nonlocal socket, denial, closing
+            kind = message["type"]
+            if kind == "websocket.accept":
+                if answered.is_set():
+                    raise RuntimeError("websocket.accept after the handshake was answered")
+                protocol = message.get("subprotocol")
+                if protocol is not None and protocol not in request.subprotocols:
+                    raise RuntimeError(f"subprotocol {protocol!r} was not offered by the client ({request.subprotocols})")
+                headers = [(bytes(k).decode("latin-1").lower(), bytes(v).decode("latin-1")) for k, v in message.get("headers", [])]
+                socket = await request.accept_websocket(protocol, headers)
+                answered.set()
+            elif kind == "websocket.close":
+                if not answered.is_set():
+                    refuse(403)
+                elif socket is not None and not closing:
+                    closing = True
+                    socket.close(int(message.get("code") or 1000), message.get("reason") or "")
+            elif kind == "websocket.send":
+                if socket is None:
+                    raise RuntimeError("websocket.send before websocket.accept")
+                if closing or socket.close_info is not None:
+                    raise ConnectionResetError("the WebSocket is closed")
+                data = message.get("bytes")
+                try:
+                    await socket.send((message.get("text") or "") if data is None else bytes(data))
+                except Exception as e:
+                    if socket.close_info is not None:
+                        raise ConnectionResetError("the WebSocket is closed") from e
+                    raise
+            elif kind == "websocket.http.response.start":
+                if answered.is_set() or denial is not None:
+                    raise RuntimeError("websocket.http.response.start after the handshake was answered")
+                denial = int(message["status"])
+            elif kind == "websocket.http.response.body":
+                if denial is None:
+                    raise RuntimeError("websocket.http.response.body before websocket.http.response.start")
+                if not message.get("more_body", False) and not answered.is_set():
+                    # A refusal's status goes out; its body is not carried (the status and
+                    # the server's own text say why).
+                    refuse(denial if 300 <= denial <= 599 else 403)
+            else:
+                raise RuntimeError(f"unexpected ASGI message {kind!r} in a websocket scope")
+
+        try:
+            await self._app(self._websocket_scope(request), receive, send)
+            status, code = 403, 1000
+        except Exception:
+            logger.exception("the ASGI application failed on WebSocket %s", request.path)
+            status, code = 500, 1011
+        # What the application left unanswered or open: 403 (as ASGI asks of a scope that
+        # ends before accepting) or 500, a close with 1000 or 1011.
+        with contextlib.suppress(Exception):
+            if not answered.is_set():
+                refuse(status)
+            elif socket is not None and not closing:
+                socket.close(code, "")
+        if socket is not None:
+            # Holds the WebSocket until its closing handshake is done.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(socket.wait_closed(), _WEBSOCKET_CLOSE_TIMEOUT)
 
     @staticmethod
     async def _plain(exchange: _ferrovia.HttpExchange, status: int, text: str) -> None:

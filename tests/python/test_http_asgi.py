@@ -1,7 +1,8 @@
 """A Starlette application hosted by ``serve(..., app=...)``: ordinary HTTP on the same port
 as WebTransport, over HTTP/3 (aioquic's client) and HTTP/2 and HTTP/1.1 (httpx), with the
 lifespan around the server's life, 64 MiB both ways by SHA-256, streaming responses,
-errors, and a session beside the requests."""
+errors, a session beside the requests, and the app's WebSocket routes (the ``websocket``
+scope) for paths no Ferrovia route claims, reached by the ``websockets`` library."""
 
 from __future__ import annotations
 
@@ -11,16 +12,20 @@ import hashlib
 import json
 import logging
 import os
+import ssl
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 import ferrovia
 
@@ -86,6 +91,37 @@ def make_app(events: list[str]) -> Starlette:
         await asyncio.sleep(5)
         return PlainTextResponse("too late")
 
+    async def ws_echo(websocket: WebSocket) -> None:
+        offered = websocket.scope["subprotocols"]
+        await websocket.accept(subprotocol="chat.v1" if "chat.v1" in offered else None, headers=[(b"x-app", b"starlette")])
+        events.append(f"ws-open {websocket.scope['http_version']} {websocket.url.path} {websocket.query_params.get('room')}")
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    events.append(f"ws-disconnect {message['code']} {message.get('reason', '')}")
+                    return
+                if message.get("text") == "bye":
+                    await websocket.close(4001, "bye to you")
+                    return
+                if message.get("text") is not None:
+                    await websocket.send_text(message["text"])
+                else:
+                    await websocket.send_bytes(message["bytes"])
+        except WebSocketDisconnect as e:
+            events.append(f"ws-disconnect {e.code}")
+
+    async def ws_deny(websocket: WebSocket) -> None:
+        await websocket.send_denial_response(PlainTextResponse("no token", status_code=401))
+
+    async def ws_fail_before(websocket: WebSocket) -> None:
+        raise RuntimeError("on purpose, before accept")
+
+    async def ws_fail_after(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        raise RuntimeError("on purpose, after accept")
+
     return Starlette(
         routes=[
             Route("/", index),
@@ -94,6 +130,11 @@ def make_app(events: list[str]) -> Starlette:
             Route("/download", download),
             Route("/boom", boom),
             Route("/slow", slow),
+            WebSocketRoute("/ws/echo", ws_echo),
+            WebSocketRoute("/ws/deny", ws_deny),
+            WebSocketRoute("/ws/fail-before", ws_fail_before),
+            WebSocketRoute("/ws/fail-after", ws_fail_after),
+            WebSocketRoute("/claimed", ws_echo),
         ],
         lifespan=lifespan,
     )
@@ -110,7 +151,7 @@ async def site(caplog: pytest.LogCaptureFixture) -> AsyncIterator[tuple[ferrovia
         yield server, events
     finally:
         await server.close()
-    assert events == ["startup", "shutdown"]
+    assert [e for e in events if not e.startswith("ws-")] == ["startup", "shutdown"]
 
 
 async def test_http3_from_aioquic(site: tuple[ferrovia.Server, list[str]]) -> None:
@@ -191,6 +232,82 @@ async def test_a_session_beside_the_app(site: tuple[ferrovia.Server, list[str]])
         writer.write(await reader.read())
         writer.write_eof()
         assert await stream.read_all() == b"beside starlette"
+
+
+async def test_the_apps_websocket_routes_take_paths_no_ferrovia_route_claims(
+    site: tuple[ferrovia.Server, list[str]],
+) -> None:
+    server, events = site
+    tls = ssl.create_default_context(cadata=server.certificate.chain_pem())
+    base = f"wss://localhost:{server.port}"
+    async with websockets.connect(f"{base}/ws/echo?room=1", ssl=tls, subprotocols=["chat.v1"]) as client:  # type: ignore[list-item]
+        assert client.subprotocol == "chat.v1"
+        assert client.response is not None and client.response.headers["x-app"] == "starlette"
+        await client.send("hello ✓")
+        assert await client.recv() == "hello ✓"
+        blob = os.urandom(300_000)
+        await client.send(blob)
+        assert await client.recv() == blob
+        await client.send("bye")
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.recv()
+        assert (closed.value.rcvd is not None and closed.value.rcvd.code, closed.value.rcvd and closed.value.rcvd.reason) == (4001, "bye to you")
+    assert "ws-open 1.1 /ws/echo 1" in events
+    assert server.session_count == 0 or await _until(lambda: server.session_count == 0)
+
+    # The client closes: the app sees the code and reason.
+    async with websockets.connect(f"{base}/ws/echo", ssl=tls) as client:
+        await client.send("ping")
+        assert await client.recv() == "ping"
+        await client.close(4321, "client leaves")
+    assert await _until(lambda: "ws-disconnect 4321 client leaves" in events), events
+
+    # Refusals: a denial response's status, 403 for a path the app has no route for (its
+    # router closes before accepting), 500 for an app that fails before accepting.
+    for path, status in (("/ws/deny", 401), ("/ws/nowhere", 403), ("/ws/fail-before", 500)):
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(f"{base}{path}", ssl=tls):
+                pass
+        assert refused.value.response.status_code == status, path
+
+    # An app that fails after accepting: 1011.
+    async with websockets.connect(f"{base}/ws/fail-after", ssl=tls) as client:
+        await client.send("boom")
+        with pytest.raises(ConnectionClosed) as closed:
+            await client.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+
+    # A path a Ferrovia route claims for WebSockets goes to the route, not to the app.
+    route = server.requests("/claimed", websockets=True)
+
+    async def serve_claimed() -> None:
+        request = await route.accept()
+        assert request is not None
+        ws = await request.accept_websocket()
+        await ws.send(f"ferrovia got {await ws.recv()}")
+        await ws.close(1000, "")
+
+    task = asyncio.create_task(serve_claimed())
+    async with websockets.connect(f"{base}/claimed", ssl=tls) as client:
+        await client.send("hi")
+        assert await client.recv() == "ferrovia got hi"
+    await asyncio.wait_for(task, 10)
+
+    # The server's origin policy applies to the app's WebSockets too.
+    with pytest.raises(InvalidStatus) as foreign:
+        async with websockets.connect(f"{base}/ws/echo", ssl=tls, origin="https://elsewhere.example"):  # type: ignore[arg-type]
+            pass
+    assert foreign.value.response.status_code == 403
+    assert await _until(lambda: server.session_count == 0)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 10.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
 
 
 async def test_a_failed_startup_raises_and_a_declared_body_over_the_limit_gets_413() -> None:

@@ -57,8 +57,10 @@ pub enum WebSocketError {
     /// The WebSocket has closed; the close says how.
     #[error("WebSocket closed with {}: {}", .0.code, .0.reason)]
     Closed(WebSocketClose),
-    /// A close code that may not be sent (1000 or 3000..=4999 are allowed).
-    #[error("invalid close code {0}: use 1000 or 3000..=4999")]
+    /// A close code that may not be sent: RFC 6455 lets an endpoint send 1000..=1003 and
+    /// 1007..=1014 (the registered codes) and 3000..=4999; 1004..=1006 and 1015 are never
+    /// sent, they only describe what happened.
+    #[error("invalid close code {0}: use 1000..=1003, 1007..=1014 or 3000..=4999")]
     InvalidCloseCode(u16),
     /// A message larger than the configured limit.
     #[error("message of {size} bytes exceeds the limit of {max}")]
@@ -299,10 +301,11 @@ impl WebSocket {
             .map_err(|_| self.closed_error())
     }
 
-    /// Closes with `code` (1000, or 3000..=4999 for the application) and a reason
-    /// (truncated to 123 bytes). Later calls do nothing.
+    /// Closes with `code` (1000 for a normal close, a registered code such as 1001 going
+    /// away, 1008 policy violation or 1011 internal error, or 3000..=4999 for the
+    /// application) and a reason (truncated to 123 bytes). Later calls do nothing.
     pub fn close(&self, code: u16, reason: &str) -> Result<(), WebSocketError> {
-        if code != 1000 && !(3000..=4999).contains(&code) {
+        if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
             return Err(WebSocketError::InvalidCloseCode(code));
         }
         self.shared().close(code, reason);
