@@ -6,7 +6,8 @@
 # Servers: the core echo example (debug build, the one the test suite builds) and the
 # aioquic peer (installed into a venv of its own). The core also runs the TCP scenarios
 # (WebSocket echo, round trips and idle memory; QMux echo and round trips), which the
-# WebTransport-only peers skip. The Node and Python echo examples join when
+# WebTransport-only peers skip, and the HTTP scenarios (GET /json over HTTP/1.1, HTTP/2
+# and HTTP/3 against `loadgen http-server`). The Node and Python echo examples join when
 # named in BENCH_SMOKE_SERVERS (e.g. core,aioquic,node,python); a named server that cannot
 # run fails the smoke. Their own test suites cover the bindings otherwise.
 set -euo pipefail
@@ -18,7 +19,8 @@ mkdir -p "$out"
 cargo build -p ferrovia --example echo
 cargo build -p ferrovia-bench --bin loadgen
 
-servers=(--server "core[wt,ws,qmux]=target/debug/examples/echo --port 0 --host 127.0.0.1")
+servers=(--server "core[wt,ws,qmux]=target/debug/examples/echo --port 0 --host 127.0.0.1"
+  --server "core[h1,h2,h3]=target/debug/loadgen http-server --port 0 --host 127.0.0.1")
 names=core
 
 wanted="${BENCH_SMOKE_SERVERS:-core,aioquic}"
@@ -66,7 +68,8 @@ target/debug/loadgen --smoke --json "$out/results.jsonl" --markdown "$out/result
 cat "$out/results.md"
 python3 bench/check.py "$out/results.jsonl" "$names" \
   bulk_single,bulk_parallel,latency,datagrams,setup,idle_20,idle_60 \
-  core=qmux_bulk_single,qmux_latency,ws_throughput,ws_latency,ws_idle_20,ws_idle_60 || status=1
+  core=qmux_bulk_single,qmux_latency,ws_throughput,ws_latency,ws_idle_20,ws_idle_60,http1_json,http2_json,http3_json ||
+  status=1
 if [[ $status -ne 0 ]]; then
   echo "bench smoke: FAILED (log in $out/)" >&2
   exit 1

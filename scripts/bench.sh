@@ -16,6 +16,16 @@
 # bench/peers/websockets_echo.py). The core, Node and Python echoes also run the WebSocket
 # and QMux scenarios; each server runs only the scenarios it can serve (its capabilities
 # below). A server whose toolchain or package is missing is skipped and named.
+#
+# The HTTP scenarios (http1_json, http2_json, http3_json: GET /json, requests/s and
+# latency) run against the core (`loadgen http-server`), the Node package
+# (bench/servers/node_fetch.mjs) and the Python package hosting an ASGI app
+# (bench/peers/asgi_json.py --with ferrovia), in the same columns as their echo servers;
+# and the peers nodehttp2 (node:http2 with HTTP/1.1, bench/peers/node_http2.mjs), uvicorn
+# and hypercorn (the same ASGI app, bench/peers/asgi_json.py). For example:
+#
+#   BENCH_ONLY=http1_json,http2_json,http3_json \
+#     BENCH_SERVERS=core,node,nodehttp2,python,uvicorn,hypercorn scripts/bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,7 +40,8 @@ skipped=()
 
 want() { [[ -z "${BENCH_SERVERS:-}" || ",$BENCH_SERVERS," == *",$1,"* ]]; }
 # add NAME COMMAND [CAPABILITIES]: wt (WebTransport, the default), ws (WebSockets on /ws),
-# qmux (QMux sessions on /echo), comma-separated.
+# qmux (QMux sessions on /echo), h1/h2/h3 (GET /json over HTTP/1.1, HTTP/2, HTTP/3),
+# comma-separated. A name may be added twice with different capabilities (one column).
 add() { servers+=(--server "$1[${3:-wt}]=$2"); }
 skip() { skipped+=("$1: $2"); echo "bench: skipping $1: $2" >&2; }
 
@@ -39,12 +50,14 @@ cargo build --release -p ferrovia --example echo
 cargo build --release -p ferrovia-bench --bin loadgen
 set +e
 add core "target/release/examples/echo --port 0 --host 127.0.0.1" wt,ws,qmux
+add core "target/release/loadgen http-server --port 0 --host 127.0.0.1" h1,h2,h3
 
 if want node; then
   if [[ ! -f examples/node/echo.mjs ]]; then
     skip node "examples/node/echo.mjs does not exist"
   elif [[ -n "${BENCH_NO_BUILD:-}" ]] || npm run --silent build >"$out/build-node.log" 2>&1; then
     add node "node examples/node/echo.mjs --port 0 --host 127.0.0.1" wt,ws,qmux
+    add node "node bench/servers/node_fetch.mjs --port 0 --host 127.0.0.1" h1,h2,h3
   else
     skip node "release build failed (see $out/build-node.log)"
   fi
@@ -54,7 +67,7 @@ fi
 # interpreter's global packages or a developer's .venv.
 venv=target/bench-venv
 PY="$venv/bin/python"
-if want python || want aioquic || want websockets; then
+if want python || want aioquic || want websockets || want uvicorn || want hypercorn; then
   [[ -x "$PY" ]] || python3 -m venv "$venv"
   "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt \
     >"$out/build-pip.log" 2>&1 || skip pip "pip install -r bench/requirements.txt failed (see $out/build-pip.log)"
@@ -68,6 +81,7 @@ if want python; then
       >"$out/build-python.log" 2>&1; then
     # `pip install .` builds the extension with maturin in release mode.
     add python "$PY examples/python/echo.py --port 0 --host 127.0.0.1" wt,ws,qmux
+    add python "$PY bench/peers/asgi_json.py --with ferrovia --port 0 --host 127.0.0.1" h1,h2,h3
   else
     skip python "release build failed (see $out/build-python.log)"
   fi
@@ -86,6 +100,35 @@ if want websockets; then
     add websockets "$PY bench/peers/websockets_echo.py --port 0 --host 127.0.0.1" ws
   else
     skip websockets "websockets (or cryptography) is not installed in $venv"
+  fi
+fi
+
+# uvicorn and Hypercorn host the same ASGI app as the Python package's HTTP server above.
+if want uvicorn; then
+  if "$PY" -c 'import uvicorn, cryptography' 2>/dev/null; then
+    add uvicorn "$PY bench/peers/asgi_json.py --with uvicorn --port 0 --host 127.0.0.1" h1
+  else
+    skip uvicorn "uvicorn (or cryptography) is not installed in $venv"
+  fi
+fi
+
+if want hypercorn; then
+  if ! "$PY" -c 'import hypercorn, cryptography' 2>/dev/null; then
+    skip hypercorn "hypercorn (or cryptography) is not installed in $venv"
+  elif "$PY" -c 'import aioquic' 2>/dev/null; then
+    add hypercorn "$PY bench/peers/asgi_json.py --with hypercorn --port 0 --host 127.0.0.1" h1,h2,h3
+  else
+    # Hypercorn serves HTTP/3 through aioquic only.
+    add hypercorn "$PY bench/peers/asgi_json.py --with hypercorn --port 0 --host 127.0.0.1" h1,h2
+  fi
+fi
+
+# Node's own HTTP/2 server (with HTTP/1.1), the HTTP peer of the Node package.
+if want nodehttp2; then
+  if command -v node >/dev/null; then
+    add nodehttp2 "node bench/peers/node_http2.mjs --port 0 --host 127.0.0.1" h1,h2
+  else
+    skip nodehttp2 "no Node"
   fi
 fi
 
@@ -140,6 +183,8 @@ fi
   echo "go: $(go version 2>/dev/null)"
   echo "aioquic: $("$PY" -c 'import aioquic; print(aioquic.__version__)' 2>/dev/null)"
   echo "websockets (peer): $("$PY" -c 'import websockets; print(websockets.__version__)' 2>/dev/null)"
+  echo "uvicorn (peer): $("$PY" -c 'import uvicorn, httptools; print(uvicorn.__version__, "httptools", httptools.__version__)' 2>/dev/null)"
+  echo "hypercorn (peer): $("$PY" -c 'import importlib.metadata as m; print(m.version("hypercorn"))' 2>/dev/null)"
   echo "ws (peer): $(node -p "require('ws/package.json').version" 2>/dev/null)"
   echo "tokio-tungstenite (peer): $(grep -A1 '^name = "tokio-tungstenite"$' bench/peers/tungstenite-echo/Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
   echo "load before: $(cat /proc/loadavg)"

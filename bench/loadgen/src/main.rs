@@ -7,9 +7,13 @@
 //!
 //! Each server is a command line that prints `{"event":"listening","port":P,
 //! "certificateHash":HEX}` first on stdout and echoes streams and datagrams on `/echo`.
-//! `NAME[wt,ws,qmux]=COMMAND` names what it serves (WebTransport; plain WebSockets on `/ws`
-//! on the TCP side of the same port; QMux sessions on `/echo` there), `wt` alone if not
-//! given; a scenario that needs something a server does not serve is skipped for it.
+//! `NAME[wt,ws,qmux,h1,h2,h3]=COMMAND` names what it serves (WebTransport; plain WebSockets
+//! on `/ws` on the TCP side of the same port; QMux sessions on `/echo` there; `GET /json`
+//! over HTTP/1.1, HTTP/2 on TCP and HTTP/3 on UDP), `wt` alone if not given; a scenario
+//! that needs something a server does not serve is skipped for it. A name may be given
+//! twice with different capabilities (e.g. the core's echo example for `wt,ws,qmux` and
+//! `loadgen http-server` for `h1,h2,h3`): each scenario runs the command that serves it,
+//! and both report in the same column.
 //! For every run, scenario and server in turn, the load generator starts a fresh server
 //! process, measures, and kills it, so servers are interleaved and ratios between them
 //! come from the same minutes of machine noise. It prints one JSON record per
@@ -17,14 +21,18 @@
 //!
 //! The client is web-transport-quinn, which none of the servers under test is built on
 //! as a server, so every server faces the same independent client; on TCP it is
-//! tokio-tungstenite's WebSocket client and the `qmux` crate's QMux client (`tcp.rs`).
+//! tokio-tungstenite's WebSocket client and the `qmux` crate's QMux client (`tcp.rs`); for
+//! ordinary HTTP, hyper's client and the `h3` crate's (`http.rs`).
 //!
 //! Two subcommands serve `scripts/soak.sh` instead: `loadgen soak-server` (a Ferrovia
 //! server that reports its memory, sessions, connections and descriptors) and
 //! `loadgen soak` (a client that churns sessions against it); see `soak_server.rs` and
-//! `soak.rs`.
+//! `soak.rs`. `loadgen http-server` is the core's server for the HTTP scenarios
+//! (`http_server.rs`).
 
 mod client;
+mod http;
+mod http_server;
 mod report;
 mod scenarios;
 mod server;
@@ -44,11 +52,13 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 const USAGE: &str = "usage: loadgen [--smoke] [--runs N] [--only SCENARIO,…] [--json FILE] \
                      [--markdown FILE] [--note TEXT] --server NAME[CAP,…]=COMMAND …\n\
                      scenarios: bulk_single qmux_bulk_single bulk_parallel latency \
-                     qmux_latency datagrams setup idle ws_throughput ws_latency ws_idle\n\
+                     qmux_latency datagrams setup idle ws_throughput ws_latency ws_idle \
+                     http1_json http2_json http3_json\n\
                      capabilities: wt (WebTransport, the default) ws (WebSockets on /ws) \
-                     qmux (QMux sessions on /echo)\n\
+                     qmux (QMux sessions on /echo) h1 h2 h3 (GET /json over HTTP/1.1, 2, 3)\n\
                      soak: loadgen soak-server [--every S] | loadgen soak --port P --hash HEX \
-                     --seconds S [--rate N] [--concurrency N]";
+                     --seconds S [--rate N] [--concurrency N]\n\
+                     http: loadgen http-server [--host H] [--port P]";
 
 struct Options {
     smoke: bool,
@@ -99,6 +109,14 @@ fn options() -> Result<Options, Error> {
     Ok(o)
 }
 
+/// The first server given under `name`.
+fn first_of<'a>(servers: &'a [ServerSpec], name: &str) -> &'a ServerSpec {
+    servers
+        .iter()
+        .find(|s| s.name == name)
+        .expect("the name comes from the list")
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
@@ -130,6 +148,7 @@ async fn main() {
     if let Some(run) = match sub.as_deref() {
         Some("soak") => Some(soak::run(std::env::args().skip(2)).await),
         Some("soak-server") => Some(soak_server::run(std::env::args().skip(2)).await),
+        Some("http-server") => Some(http_server::run(std::env::args().skip(2)).await),
         _ => None,
     } {
         if let Err(e) = run {
@@ -159,8 +178,16 @@ async fn main() {
     for run in 0..o.runs {
         for &scenario in &o.scenarios {
             for spec in &o.servers {
-                if !spec.supports(scenario.needs()) {
-                    if run == 0 {
+                // The command of this name that serves the scenario: the first one given.
+                let serving = o
+                    .servers
+                    .iter()
+                    .find(|s| s.name == spec.name && s.supports(scenario.needs()));
+                if serving.is_some_and(|s| !std::ptr::eq(s, spec)) {
+                    continue;
+                }
+                if serving.is_none() {
+                    if run == 0 && std::ptr::eq(spec, first_of(&o.servers, &spec.name)) {
                         eprintln!(
                             "skipping {} on {}: it does not serve {}",
                             scenario.name(),
@@ -210,7 +237,12 @@ async fn main() {
             }
         }
     }
-    let names: Vec<String> = o.servers.iter().map(|s| s.name.clone()).collect();
+    let mut names: Vec<String> = Vec::new();
+    for s in &o.servers {
+        if !names.contains(&s.name) {
+            names.push(s.name.clone());
+        }
+    }
     let skipped = if skipped.is_empty() {
         String::new()
     } else {

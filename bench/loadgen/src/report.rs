@@ -250,13 +250,44 @@ fn metrics(records: &[Record]) -> Vec<(String, &'static str, String, Better, f64
             1.0,
         ));
     }
+    let http = [
+        ("http1_json", "HTTP/1.1 GET /json (16 conn × 1)"),
+        ("http2_json", "HTTP/2 GET /json (4 conn × 16)"),
+        ("http3_json", "HTTP/3 GET /json (4 conn × 16)"),
+    ];
+    for (n, l) in http {
+        rows.push((
+            n.to_owned(),
+            "requests_per_s",
+            format!("{l}, requests/s"),
+            Better::Higher,
+            1.0,
+        ));
+        rows.push((
+            n.to_owned(),
+            "p50_us",
+            format!("{l}, p50 µs"),
+            Better::Lower,
+            1.0,
+        ));
+        rows.push((
+            n.to_owned(),
+            "p99_us",
+            format!("{l}, p99 µs"),
+            Better::Lower,
+            1.0,
+        ));
+    }
     // Only what was run: a subset of scenarios (`--only`) gets a table of its own rows.
     rows.retain(|(name, ..)| records.iter().any(|r| &r.name == name));
     rows
 }
 
-/// QMux rows and the WebTransport rows they are the counterparts of, for the ratio of
-/// one transport to the other on the same server.
+/// Rows of one transport and of its counterpart on another, for the ratio of one to the
+/// other on the same server: (record, counterpart record, field, label).
+type SameServer = [(&'static str, &'static str, &'static str, &'static str)];
+
+/// QMux rows and the WebTransport rows they are the counterparts of.
 const QMUX_VS_WEBTRANSPORT: [(&str, &str, &str, &str); 3] = [
     (
         "qmux_bulk_single",
@@ -313,8 +344,28 @@ fn spread(mut values: Vec<f64>, suffix: &str) -> String {
     }
 }
 
-/// Each binding and the WebSocket library of its own language, compared directly.
-const BINDING_PEERS: [(&str, &str); 2] = [("node", "ws"), ("python", "websockets")];
+/// HTTP/3 rows and the HTTP/2 rows they are the counterparts of.
+const HTTP3_VS_HTTP2: [(&str, &str, &str, &str); 3] = [
+    (
+        "http3_json",
+        "http2_json",
+        "requests_per_s",
+        "GET /json, requests/s ↑",
+    ),
+    ("http3_json", "http2_json", "p50_us", "GET /json p50, µs ↓"),
+    ("http3_json", "http2_json", "p99_us", "GET /json p99, µs ↓"),
+];
+
+/// Each binding and the server of its own language that does the same job, compared
+/// directly: the WebSocket libraries, and the HTTP servers (node:http2; uvicorn and
+/// Hypercorn hosting the same ASGI application as the Python package).
+const BINDING_PEERS: [(&str, &str); 5] = [
+    ("node", "ws"),
+    ("python", "websockets"),
+    ("node", "nodehttp2"),
+    ("python", "uvicorn"),
+    ("python", "hypercorn"),
+];
 
 /// The pairs compared: each binding against the core, the core against each peer, and each
 /// binding against its language's WebSocket peer (`BINDING_PEERS`) when both ran.
@@ -447,46 +498,29 @@ pub fn markdown(records: &[Record], servers: &[String], runs: usize, note: &str)
         }
     }
     // QMux over a WebSocket against WebTransport over HTTP/3, on each server that ran both.
-    let both: Vec<&String> = servers
-        .iter()
-        .filter(|s| {
-            QMUX_VS_WEBTRANSPORT.iter().any(|(q, w, f, _)| {
-                (0..runs).any(|run| {
-                    value(records, s, q, f, run).is_some() && value(records, s, w, f, run).is_some()
-                })
-            })
-        })
-        .collect();
-    if !both.is_empty() {
-        let _ = write!(
-            md,
-            "\nQMux over a WebSocket (TCP) relative to WebTransport over HTTP/3 (QUIC) on the \
-             same server, computed within each run, median (min–max) across runs. Above 1 \
-             means QMux is higher, which is better for ↑ figures and worse for ↓ ones.\n\n\
-             | figure |"
-        );
-        for s in &both {
-            let _ = write!(md, " {s} QMux/WebTransport |");
-        }
-        let _ = write!(md, "\n| --- |");
-        for _ in &both {
-            let _ = write!(md, " --- |");
-        }
-        md.push('\n');
-        for (q, w, f, label) in QMUX_VS_WEBTRANSPORT {
-            let _ = write!(md, "| {label} |");
-            for s in &both {
-                let ratios: Vec<f64> = (0..runs)
-                    .filter_map(|run| {
-                        Some(value(records, s, q, f, run)? / value(records, s, w, f, run)?)
-                    })
-                    .filter(|r| r.is_finite())
-                    .collect();
-                let _ = write!(md, " {} |", spread(ratios, "×"));
-            }
-            md.push('\n');
-        }
-    }
+    same_server(
+        &mut md,
+        records,
+        servers,
+        runs,
+        &QMUX_VS_WEBTRANSPORT,
+        "QMux/WebTransport",
+        "QMux over a WebSocket (TCP) relative to WebTransport over HTTP/3 (QUIC) on the \
+         same server, computed within each run, median (min–max) across runs. Above 1 \
+         means QMux is higher, which is better for ↑ figures and worse for ↓ ones.",
+    );
+    // HTTP/3 against HTTP/2, on each server that ran both.
+    same_server(
+        &mut md,
+        records,
+        servers,
+        runs,
+        &HTTP3_VS_HTTP2,
+        "HTTP/3 / HTTP/2",
+        "HTTP/3 (QUIC) relative to HTTP/2 (TCP) on the same server, computed within each \
+         run, median (min–max) across runs. Above 1 means HTTP/3 is higher, which is \
+         better for ↑ figures and worse for ↓ ones.",
+    );
     if !failures.is_empty() {
         let _ = writeln!(md, "\nFailures:\n");
         for r in failures {
@@ -496,6 +530,54 @@ pub fn markdown(records: &[Record], servers: &[String], runs: usize, note: &str)
         }
     }
     md
+}
+
+/// A table of ratios between two records of the same server, for each server that has
+/// both in at least one run.
+fn same_server(
+    md: &mut String,
+    records: &[Record],
+    servers: &[String],
+    runs: usize,
+    rows: &SameServer,
+    column: &str,
+    intro: &str,
+) {
+    let both: Vec<&String> = servers
+        .iter()
+        .filter(|s| {
+            rows.iter().any(|(a, b, f, _)| {
+                (0..runs).any(|run| {
+                    value(records, s, a, f, run).is_some() && value(records, s, b, f, run).is_some()
+                })
+            })
+        })
+        .collect();
+    if both.is_empty() {
+        return;
+    }
+    let _ = write!(md, "\n{intro}\n\n| figure |");
+    for s in &both {
+        let _ = write!(md, " {s} {column} |");
+    }
+    let _ = write!(md, "\n| --- |");
+    for _ in &both {
+        let _ = write!(md, " --- |");
+    }
+    md.push('\n');
+    for (a, b, f, label) in rows {
+        let _ = write!(md, "| {label} |");
+        for s in &both {
+            let ratios: Vec<f64> = (0..runs)
+                .filter_map(|run| {
+                    Some(value(records, s, a, f, run)? / value(records, s, b, f, run)?)
+                })
+                .filter(|r| r.is_finite())
+                .collect();
+            let _ = write!(md, " {} |", spread(ratios, "×"));
+        }
+        md.push('\n');
+    }
 }
 
 #[cfg(test)]
@@ -582,5 +664,42 @@ mod tests {
         );
         // Rows of scenarios that did not run are left out.
         assert!(!md.contains("WebSocket echo"), "{md}");
+    }
+
+    #[test]
+    fn http_servers_are_compared_with_their_peers_and_http3_with_http2() {
+        let rec = |server: &str, name: &str, run, v| Record {
+            server: server.into(),
+            name: name.into(),
+            run,
+            mode: "smoke",
+            result: Ok(vec![
+                ("requests_per_s", v),
+                ("p50_us", 100.0),
+                ("p99_us", 200.0),
+            ]),
+        };
+        let records = vec![
+            rec("python", "http2_json", 0, 1000.0),
+            rec("python", "http3_json", 0, 800.0),
+            rec("hypercorn", "http2_json", 0, 500.0),
+            rec("uvicorn", "http1_json", 0, 900.0),
+        ];
+        let servers: Vec<String> = ["python", "uvicorn", "hypercorn"]
+            .map(str::to_owned)
+            .to_vec();
+        let names: Vec<String> = pairs(&servers)
+            .into_iter()
+            .map(|(a, b)| format!("{a}/{b}"))
+            .collect();
+        assert_eq!(names, ["python/uvicorn", "python/hypercorn"]);
+        let md = markdown(&records, &servers, 1, "");
+        assert!(
+            md.contains("| HTTP/2 GET /json (4 conn × 16), requests/s ↑ | — | 2.00× |"),
+            "{md}"
+        );
+        assert!(md.contains("| python HTTP/3 / HTTP/2 |"), "{md}");
+        assert!(md.contains("| GET /json, requests/s ↑ | 0.80× |"), "{md}");
+        assert!(!md.contains("QMux/WebTransport"), "{md}");
     }
 }

@@ -15,6 +15,7 @@ use web_transport_quinn::Session;
 
 use crate::{
     client::Clients,
+    http,
     server::{Capability, Running},
     tcp::{self, Tcp},
     Error,
@@ -33,7 +34,8 @@ pub struct Measurement {
 ///
 /// The TCP scenarios reuse these: `ws_throughput` and `qmux_bulk_single` move `bulk_mib`,
 /// `ws_latency` and `qmux_latency` count `latency_messages` after `latency_warmup`, and
-/// `ws_idle` steps through `idle_steps` at `idle_concurrency`.
+/// `ws_idle` steps through `idle_steps` at `idle_concurrency`. The HTTP scenarios run for
+/// `http_warmup`, then measure for `http_duration` (their connection layout is in `http.rs`).
 #[derive(Clone, Debug)]
 pub struct Params {
     pub bulk_mib: usize,
@@ -48,6 +50,8 @@ pub struct Params {
     pub idle_steps: Vec<usize>,
     pub idle_concurrency: usize,
     pub settle: Duration,
+    pub http_warmup: Duration,
+    pub http_duration: Duration,
     /// Upper bound on any one scenario, so a wedged server cannot hang the suite.
     pub timeout: Duration,
 }
@@ -68,6 +72,8 @@ impl Params {
             idle_steps: vec![1_000, 10_000],
             idle_concurrency: 32,
             settle: Duration::from_secs(2),
+            http_warmup: Duration::from_secs(2),
+            http_duration: Duration::from_secs(10),
             timeout: Duration::from_secs(300),
         }
     }
@@ -87,6 +93,8 @@ impl Params {
             idle_steps: vec![20, 60],
             idle_concurrency: 8,
             settle: Duration::from_millis(300),
+            http_warmup: Duration::from_millis(500),
+            http_duration: Duration::from_millis(500),
             timeout: Duration::from_secs(60),
         }
     }
@@ -118,10 +126,16 @@ pub enum Scenario {
     WsLatency,
     /// Server memory while holding idle plain WebSockets.
     WsIdle,
+    /// `GET /json` over HTTP/1.1: requests/s and latency (`http.rs`).
+    Http1Json,
+    /// The same over HTTP/2.
+    Http2Json,
+    /// The same over HTTP/3.
+    Http3Json,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::BulkSingle,
         Scenario::QmuxBulkSingle,
         Scenario::BulkParallel,
@@ -133,6 +147,9 @@ impl Scenario {
         Scenario::WsThroughput,
         Scenario::WsLatency,
         Scenario::WsIdle,
+        Scenario::Http1Json,
+        Scenario::Http2Json,
+        Scenario::Http3Json,
     ];
 
     pub fn name(self) -> &'static str {
@@ -148,6 +165,9 @@ impl Scenario {
             Scenario::WsThroughput => "ws_throughput",
             Scenario::WsLatency => "ws_latency",
             Scenario::WsIdle => "ws_idle",
+            Scenario::Http1Json => "http1_json",
+            Scenario::Http2Json => "http2_json",
+            Scenario::Http3Json => "http3_json",
         }
     }
 
@@ -158,6 +178,9 @@ impl Scenario {
             Scenario::WsThroughput | Scenario::WsLatency | Scenario::WsIdle => {
                 Capability::WebSocket
             }
+            Scenario::Http1Json => Capability::Http1,
+            Scenario::Http2Json => Capability::Http2,
+            Scenario::Http3Json => Capability::Http3,
             _ => Capability::WebTransport,
         }
     }
@@ -245,6 +268,17 @@ impl Scenario {
                 ))
             }
             Scenario::WsIdle => tcp::ws_idle(server, p).await,
+            Scenario::Http1Json | Scenario::Http2Json | Scenario::Http3Json => {
+                let version = match self {
+                    Scenario::Http1Json => http::Version::Http1,
+                    Scenario::Http2Json => http::Version::Http2,
+                    _ => http::Version::Http3,
+                };
+                Ok(one(
+                    self.name(),
+                    http::run(server, version, p.http_warmup, p.http_duration).await?,
+                ))
+            }
         }
     }
 }

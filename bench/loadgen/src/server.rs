@@ -31,6 +31,13 @@ pub enum Capability {
     /// `qmux`: QMux sessions (a WebSocket offering `qmux-02`) on the same TCP side, echoing
     /// streams on `/echo` as a WebTransport session does.
     Qmux,
+    /// `h1`: ordinary HTTP/1.1 on the TCP side (TLS, ALPN `http/1.1` or none), answering
+    /// `GET /json` with `{"message":"hello"}`.
+    Http1,
+    /// `h2`: the same over HTTP/2 (ALPN `h2`) on the TCP side.
+    Http2,
+    /// `h3`: the same over HTTP/3 on UDP at the same port number.
+    Http3,
 }
 
 impl Capability {
@@ -39,6 +46,9 @@ impl Capability {
             Capability::WebTransport => "wt",
             Capability::WebSocket => "ws",
             Capability::Qmux => "qmux",
+            Capability::Http1 => "h1",
+            Capability::Http2 => "h2",
+            Capability::Http3 => "h3",
         }
     }
 
@@ -47,6 +57,9 @@ impl Capability {
             Capability::WebTransport,
             Capability::WebSocket,
             Capability::Qmux,
+            Capability::Http1,
+            Capability::Http2,
+            Capability::Http3,
         ]
         .into_iter()
         .find(|c| c.name() == s)
@@ -54,7 +67,7 @@ impl Capability {
 }
 
 /// How to start one server under test: `NAME=PROGRAM ARG…`, or `NAME[CAP,…]=PROGRAM ARG…`
-/// with its capabilities (`wt`, `ws`, `qmux`; `wt` alone when not given).
+/// with its capabilities (`wt`, `ws`, `qmux`, `h1`, `h2`, `h3`; `wt` alone when not given).
 #[derive(Clone, Debug)]
 pub struct ServerSpec {
     /// Short label used in records and table columns (`core`, `node`, `aioquic`, …).
@@ -83,12 +96,13 @@ impl std::str::FromStr for ServerSpec {
             Some((name, caps)) => {
                 let caps = caps
                     .strip_suffix(']')
-                    .ok_or("capabilities are NAME[wt,ws,qmux]")?;
+                    .ok_or("capabilities are NAME[wt,ws,qmux,h1,h2,h3]")?;
                 let caps = caps
                     .split(',')
                     .map(|c| {
-                        Capability::parse(c.trim())
-                            .ok_or_else(|| format!("unknown capability {c:?} (wt, ws, qmux)"))
+                        Capability::parse(c.trim()).ok_or_else(|| {
+                            format!("unknown capability {c:?} (wt, ws, qmux, h1, h2, h3)")
+                        })
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 (name.trim(), caps)
@@ -285,6 +299,10 @@ mod tests {
         assert!(spec.supports(Capability::Qmux) && spec.supports(Capability::WebSocket));
         let spec: ServerSpec = "tungstenite[ws]=peer".parse().unwrap();
         assert_eq!(spec.capabilities, [Capability::WebSocket]);
+        let spec: ServerSpec = "uvicorn[h1]=peer".parse().unwrap();
+        assert_eq!(spec.capabilities, [Capability::Http1]);
+        let spec: ServerSpec = "core[h1,h2,h3]=peer".parse().unwrap();
+        assert!(spec.supports(Capability::Http3) && !spec.supports(Capability::WebTransport));
         assert!("x[udp]=peer".parse::<ServerSpec>().is_err());
     }
 }
