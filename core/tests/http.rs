@@ -388,3 +388,94 @@ async fn an_upload_still_arriving_keeps_a_handler_past_its_timeout() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("\r\n\r\n10"), "{text}");
 }
+
+/// A service whose readiness fails: the server answers 500 and goes on.
+#[derive(Clone)]
+struct NeverReady;
+
+impl tower_service::Service<http::Request<Body>> for NeverReady {
+    type Response = http::Response<Body>;
+    type Error = &'static str;
+    type Future = std::future::Ready<Result<http::Response<Body>, &'static str>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Err("the backend is down"))
+    }
+
+    fn call(&mut self, _: http::Request<Body>) -> Self::Future {
+        unreachable!("never called without readiness")
+    }
+}
+
+#[tokio::test]
+async fn an_axum_router_runs_unchanged_through_from_tower_on_every_version() {
+    use axum::{
+        extract::{Path, Request},
+        routing::{get, post},
+        Json, Router,
+    };
+    let router = Router::new()
+        .route(
+            "/json/{name}",
+            get(|Path(name): Path<String>, request: Request| async move {
+                Json(serde_json::json!({
+                    "hello": name,
+                    "version": version(request.version()),
+                }))
+            }),
+        )
+        .route(
+            "/echo",
+            // The request body streams back as the response body.
+            post(|request: Request| async move {
+                axum::body::Body::from_stream(request.into_body().into_data_stream())
+            }),
+        );
+    let server = start_with(move |c| c.http = Some(HttpService::from_tower(router)));
+    for http2 in [false, true] {
+        let (status, _, body, headers) = curl(&server, http2, "/json/tcp", &[]).await;
+        assert_eq!(status, 200);
+        assert!(
+            headers.contains("content-type: application/json"),
+            "{headers}"
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let expected = if http2 { "HTTP/2" } else { "HTTP/1.1" };
+        assert_eq!(v, serde_json::json!({"hello": "tcp", "version": expected}));
+        let payload = data(3 * 1024 * 1024 + 7, 4);
+        let file =
+            std::env::temp_dir().join(format!("ferrovia-axum-{}-{http2}", std::process::id()));
+        std::fs::write(&file, &payload).unwrap();
+        let upload = format!("@{}", file.display());
+        let url = format!("https://127.0.0.1:{}/echo", server.tcp_addr().port());
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args(["-sk", if http2 { "--http2" } else { "--http1.1" }])
+                .args(["--data-binary", &upload, &url])
+                .output()
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        let _ = std::fs::remove_file(&file);
+        assert_eq!(sha256(&out.stdout), sha256(&payload));
+        // axum's own 404 and 405.
+        assert_eq!(curl(&server, http2, "/nowhere", &[]).await.0, 404);
+        assert_eq!(curl(&server, http2, "/echo", &[]).await.0, 405);
+    }
+    let conn = raw_connection(&server).await;
+    let (status, body) = h3_get(&conn, &server, "/json/quic").await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v, serde_json::json!({"hello": "quic", "version": "HTTP/3"}));
+
+    // A failing service answers 500; the server goes on.
+    server
+        .server
+        .set_http_handler(Some(HttpService::from_tower(NeverReady)));
+    assert_eq!(curl(&server, false, "/json/x", &[]).await.0, 500);
+    assert_eq!(h3_get(&conn, &server, "/json/x").await.0, 500);
+}

@@ -4,14 +4,15 @@
 
 mod body;
 mod queue;
+mod tower;
 
 use std::{fmt, future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
 use futures_util::FutureExt;
 use tracing::warn;
 
-pub(crate) use body::Progress;
 pub use body::{Body, BodyError, BodySender};
+pub(crate) use body::{BoxError, Progress};
 pub use queue::{HttpExchange, HttpRequests, HttpResponder};
 
 /// The boxed future an [`HttpHandler`] returns.
