@@ -19,6 +19,7 @@ mod errors;
 mod exchange;
 mod external;
 mod handoff;
+mod log;
 mod server;
 mod session;
 mod stream;
@@ -144,6 +145,9 @@ fn _panic_for_tests(py: Python<'_>, in_future: bool) -> PyResult<Bound<'_, PyAny
 #[pymodule]
 fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    log::install();
+    m.add_function(wrap_pyfunction!(log::_set_log_level, m)?)?;
+    m.add_function(wrap_pyfunction!(log::_stop_logging, m)?)?;
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     m.add_class::<server::Certificate>()?;
     m.add_class::<server::Server>()?;

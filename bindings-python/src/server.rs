@@ -324,6 +324,25 @@ impl Server {
         self.inner.connection_count()
     }
 
+    /// The server's counters: `(connections, sessions, connections_accepted,
+    /// connections_refused, handshakes_failed, sessions_accepted, http_requests,
+    /// [(status, count)], prometheus_text)`.
+    #[allow(clippy::type_complexity)]
+    fn stats(&self) -> (usize, usize, u64, u64, u64, u64, u64, Vec<(u16, u64)>, String) {
+        let s = self.inner.stats();
+        (
+            s.connections,
+            s.sessions,
+            s.connections_accepted,
+            s.connections_refused,
+            s.handshakes_failed,
+            s.sessions_accepted,
+            s.http_requests,
+            s.requests_refused.iter().map(|(k, v)| (*k, *v)).collect(),
+            s.to_prometheus(),
+        )
+    }
+
     /// `(host, port)` of the TCP side, or None when it is off.
     fn tcp_address(&self) -> Option<(String, u16)> {
         self.inner

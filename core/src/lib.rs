@@ -34,12 +34,14 @@ mod config;
 mod error;
 mod h3;
 mod handler;
+pub mod log;
 mod origin;
 mod qmux;
 mod request;
 mod server;
 mod session;
 mod sfv;
+mod stats;
 mod stream;
 mod tcp;
 mod ws;
@@ -78,6 +80,7 @@ pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
 pub use session::{CloseInfo, CloseInitiator, Session, SessionStats, Transport};
+pub use stats::ServerStats;
 pub use stream::{
     error_from_http3, error_to_http3, RecvStream, SendStream, WT_BUFFERED_STREAM_REJECTED,
     WT_SESSION_GONE,

@@ -114,6 +114,7 @@ pub(crate) struct ServerShared {
     connections: AtomicUsize,
     per_ip: Mutex<HashMap<IpKey, IpCount>>,
     http: std::sync::RwLock<Option<crate::HttpService>>,
+    pub(crate) counters: crate::stats::Counters,
 }
 
 #[derive(Default)]
@@ -164,6 +165,7 @@ impl ServerShared {
         }
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         map.insert(key, Live::Reserved);
+        self.counters.session_accepted();
         Some(SessionSlot {
             server: self.clone(),
             key,
@@ -252,6 +254,7 @@ impl ServerShared {
         }
         entry.connections += 1;
         self.connections.fetch_add(1, Ordering::AcqRel);
+        self.counters.connection_accepted();
         Ok(ConnSlot {
             server: self.clone(),
             key,
@@ -261,6 +264,21 @@ impl ServerShared {
     /// Queues a request for its route; on failure, gives it back with the status to answer.
     #[allow(clippy::result_large_err)] // the request goes straight back to be rejected
     pub(crate) fn dispatch(&self, request: SessionRequest) -> Result<(), (SessionRequest, u16)> {
+        let refused = self.route_request(request);
+        if let Err((request, status)) = &refused {
+            self.refused(*status, request.path(), request.remote_addr());
+        }
+        refused
+    }
+
+    /// Counts and logs a request the server answers itself.
+    pub(crate) fn refused(&self, status: u16, path: &str, remote: SocketAddr) {
+        let reason = crate::stats::refusal_reason(status);
+        self.counters.request_refused(status, reason, path, remote);
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn route_request(&self, request: SessionRequest) -> Result<(), (SessionRequest, u16)> {
         let path = request.path().split('?').next().unwrap_or("/").to_owned();
         let queue = lock(&self.routes).get(&path).cloned();
         let plain = request.is_plain_websocket();
@@ -583,6 +601,7 @@ impl Server {
             connections: AtomicUsize::new(0),
             per_ip: Mutex::new(HashMap::new()),
             http: std::sync::RwLock::new(config.http.clone()),
+            counters: Default::default(),
         });
         if let Some((listener, tls)) = tcp_listener {
             let acceptor = if tls {
@@ -611,7 +630,7 @@ impl Server {
                         }
                     }
                     Admission::Refuse(why) => {
-                        debug!(remote = %incoming.remote_address(), why, "connection refused");
+                        shared.counters.connection_refused(incoming.remote_address(), why);
                         incoming.refuse();
                     }
                 }
@@ -759,6 +778,17 @@ impl Server {
     /// QUIC connections open right now (with or without sessions).
     pub fn connection_count(&self) -> usize {
         self.shared().connections.load(Ordering::Acquire)
+    }
+
+    /// The server's counters: connections and sessions open now, and totals of what it
+    /// admitted, refused and answered itself (with the status of each refusal). Each
+    /// refusal is also a `tracing` event at INFO with its reason, path and client.
+    /// [`ServerStats::to_prometheus`] formats them for a `/metrics` route.
+    pub fn stats(&self) -> crate::ServerStats {
+        let shared = self.shared();
+        shared
+            .counters
+            .snapshot(shared.connections.load(Ordering::Acquire), shared.sessions().len())
     }
 
     /// Shuts down gracefully: stops accepting connections and sessions, asks every session

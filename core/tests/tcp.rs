@@ -1149,3 +1149,72 @@ async fn a_host_that_frames_messages_itself_carries_a_websocket() {
         .unwrap();
     assert_eq!((info.code, info.reason.as_str()), (4002, "host bye"));
 }
+
+#[tokio::test]
+async fn the_server_counts_what_it_admits_refuses_and_answers_itself() {
+    let srv = start_with(|c| {
+        c.http = Some(ferrovia::HttpService::new(|_req| async {
+            http::Response::new(ferrovia::Body::from("ok"))
+        }))
+    });
+    let before = srv.server.stats();
+    assert_eq!(before.sessions_accepted, 0);
+    assert!(before.requests_refused.is_empty());
+    // A WebTransport session the application accepts.
+    let route = srv.server.route("/wt").unwrap();
+    let accepted = tokio::spawn(async move {
+        let session = route.accept().await.unwrap().accept().await.unwrap();
+        (route, session)
+    });
+    let client = srv.connect("/wt").await;
+    let (_route, session) = accepted.await.unwrap();
+    // Refusals the server makes itself, over both transports.
+    assert_eq!(ws_h1(&srv, "/nowhere", &[], &[]).await.unwrap_err(), 404);
+    assert_eq!(ws_h2(&srv, "/nowhere", &[]).await.unwrap_err(), 404);
+    let _ws = echo_websockets(&srv, "/ws");
+    assert_eq!(
+        ws_h1(&srv, "/ws", &[], &[("origin", "https://evil.example")])
+            .await
+            .unwrap_err(),
+        403
+    );
+    assert!(srv.connect_request(srv.url("/nothing-here").into()).await.is_err());
+    // An ordinary request, and a TLS handshake that fails.
+    let conn = raw_connection(&srv).await;
+    let authority = format!("localhost:{}", srv.addr.port());
+    let (_send, _recv, status) = raw_request(
+        &conn,
+        &[
+            (":method", "GET"),
+            (":scheme", "https"),
+            (":authority", &authority),
+            (":path", "/"),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let mut tcp = tokio::net::TcpStream::connect(srv.tcp_addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, b"this is not TLS\r\n\r\n")
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = tokio::time::timeout(
+        TIMEOUT,
+        tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut sink),
+    )
+    .await;
+
+    let stats = srv.server.stats();
+    assert_eq!(stats.sessions_accepted, 1);
+    assert_eq!(stats.sessions, 1);
+    assert_eq!(stats.http_requests, 1);
+    assert_eq!(stats.requests_refused.get(&404), Some(&3), "{stats:?}");
+    assert_eq!(stats.requests_refused.get(&403), Some(&1), "{stats:?}");
+    assert!(stats.handshakes_failed >= 1, "{stats:?}");
+    assert!(stats.connections_accepted >= 6, "{stats:?}");
+    let text = stats.to_prometheus();
+    assert!(text.contains("ferrovia_requests_refused_total{status=\"404\"} 3\n"), "{text}");
+    assert!(text.contains("ferrovia_sessions 1\n"), "{text}");
+    drop(client);
+    drop(session);
+}

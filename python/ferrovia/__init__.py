@@ -22,8 +22,12 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
+import contextlib
+import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable, Mapping, MutableMapping, Sequence
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Generator, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import fields
 from pathlib import Path
 from types import TracebackType
@@ -44,10 +48,12 @@ from ._errors import (
     WebTransportError,
 )
 from ._http import AsgiHost
-from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, SessionStats
+from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, ServerStats, SessionStats
 
 # Let native operations that are still settling finish before the interpreter shuts down.
 atexit.register(_ferrovia._quiesce, 0.5)
+# Registered after, so it runs first: no log record goes into a finalizing interpreter.
+atexit.register(_ferrovia._stop_logging)
 
 __version__: str = _ferrovia.__version__
 
@@ -63,9 +69,11 @@ __all__ = [
     "Limits",
     "OriginPolicy",
     "RequestError",
+    "RequestHandler",
     "Requests",
     "Server",
     "ServerClosedError",
+    "ServerStats",
     "Serving",
     "Session",
     "SessionClosedError",
@@ -682,11 +690,13 @@ class SessionRequest:
     A request dropped unanswered is rejected with 404.
     """
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_answer")
 
     def __init__(self, inner: _ferrovia.SessionRequest) -> None:
         """Wraps a native request; requests come from :meth:`Server.requests`."""
         self._inner = inner
+        # What accept() returned, for a failing handler's session to be closed.
+        self._answer: Session | WebSocket | None = None
 
     @property
     def path(self) -> str:
@@ -779,7 +789,9 @@ class SessionRequest:
         """Accepts a plain WebSocket request (``transport == "websocket"``, on a path
         claimed with ``websockets=True``) and returns it."""
         pairs = self._answer_args(protocol, headers)
-        return WebSocket(await self._inner.accept_websocket(protocol, pairs))
+        socket = WebSocket(await self._inner.accept_websocket(protocol, pairs))
+        self._answer = socket
+        return socket
 
     async def accept(
         self,
@@ -792,7 +804,9 @@ class SessionRequest:
         for QMux); ``headers`` are added to the response (lowercase names). A plain
         WebSocket request is accepted with :meth:`accept_websocket` instead."""
         pairs = self._answer_args(protocol, headers)
-        return Session(await self._inner.accept(protocol, pairs))
+        session = Session(await self._inner.accept(protocol, pairs))
+        self._answer = session
+        return session
 
     def reject(self, status: int = 404) -> None:
         """Rejects with an HTTP ``status`` in 300..599 (e.g. 403, 404)."""
@@ -804,27 +818,106 @@ class SessionRequest:
 
 class Requests:
     """Session requests as an async iterator: for one path (query ignored), or for every
-    path without its own iterator. Ends when the server closes."""
+    path without its own iterator. Ends when the server closes or :meth:`close` is called;
+    ``async with server.requests(path) as requests:`` closes it when the block ends.
 
-    __slots__ = ("_source", "_first", "path")
+    Cancelling an :meth:`accept` loses nothing: a request that arrives afterwards comes out
+    of the next one."""
 
-    def __init__(self, source: _ferrovia.Server | _ferrovia.Route, path: str | None) -> None:
+    __slots__ = ("_source", "_ready", "_natives", "_on_close", "path", "__weakref__")
+
+    def __init__(
+        self,
+        source: _ferrovia.Server | _ferrovia.Route,
+        path: str | None,
+        on_close: Callable[[Requests], None] | None = None,
+    ) -> None:
         """Made by :meth:`Server.requests`."""
-        self._source = source
-        # Claims the path (or, for the catch-all, unrouted paths) right away; a request
-        # that is already waiting is kept for the first accept.
-        self._first = source.try_accept()
+        self._source: _ferrovia.Server | _ferrovia.Route | None = source
+        # Requests taken from the native queue that no accept() has returned yet. Claims the
+        # path (or, for the catch-all, unrouted paths) right away; a request that is already
+        # waiting is kept for the first accept.
+        self._ready: collections.deque[_ferrovia.SessionRequest] = collections.deque()
+        first = source.try_accept()
+        if first is not None:
+            self._ready.append(first)
+        # Each native accept in flight, with the future of the accept() waiting on it (None
+        # or done once that call was cancelled: the next accept() takes it over).
+        self._natives: dict[_NativeAccept, asyncio.Future[_ferrovia.SessionRequest | None] | None] = {}
+        self._on_close = on_close
         self.path = path
         """The path claimed, or None for the catch-all."""
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._source is None
+
     async def accept(self) -> SessionRequest | None:
-        """The next request, or None once the server is closing."""
-        raw, self._first = self._first, None
-        if raw is None:
-            raw = self._source.try_accept()
-        if raw is None:
-            raw = await self._source.accept()
+        """The next request, or None once the server is closing or :meth:`close` was called."""
+        if self._ready:
+            return SessionRequest(self._ready.popleft())
+        source = self._source
+        if source is None:
+            return None
+        raw = source.try_accept()
+        if raw is not None:
+            return SessionRequest(raw)
+        waiter: asyncio.Future[_ferrovia.SessionRequest | None] = asyncio.get_running_loop().create_future()
+        native = next((n for n, w in self._natives.items() if w is None or w.done()), None)
+        if native is None:
+            native = source.accept()
+            native.add_done_callback(self._settle)
+        self._natives[native] = waiter
+        raw = await waiter
         return None if raw is None else SessionRequest(raw)
+
+    def _settle(self, native: _NativeAccept) -> None:
+        waiter = self._natives.pop(native, None)
+        if native.cancelled():
+            return
+        error = native.exception()
+        raw = None if error is not None else native.result()
+        if waiter is not None and not waiter.done():
+            if error is not None:
+                waiter.set_exception(error)
+            else:
+                waiter.set_result(raw)
+        elif raw is not None:
+            self._deliver(raw)
+
+    def _deliver(self, raw: _ferrovia.SessionRequest) -> None:
+        """Hands a request to a waiting accept(), or keeps it for the next one."""
+        if self._source is None:
+            with contextlib.suppress(Exception):
+                raw.reject(404)
+            return
+        for waiter in self._natives.values():
+            if waiter is not None and not waiter.done():
+                waiter.set_result(raw)
+                return
+        self._ready.append(raw)
+
+    def close(self) -> None:
+        """Stops taking requests: the path is released (later requests for it get 404 until
+        it is claimed again), pending :meth:`accept` calls return None and iteration ends.
+        Closing the catch-all sends unclaimed paths back to 404 once no other catch-all is
+        open. Later calls do nothing."""
+        if self._source is None:
+            return
+        self._source = None
+        natives, self._natives = self._natives, {}
+        for native, waiter in natives.items():
+            # Dropping the native accept lets go of the route, which gives the path back.
+            native.cancel()
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        while self._ready:
+            with contextlib.suppress(Exception):
+                self._ready.popleft().reject(404)
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close(self)
 
     def __aiter__(self) -> Requests:
         return self
@@ -835,17 +928,69 @@ class Requests:
             raise StopAsyncIteration
         return request
 
+    async def __aenter__(self) -> Requests:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return f"<ferrovia.Requests path={self.path!r}{state}>"
+
+
+_NativeAccept = asyncio.Future[Union[_ferrovia.SessionRequest, None]]
+
+
+RequestHandler = Callable[[SessionRequest], Awaitable[None]]
+"""An async function that answers one request: ``async def handler(request) -> None``."""
+
+_logger = logging.getLogger("ferrovia")
+
+
+async def _run_handler(handler: RequestHandler, request: SessionRequest) -> None:
+    try:
+        await handler(request)
+    except asyncio.CancelledError:
+        # The server is closing (or someone cancelled the task) before an answer.
+        if not request.answered:
+            with contextlib.suppress(Exception):
+                request.reject(503)
+        raise
+    except Exception:
+        _logger.exception("the handler for %s failed", request.path)
+        with contextlib.suppress(Exception):
+            answer = request._answer
+            if not request.answered:
+                request.reject(500)
+            elif isinstance(answer, Session):
+                answer.close(0, "internal error")
+            elif isinstance(answer, WebSocket):
+                answer._inner.close(1011, "internal error")
+
 
 class Server:
     """A listening WebTransport server; ``async with`` closes it on exit."""
 
-    __slots__ = ("_inner", "_closed", "_http")
+    __slots__ = ("_inner", "_closed", "_http", "_tasks", "_catch_alls", "_refusing", "_closed_event")
 
     def __init__(self, inner: _ferrovia.Server) -> None:
         """Wraps a native server; use :func:`serve`."""
         self._inner = inner
         self._closed = False
         self._http: AsgiHost | None = None
+        # Handler calls and the loops that start them, held so that none is collected while
+        # it runs; close() cancels and awaits what is left.
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Open catch-all iterators; once the last one closes, unclaimed paths get 404 again.
+        self._catch_alls: weakref.WeakSet[Requests] = weakref.WeakSet()
+        self._refusing: asyncio.Task[None] | None = None
+        self._closed_event = asyncio.Event()
 
     @property
     def local_address(self) -> tuple[str, int]:
@@ -888,6 +1033,23 @@ class Server:
         """QUIC and TCP connections open right now."""
         return self._inner.connection_count()
 
+    def stats(self) -> ServerStats:
+        """The server's counters: what it admitted, refused and answered itself (each such
+        refusal is also logged at INFO on the ``ferrovia`` logger with its reason).
+        ``server.stats().to_prometheus()`` is the text for a ``/metrics`` route."""
+        conns, sessions, accepted, refused, failed, sessions_total, http, by_status, text = self._inner.stats()
+        return ServerStats(
+            connections=conns,
+            sessions=sessions,
+            connections_accepted=accepted,
+            connections_refused=refused,
+            handshakes_failed=failed,
+            sessions_accepted=sessions_total,
+            http_requests=http,
+            requests_refused=dict(by_status),
+            prometheus=text,
+        )
+
     @property
     def tcp_address(self) -> tuple[str, int] | None:
         """The ``(host, port)`` of the TCP side (QMux sessions and WebSockets), or None
@@ -903,17 +1065,92 @@ class Server:
         """Requests for ``path`` (exact, query ignored; claimed from this call on), or with
         no path, requests for every path nobody claimed (before the first catch-all is made,
         those get 404). With ``websockets=True`` the path also takes plain WebSocket
-        requests (without it they get 400). The path is released when the iterator is
-        garbage-collected. Raises ValueError if the path is already claimed."""
+        requests (without it they get 400). The path is released by :meth:`Requests.close`
+        (or when the iterator is garbage-collected). Raises ValueError if the path is
+        already claimed."""
         if not isinstance(websockets, bool):
             raise TypeError(f"websockets must be bool, not {type(websockets).__name__}")
         if path is None:
             if websockets:
                 raise ValueError("websockets=True needs a path: plain WebSockets only go to paths that ask for them")
-            return Requests(self._inner, None)
+            requests = Requests(self._inner, None, self._catch_all_closed)
+            self._catch_alls.add(requests)
+            return requests
         if not isinstance(path, str):
             raise TypeError(f"path must be str or None, not {type(path).__name__}")
         return Requests(self._inner.route(path, websockets), path)
+
+    def route(self, path: str, handler: RequestHandler, *, websockets: bool = False) -> Requests:
+        """Calls ``await handler(request)`` for each request to ``path``, each call in its own
+        task, which the server keeps until it ends and cancels in :meth:`close`. A handler
+        that raises is logged on the ``"ferrovia"`` logger; if it had not answered, the
+        request gets 500, and if it had, the session it accepted is closed (a WebSocket with
+        1011). Claims the path like :meth:`requests` (ValueError if it is taken) and returns
+        its :class:`Requests`: ``close()`` it to stop routing and release the path."""
+        if not callable(handler):
+            raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
+        if not isinstance(path, str):
+            raise TypeError(f"path must be str, not {type(path).__name__}")
+        asyncio.get_running_loop()  # outside a loop, fail before claiming the path
+        requests = self.requests(path, websockets=websockets)
+        self._spawn(self._dispatch(requests, handler), f"ferrovia route {path}")
+        return requests
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _dispatch(self, requests: Requests, handler: RequestHandler) -> None:
+        try:
+            async for request in requests:
+                self._spawn(_run_handler(handler, request), f"ferrovia handler {request.path}")
+        except Exception:
+            _logger.exception("taking requests for %s failed", requests.path or "unclaimed paths")
+        finally:
+            requests.close()
+
+    def _catch_all_closed(self, requests: Requests) -> None:
+        self._catch_alls.discard(requests)
+        if self._catch_alls or self._closed or self._refusing is not None:
+            return
+        try:
+            self._refusing = self._spawn(self._refuse_unclaimed(), "ferrovia: 404 for unclaimed paths")
+        except RuntimeError:
+            pass  # no running loop: nothing can answer them
+
+    async def _refuse_unclaimed(self) -> None:
+        # The core keeps queueing unclaimed requests once a catch-all existed: answer them
+        # 404 until a catch-all is open again, then hand it the one in hand and stop.
+        try:
+            while True:
+                raw = self._inner.try_accept()
+                if raw is None:
+                    raw = await self._inner.accept()
+                if raw is None:
+                    return
+                taker = next(iter(self._catch_alls), None)
+                if taker is not None:
+                    taker._deliver(raw)
+                    return
+                with contextlib.suppress(Exception):
+                    raw.reject(404)
+        finally:
+            self._refusing = None
+
+    def _route_unclaimed(self, handler: RequestHandler) -> None:
+        self._spawn(self._dispatch(self.requests(), handler), "ferrovia catch-all handler")
+
+    async def serve_forever(self) -> None:
+        """Waits until the server is closed: returns once :meth:`close` (called elsewhere,
+        e.g. from a handler or a signal handler) has finished. Cancelling it closes the
+        server, like :meth:`asyncio.Server.serve_forever`."""
+        try:
+            await self._closed_event.wait()
+        except asyncio.CancelledError:
+            await self.close()
+            raise
 
     def asgi(self) -> ASGIApp:
         """An ASGI 3 application that carries WebSocket connections reaching another server
@@ -932,10 +1169,25 @@ class Server:
         if grace < 0 or grace != grace:
             raise ValueError(f"grace must be >= 0, got {grace}")
         self._closed = True
-        await self._inner.close(float(grace))
-        host, self._http = self._http, None
-        if host is not None:
-            await host.stop()
+        try:
+            await self._inner.close(float(grace))
+            await self._stop_tasks()
+            host, self._http = self._http, None
+            if host is not None:
+                await host.stop()
+        finally:
+            self._closed_event.set()
+
+    async def _stop_tasks(self) -> None:
+        # A handler may close the server itself: it is left to finish on its own.
+        current = asyncio.current_task()
+        while True:
+            tasks = [t for t in self._tasks if t is not current and not t.done()]
+            if not tasks:
+                return
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
 
     async def __aenter__(self) -> Server:
         return self
@@ -1070,13 +1322,16 @@ class Serving:
     """What :func:`serve` returns: ``await`` it for the :class:`Server`, or use it directly
     as ``async with serve(...) as server``."""
 
-    __slots__ = ("_bind", "_server", "_app")
+    __slots__ = ("_bind", "_server", "_app", "_handler")
 
-    def __init__(self, bind: Callable[[], Server], app: ASGIApp | None = None) -> None:
+    def __init__(
+        self, bind: Callable[[], Server], app: ASGIApp | None = None, handler: RequestHandler | None = None
+    ) -> None:
         """Made by :func:`serve`."""
         self._bind = bind
         self._server: Server | None = None
         self._app = app
+        self._handler = handler
 
     async def _start(self) -> Server:
         if self._server is None:
@@ -1089,6 +1344,8 @@ class Serving:
                     await server._inner.close(0.001)
                     raise
                 server._http = host
+            if self._handler is not None:
+                server._route_unclaimed(self._handler)
             self._server = server
         return self._server
 
@@ -1153,6 +1410,7 @@ def serve(
     tcp: bool | tuple[str, int] = True,
     tcp_behind_tls_proxy: bool = False,
     app: ASGIApp | None = None,
+    handler: RequestHandler | None = None,
 ) -> Serving:
     """Starts a WebTransport server on UDP ``host``:``port``.
 
@@ -1167,9 +1425,17 @@ def serve(
     HTTP request, one that is not a session or WebSocket request, over HTTP/3, HTTP/2 and
     HTTP/1.1 on the same port. Its ``lifespan`` startup runs before the server is returned
     (a failed startup raises) and its shutdown after :meth:`Server.close`.
+
+    ``handler`` is an async function called with each session request for a path no
+    :meth:`Server.requests` or :meth:`Server.route` claims, as :meth:`Server.route` calls
+    its handler.
     """
+    # The server's own events go to this logger from its level at this moment on.
+    _ferrovia._set_log_level(logging.getLogger("ferrovia").getEffectiveLevel())
     if app is not None and not callable(app):
         raise TypeError(f"app must be an ASGI application (a callable), not {type(app).__name__}")
+    if handler is not None and not callable(handler):
+        raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
     if not isinstance(host, str):
         raise TypeError(f"host must be str, not {type(host).__name__}")
     _check_int("port", port, 0, 65535)
@@ -1237,4 +1503,4 @@ def serve(
             )
         )
 
-    return Serving(bind, app)
+    return Serving(bind, app, handler)

@@ -29,23 +29,29 @@ class WebTransportError(Exception):
         self.stream_error_code: int | None = stream_error_code
 
 
-class SessionClosedError(WebTransportError):
-    """The session has ended; ``close_info`` says how (code, reason, who)."""
+class SessionClosedError(WebTransportError, ConnectionError):
+    """The session has ended; ``close_info`` says how (code, reason, who).
+
+    Also a :class:`ConnectionError`, as asyncio raises for a connection that is gone."""
 
     def __init__(self, message: str, *, code: int, reason: str, initiator: CloseInitiator) -> None:
         super().__init__(message, source="session")
         self.close_info = CloseInfo(code, reason, initiator)
 
 
-class StreamResetError(WebTransportError):
-    """The peer reset the stream it was sending (RESET_STREAM) with ``stream_error_code``."""
+class StreamResetError(WebTransportError, ConnectionResetError):
+    """The peer reset the stream it was sending (RESET_STREAM) with ``stream_error_code``.
+
+    Also a :class:`ConnectionResetError`, what an asyncio stream raises when its peer resets."""
 
     def __init__(self, message: str, *, stream_error_code: int) -> None:
         super().__init__(message, source="stream", stream_error_code=stream_error_code)
 
 
-class StreamStoppedError(WebTransportError):
-    """The peer asked this side to stop sending (STOP_SENDING) with ``stream_error_code``."""
+class StreamStoppedError(WebTransportError, BrokenPipeError):
+    """The peer asked this side to stop sending (STOP_SENDING) with ``stream_error_code``.
+
+    Also a :class:`BrokenPipeError`: the peer no longer reads what is written."""
 
     def __init__(self, message: str, *, stream_error_code: int) -> None:
         super().__init__(message, source="stream", stream_error_code=stream_error_code)
@@ -81,15 +87,23 @@ class RequestError(WebTransportError):
         super().__init__(message, source="session")
 
 
-class CertificateError(WebTransportError):
-    """A certificate or key could not be read, parsed, matched or generated."""
+class CertificateError(WebTransportError, ValueError):
+    """A certificate or key could not be read, parsed, matched or generated.
+
+    A :class:`ValueError` (the certificate given is wrong). It also derives from
+    :class:`WebTransportError` only so that older ``except WebTransportError`` code keeps
+    catching it; catch it as ``CertificateError`` or ``ValueError``."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, source="session")
 
 
-class ServerClosedError(WebTransportError):
-    """The server is shutting down or closed."""
+class ServerClosedError(WebTransportError, RuntimeError):
+    """The server is shutting down or closed.
+
+    A :class:`RuntimeError`, as asyncio raises for a closed server. It also derives from
+    :class:`WebTransportError` only so that older ``except WebTransportError`` code keeps
+    catching it; catch it as ``ServerClosedError`` or ``RuntimeError``."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message, source="session")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 CloseInitiator = Literal["local", "remote", "connection"]
@@ -43,6 +43,37 @@ class SessionStats:
     """The current path MTU."""
     datagrams_dropped: int
     """Datagrams received for this session but dropped because its queue was full."""
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    """A snapshot of a server's counters, from :meth:`Server.stats`. Totals count from the
+    server's start; ``connections`` and ``sessions`` are the numbers open at the snapshot."""
+
+    connections: int
+    """QUIC and TCP connections open now."""
+    sessions: int
+    """Sessions open now (WebTransport, QMux and plain WebSockets)."""
+    connections_accepted: int
+    """Connections admitted since the start."""
+    connections_refused: int
+    """Connection attempts refused by a limit or because the server was closing."""
+    handshakes_failed: int
+    """QUIC or TLS handshakes that failed or timed out."""
+    sessions_accepted: int
+    """Sessions the application accepted."""
+    http_requests: int
+    """Ordinary HTTP requests that reached the ASGI application."""
+    requests_refused: dict[int, int]
+    """Session and WebSocket requests the server answered itself, by status (400, 403,
+    404, 421, 429, 503); the application's own rejections are not counted."""
+    prometheus: str = field(repr=False, default="")
+    """The same snapshot in the Prometheus text format (see :meth:`to_prometheus`)."""
+
+    def to_prometheus(self) -> str:
+        """The counters in the Prometheus text exposition format, every name prefixed
+        ``ferrovia_``, ready to serve from a ``/metrics`` route."""
+        return self.prometheus
 
 
 class CertificateHash(NamedTuple):

@@ -593,10 +593,11 @@ async fn read_varint(recv: &mut quinn::RecvStream) -> Result<Option<u64>, ()> {
 /// Serves one incoming connection until it closes.
 pub(crate) async fn run(incoming: quinn::Incoming, server: Arc<ServerShared>, slot: ConnSlot) {
     let _slot = slot;
+    let remote = incoming.remote_address();
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
-            debug!("handshake failed: {e}");
+            server.counters.handshake_failed(remote, &e);
             return;
         }
     };
@@ -1069,6 +1070,7 @@ async fn handle_request(
     };
     debug!(session_id, path = %request.path, ?status, "session request");
     if let Some(status) = status {
+        server.refused(status, &request.path, shared.conn.remote_address());
         shared.note_refusal();
         return respond(shared, send, status);
     }

@@ -152,6 +152,7 @@ pub(crate) async fn serve(
     request
         .extensions_mut()
         .insert::<SocketAddr>(shared.conn.remote_address());
+    server.counters.http_request();
     let response = service
         .respond(request, limits.handler_timeout, progress)
         .await;

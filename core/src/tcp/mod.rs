@@ -105,7 +105,7 @@ pub(crate) async fn listen(
         let slot = match admitted {
             Ok(slot) => slot,
             Err(why) => {
-                debug!(%remote, why, "TCP connection refused");
+                server.counters.connection_refused(remote, why);
                 continue;
             }
         };
@@ -176,11 +176,11 @@ async fn serve(
             let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
-                    debug!(%remote, "TLS handshake failed: {e}");
+                    server.counters.handshake_failed(remote, &e);
                     return;
                 }
                 Err(_) => {
-                    debug!(%remote, "TLS handshake timed out");
+                    server.counters.handshake_failed(remote, &"TLS handshake timed out");
                     return;
                 }
             };
@@ -372,7 +372,9 @@ pub(crate) async fn handshake(
     conn: Option<Arc<TcpConn>>,
     h: Handshake,
 ) -> HandshakeOutcome {
-    let refused = |conn: &Option<Arc<TcpConn>>| {
+    let (path, remote) = (h.path.clone(), h.remote_addr);
+    let refused = |conn: &Option<Arc<TcpConn>>, status: u16| {
+        server.refused(status, &path, remote);
         if let Some(c) = conn {
             c.note_refusal();
         }
@@ -383,13 +385,13 @@ pub(crate) async fn handshake(
         body,
     };
     if !handshake::is_websocket_request(&h.method, h.protocol.as_deref(), &h.headers) {
-        refused(&conn);
+        refused(&conn, 404);
         return respond(404, "not found\n");
     }
     let upgrade = match handshake::check(h.http2, &h.method, h.protocol.as_deref(), &h.headers) {
         Ok(u) => u,
         Err(rejection) => {
-            refused(&conn);
+            refused(&conn, rejection.status);
             return HandshakeOutcome::Respond {
                 status: rejection.status,
                 headers: vec![("sec-websocket-version".into(), "13".into())],
@@ -429,11 +431,11 @@ pub(crate) async fn handshake(
         None
     };
     if let Some(status) = status {
-        refused(&conn);
+        refused(&conn, status);
         return respond(status, "");
     }
     let Some(ip) = server.reserve_ip_session(h.remote_addr.ip()) else {
-        refused(&conn);
+        refused(&conn, 429);
         return respond(429, "");
     };
     let no_masking = h.secure && upgrade.extensions.iter().any(|e| e == "no-masking");
@@ -578,6 +580,7 @@ async fn exchange(
             *req.uri_mut() = uri;
         }
         req.extensions_mut().insert::<SocketAddr>(remote);
+        server.counters.http_request();
         service.respond(req, limits.handler_timeout, progress).await
     };
     if conn.tls && !response.headers().contains_key(hyper::header::ALT_SVC) {
