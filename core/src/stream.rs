@@ -108,6 +108,21 @@ impl RawSend {
         }
     }
 
+    /// One write attempt, waking `cx` when there is credit (cancel-safe for both).
+    fn poll_write(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<Result<usize, RawError>> {
+        match self {
+            Self::Quic(s) => {
+                let fut = s.write(buf);
+                std::pin::pin!(fut).poll(cx).map_err(RawError::from)
+            }
+            Self::Qmux(s) => s.poll_write(cx.waker(), buf).map_err(RawError::from),
+        }
+    }
+
     async fn write_all(&mut self, mut buf: &[u8]) -> Result<(), RawError> {
         match self {
             Self::Quic(s) => Ok(s.write_all(buf).await?),
@@ -236,16 +251,24 @@ impl RawRecv {
 
     /// One read attempt that does not wait (cancel-safe for both transports).
     fn try_read_chunk(&mut self, max: usize) -> std::task::Poll<Result<Option<Bytes>, RawError>> {
-        let waker = std::task::Waker::noop();
-        let mut cx = std::task::Context::from_waker(waker);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        self.poll_read_chunk(&mut cx, max)
+    }
+
+    /// One read attempt, waking `cx` when data comes (cancel-safe for both transports).
+    fn poll_read_chunk(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        max: usize,
+    ) -> std::task::Poll<Result<Option<Bytes>, RawError>> {
         match self {
             Self::Quic(s) => {
                 let fut = s.read_chunk(max, true);
                 std::pin::pin!(fut)
-                    .poll(&mut cx)
+                    .poll(cx)
                     .map(|r| r.map(|c| c.map(|c| c.bytes)).map_err(RawError::from))
             }
-            Self::Qmux(s) => s.poll_read_chunk(waker, max).map_err(RawError::from),
+            Self::Qmux(s) => s.poll_read_chunk(cx.waker(), max).map_err(RawError::from),
         }
     }
 
@@ -312,6 +335,8 @@ pub struct SendStream {
     closed: watch::Receiver<Option<CloseInfo>>,
     finished: bool,
     session: Arc<SessionHandle>,
+    /// The session's end, watched by `AsyncWrite` (made on first use).
+    close_watch: Option<CloseWatch>,
 }
 
 impl Drop for SendStream {
@@ -350,6 +375,7 @@ impl SendStream {
             inner: Some(inner),
             finished: false,
             session,
+            close_watch: None,
         }
     }
 
@@ -497,6 +523,8 @@ pub struct RecvStream {
     /// reported by the next read.
     pending: Option<Result<(), StreamError>>,
     _session: Arc<SessionHandle>,
+    /// The session's end, watched by `AsyncRead` (made on first use).
+    close_watch: Option<CloseWatch>,
 }
 
 impl RecvStream {
@@ -506,6 +534,7 @@ impl RecvStream {
             inner,
             pending: None,
             _session: session,
+            close_watch: None,
         }
     }
 
@@ -613,6 +642,124 @@ impl RecvStream {
     /// Asks the peer to stop sending (STOP_SENDING) with a WebTransport application code.
     pub fn stop(&mut self, code: u32) -> Result<(), StreamError> {
         self.inner.stop(code).map_err(|_| StreamError::ClosedStream)
+    }
+}
+
+/// Resolves once the session has ended, for the poll-based traits.
+struct CloseWatch(std::pin::Pin<Box<dyn Future<Output = CloseInfo> + Send + Sync>>);
+
+impl std::fmt::Debug for CloseWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CloseWatch")
+    }
+}
+
+/// Polls the session's end, making the watch on first use.
+fn poll_session_end(
+    watch: &mut Option<CloseWatch>,
+    closed: &watch::Receiver<Option<CloseInfo>>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<CloseInfo> {
+    let fut = watch.get_or_insert_with(|| {
+        let mut rx = closed.clone();
+        CloseWatch(Box::pin(async move {
+            crate::session::wait_closed(&mut rx).await
+        }))
+    });
+    fut.0.as_mut().poll(cx)
+}
+
+/// A [`StreamError`] as the `std::io::Error` the tokio traits return: the kind says what
+/// happened (`ConnectionReset` for a reset, `BrokenPipe` for a stop, `ConnectionAborted`
+/// for the session's end, `NotConnected` for a stream already closed here) and
+/// `get_ref()` holds the `StreamError` with its code.
+fn io_error(e: StreamError) -> std::io::Error {
+    use std::io::ErrorKind;
+    let kind = match &e {
+        StreamError::Reset { .. } => ErrorKind::ConnectionReset,
+        StreamError::Stopped { .. } => ErrorKind::BrokenPipe,
+        StreamError::SessionClosed(_) => ErrorKind::ConnectionAborted,
+        StreamError::ClosedStream => ErrorKind::NotConnected,
+        _ => ErrorKind::Other,
+    };
+    std::io::Error::new(kind, e)
+}
+
+/// Reads as a tokio byte stream (`tokio::io::copy`, `BufReader`, codecs): the peer's FIN is
+/// the end of file, and errors are [`io_error`]s carrying the [`StreamError`].
+impl tokio::io::AsyncRead for RecvStream {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        if let Some(p) = this.pending.take() {
+            return Poll::Ready(p.map_err(io_error));
+        }
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
+        match this.inner.poll_read_chunk(cx, buf.remaining()) {
+            Poll::Ready(Ok(Some(chunk))) => {
+                buf.put_slice(&chunk);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(io_error(this.read_failed(Guarded::Inner(e))))),
+            Poll::Pending => match poll_session_end(&mut this.close_watch, &this.closed, cx) {
+                Poll::Ready(info) => Poll::Ready(Err(io_error(
+                    this.read_failed(Guarded::SessionClosed(info)),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Writes as a tokio byte sink, with the stream's flow control as backpressure:
+/// `poll_shutdown` finishes the stream (FIN), `poll_flush` has nothing to do (what is
+/// written is the transport's), and errors are [`io_error`]s carrying the [`StreamError`].
+impl tokio::io::AsyncWrite for SendStream {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::task::Poll;
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(Err(io_error(StreamError::ClosedStream)));
+        };
+        match inner.poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => Poll::Ready(Ok(n)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(io_error(this.write_failed(Guarded::Inner(e))))),
+            Poll::Pending => match poll_session_end(&mut this.close_watch, &this.closed, cx) {
+                Poll::Ready(info) => Poll::Ready(Err(io_error(
+                    this.write_failed(Guarded::SessionClosed(info)),
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        if this.finished {
+            return std::task::Poll::Ready(Ok(()));
+        }
+        std::task::Poll::Ready(this.finish().map_err(io_error))
     }
 }
 

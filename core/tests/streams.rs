@@ -218,3 +218,81 @@ async fn read_available_coalesces_packets_and_keeps_the_end_and_resets() {
     assert!(total <= 5000);
     assert_eq!(err, StreamError::Reset { code: 9 });
 }
+
+/// Echoes every bidirectional stream of `session` with `tokio::io::copy`, through the
+/// streams' `AsyncRead` and `AsyncWrite`, then finishes it with `shutdown`.
+fn copy_echo(session: ferrovia::Session) {
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = session.accept_bi().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                tokio::io::copy(&mut recv, &mut send).await.unwrap();
+                send.shutdown().await.unwrap();
+            });
+        }
+    });
+}
+
+#[tokio::test]
+async fn streams_are_tokio_async_read_and_write() {
+    let srv = start();
+    let (client, session) = srv.pair("/copy").await;
+    copy_echo(session.clone());
+    let payload = data(5 << 20, 7);
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    let writer = async {
+        for chunk in payload.chunks(100_000) {
+            send.write_all(chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+    };
+    let reader = async { recv.read_to_end(16 << 20).await.unwrap() };
+    let ((), echoed) = tokio::time::timeout(TIMEOUT, async { tokio::join!(writer, reader) })
+        .await
+        .expect("echo timed out");
+    assert_eq!(sha256(&echoed), sha256(&payload));
+
+    // A reset reaches a reader as ConnectionReset carrying the code; a stop reaches a
+    // writer as BrokenPipe carrying its code. (A second session: the first one's streams
+    // all go to the echo.)
+    let (client, session) = srv.pair("/errors").await;
+    let (mut c_send, _c_recv) = client.open_bi().await.unwrap();
+    c_send.write_all(b"partial").await.unwrap();
+    let (_s_send, mut s_recv) = session.accept_bi().await.unwrap();
+    c_send.reset(77u32).unwrap();
+    let mut sink = Vec::new();
+    let err = loop {
+        let mut buf = [0u8; 64];
+        // The trait's read, not the inherent one of the same name.
+        let read = tokio::io::AsyncReadExt::read(&mut s_recv, &mut buf);
+        match tokio::time::timeout(TIMEOUT, read).await.unwrap() {
+            Ok(0) => panic!("a reset stream ended cleanly"),
+            Ok(n) => sink.extend_from_slice(&buf[..n]),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<StreamError>());
+    assert!(
+        matches!(inner, Some(StreamError::Reset { code: 77 })),
+        "{err:?}"
+    );
+
+    let (mut s_send, _s_recv2) = session.open_bi().await.unwrap();
+    s_send.write_all(b"hello").await.unwrap();
+    let (_c_send2, mut c_recv2) = client.accept_bi().await.unwrap();
+    c_recv2.stop(33u32).unwrap();
+    let err = loop {
+        let write = tokio::io::AsyncWriteExt::write(&mut s_send, &[0u8; 4096]);
+        match tokio::time::timeout(TIMEOUT, write).await.unwrap() {
+            Ok(_) => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+    let inner = err.get_ref().and_then(|e| e.downcast_ref::<StreamError>());
+    assert!(
+        matches!(inner, Some(StreamError::Stopped { code: 33 })),
+        "{err:?}"
+    );
+}

@@ -266,34 +266,33 @@ impl QSend {
     }
 
     pub(crate) async fn write(&mut self, buf: &[u8]) -> Result<usize, QError> {
-        let n = poll_fn(|cx| {
-            let mut st = self.shared.state();
-            if let Some(why) = &st.ended {
-                return Poll::Ready(Err(QError::Ended(why.clone())));
+        poll_fn(|cx| self.poll_write(cx.waker(), buf)).await
+    }
+
+    /// One attempt at a write, registering `waker` while the stream has no credit.
+    pub(crate) fn poll_write(&mut self, waker: &Waker, buf: &[u8]) -> Poll<Result<usize, QError>> {
+        let mut st = self.shared.state();
+        if let Some(why) = &st.ended {
+            return Poll::Ready(Err(QError::Ended(why.clone())));
+        }
+        let r = match st.conn.write(self.id, buf) {
+            Ok(0) if !buf.is_empty() => {
+                st.waiters.entry(self.id).or_default().write = Some(waker.clone());
+                return Poll::Pending;
             }
-            match st.conn.write(self.id, buf) {
-                Ok(0) if !buf.is_empty() => {
-                    st.waiters.entry(self.id).or_default().write = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-                Ok(n) => Poll::Ready(Ok(n)),
-                Err(proto::WriteError::Stopped(code)) => {
-                    Poll::Ready(Err(QError::Stopped(code.into_inner())))
-                }
-                Err(proto::WriteError::ClosedStream) => {
-                    Poll::Ready(Err(match st.stops.get(&self.id) {
-                        Some(Some(code)) => QError::Stopped(code.into_inner()),
-                        _ => QError::Closed,
-                    }))
-                }
-                Err(proto::WriteError::ConnectionClosed) => {
-                    Poll::Ready(Err(QError::Ended("session closed".into())))
-                }
-            }
-        })
-        .await?;
-        self.shared.transmit.notify_one();
-        Ok(n)
+            Ok(n) => Ok(n),
+            Err(proto::WriteError::Stopped(code)) => Err(QError::Stopped(code.into_inner())),
+            Err(proto::WriteError::ClosedStream) => Err(match st.stops.get(&self.id) {
+                Some(Some(code)) => QError::Stopped(code.into_inner()),
+                _ => QError::Closed,
+            }),
+            Err(proto::WriteError::ConnectionClosed) => Err(QError::Ended("session closed".into())),
+        };
+        drop(st);
+        if r.is_ok() {
+            self.shared.transmit.notify_one();
+        }
+        Poll::Ready(r)
     }
 
     pub(crate) fn finish(&mut self) -> Result<(), QError> {
