@@ -115,6 +115,47 @@ export interface ListenOptions {
    * A handler that throws gets 500 (logged with console.error).
    */
   fetch?: FetchHandler;
+  /**
+   * The most verbose server log events forwarded ('warn', the default; 'off', 'error',
+   * 'info', 'debug', 'trace'). They are published on the `ferrovia:log` diagnostics
+   * channel as {@link LogEvent}s; with no subscriber, warnings and errors go to stderr.
+   * Process-wide: the last server started sets it.
+   */
+  logLevel?: 'off' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+}
+
+/** A server log event, as published on the `ferrovia:log` diagnostics channel. */
+export interface LogEvent {
+  level: 'error' | 'warn' | 'info' | 'debug' | 'trace';
+  /** The module that emitted it, e.g. 'ferrovia::stats'. */
+  target: string;
+  message: string;
+  /** Structured fields: session_id, remote, status, reason, path, ... */
+  fields: Record<string, string>;
+  /** The message followed by its fields, as one line. */
+  line: string;
+}
+
+/** A snapshot of a server's counters, from {@link Server.stats}. */
+export interface ServerStats {
+  /** QUIC and TCP connections open now. */
+  connections: number;
+  /** Sessions open now (WebTransport, QMux, plain WebSockets). */
+  sessions: number;
+  /** Connections admitted since the start. */
+  connectionsAccepted: number;
+  /** Connection attempts refused by a limit or while closing. */
+  connectionsRefused: number;
+  /** QUIC or TLS handshakes that failed or timed out. */
+  handshakesFailed: number;
+  /** Sessions the application accepted. */
+  sessionsAccepted: number;
+  /** Ordinary HTTP requests that reached the fetch handler. */
+  httpRequests: number;
+  /** Session and WebSocket requests the server answered itself, by status (400, 403, 404, 421, 429, 503). */
+  requestsRefused: Record<number, number>;
+  /** The same snapshot in the Prometheus text format, for a /metrics route. */
+  toPrometheus(): string;
 }
 
 /** What carries a request or a session. */
@@ -329,6 +370,8 @@ export class Server {
   readonly sessionCount: number;
   /** QUIC and TCP connections open right now. */
   readonly connectionCount: number;
+  /** The server's counters. */
+  stats(): ServerStats;
   /** The TCP port of the QMux and WebSocket side, or null when off. */
   readonly tcpPort: number | null;
   /** Requests for `path`, or for every path without a route when omitted. */

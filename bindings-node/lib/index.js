@@ -5,6 +5,33 @@
 
 const { Duplex, Readable, Writable } = require('node:stream');
 const native = require('./native.js');
+const diagnosticsChannel = require('node:diagnostics_channel');
+
+// ---------------------------------------------------------------------------------------
+// The server's own log events
+
+const LOG_LEVELS = ['off', 'error', 'warn', 'info', 'debug', 'trace'];
+/** Every server log event is published here as { level, target, message, fields, line }. */
+const logChannel = diagnosticsChannel.channel('ferrovia:log');
+
+function publishLog(record) {
+  const event = {
+    level: record.level,
+    target: record.target,
+    message: record.message,
+    fields: Object.fromEntries(record.fields),
+    line: record.line,
+  };
+  if (logChannel.hasSubscribers) logChannel.publish(event);
+  // Nobody listens: warnings and errors still reach stderr, as Python's last-resort
+  // handler does for its loggers.
+  else if (event.level === 'error' || event.level === 'warn') console.warn(`ferrovia ${event.level}: ${event.line}`);
+}
+
+/** Forwards the server's events at `level` and above ('warn' unless a server asked otherwise). */
+function setLogLevel(level) {
+  native.forwardLogs(level, (record) => publishLog(record));
+}
 
 /** Largest chunk one native read returns. */
 const READ_CHUNK = 256 * 1024;
@@ -166,6 +193,7 @@ const LIMIT_NAMES = [
 
 const KNOWN_OPTIONS = new Set([
   'fetch',
+  'logLevel',
   'tcp',
   'host',
   'port',
@@ -805,20 +833,26 @@ class RequestStream {
 // Ordinary HTTP: the `fetch` handler
 
 const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
+// Requests taken from the native queue per crossing: a burst costs one promise, not one each.
+const ACCEPT_BATCH = 64;
+// A response body read whole before the head goes out is sent with it in one native call
+// when it ends within this many bytes; a longer or slower one streams.
+const WHOLE_BODY_LIMIT = 64 * 1024;
 
 /** Pulls ordinary requests and answers each through `handler` (WHATWG Request → Response). */
 function serveFetch(requests, handler) {
+  const failed = (err) => console.error('ferrovia: fetch handler failed:', err);
   (async () => {
     for (;;) {
-      const exchange = await requests.accept();
-      if (exchange === null) return;
-      answerFetch(exchange, handler).catch((err) => console.error('ferrovia: fetch handler failed:', err));
+      const batch = await requests.acceptMany(ACCEPT_BATCH);
+      if (batch.length === 0) return;
+      for (let i = 0; i < batch.length; i++) answerFetch(batch[i], handler).catch(failed);
     }
   })().catch((err) => console.error('ferrovia: fetch loop failed:', err));
 }
 
-function requestOf(exchange) {
-  const method = exchange.method;
+function requestOf(exchange, head) {
+  const method = head.method;
   let body = null;
   if (!NO_BODY_METHODS.has(method)) {
     body = new ReadableStream({
@@ -836,38 +870,100 @@ function requestOf(exchange) {
       },
     });
   }
-  const headers = new Headers();
-  for (const { name, value } of exchange.headers) headers.append(name, value);
-  return new Request(exchange.url, { method, headers, body, duplex: 'half' });
+  // Name/value pairs go straight into the Request's own header list.
+  const flat = head.headers;
+  const headers = new Array(flat.length >> 1);
+  for (let i = 0, j = 0; i < flat.length; i += 2, j++) headers[j] = [flat[i], flat[i + 1]];
+  return new Request(head.url, { method, headers, body, duplex: 'half' });
+}
+
+// Settles once the event loop has turned: a body read that has not settled by then waits on
+// something outside this tick (a stream still being produced), so the head goes out without it.
+const NEXT_TURN = Symbol('next turn');
+let nextTurn = null;
+function turned() {
+  if (nextTurn === null) {
+    nextTurn = new Promise((resolve) =>
+      setImmediate(() => {
+        nextTurn = null;
+        resolve(NEXT_TURN);
+      }),
+    );
+  }
+  return nextTurn;
+}
+
+function chunkOf(value) {
+  if (value instanceof Uint8Array) return value;
+  throw new TypeError(`a response body chunk must be a Uint8Array, got ${describe(value)}`);
 }
 
 async function answerFetch(exchange, handler) {
   let responded = false;
+  let reader = null;
   try {
-    const request = requestOf(exchange);
-    const info = {
-      remoteAddress: exchange.remoteAddress ?? null,
-      remotePort: exchange.remotePort ?? null,
-      httpVersion: exchange.httpVersion,
-    };
+    const head = exchange.head;
+    const request = requestOf(exchange, head);
+    const info = { remoteAddress: head.remoteAddress ?? null, remotePort: head.remotePort ?? null, httpVersion: head.httpVersion };
+    const isHead = head.method === 'HEAD';
     const response = await handler(request, info);
     if (!(response instanceof Response)) {
       throw new TypeError(`the fetch handler must return a Response, got ${describe(response)}`);
     }
     const headers = [];
-    for (const [name, value] of response.headers) headers.push({ name, value });
-    responded = true;
-    if (!exchange.respond(response.status, headers, response.body !== null)) {
-      await response.body?.cancel().catch(() => {});
+    for (const [name, value] of response.headers) headers.push(name, value);
+    if (response.body === null) {
+      responded = true;
+      exchange.respond(response.status, headers, false);
       return;
     }
-    if (response.body === null) return;
-    const reader = response.body.getReader();
+    // Read what the body has ready within this turn of the event loop (all of a body made
+    // from bytes, a string or JSON): a body that ends there goes out with the head in one
+    // call; otherwise the head goes out now and the rest streams with backpressure.
+    reader = response.body.getReader();
+    const ready = [];
+    let readySize = 0;
+    let pending = reader.read();
+    for (;;) {
+      const r = await Promise.race([pending, turned()]);
+      if (r === NEXT_TURN) break;
+      pending = null;
+      if (r.done) {
+        responded = true;
+        if (isHead) {
+          // The head a GET would get, with the length of the body it would carry.
+          if (!response.headers.has('content-length')) headers.push('content-length', String(readySize));
+          exchange.respond(response.status, headers, false);
+          return;
+        }
+        const whole = ready.length === 1 ? ready[0] : ready.length === 0 ? undefined : Buffer.concat(ready, readySize);
+        exchange.respond(response.status, headers, false, whole);
+        return;
+      }
+      const chunk = chunkOf(r.value);
+      ready.push(chunk);
+      readySize += chunk.byteLength;
+      if (readySize > WHOLE_BODY_LIMIT) break;
+      pending = reader.read();
+    }
+    responded = true;
+    if (isHead) {
+      // A HEAD response carries no body: the head goes out alone, the body is dropped.
+      reader.cancel().catch(() => {});
+      exchange.respond(response.status, headers, false);
+      return;
+    }
+    if (!exchange.respond(response.status, headers, true)) {
+      await reader.cancel().catch(() => {});
+      return;
+    }
     try {
+      for (const chunk of ready) await exchange.write(chunk);
       for (;;) {
-        const { done, value } = await reader.read();
+        const { done, value } = await (pending ?? reader.read());
+        pending = null;
         if (done) break;
-        await exchange.write(Buffer.from(value.buffer, value.byteOffset, value.byteLength));
+        await exchange.write(chunkOf(value));
       }
       exchange.end();
     } catch (err) {
@@ -877,9 +973,12 @@ async function answerFetch(exchange, handler) {
     }
   } catch (err) {
     if (!responded) {
-      exchange.respond(500, [{ name: 'content-type', value: 'text/plain; charset=utf-8' }], true);
-      await exchange.write(Buffer.from('internal server error\n')).catch(() => {});
-      exchange.end();
+      reader?.cancel().catch(() => {});
+      try {
+        exchange.respond(500, ['content-type', 'text/plain; charset=utf-8'], false, Buffer.from('internal server error\n'));
+      } catch {
+        // Already answered (the handler timeout passed).
+      }
     }
     throw err;
   }
@@ -907,6 +1006,11 @@ class Server {
    */
   static async listen(options) {
     const opts = nativeOptions(options);
+    const logLevel = options?.logLevel ?? 'warn';
+    if (!LOG_LEVELS.includes(logLevel)) {
+      throw new TypeError(`options.logLevel must be one of ${LOG_LEVELS.map((l) => `'${l}'`).join(', ')}, got ${describe(logLevel)}`);
+    }
+    setLogLevel(logLevel);
     const fetchHandler = options?.fetch;
     if (fetchHandler !== undefined && typeof fetchHandler !== 'function') {
       throw new TypeError(`options.fetch must be a function (request, info) => Response, got ${describe(fetchHandler)}`);
@@ -963,6 +1067,33 @@ class Server {
   /** QUIC and TCP connections open right now. */
   get connectionCount() {
     return this.#native.connectionCount;
+  }
+
+  /**
+   * The server's counters: connections and sessions open now, and totals of what it
+   * admitted, refused and answered itself (`requestsRefused` by status). Each refusal is
+   * also published on the `ferrovia:log` diagnostics channel (level 'info') with its
+   * reason. `stats().toPrometheus()` is the text for a /metrics route.
+   */
+  stats() {
+    let s;
+    try {
+      s = this.#native.stats();
+    } catch (err) {
+      throw translate(err);
+    }
+    const text = s.prometheus;
+    return {
+      connections: s.connections,
+      sessions: s.sessions,
+      connectionsAccepted: s.connectionsAccepted,
+      connectionsRefused: s.connectionsRefused,
+      handshakesFailed: s.handshakesFailed,
+      sessionsAccepted: s.sessionsAccepted,
+      httpRequests: s.httpRequests,
+      requestsRefused: Object.fromEntries(s.requestsRefused.map(([status, count]) => [status, count])),
+      toPrometheus: () => text,
+    };
   }
 
   /**

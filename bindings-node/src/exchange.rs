@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ferrovia::{Body, BodySender, HttpRequests, HttpResponder};
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, Uint8Array};
 use napi_derive::napi;
 
 use crate::{error, request::NativeHeader};
@@ -29,10 +29,59 @@ impl NativeHttpRequests {
     /// The next request; `null` once the server is gone.
     #[napi]
     pub async fn accept(&self) -> Option<NativeHttpExchange> {
-        let exchange = self.inner.accept().await?;
+        self.inner.accept().await.map(NativeHttpExchange::new)
+    }
+
+    /// Every request already waiting, up to `max` (waiting for the first when none is);
+    /// empty once the server is gone. One promise for a burst of requests instead of one
+    /// each: every promise a native call returns costs the JavaScript thread a wake-up.
+    #[napi]
+    pub async fn accept_many(&self, max: u32) -> Vec<NativeHttpExchange> {
+        self.inner
+            .accept_many(max as usize)
+            .await
+            .into_iter()
+            .map(NativeHttpExchange::new)
+            .collect()
+    }
+}
+
+/// What the facade needs of a request to build its WHATWG `Request`, in one crossing.
+#[napi(object)]
+pub struct NativeHttpHead {
+    /// The request method.
+    pub method: String,
+    /// The absolute URL (scheme, authority, path and query).
+    pub url: String,
+    /// Header names and values, alternating (values that are not visible ASCII are left
+    /// out).
+    pub headers: Vec<String>,
+    /// `'1.1'`, `'2.0'` or `'3.0'`.
+    pub http_version: String,
+    /// The client's IP address.
+    pub remote_address: Option<String>,
+    /// The client's port (0 when a proxy forwarded the address).
+    pub remote_port: Option<u32>,
+}
+
+/// One ordinary request and the means to answer it.
+#[napi]
+pub struct NativeHttpExchange {
+    method: String,
+    url: String,
+    headers: Vec<(String, String)>,
+    version: &'static str,
+    remote: Option<std::net::SocketAddr>,
+    body: tokio::sync::Mutex<Option<Body>>,
+    responder: Mutex<Option<HttpResponder>>,
+    sender: Mutex<Option<BodySender>>,
+}
+
+impl NativeHttpExchange {
+    fn new(exchange: ferrovia::HttpExchange) -> Self {
         let (request, responder) = exchange.into_parts();
         let (parts, body) = request.into_parts();
-        Some(NativeHttpExchange {
+        Self {
             method: parts.method.as_str().to_owned(),
             url: parts.uri.to_string(),
             headers: parts
@@ -49,25 +98,30 @@ impl NativeHttpRequests {
             body: tokio::sync::Mutex::new(Some(body)),
             responder: Mutex::new(Some(responder)),
             sender: Mutex::new(None),
-        })
+        }
     }
-}
-
-/// One ordinary request and the means to answer it.
-#[napi]
-pub struct NativeHttpExchange {
-    method: String,
-    url: String,
-    headers: Vec<(String, String)>,
-    version: &'static str,
-    remote: Option<std::net::SocketAddr>,
-    body: tokio::sync::Mutex<Option<Body>>,
-    responder: Mutex<Option<HttpResponder>>,
-    sender: Mutex<Option<BodySender>>,
 }
 
 #[napi]
 impl NativeHttpExchange {
+    /// Method, URL, headers, version and client address at once.
+    #[napi(getter, catch_unwind)]
+    pub fn head(&self) -> NativeHttpHead {
+        let mut headers = Vec::with_capacity(self.headers.len() * 2);
+        for (name, value) in &self.headers {
+            headers.push(name.clone());
+            headers.push(value.clone());
+        }
+        NativeHttpHead {
+            method: self.method.clone(),
+            url: self.url.clone(),
+            headers,
+            http_version: self.version.to_owned(),
+            remote_address: self.remote.map(|a| a.ip().to_string()),
+            remote_port: self.remote.map(|a| u32::from(a.port())),
+        }
+    }
+
     /// The request method.
     #[napi(getter, catch_unwind)]
     pub fn method(&self) -> String {
@@ -130,20 +184,34 @@ impl NativeHttpExchange {
         self.body.lock().await.take();
     }
 
-    /// Sends the response head; with `streaming`, the body follows through `write()` and
-    /// `end()`. Returns false when the request is already gone (the client left, or the
-    /// handler timeout passed).
+    /// Sends the response head, with `headers` as names and values alternating. With
+    /// `streaming`, the body follows through `write()` and `end()`; without, `body` (if
+    /// any) is the whole body, sent with the head in this one call. Returns false when the
+    /// request is already gone (the client left, or the handler timeout passed).
     #[napi(catch_unwind)]
     pub fn respond(
         &self,
         status: u32,
-        headers: Vec<NativeHeader>,
+        headers: Vec<String>,
         streaming: bool,
+        body: Option<Uint8Array>,
     ) -> napi::Result<bool> {
         let status = u16::try_from(status).unwrap_or(0);
-        let pairs: Vec<(String, String)> = headers.into_iter().map(|h| (h.name, h.value)).collect();
-        let (response, sender) =
+        if !headers.len().is_multiple_of(2) {
+            return Err(error::invalid(
+                "response headers must come in name, value pairs",
+            ));
+        }
+        let mut pairs = Vec::with_capacity(headers.len() / 2);
+        let mut it = headers.into_iter();
+        while let (Some(name), Some(value)) = (it.next(), it.next()) {
+            pairs.push((name, value));
+        }
+        let (mut response, sender) =
             HttpResponder::build(status, &pairs, streaming).map_err(error::from_request)?;
+        if let (false, Some(body)) = (streaming, body) {
+            *response.body_mut() = Body::from(Bytes::copy_from_slice(&body));
+        }
         let responder = self
             .responder
             .lock()
@@ -158,7 +226,7 @@ impl NativeHttpExchange {
 
     /// Sends one chunk of the response body, waiting while the client is behind.
     #[napi]
-    pub async fn write(&self, chunk: Buffer) -> napi::Result<()> {
+    pub async fn write(&self, chunk: Uint8Array) -> napi::Result<()> {
         let sender = self
             .sender
             .lock()

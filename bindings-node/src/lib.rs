@@ -11,6 +11,7 @@
 mod error;
 mod exchange;
 mod external;
+mod log;
 mod request;
 mod server;
 mod session;
@@ -19,10 +20,11 @@ mod websocket;
 
 pub use exchange::{NativeHttpExchange, NativeHttpRequests};
 pub use external::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
+pub use log::{forward_logs, NativeLogRecord};
 pub use request::{NativeHeader, NativeRequest};
 pub use server::{
     listen, self_signed_certificate, NativeCertificate, NativeListenOptions, NativeRoute,
-    NativeServer,
+    NativeServer, NativeServerStats,
 };
 pub use session::{NativeCloseInfo, NativeSession, NativeStats};
 pub use stream::{NativeBidiStream, NativeRecvStream, NativeSendStream};

@@ -293,6 +293,27 @@ impl NativeServer {
         self.server.connection_count() as u32
     }
 
+    /// The server's counters.
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> NativeServerStats {
+        let s = self.server.stats();
+        NativeServerStats {
+            connections: s.connections as f64,
+            sessions: s.sessions as f64,
+            connections_accepted: s.connections_accepted as f64,
+            connections_refused: s.connections_refused as f64,
+            handshakes_failed: s.handshakes_failed as f64,
+            sessions_accepted: s.sessions_accepted as f64,
+            http_requests: s.http_requests as f64,
+            requests_refused: s
+                .requests_refused
+                .iter()
+                .map(|(status, count)| vec![f64::from(*status), *count as f64])
+                .collect(),
+            prometheus: s.to_prometheus(),
+        }
+    }
+
     /// The TCP port of the WebSocket and QMux side, if it listens.
     #[napi(getter, catch_unwind)]
     pub fn tcp_port(&self) -> Option<u32> {
@@ -464,4 +485,27 @@ pub fn self_signed_certificate(names: Vec<String>) -> napi::Result<NativeCertifi
         sha256: cert.sha256().to_vec().into(),
         spki_sha256: cert.spki_sha256_base64(),
     })
+}
+
+/// A snapshot of a server's counters (see `ferrovia::ServerStats`).
+#[napi(object)]
+pub struct NativeServerStats {
+    /// Connections open now.
+    pub connections: f64,
+    /// Sessions open now.
+    pub sessions: f64,
+    /// Connections admitted since the start.
+    pub connections_accepted: f64,
+    /// Connection attempts refused.
+    pub connections_refused: f64,
+    /// Handshakes that failed.
+    pub handshakes_failed: f64,
+    /// Sessions accepted since the start.
+    pub sessions_accepted: f64,
+    /// Ordinary HTTP requests that reached the handler.
+    pub http_requests: f64,
+    /// `[status, count]` pairs of requests the server refused itself.
+    pub requests_refused: Vec<Vec<f64>>,
+    /// The same snapshot as Prometheus text.
+    pub prometheus: String,
 }

@@ -328,7 +328,19 @@ impl Server {
     /// connections_refused, handshakes_failed, sessions_accepted, http_requests,
     /// [(status, count)], prometheus_text)`.
     #[allow(clippy::type_complexity)]
-    fn stats(&self) -> (usize, usize, u64, u64, u64, u64, u64, Vec<(u16, u64)>, String) {
+    fn stats(
+        &self,
+    ) -> (
+        usize,
+        usize,
+        u64,
+        u64,
+        u64,
+        u64,
+        u64,
+        Vec<(u16, u64)>,
+        String,
+    ) {
         let s = self.inner.stats();
         (
             s.connections,

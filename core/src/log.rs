@@ -33,7 +33,11 @@ impl LogRecord {
         if self.fields.is_empty() {
             return self.message.clone();
         }
-        let fields: Vec<String> = self.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let fields: Vec<String> = self
+            .fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
         format!("{} ({})", self.message, fields.join(" "))
     }
 }
@@ -165,8 +169,14 @@ mod tests {
         assert_eq!(records[0].message, "request refused");
         assert_eq!(
             records[0].fields,
-            vec![("status", "404".to_owned()), ("reason", "no route".to_owned())]
+            vec![
+                ("status", "404".to_owned()),
+                ("reason", "no route".to_owned())
+            ]
         );
-        assert_eq!(records[0].line(), "request refused (status=404 reason=no route)");
+        assert_eq!(
+            records[0].line(),
+            "request refused (status=404 reason=no route)"
+        );
     }
 }

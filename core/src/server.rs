@@ -630,7 +630,9 @@ impl Server {
                         }
                     }
                     Admission::Refuse(why) => {
-                        shared.counters.connection_refused(incoming.remote_address(), why);
+                        shared
+                            .counters
+                            .connection_refused(incoming.remote_address(), why);
                         incoming.refuse();
                     }
                 }
@@ -786,9 +788,10 @@ impl Server {
     /// [`ServerStats::to_prometheus`] formats them for a `/metrics` route.
     pub fn stats(&self) -> crate::ServerStats {
         let shared = self.shared();
-        shared
-            .counters
-            .snapshot(shared.connections.load(Ordering::Acquire), shared.sessions().len())
+        shared.counters.snapshot(
+            shared.connections.load(Ordering::Acquire),
+            shared.sessions().len(),
+        )
     }
 
     /// Shuts down gracefully: stops accepting connections and sessions, asks every session

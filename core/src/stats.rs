@@ -52,8 +52,18 @@ impl ServerStats {
             let _ = writeln!(out, "# TYPE ferrovia_{name} {kind}");
             let _ = writeln!(out, "ferrovia_{name} {value}");
         };
-        metric("connections", "gauge", "QUIC and TCP connections open.", self.connections.to_string());
-        metric("sessions", "gauge", "Sessions open (WebTransport, QMux, WebSocket).", self.sessions.to_string());
+        metric(
+            "connections",
+            "gauge",
+            "QUIC and TCP connections open.",
+            self.connections.to_string(),
+        );
+        metric(
+            "sessions",
+            "gauge",
+            "Sessions open (WebTransport, QMux, WebSocket).",
+            self.sessions.to_string(),
+        );
         metric(
             "connections_accepted_total",
             "counter",
@@ -90,7 +100,10 @@ impl ServerStats {
         );
         let _ = writeln!(out, "# TYPE ferrovia_requests_refused_total counter");
         for (status, count) in &self.requests_refused {
-            let _ = writeln!(out, "ferrovia_requests_refused_total{{status=\"{status}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "ferrovia_requests_refused_total{{status=\"{status}\"}} {count}"
+            );
         }
         out
     }
@@ -194,9 +207,18 @@ mod tests {
         assert_eq!(stats.requests_refused, BTreeMap::from([(403, 1), (404, 2)]));
         let text = stats.to_prometheus();
         assert!(text.contains("ferrovia_connections 1\n"), "{text}");
-        assert!(text.contains("ferrovia_connections_accepted_total 1\n"), "{text}");
-        assert!(text.contains("ferrovia_requests_refused_total{status=\"404\"} 2\n"), "{text}");
-        assert!(text.contains("# TYPE ferrovia_requests_refused_total counter\n"), "{text}");
+        assert!(
+            text.contains("ferrovia_connections_accepted_total 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("ferrovia_requests_refused_total{status=\"404\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("# TYPE ferrovia_requests_refused_total counter\n"),
+            "{text}"
+        );
         // Every sample line is `name{labels} value`, every name announced by a TYPE line.
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             let name = line.split(['{', ' ']).next().unwrap();

@@ -535,5 +535,9 @@ async fn oversized_request_headers_get_431_on_every_version() {
     assert_eq!(status, 431);
     assert_eq!(h3_get(&conn, &server, "/version").await.0, 200);
     // Only the four ordinary requests reached the handler.
-    assert_eq!(calls.load(Ordering::SeqCst), 4, "the handler never saw the oversized ones");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        4,
+        "the handler never saw the oversized ones"
+    );
 }

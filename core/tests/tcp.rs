@@ -1178,7 +1178,10 @@ async fn the_server_counts_what_it_admits_refuses_and_answers_itself() {
             .unwrap_err(),
         403
     );
-    assert!(srv.connect_request(srv.url("/nothing-here").into()).await.is_err());
+    assert!(srv
+        .connect_request(srv.url("/nothing-here").into())
+        .await
+        .is_err());
     // An ordinary request, and a TLS handshake that fails.
     let conn = raw_connection(&srv).await;
     let authority = format!("localhost:{}", srv.addr.port());
@@ -1193,7 +1196,9 @@ async fn the_server_counts_what_it_admits_refuses_and_answers_itself() {
     )
     .await;
     assert_eq!(status, 200);
-    let mut tcp = tokio::net::TcpStream::connect(srv.tcp_addr()).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(srv.tcp_addr())
+        .await
+        .unwrap();
     tokio::io::AsyncWriteExt::write_all(&mut tcp, b"this is not TLS\r\n\r\n")
         .await
         .unwrap();
@@ -1213,8 +1218,47 @@ async fn the_server_counts_what_it_admits_refuses_and_answers_itself() {
     assert!(stats.handshakes_failed >= 1, "{stats:?}");
     assert!(stats.connections_accepted >= 6, "{stats:?}");
     let text = stats.to_prometheus();
-    assert!(text.contains("ferrovia_requests_refused_total{status=\"404\"} 3\n"), "{text}");
+    assert!(
+        text.contains("ferrovia_requests_refused_total{status=\"404\"} 3\n"),
+        "{text}"
+    );
     assert!(text.contains("ferrovia_sessions 1\n"), "{text}");
     drop(client);
     drop(session);
+}
+
+#[tokio::test]
+async fn qmux_streams_are_tokio_async_read_and_write() {
+    let srv = start();
+    let mut sessions = qmux_sessions(&srv, "/copy");
+    let client = qmux_client_h1(&srv, "/copy", &["qmux-02"]).await;
+    let session = sessions.recv().await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut send, mut recv)) = session.accept_bi().await {
+            tokio::spawn(async move {
+                use tokio::io::AsyncWriteExt;
+                tokio::io::copy(&mut recv, &mut send).await.unwrap();
+                send.shutdown().await.unwrap();
+            });
+        }
+    });
+    let payload = data(5 << 20, 11);
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    let writer = async {
+        for chunk in payload.chunks(100_000) {
+            send.write_all(chunk).await.unwrap();
+        }
+        send.finish().unwrap();
+    };
+    let reader = async {
+        let mut out = Vec::new();
+        while let Some(c) = recv.read_chunk(1 << 20).await.unwrap() {
+            out.extend_from_slice(&c);
+        }
+        out
+    };
+    let ((), echoed) = tokio::time::timeout(TIMEOUT * 2, async { tokio::join!(writer, reader) })
+        .await
+        .expect("echo timed out");
+    assert_eq!(sha256(&echoed), sha256(&payload));
 }

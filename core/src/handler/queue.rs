@@ -88,6 +88,16 @@ impl HttpRequests {
     pub async fn accept(&self) -> Option<HttpExchange> {
         self.rx.lock().await.recv().await
     }
+
+    /// Every request already waiting, up to `max` (at least one), in arrival order; waits
+    /// for the first when none is. Empty once the service (and every server holding it) is
+    /// gone. A language binding takes a burst of requests in one crossing this way instead
+    /// of one wake-up of its thread per request.
+    pub async fn accept_many(&self, max: usize) -> Vec<HttpExchange> {
+        let mut batch = Vec::new();
+        self.rx.lock().await.recv_many(&mut batch, max.max(1)).await;
+        batch
+    }
 }
 
 impl HttpService {
@@ -146,5 +156,46 @@ mod tests {
             .await;
         assert_eq!(second.status(), 500);
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn accept_many_takes_what_is_waiting_in_order() {
+        let (service, requests) = HttpService::queue(8);
+        let service = std::sync::Arc::new(service);
+        let mut clients = Vec::new();
+        for path in ["/a", "/b", "/c"] {
+            let service = service.clone();
+            let request = http::Request::get(path).body(Body::empty()).unwrap();
+            clients.push(tokio::spawn(async move {
+                let progress = super::super::Progress::new();
+                let response = service
+                    .respond(request, Duration::from_secs(5), progress)
+                    .await;
+                response.into_body().bytes(10).await.unwrap()
+            }));
+            // Each request is queued before the next is sent.
+            while requests.rx.lock().await.len() < clients.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        let batch = requests.accept_many(2).await;
+        let rest = requests.accept_many(8).await;
+        let paths: Vec<_> = batch
+            .iter()
+            .chain(&rest)
+            .map(|e| e.request().uri().path().to_owned())
+            .collect();
+        assert_eq!(paths, ["/a", "/b", "/c"]);
+        assert_eq!(batch.len(), 2);
+        for exchange in batch.into_iter().chain(rest) {
+            let path = exchange.request().uri().path().to_owned();
+            let (_, responder) = exchange.into_parts();
+            assert!(responder.respond(http::Response::new(Body::from(path))));
+        }
+        for (client, path) in clients.into_iter().zip(["/a", "/b", "/c"]) {
+            assert_eq!(client.await.unwrap(), path);
+        }
+        drop(service);
+        assert!(requests.accept_many(8).await.is_empty());
     }
 }

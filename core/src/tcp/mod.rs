@@ -180,7 +180,9 @@ async fn serve(
                     return;
                 }
                 Err(_) => {
-                    server.counters.handshake_failed(remote, &"TLS handshake timed out");
+                    server
+                        .counters
+                        .handshake_failed(remote, &"TLS handshake timed out");
                     return;
                 }
             };
