@@ -50,6 +50,15 @@ def cert_cmd(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess
 # The cert command
 
 
+def test_the_readme_python_example_is_examples_python_hello_py() -> None:
+    # hello.py is type-checked with mypy --strict (scripts/test-python.sh); this keeps the
+    # README's copy the same program.
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Python\n.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    assert block.group(1) == (ROOT / "examples" / "python" / "hello.py").read_text()
+
+
 def test_cert_writes_a_p256_certificate_under_14_days_and_prints_its_hashes(tmp_path: Path) -> None:
     r = cert_cmd(cwd=tmp_path)
     assert r.returncode == 0, r.stderr
