@@ -294,7 +294,7 @@ async fn malformed_requests_get_clear_statuses_and_harm_no_one() {
         (":authority", authority.as_str()),
         (":path", "/ok"),
     ];
-    assert_eq!(raw_request(&conn, &get).await.2, 405);
+    assert_eq!(raw_request(&conn, &get).await.2, 404);
     // CONNECT without :protocol, and with the wrong scheme.
     let bare = [(":method", "CONNECT"), (":authority", authority.as_str())];
     assert_eq!(raw_request(&conn, &bare).await.2, 400);

@@ -49,7 +49,8 @@ const CONNECTION_SPECIFIC: [&str; 5] = [
 
 /// Checks a decoded request head. Malformed messages (RFC 9114 §4.1.2: duplicate, unknown or
 /// misplaced pseudo-headers, connection-specific fields) get 400; a method other than
-/// CONNECT gets 405; a CONNECT that is not a WebTransport request gets 400.
+/// CONNECT gets 404 (an ordinary request, with no HTTP handler to answer it, as on the TCP
+/// side); a CONNECT that is not a WebTransport request gets 400.
 pub fn parse_connect(fields: &[(String, String)]) -> Result<ConnectRequest, Rejection> {
     let mut method = None;
     let mut protocol = None;
@@ -89,7 +90,7 @@ pub fn parse_connect(fields: &[(String, String)]) -> Result<ConnectRequest, Reje
         return Err(reject(400, "missing :method"));
     };
     if method != "CONNECT" {
-        return Err(reject(405, "only extended CONNECT is served"));
+        return Err(reject(404, "not found (no HTTP handler)"));
     }
     let protocol = match protocol {
         Some(p @ ("webtransport" | "webtransport-h3")) => p,
@@ -180,7 +181,7 @@ mod tests {
         assert_eq!(status(&te), 400);
         let mut get = GOOD.to_vec();
         get[0] = (":method", "GET");
-        assert_eq!(status(&get), 405);
+        assert_eq!(status(&get), 404);
         let mut http = GOOD.to_vec();
         http[2] = (":scheme", "http");
         assert_eq!(status(&http), 400);
