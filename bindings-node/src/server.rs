@@ -193,6 +193,13 @@ fn config(o: NativeListenOptions) -> napi::Result<ServerConfig> {
         .map_err(|_| error::invalid(format!("host {:?} is not an IP address", o.host)))?;
     let port = u16::try_from(o.port).map_err(|_| error::invalid("port must be 0..65535"))?;
     let mut config = ServerConfig::new(SocketAddr::new(ip, port), certificate(&o)?);
+    if o.cert_pem.is_none() && o.cert_file.is_none() {
+        // A self-signed certificate is renewed before its 13 days run out.
+        let default = ["localhost", "127.0.0.1", "::1"].map(String::from).to_vec();
+        config.self_signed_renewal = Some(ferrovia::SelfSignedRenewal::new(
+            o.names.as_deref().unwrap_or(&default),
+        ));
+    }
     config.origin_policy = match o.origin_policy.as_deref() {
         None | Some("same-host") => OriginPolicy::SameHost,
         Some("any") => OriginPolicy::Any,
@@ -267,6 +274,16 @@ impl NativeServer {
     #[napi(getter, catch_unwind)]
     pub fn certificate_sha256(&self) -> Buffer {
         self.server.certificate().sha256().to_vec().into()
+    }
+
+    /// SHA-256 of the current certificate and, while a renewal announces it, of the next.
+    #[napi(getter, catch_unwind)]
+    pub fn certificate_hashes(&self) -> Vec<Buffer> {
+        self.server
+            .certificate_hashes()
+            .into_iter()
+            .map(|h| h.to_vec().into())
+            .collect()
     }
 
     /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chrome's SPKI flag).

@@ -237,7 +237,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds the UDP socket and starts serving.
     #[staticmethod]
-    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address))]
+    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, renew_self_signed = None))]
     #[allow(clippy::too_many_arguments)]
     fn bind(
         py: Python<'_>,
@@ -251,6 +251,7 @@ impl Server {
         limits: HashMap<String, u64>,
         tcp: &str,
         tcp_address: Option<(String, u16)>,
+        renew_self_signed: Option<Vec<String>>,
     ) -> PyResult<Self> {
         let ip: IpAddr = host
             .trim_matches(|c| c == '[' || c == ']')
@@ -261,6 +262,8 @@ impl Server {
         let mut config =
             ferrovia::ServerConfig::new(SocketAddr::new(ip, port), certificate.inner.clone());
         config.origin_policy = origin_policy(allowed_origins)?;
+        config.self_signed_renewal =
+            renew_self_signed.map(|names| ferrovia::SelfSignedRenewal::new(&names));
         config.idle_timeout = seconds("idle_timeout", idle_timeout)?;
         config.keep_alive = seconds("keep_alive", keep_alive)?;
         config.congestion_controller = match congestion_controller {
@@ -300,6 +303,15 @@ impl Server {
     fn local_address(&self, py: Python<'_>) -> PyResult<(String, u16)> {
         let addr = self.inner.local_addr().py_err(py)?;
         Ok((addr.ip().to_string(), addr.port()))
+    }
+
+    /// SHA-256 of the current certificate and, while a renewal announces it, of the next.
+    fn certificate_hashes<'py>(&self, py: Python<'py>) -> Vec<Bound<'py, PyBytes>> {
+        self.inner
+            .certificate_hashes()
+            .iter()
+            .map(|h| PyBytes::new(py, h))
+            .collect()
     }
 
     /// The certificate new connections get.

@@ -36,6 +36,15 @@ impl Certificate {
     /// names and IP addresses. Browsers accept it through `serverCertificateHashes` with the
     /// hash from [`Certificate::sha256`].
     pub fn self_signed<S: AsRef<str>>(names: &[S]) -> Result<Self, CertificateError> {
+        Self::self_signed_for(names, SELF_SIGNED_VALIDITY)
+    }
+
+    /// Like [`self_signed`](Self::self_signed), valid for `validity` from now (browsers
+    /// accept a certificate by hash only when it is valid for 14 days or less).
+    pub fn self_signed_for<S: AsRef<str>>(
+        names: &[S],
+        validity: Duration,
+    ) -> Result<Self, CertificateError> {
         let names: Vec<String> = names.iter().map(|n| n.as_ref().to_owned()).collect();
         if names.is_empty() {
             return Err(CertificateError::Generate(
@@ -47,7 +56,9 @@ impl Certificate {
         let now = time::OffsetDateTime::now_utc();
         // Backdate slightly so a browser whose clock runs a little behind still accepts it.
         params.not_before = now - time::Duration::minutes(5);
-        params.not_after = now + SELF_SIGNED_VALIDITY;
+        params.not_after = now
+            + time::Duration::try_from(validity)
+                .map_err(|e| CertificateError::Generate(e.to_string()))?;
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, "ferrovia self-signed");
@@ -191,17 +202,30 @@ fn hex(bytes: &[u8]) -> String {
 #[derive(Debug)]
 pub(crate) struct CertificateResolver {
     current: std::sync::RwLock<Certificate>,
+    /// The certificate a renewal will switch to, announced ahead (its hash is served
+    /// beside the current one).
+    next: std::sync::RwLock<Option<Certificate>>,
 }
 
 impl CertificateResolver {
     pub(crate) fn new(cert: Certificate) -> Self {
         Self {
             current: std::sync::RwLock::new(cert),
+            next: std::sync::RwLock::new(None),
         }
     }
 
     pub(crate) fn set(&self, cert: Certificate) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = cert;
+        *self.next.write().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    pub(crate) fn announce(&self, next: Certificate) {
+        *self.next.write().unwrap_or_else(|e| e.into_inner()) = Some(next);
+    }
+
+    pub(crate) fn next(&self) -> Option<Certificate> {
+        self.next.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub(crate) fn get(&self) -> Certificate {

@@ -33,10 +33,51 @@ pub struct ServerConfig {
     /// HTTP/3): TLS on the same address and port as UDP by default.
     pub tcp: TcpListen,
     /// The handler for ordinary HTTP requests (everything but session and WebSocket
-    /// requests) over HTTP/3, HTTP/2 and HTTP/1.1. Without one, such requests get 404 on
-    /// the TCP side and 405 over HTTP/3. It can be set later with
+    /// requests) over HTTP/3, HTTP/2 and HTTP/1.1. Without one, such requests get 404. It
+    /// can be set later with
     /// [`Server::set_http_handler`](crate::Server::set_http_handler).
     pub http: Option<crate::HttpService>,
+    /// Keeps a self-signed certificate fresh for as long as the server runs: with this
+    /// set, the server makes its own certificate at bind (the configured one is not used)
+    /// and renews it before it expires. See [`SelfSignedRenewal`].
+    pub self_signed_renewal: Option<SelfSignedRenewal>,
+    /// Connection IDs a QUIC-LB load balancer routes by (see
+    /// [`QuicLbConfig`](crate::fleet::QuicLbConfig)); `None`: quinn's random 8-byte IDs.
+    pub connection_ids: Option<crate::fleet::QuicLbConfig>,
+}
+
+/// How a server renews its self-signed certificate. Browsers accept a certificate by hash
+/// (`serverCertificateHashes`) only when it is valid for 14 days or less, so a server that
+/// runs longer needs new ones. `overlap` before the switch the next certificate is made and
+/// its hash listed beside the current one ([`Server::certificate_hashes`]), so a page that
+/// loads the list then accepts either; at the switch new connections get the next
+/// certificate, which is valid for `validity` from when it was made. Connections made
+/// before keep theirs.
+///
+/// [`Server::certificate_hashes`]: crate::Server::certificate_hashes
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SelfSignedRenewal {
+    /// The DNS names and IP addresses of each certificate.
+    pub names: Vec<String>,
+    /// How long each certificate is valid: 13 days by default (at most 14 for browsers).
+    pub validity: Duration,
+    /// How long before the switch the next certificate's hash is listed, and how long
+    /// before its expiry a certificate is replaced: one day by default. Must be under a
+    /// third of `validity`.
+    pub overlap: Duration,
+}
+
+impl SelfSignedRenewal {
+    /// Renewal of 13-day certificates for `names`, each announced a day ahead and replaced
+    /// a day before it expires.
+    pub fn new<S: AsRef<str>>(names: &[S]) -> Self {
+        Self {
+            names: names.iter().map(|n| n.as_ref().to_owned()).collect(),
+            validity: Duration::from_secs(13 * 24 * 3600),
+            overlap: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// Where the TCP side listens. Browsers without WebTransport (Safari before 26.4) and
@@ -73,6 +114,8 @@ impl ServerConfig {
             congestion_controller: CongestionController::default(),
             tcp: TcpListen::default(),
             http: None,
+            self_signed_renewal: None,
+            connection_ids: None,
         }
     }
 
@@ -105,6 +148,17 @@ impl ServerConfig {
                 return Err(format!(
                     "keep_alive ({ka:?}) must be shorter than idle_timeout ({idle:?})"
                 ));
+            }
+        }
+        if let Some(r) = &self.self_signed_renewal {
+            if r.names.is_empty() {
+                return Err("self_signed_renewal.names must not be empty".into());
+            }
+            if r.overlap.is_zero() || r.overlap.saturating_mul(3) >= r.validity {
+                return Err(
+                    "self_signed_renewal.overlap must be non-zero and under a third of validity"
+                        .into(),
+                );
             }
         }
         if let Some(idle) = self.idle_timeout {

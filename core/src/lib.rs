@@ -32,6 +32,7 @@
 mod certificate;
 mod config;
 mod error;
+pub mod fleet;
 mod h3;
 mod handler;
 pub mod log;
@@ -70,7 +71,7 @@ pub mod wire {
 }
 
 pub use certificate::Certificate;
-pub use config::{CongestionController, Limits, ServerConfig, TcpListen};
+pub use config::{CongestionController, Limits, SelfSignedRenewal, ServerConfig, TcpListen};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
 pub use handler::{
     Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,

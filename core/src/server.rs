@@ -13,7 +13,7 @@ use std::{
 
 use bytes::Bytes;
 use tokio::sync::{watch, Notify};
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     certificate::{Certificate, CertificateResolver},
@@ -115,6 +115,8 @@ pub(crate) struct ServerShared {
     per_ip: Mutex<HashMap<IpKey, IpCount>>,
     http: std::sync::RwLock<Option<crate::HttpService>>,
     pub(crate) counters: crate::stats::Counters,
+    /// Whether a self-signed renewal is still in charge of the certificate.
+    renewing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -531,7 +533,12 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| ServerError::NoRuntime)?;
         config.validate().map_err(ServerError::InvalidConfig)?;
-        let resolver = Arc::new(CertificateResolver::new(config.certificate.clone()));
+        let first = match &config.self_signed_renewal {
+            Some(r) => Certificate::self_signed_for(&r.names, r.validity)
+                .map_err(|e| ServerError::InvalidConfig(e.to_string()))?,
+            None => config.certificate.clone(),
+        };
+        let resolver = Arc::new(CertificateResolver::new(first));
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let mut tls = rustls::ServerConfig::builder_with_provider(provider)
             .with_protocol_versions(&[&rustls::version::TLS13])
@@ -548,7 +555,13 @@ impl Server {
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
-                quinn::EndpointConfig::default(),
+                {
+                    let mut endpoint_config = quinn::EndpointConfig::default();
+                    if let Some(lb) = &config.connection_ids {
+                        endpoint_config.cid_generator(lb.generator_factory());
+                    }
+                    endpoint_config
+                },
                 Some(server_config),
                 socket,
                 Arc::new(quinn::TokioRuntime),
@@ -602,7 +615,15 @@ impl Server {
             per_ip: Mutex::new(HashMap::new()),
             http: std::sync::RwLock::new(config.http.clone()),
             counters: Default::default(),
+            renewing: AtomicBool::new(config.self_signed_renewal.is_some()),
         });
+        if let Some(renewal) = config.self_signed_renewal.clone() {
+            runtime.spawn(renew_self_signed(
+                Arc::downgrade(&shared),
+                renewal,
+                shared.closing_tx.subscribe(),
+            ));
+        }
         if let Some((listener, tls)) = tcp_listener {
             let acceptor = if tls {
                 Some(tls_acceptor(shared.resolver.clone())?)
@@ -766,9 +787,24 @@ impl Server {
     }
 
     /// Replaces the certificate; connections made from now on get the new one, existing
-    /// ones keep theirs.
+    /// ones keep theirs. It also ends a [`SelfSignedRenewal`](crate::SelfSignedRenewal):
+    /// the certificate set here stays until the next call.
     pub fn set_certificate(&self, certificate: Certificate) {
-        self.shared().resolver.set(certificate);
+        let shared = self.shared();
+        shared.renewing.store(false, Ordering::Release);
+        shared.resolver.set(certificate);
+    }
+
+    /// The SHA-256 hashes for a browser's `serverCertificateHashes`: the current
+    /// certificate's, and during a [`SelfSignedRenewal`](crate::SelfSignedRenewal)'s
+    /// overlap also the next one's, so a page given the list keeps connecting after the
+    /// switch.
+    pub fn certificate_hashes(&self) -> Vec<[u8; 32]> {
+        let resolver = &self.shared().resolver;
+        std::iter::once(resolver.get())
+            .chain(resolver.next())
+            .map(|c| c.sha256())
+            .collect()
     }
 
     /// Sessions open right now. A session no longer counts once its
@@ -877,6 +913,63 @@ impl Server {
         if shared.connections.load(Ordering::Acquire) > 0 {
             warn!("connections still open after close");
         }
+    }
+}
+
+/// Makes the next self-signed certificate `overlap` before the switch and switches
+/// `overlap` before the current one expires, until the server closes or the application
+/// sets a certificate of its own.
+async fn renew_self_signed(
+    server: Weak<ServerShared>,
+    renewal: crate::SelfSignedRenewal,
+    mut closing: watch::Receiver<bool>,
+) {
+    let mut issued = tokio::time::Instant::now();
+    loop {
+        let announce_at = issued + renewal.validity - renewal.overlap * 2;
+        let switch_at = issued + renewal.validity - renewal.overlap;
+        tokio::select! {
+            () = tokio::time::sleep_until(announce_at) => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+        let next_issued = tokio::time::Instant::now();
+        let next = match Certificate::self_signed_for(&renewal.names, renewal.validity) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("could not make the next self-signed certificate: {e}; retrying in a minute");
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                continue;
+            }
+        };
+        {
+            let Some(shared) = server.upgrade() else {
+                return;
+            };
+            if !shared.renewing.load(Ordering::Acquire) {
+                return;
+            }
+            info!(
+                sha256 = next.sha256_hex(),
+                "next self-signed certificate announced"
+            );
+            shared.resolver.announce(next.clone());
+        }
+        tokio::select! {
+            () = tokio::time::sleep_until(switch_at) => {}
+            _ = closing.wait_for(|c| *c) => return,
+        }
+        let Some(shared) = server.upgrade() else {
+            return;
+        };
+        if !shared.renewing.load(Ordering::Acquire) {
+            return;
+        }
+        info!(
+            sha256 = next.sha256_hex(),
+            "self-signed certificate renewed"
+        );
+        shared.resolver.set(next);
+        issued = next_issued;
     }
 }
 

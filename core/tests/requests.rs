@@ -427,3 +427,77 @@ async fn queue_unrouted_holds_requests_before_the_first_accept() {
     let _session = request.accept().await.unwrap();
     assert!(connecting.await.unwrap().is_ok());
 }
+
+#[tokio::test]
+async fn a_self_signed_certificate_is_renewed_with_both_hashes_listed_ahead_of_the_switch() {
+    let mut renewal = ferrovia::SelfSignedRenewal::new(&["localhost", "127.0.0.1"]);
+    renewal.validity = std::time::Duration::from_secs(9);
+    renewal.overlap = std::time::Duration::from_millis(2500);
+    let srv = start_with(move |c| c.self_signed_renewal = Some(renewal));
+    // The server made its own certificate.
+    let first = srv.server.certificate().sha256();
+    assert_ne!(first, srv.cert.sha256());
+    assert_eq!(srv.server.certificate_hashes(), vec![first]);
+    let route = srv.server.route("/r").unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = route.accept().await {
+            let session = request.accept().await.unwrap();
+            tokio::spawn(async move { session.closed().await });
+        }
+    });
+    // A browser-like client that trusts exactly `hashes`.
+    let connects = |hashes: Vec<[u8; 32]>| {
+        let url = srv.url("/r");
+        async move {
+            let client = web_transport_quinn::ClientBuilder::new()
+                .with_server_certificate_hashes(hashes.iter().map(|h| h.to_vec()).collect())
+                .expect("client");
+            tokio::time::timeout(TIMEOUT, client.connect(url))
+                .await
+                .expect("connect timed out")
+                .is_ok()
+        }
+    };
+    assert!(connects(vec![first]).await);
+    // Announced: both hashes listed, the first certificate still served.
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(8);
+    while srv.server.certificate_hashes().len() < 2 {
+        assert!(tokio::time::Instant::now() < until, "never announced");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let hashes = srv.server.certificate_hashes();
+    let next = hashes[1];
+    assert_eq!(hashes[0], first);
+    assert_ne!(next, first);
+    assert!(connects(vec![first]).await);
+    assert!(
+        !connects(vec![next]).await,
+        "the next certificate is not served yet"
+    );
+    // Switched: new connections get the next certificate; a page that held both hashes
+    // still connects, one that held only the old one does not.
+    while srv.server.certificate().sha256() != next {
+        assert!(tokio::time::Instant::now() < until, "never switched");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(srv.server.certificate_hashes(), vec![next]);
+    assert!(connects(hashes.clone()).await);
+    assert!(!connects(vec![first]).await);
+    // The application's own certificate ends the renewal.
+    let own = ferrovia::Certificate::self_signed(&["localhost"]).unwrap();
+    srv.server.set_certificate(own.clone());
+    assert_eq!(srv.server.certificate_hashes(), vec![own.sha256()]);
+}
+
+#[tokio::test]
+async fn a_renewal_whose_overlap_does_not_fit_is_refused_at_bind() {
+    let cert = ferrovia::Certificate::self_signed(&["localhost"]).unwrap();
+    let mut config = ferrovia::ServerConfig::new("127.0.0.1:0".parse().unwrap(), cert);
+    let mut renewal = ferrovia::SelfSignedRenewal::new(&["localhost"]);
+    renewal.overlap = renewal.validity / 2;
+    config.self_signed_renewal = Some(renewal);
+    match ferrovia::Server::bind(config) {
+        Err(ferrovia::ServerError::InvalidConfig(why)) => assert!(why.contains("overlap"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}

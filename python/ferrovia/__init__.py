@@ -1014,8 +1014,10 @@ class Server:
 
     @property
     def certificate_hashes(self) -> list[CertificateHash]:
-        """The value for a browser's ``serverCertificateHashes`` option."""
-        return [CertificateHash("sha-256", self._inner.certificate().sha256())]
+        """The value for a browser's ``serverCertificateHashes`` option: the current
+        certificate's hash and, in the day before a self-signed certificate is renewed, the
+        next one's too, so a page given the whole list keeps connecting after the switch."""
+        return [CertificateHash("sha-256", h) for h in self._inner.certificate_hashes()]
 
     def set_certificate(self, certificate: Certificate) -> None:
         """Serves ``certificate`` to connections made from now on."""
@@ -1397,6 +1399,10 @@ def client_js_path() -> Path:
     return Path(__file__).resolve().parent / "client.js"
 
 
+# The names of the self-signed certificate serve() makes (and renews).
+_SELF_SIGNED_NAMES = ["localhost", "127.0.0.1", "::1"]
+
+
 def serve(
     host: str = "::",
     port: int = 4433,
@@ -1500,6 +1506,8 @@ def serve(
                 limits=limit_values,
                 tcp=tcp_mode,
                 tcp_address=tcp_address,
+                # A self-signed certificate is renewed before its 13 days run out.
+                renew_self_signed=_SELF_SIGNED_NAMES if certificate == "self-signed" else None,
             )
         )
 
