@@ -80,6 +80,13 @@ export interface PemCertificate {
 export interface PemFiles {
   certFile: string;
   keyFile: string;
+  /**
+   * Reload the pair whenever either file changes (after 200 ms of quiet). A pair that
+   * fails to load (half written, mismatched) is logged on `ferrovia:log` and the current
+   * certificate stays. The watching never keeps the process alive and ends with close()
+   * or the next setCertificate().
+   */
+  watch?: boolean;
 }
 
 /** Options of `Server.listen`. */
@@ -122,6 +129,29 @@ export interface ListenOptions {
    * Process-wide: the last server started sets it.
    */
   logLevel?: 'off' | 'error' | 'warn' | 'info' | 'debug' | 'trace';
+  /**
+   * Aborting closes the server (like `net.Server.listen({ signal })`); a signal already
+   * aborted rejects with an `AbortError` (`code: 'ABORT_ERR'`, `cause`: the reason).
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * How `Server.listen` fails when its UDP or TCP port is taken: the shape of `net`'s
+ * error, with Ferrovia's own name in `ferroviaCode`.
+ */
+export interface AddressInUseError extends Error {
+  code: 'EADDRINUSE';
+  /** Ferrovia's name for it. */
+  ferroviaCode: 'ERR_ADDRESS_IN_USE';
+  /** The negated OS error number (-98 on Linux), as in `net`. */
+  errno: number;
+  syscall: 'bind';
+  /** The address that could not be bound. */
+  address: string;
+  port: number;
+  /** Which socket it was: the UDP one (WebTransport) or the TCP side. */
+  transport: 'udp' | 'tcp';
 }
 
 /** A server log event, as published on the `ferrovia:log` diagnostics channel. */
@@ -261,6 +291,8 @@ export class WebTransportSession {
   close(closeInfo?: { closeCode?: number; reason?: string }): void;
   drain(): void;
   getStats(): Promise<WebTransportStats>;
+  /** `await using`: closes with code 0 and waits for `closed`. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Options of `SessionRequest.accept`. */
@@ -353,6 +385,8 @@ export class WebSocketSession implements AsyncIterable<string | Uint8Array> {
   send(message: string | ArrayBuffer | ArrayBufferView): Promise<void>;
   /** closeCode 1000 (default), 1001..1003, 1007..1014 or 3000..4999. */
   close(closeInfo?: { closeCode?: number; reason?: string }): void;
+  /** `await using`: closes with 1000 and waits for `closed`. */
+  [Symbol.asyncDispose](): Promise<void>;
   [Symbol.asyncIterator](): AsyncIterator<string | Uint8Array>;
 }
 
@@ -365,7 +399,8 @@ export class Server {
   address(): { address: string; port: number };
   readonly certificateHashes: CertificateHash[];
   readonly certificate: { sha256: string; spkiSha256: string; pem: string };
-  setCertificate(certificate: PemCertificate): void;
+  /** Replaces the certificate for new connections; `{ certFile, keyFile, watch: true }` keeps reloading the files. */
+  setCertificate(certificate: PemCertificate | PemFiles): void;
   /** Sessions open right now (plain WebSockets included). */
   readonly sessionCount: number;
   /** QUIC and TCP connections open right now. */
@@ -386,6 +421,8 @@ export class Server {
   handleStream(stream: import('node:http2').ServerHttp2Stream, headers: import('node:http2').IncomingHttpHeaders): Promise<void>;
   /** Graceful shutdown; `grace` in ms (2000). */
   close(options?: { grace?: number }): Promise<void>;
+  /** `await using server = await Server.listen(...)`: `close()` with the default grace. */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** A generated self-signed certificate. */

@@ -6,6 +6,9 @@
 const { Duplex, Readable, Writable } = require('node:stream');
 const native = require('./native.js');
 const diagnosticsChannel = require('node:diagnostics_channel');
+const fs = require('node:fs');
+const os = require('node:os');
+const pathModule = require('node:path');
 
 // ---------------------------------------------------------------------------------------
 // The server's own log events
@@ -28,9 +31,20 @@ function publishLog(record) {
   else if (event.level === 'error' || event.level === 'warn') console.warn(`ferrovia ${event.level}: ${event.line}`);
 }
 
+let logLevel = 'warn';
+
 /** Forwards the server's events at `level` and above ('warn' unless a server asked otherwise). */
 function setLogLevel(level) {
+  logLevel = level;
   native.forwardLogs(level, (record) => publishLog(record));
+}
+
+/** Publishes an event of the facade itself (a certificate reload) like the core's own. */
+function logEvent(level, target, message, fields) {
+  if (LOG_LEVELS.indexOf(level) > LOG_LEVELS.indexOf(logLevel)) return;
+  const pairs = Object.entries(fields);
+  const line = pairs.length ? `${message} ${pairs.map(([k, v]) => `${k}=${v}`).join(' ')}` : message;
+  publishLog({ level, target, message, fields: pairs, line });
 }
 
 /** Largest chunk one native read returns. */
@@ -39,6 +53,8 @@ const READ_CHUNK = 256 * 1024;
 const DATAGRAM_BATCH = 64;
 const MAX_U32 = 0xffffffff;
 const NATIVE_PREFIX = 'ferrovia:';
+/** The explicit-resource-management symbol (`await using`); Node 20 names it the same way. */
+const asyncDispose = Symbol.asyncDispose ?? Symbol.for('nodejs.asyncDispose');
 
 // ---------------------------------------------------------------------------------------
 // Errors
@@ -78,7 +94,36 @@ const PLAIN_CODES = new Set([
   'ERR_INVALID_CLOSE_CODE',
   'ERR_MESSAGE_TOO_LARGE',
   'ERR_WEBSOCKET_CLOSED',
+  // Answering a request: the client left, or the session limit was reached meanwhile.
+  'ERR_CONNECTION_LOST',
+  'ERR_TOO_MANY_SESSIONS',
+  // Reading an ordinary HTTP request body in a `fetch` handler.
+  'ERR_BODY_TOO_LARGE',
+  'ERR_BODY_TIMEOUT',
+  'ERR_BODY_ABORTED',
+  'ERR_BODY',
 ]);
+
+// The record fields that are not copied onto the error as they are.
+const RECORD_FIELDS = new Set(['code', 'message', 'source']);
+
+/**
+ * A bind failure shaped like `net`'s: `code: 'EADDRINUSE'`, `errno`, `syscall`, `address`
+ * and `port`, with Ferrovia's own name kept as `ferroviaCode`.
+ */
+function addressInUse(e, message) {
+  e.code = 'EADDRINUSE';
+  e.ferroviaCode = 'ERR_ADDRESS_IN_USE';
+  e.errno = -os.constants.errno.EADDRINUSE;
+  e.syscall = 'bind';
+  // "cannot bind UDP 127.0.0.1:4433: ..." or "cannot bind TCP [::]:4433: ..."
+  const m = /cannot bind (UDP|TCP) \[?([^\s\]]*?)\]?:(\d+):/.exec(message);
+  if (m) {
+    e.address = m[2];
+    e.port = Number(m[3]);
+    e.transport = m[1].toLowerCase();
+  }
+}
 
 /** Turns an error from the native module into a WebTransportError or a coded Error. */
 function translate(err) {
@@ -102,7 +147,8 @@ function translate(err) {
   if (PLAIN_CODES.has(rec.code)) {
     e = new Error(rec.message);
     e.code = rec.code;
-    if (rec.status !== undefined) e.status = rec.status;
+    for (const key of Object.keys(rec)) if (!RECORD_FIELDS.has(key)) e[key] = rec[key];
+    if (rec.code === 'ERR_ADDRESS_IN_USE') addressInUse(e, rec.message);
   } else {
     e = new WebTransportError(rec.message, rec);
     if (rec.size !== undefined) e.size = rec.size;
@@ -150,6 +196,122 @@ function checkObject(name, v) {
   return v;
 }
 
+/** Checks `watch` of a certificate: a boolean, and only beside certFile and keyFile. */
+function checkWatch(name, cert) {
+  if (cert.watch === undefined) return false;
+  if (typeof cert.watch !== 'boolean') throw new TypeError(`${name}.watch must be a boolean, got ${describe(cert.watch)}`);
+  if (cert.watch && (cert.certFile === undefined || cert.cert !== undefined || cert.key !== undefined)) {
+    throw new TypeError(`${name}.watch needs certFile and keyFile`);
+  }
+  return cert.watch;
+}
+
+/** Checks an AbortSignal option the way Node's own APIs do. */
+function checkSignal(name, signal) {
+  if (signal === null || typeof signal !== 'object' || !('aborted' in signal) || typeof signal.addEventListener !== 'function') {
+    throw new TypeError(`${name} must be an AbortSignal, got ${describe(signal)}`);
+  }
+  return signal;
+}
+
+/** The error of an operation stopped by an AbortSignal, as Node's own APIs make it. */
+function abortError(signal) {
+  const e = new Error('The operation was aborted', { cause: signal.reason });
+  e.name = 'AbortError';
+  e.code = 'ABORT_ERR';
+  return e;
+}
+
+/** Reads a PEM certificate chain and key from files (ERR_CERTIFICATE when one cannot be read). */
+function readPemFiles(certFile, keyFile) {
+  const read = (file) => {
+    try {
+      return fs.readFileSync(file, 'utf8');
+    } catch (err) {
+      const e = new Error(`cannot read ${file}: ${err.message}`, { cause: err });
+      e.code = 'ERR_CERTIFICATE';
+      throw e;
+    }
+  };
+  return { cert: read(certFile), key: read(keyFile) };
+}
+
+/** Quiet time after the last change to a watched certificate file before it is reloaded. */
+const CERT_RELOAD_DELAY = 200;
+/** Polling interval where the file system cannot report changes. */
+const CERT_POLL_INTERVAL = 1000;
+const CERT_LOG_TARGET = 'ferrovia::certificate';
+
+/**
+ * Calls `install(cert, key)` with the files' PEM text whenever either file changes (after
+ * CERT_RELOAD_DELAY of quiet). The directories are watched, so a file replaced by rename
+ * (or a Kubernetes secret's symlink swap) is seen too. A pair that fails to load (a file
+ * half written, a key that does not match) is logged and the current certificate stays;
+ * the next change tries again. Nothing here keeps the process alive. Returns { close() }.
+ */
+function watchCertificate(certFile, keyFile, install) {
+  let closed = false;
+  let timer = null;
+  let tried = null; // the texts last tried, installed or not
+  const fields = { cert_file: certFile, key_file: keyFile };
+  const reload = () => {
+    timer = null;
+    if (closed) return;
+    let pem;
+    try {
+      pem = readPemFiles(certFile, keyFile);
+    } catch (err) {
+      logEvent('warn', CERT_LOG_TARGET, 'certificate reload failed; the current certificate stays', { ...fields, error: err.message });
+      return;
+    }
+    if (tried && tried.cert === pem.cert && tried.key === pem.key) return;
+    tried = pem;
+    try {
+      const sha256 = install(pem.cert, pem.key);
+      logEvent('info', CERT_LOG_TARGET, 'certificate reloaded', { ...fields, sha256 });
+    } catch (err) {
+      logEvent('warn', CERT_LOG_TARGET, 'certificate reload failed; the current certificate stays', { ...fields, error: err.message });
+    }
+  };
+  const changed = () => {
+    if (closed) return;
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(reload, CERT_RELOAD_DELAY);
+    timer.unref();
+  };
+  const files = [...new Set([pathModule.resolve(certFile), pathModule.resolve(keyFile)])];
+  const watchers = [];
+  let polling = false;
+  const poll = () => {
+    if (polling) return;
+    polling = true;
+    for (const file of files) {
+      fs.watchFile(file, { persistent: false, interval: CERT_POLL_INTERVAL }, changed);
+    }
+    watchers.push({ close: () => files.forEach((file) => fs.unwatchFile(file, changed)) });
+  };
+  try {
+    for (const dir of new Set(files.map((f) => pathModule.dirname(f)))) {
+      const w = fs.watch(dir, { persistent: false }, changed);
+      w.on('error', () => {
+        // The directory went away or cannot be watched any more: poll the files instead.
+        w.close();
+        if (!closed) poll();
+      });
+      watchers.push(w);
+    }
+  } catch {
+    poll();
+  }
+  return {
+    close() {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      for (const w of watchers.splice(0)) w.close();
+    },
+  };
+}
+
 function pemText(name, v) {
   if (typeof v === 'string') return v;
   if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength).toString('utf8');
@@ -193,6 +355,7 @@ const LIMIT_NAMES = [
 
 const KNOWN_OPTIONS = new Set([
   'fetch',
+  'signal',
   'logLevel',
   'tcp',
   'host',
@@ -239,6 +402,7 @@ function nativeOptions(options) {
     } else {
       throw new TypeError('options.certificate must have cert and key (PEM) or certFile and keyFile');
     }
+    checkWatch('options.certificate', cert);
     if (o.names !== undefined) throw new TypeError('options.names only applies to a self-signed certificate');
   }
 
@@ -570,6 +734,12 @@ class WebTransportSession {
     this.#native.drain();
   }
 
+  /** `await using session = await request.accept()`: closes with code 0 and waits for the end. */
+  async [asyncDispose]() {
+    this.close();
+    await this.closed;
+  }
+
   /** Connection statistics (shared by every session on the same QUIC connection). */
   async getStats() {
     const s = this.#native.stats();
@@ -713,6 +883,16 @@ class WebSocketSession {
     } catch (err) {
       throw translate(err);
     }
+  }
+
+  /** `await using ws = await request.acceptWebSocket()`: closes with 1000 and waits for the end. */
+  async [asyncDispose]() {
+    try {
+      this.#native.close(1000, '');
+    } catch {
+      // Already closed.
+    }
+    await this.closed;
   }
 
   async *[Symbol.asyncIterator]() {
@@ -990,6 +1170,8 @@ class Server {
   #routes = new Set();
   #keepAlive;
   #closing = null;
+  #certWatcher = null;
+  #unlisten = null;
 
   constructor(nativeServer, secret) {
     if (secret !== LISTEN) throw new TypeError('use `await Server.listen(options)` to create a Server');
@@ -1002,10 +1184,14 @@ class Server {
    * Binds a server. Options: host ('::'), port (4433; 0 picks one), certificate
    * ('self-signed' | { cert, key } | { certFile, keyFile }), names (self-signed names),
    * origins ('same-host' | 'any' | string[]), idleTimeout and keepAlive (ms, 0 = off),
-   * congestionControl ('cubic' | 'newreno' | 'bbr'), limits ({ maxSessions, ... }).
+   * congestionControl ('cubic' | 'newreno' | 'bbr'), limits ({ maxSessions, ... }),
+   * signal (an AbortSignal that closes the server). `certificate: { certFile, keyFile,
+   * watch: true }` reloads the certificate when the files change.
    */
   static async listen(options) {
     const opts = nativeOptions(options);
+    const signal = options?.signal === undefined ? undefined : checkSignal('options.signal', options.signal);
+    if (signal?.aborted) throw abortError(signal);
     const logLevel = options?.logLevel ?? 'warn';
     if (!LOG_LEVELS.includes(logLevel)) {
       throw new TypeError(`options.logLevel must be one of ${LOG_LEVELS.map((l) => `'${l}'`).join(', ')}, got ${describe(logLevel)}`);
@@ -1017,8 +1203,34 @@ class Server {
     }
     const n = await native.listen(opts).catch(rethrow);
     const server = new Server(n, LISTEN);
+    if (signal?.aborted) {
+      await server.close({ grace: 0 }).catch(() => {});
+      throw abortError(signal);
+    }
     if (fetchHandler) serveFetch(n.enableHttp(1024), fetchHandler);
+    if (options?.certificate?.watch === true) server.#watchCertificate(opts.certFile, opts.keyFile);
+    if (signal) {
+      // Like net.Server.listen({ signal }): aborting closes the server.
+      const onAbort = () => server.close().catch(() => {});
+      signal.addEventListener('abort', onAbort, { once: true });
+      server.#unlisten = () => signal.removeEventListener('abort', onAbort);
+    }
     return server;
+  }
+
+  /** Installs a PEM pair for new connections; returns the new certificate's hex SHA-256. */
+  #install(cert, key) {
+    try {
+      this.#native.setCertificate(cert, key);
+    } catch (err) {
+      throw translate(err);
+    }
+    return Buffer.from(this.#native.certificateSha256).toString('hex');
+  }
+
+  #watchCertificate(certFile, keyFile) {
+    this.#certWatcher?.close();
+    this.#certWatcher = this.#closing ? null : watchCertificate(certFile, keyFile, (cert, key) => this.#install(cert, key));
   }
 
   /** The bound UDP port. */
@@ -1034,10 +1246,13 @@ class Server {
     return { address: this.#native.host, port: this.#native.port };
   }
 
-  /** [{ algorithm: 'sha-256', value: Uint8Array }] for the browser's serverCertificateHashes. */
+  /**
+   * [{ algorithm: 'sha-256', value: Uint8Array }] for the browser's serverCertificateHashes:
+   * the current certificate's and, in the day before a self-signed certificate is renewed,
+   * the next one's too, so a page given the whole list keeps connecting after the switch.
+   */
   get certificateHashes() {
-    const b = this.#native.certificateSha256;
-    return [{ algorithm: 'sha-256', value: new Uint8Array(b.buffer, b.byteOffset, b.byteLength) }];
+    return this.#native.certificateHashes.map((b) => ({ algorithm: 'sha-256', value: new Uint8Array(b.buffer, b.byteOffset, b.byteLength) }));
   }
 
   /** The current certificate: { sha256 (hex), spkiSha256 (base64), pem }. */
@@ -1049,14 +1264,32 @@ class Server {
     };
   }
 
-  /** Replaces the certificate for new connections ({ cert, key } as PEM). */
+  /**
+   * Replaces the certificate for new connections: `{ cert, key }` (PEM text or bytes) or
+   * `{ certFile, keyFile }` (PEM files, read now), with `watch: true` to reload the files
+   * whenever they change. A certificate set here stops the watching of earlier files. On
+   * failure (ERR_CERTIFICATE) nothing changes.
+   */
   setCertificate(certificate) {
     checkObject('certificate', certificate);
-    try {
-      this.#native.setCertificate(pemText('certificate.cert', certificate.cert), pemText('certificate.key', certificate.key));
-    } catch (err) {
-      throw translate(err);
+    const watch = checkWatch('certificate', certificate);
+    let pem;
+    if (certificate.cert === undefined && certificate.key === undefined && (certificate.certFile !== undefined || certificate.keyFile !== undefined)) {
+      const certFile = checkString('certificate.certFile', certificate.certFile);
+      const keyFile = checkString('certificate.keyFile', certificate.keyFile);
+      pem = readPemFiles(certFile, keyFile);
+      this.#install(pem.cert, pem.key);
+      if (watch) this.#watchCertificate(certFile, keyFile);
+      else this.#stopWatching();
+      return;
     }
+    this.#install(pemText('certificate.cert', certificate.cert), pemText('certificate.key', certificate.key));
+    this.#stopWatching();
+  }
+
+  #stopWatching() {
+    this.#certWatcher?.close();
+    this.#certWatcher = null;
   }
 
   /** Sessions open right now (plain WebSockets included). */
@@ -1243,6 +1476,9 @@ class Server {
   close({ grace = 2000 } = {}) {
     checkInt('grace', grace, 0, 2 ** 31);
     if (!this.#closing) {
+      this.#stopWatching();
+      this.#unlisten?.();
+      this.#unlisten = null;
       for (const r of this.#routes) r.close();
       this.#routes.clear();
       this.#closing = this.#native.close(grace).then(
@@ -1254,6 +1490,11 @@ class Server {
       );
     }
     return this.#closing;
+  }
+
+  /** `await using server = await Server.listen(...)`: closes the server (default grace). */
+  [asyncDispose]() {
+    return this.close();
   }
 }
 

@@ -199,7 +199,7 @@ async function listen(opts) {
   try {
     server = await start(opts.host);
   } catch (err) {
-    if (err.code === 'ERR_ADDRESS_IN_USE') fail(`port ${opts.port} is in use; pick another with --port`);
+    if (err.code === 'EADDRINUSE') fail(`port ${opts.port} is in use; pick another with --port`);
     // Some containers have no IPv6 at all; IPv4 alone still serves Firefox and most setups.
     if (opts.hostGiven || err.code !== 'ERR_BIND') throw err;
     server = await start('0.0.0.0');

@@ -46,7 +46,11 @@ describe('native errors carry stable codes', () => {
     const a = await Server.listen({ port: 0, host: '127.0.0.1' });
     try {
       await assert.rejects(Server.listen({ port: a.port, host: '127.0.0.1' }), (e) => {
-        assert.equal(e.code, 'ERR_ADDRESS_IN_USE');
+        // net's shape (code, errno, syscall, address, port); Ferrovia's name stays readable.
+        assert.equal(e.code, 'EADDRINUSE');
+        assert.equal(e.ferroviaCode, 'ERR_ADDRESS_IN_USE');
+        assert.equal(e.syscall, 'bind');
+        assert.equal(e.port, a.port);
         assert.match(e.message, new RegExp(`127\\.0\\.0\\.1:${a.port}`));
         return true;
       });

@@ -1,5 +1,5 @@
 // Type-checked (tsc --noEmit) against the package's declarations; run by api.test.mjs.
-import { Server, WebTransportError, generateCertificate, toDuplex, type WebTransportCloseInfo } from 'ferrovia';
+import { Server, WebTransportError, generateCertificate, toDuplex, type AddressInUseError, type WebTransportCloseInfo } from 'ferrovia';
 
 async function main(): Promise<void> {
   const { cert, key, certificateHashes } = generateCertificate({ names: ['localhost'] });
@@ -42,4 +42,22 @@ async function main(): Promise<void> {
   await server.close({ grace: 100 });
 }
 
+async function lifecycle(certFile: string, keyFile: string): Promise<void> {
+  const controller = new AbortController();
+  try {
+    await using server = await Server.listen({ port: 4433, certificate: { certFile, keyFile, watch: true }, signal: controller.signal });
+    server.setCertificate({ certFile, keyFile, watch: false });
+    for await (const request of server.requests('/x')) {
+      await using session = await request.accept();
+      console.log(session.id);
+      break;
+    }
+  } catch (e) {
+    const err = e as Partial<AddressInUseError>;
+    if (err.code === 'EADDRINUSE') console.log(err.transport, err.address, err.port, err.errno, err.syscall, err.ferroviaCode);
+  }
+  controller.abort();
+}
+
 void main();
+void lifecycle('cert.pem', 'key.pem');
