@@ -117,6 +117,8 @@ pub(crate) struct ServerShared {
     pub(crate) counters: crate::stats::Counters,
     /// Whether a self-signed renewal is still in charge of the certificate.
     renewing: AtomicBool,
+    /// The TCP accept loop, awaited by `close` so the port is free when it returns.
+    tcp_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 #[derive(Default)]
@@ -616,6 +618,7 @@ impl Server {
             http: std::sync::RwLock::new(config.http.clone()),
             counters: Default::default(),
             renewing: AtomicBool::new(config.self_signed_renewal.is_some()),
+            tcp_task: Mutex::new(None),
         });
         if let Some(renewal) = config.self_signed_renewal.clone() {
             runtime.spawn(renew_self_signed(
@@ -630,12 +633,13 @@ impl Server {
             } else {
                 None
             };
-            runtime.spawn(crate::tcp::listen(
+            let task = runtime.spawn(crate::tcp::listen(
                 listener,
                 acceptor,
                 Arc::downgrade(&shared),
                 closing_rx,
             ));
+            *lock(&shared.tcp_task) = Some(task);
         }
         let weak = Arc::downgrade(&shared);
         runtime.spawn(async move {
@@ -912,6 +916,24 @@ impl Server {
         let _ = tokio::time::timeout(Duration::from_secs(2), shared.endpoint.wait_idle()).await;
         if shared.connections.load(Ordering::Acquire) > 0 {
             warn!("connections still open after close");
+        }
+        // quinn keeps its socket until every handle to the endpoint is gone, and in Node or
+        // Python that is when a garbage collector decides. Moving the closed endpoint to a
+        // throwaway loopback socket frees the port now, so it can be bound again at once,
+        // as net.Server and asyncio servers allow.
+        let loopback: SocketAddr = match shared.endpoint.local_addr() {
+            Ok(a) if a.is_ipv6() => (std::net::Ipv6Addr::LOCALHOST, 0).into(),
+            _ => (std::net::Ipv4Addr::LOCALHOST, 0).into(),
+        };
+        // Twice: quinn keeps the previous socket of a rebind to drain packets in flight.
+        for _ in 0..2 {
+            if let Ok(socket) = std::net::UdpSocket::bind(loopback) {
+                let _ = shared.endpoint.rebind(socket);
+            }
+        }
+        let tcp = lock(&shared.tcp_task).take();
+        if let Some(task) = tcp {
+            let _ = tokio::time::timeout(Duration::from_secs(2), task).await;
         }
     }
 }

@@ -501,3 +501,22 @@ async fn a_renewal_whose_overlap_does_not_fit_is_refused_at_bind() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_closed_server_frees_its_port_at_once() {
+    let srv = start();
+    let port = srv.addr.port();
+    let tcp = srv.tcp_addr();
+    srv.server.close(std::time::Duration::from_millis(10)).await;
+    // The handle is still alive, as in a language binding before garbage collection; the
+    // same UDP and TCP port bind again all the same.
+    let cert = ferrovia::Certificate::self_signed(&["localhost"]).unwrap();
+    let again = ferrovia::Server::bind(ferrovia::ServerConfig::new(
+        format!("127.0.0.1:{port}").parse().unwrap(),
+        cert,
+    ))
+    .expect("the port is free again");
+    assert_eq!(again.local_addr().unwrap().port(), port);
+    assert_eq!(again.tcp_local_addr(), Some(tcp));
+    drop(srv);
+}

@@ -160,6 +160,21 @@ describe('errors from answering requests are plain coded Errors', () => {
 });
 
 describe('lifecycles', () => {
+  test('a closed server frees its UDP and TCP port at once: the same port listens again in the same process', async () => {
+    const first = await Server.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = first;
+    await first.close({ grace: 0 });
+    // `first` is still referenced here: nothing waits for garbage collection.
+    const second = await Server.listen({ host: '127.0.0.1', port });
+    try {
+      assert.equal(second.port, port);
+      assert.equal(second.tcpPort, port);
+    } finally {
+      await second.close({ grace: 0 });
+    }
+    assert.ok(first);
+  });
+
   test('Server[Symbol.asyncDispose] closes the server', async () => {
     const server = await Server.listen({ port: 0, host: '127.0.0.1' });
     const requests = server.requests('/x');

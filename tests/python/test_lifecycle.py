@@ -172,3 +172,15 @@ async def test_a_value_produced_for_a_cancelled_await_is_not_lost(pair: Pair) ->
     writer.write(b"ok")
     writer.write_eof()
     assert await asyncio.wait_for(stream.read_all(), 10) == b"ok"
+
+
+async def test_a_closed_server_frees_its_port_at_once() -> None:
+    first = await ferrovia.serve("127.0.0.1", 0)
+    port = first.port
+    await first.close()
+    # `first` is still referenced: nothing waits for garbage collection.
+    async with ferrovia.serve("127.0.0.1", port) as second:
+        assert second.port == port
+        assert second.tcp_address == ("127.0.0.1", port)
+    assert first.closed
+
