@@ -44,6 +44,9 @@ pub struct ServerConfig {
     /// Connection IDs a QUIC-LB load balancer routes by (see
     /// [`QuicLbConfig`](crate::fleet::QuicLbConfig)); `None`: quinn's random 8-byte IDs.
     pub connection_ids: Option<crate::fleet::QuicLbConfig>,
+    /// Stateless-reset and address-validation token keys shared by a fleet (see
+    /// [`FleetKeys`](crate::fleet::FleetKeys)); `None`: random keys made at bind.
+    pub fleet_keys: Option<crate::fleet::FleetKeys>,
 }
 
 /// How a server renews its self-signed certificate. Browsers accept a certificate by hash
@@ -116,6 +119,7 @@ impl ServerConfig {
             http: None,
             self_signed_renewal: None,
             connection_ids: None,
+            fleet_keys: None,
         }
     }
 

@@ -550,7 +550,10 @@ impl Server {
         tls.alpn_protocols = vec![b"h3".to_vec()];
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| ServerError::InvalidConfig(e.to_string()))?;
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        let mut server_config = match &config.fleet_keys {
+            Some(keys) => quinn::ServerConfig::new(Arc::new(crypto), keys.token_key()),
+            None => quinn::ServerConfig::with_crypto(Arc::new(crypto)),
+        };
         server_config.transport_config(Arc::new(transport_config(&config)?));
 
         let (socket, tcp) = bind_sockets(&config)?;
@@ -558,7 +561,10 @@ impl Server {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
                 {
-                    let mut endpoint_config = quinn::EndpointConfig::default();
+                    let mut endpoint_config = match &config.fleet_keys {
+                        Some(keys) => keys.endpoint_config(),
+                        None => quinn::EndpointConfig::default(),
+                    };
                     if let Some(lb) = &config.connection_ids {
                         endpoint_config.cid_generator(lb.generator_factory());
                     }

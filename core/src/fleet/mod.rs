@@ -6,7 +6,10 @@
 //! must write something a load balancer can read into every connection ID they issue:
 //! that is [QUIC-LB](QuicLbConfig) (draft-ietf-quic-load-balancers).
 
+mod keys;
 mod quic_lb;
+
+pub use keys::{FleetKeys, SecretTooShort, MIN_SECRET_LEN};
 
 pub use quic_lb::{
     CidError, ConfigRotation, DecodedCid, QuicLbConfig, QuicLbError, QuicLbGenerator, MAX_CID_LEN,

@@ -171,6 +171,15 @@ pub async fn raw_connection_with(
     server: &TestServer,
     tune: impl FnOnce(&mut quinn::TransportConfig),
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
+    raw_connection_to(server, server.addr, tune).await
+}
+
+/// Like [`raw_connection_with`], to `addr` (a relay in front of `server`, say).
+pub async fn raw_connection_to(
+    server: &TestServer,
+    addr: SocketAddr,
+    tune: impl FnOnce(&mut quinn::TransportConfig),
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -186,7 +195,7 @@ pub async fn raw_connection_with(
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     endpoint.set_default_client_config(config);
-    endpoint.connect(server.addr, "localhost").unwrap().await
+    endpoint.connect(addr, "localhost").unwrap().await
 }
 
 /// The HTTP/3 error code a connection was closed with by the server.
