@@ -407,6 +407,12 @@ export class Server {
   readonly connectionCount: number;
   /** The server's counters. */
   stats(): ServerStats;
+  /** Refuses new sessions (503) and asks open ones to drain; they go on until they end. */
+  drain(): void;
+  /** Whether `drain()` was called. */
+  readonly draining: boolean;
+  /** Resolves once no session or WebSocket is open. */
+  drained(): Promise<void>;
   /** The TCP port of the QMux and WebSocket side, or null when off. */
   readonly tcpPort: number | null;
   /** Requests for `path`, or for every path without a route when omitted. */

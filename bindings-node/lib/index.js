@@ -1303,6 +1303,26 @@ class Server {
   }
 
   /**
+   * Starts a drain, as before a deploy: new session and WebSocket requests get 503, open
+   * sessions are asked to drain (the page's `WebTransport.draining` resolves) and go on
+   * until they end. The socket stays bound and `fetch` keeps answering. `drained()`
+   * resolves once the last session has ended; `close()` ends what is left.
+   */
+  drain() {
+    this.#native.drain();
+  }
+
+  /** Whether `drain()` was called. */
+  get draining() {
+    return this.#native.draining;
+  }
+
+  /** Resolves once no session or WebSocket is open. */
+  drained() {
+    return this.#native.drained();
+  }
+
+  /**
    * The server's counters: connections and sessions open now, and totals of what it
    * admitted, refused and answered itself (`requestsRefused` by status). Each refusal is
    * also published on the `ferrovia:log` diagnostics channel (level 'info') with its

@@ -397,6 +397,24 @@ impl NativeServer {
         crate::exchange::NativeHttpRequests::new(requests)
     }
 
+    /// Refuses new sessions (503) and asks open ones to drain; they go on until they end.
+    #[napi(catch_unwind)]
+    pub fn drain(&self) {
+        self.server.drain();
+    }
+
+    /// Whether `drain()` was called.
+    #[napi(getter, catch_unwind)]
+    pub fn draining(&self) -> bool {
+        self.server.is_draining()
+    }
+
+    /// Resolves once no session is open.
+    #[napi]
+    pub async fn drained(&self) {
+        self.server.drained().await;
+    }
+
     /// Graceful shutdown: drain sessions, wait up to `grace_ms`, then close the rest.
     #[napi]
     pub async fn close(&self, grace_ms: f64) {

@@ -119,6 +119,8 @@ pub(crate) struct ServerShared {
     renewing: AtomicBool,
     /// The TCP accept loop, awaited by `close` so the port is free when it returns.
     tcp_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Set by `drain`: new sessions are refused, open ones go on.
+    draining: AtomicBool,
 }
 
 #[derive(Default)]
@@ -141,6 +143,31 @@ impl ServerShared {
 
     pub(crate) fn is_closing(&self) -> bool {
         self.closing.load(Ordering::Acquire)
+    }
+
+    /// Whether new sessions are refused (503): the server is closing or draining.
+    pub(crate) fn refuses_sessions(&self) -> bool {
+        self.is_closing() || self.draining.load(Ordering::Acquire)
+    }
+
+    /// The sessions and WebSockets open now.
+    fn live(&self) -> (Vec<Arc<SessionShared>>, Vec<Arc<WsShared>>) {
+        let map = self.sessions();
+        let sessions = map
+            .values()
+            .filter_map(|l| match l {
+                Live::Session(w) => w.upgrade(),
+                _ => None,
+            })
+            .collect();
+        let sockets = map
+            .values()
+            .filter_map(|l| match l {
+                Live::WebSocket(w) => w.upgrade(),
+                _ => None,
+            })
+            .collect();
+        (sessions, sockets)
     }
 
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Live>> {
@@ -625,6 +652,7 @@ impl Server {
             counters: Default::default(),
             renewing: AtomicBool::new(config.self_signed_renewal.is_some()),
             tcp_task: Mutex::new(None),
+            draining: AtomicBool::new(false),
         });
         if let Some(renewal) = config.self_signed_renewal.clone() {
             runtime.spawn(renew_self_signed(
@@ -840,6 +868,41 @@ impl Server {
         )
     }
 
+    /// Starts a drain, as before a deploy: new session and WebSocket requests get 503 from
+    /// now on, every open WebTransport and QMux session is asked to drain (the
+    /// DRAIN_WEBTRANSPORT_SESSION capsule, or QMux's equivalent), and open sessions and
+    /// WebSockets go on until they end. The socket stays bound and ordinary HTTP requests
+    /// are still answered. [`drained`](Self::drained) waits for the last session;
+    /// [`close`](Self::close) ends what is left.
+    pub fn drain(&self) {
+        let shared = self.shared();
+        if shared.draining.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (sessions, sockets) = shared.live();
+        info!(sessions = sessions.len(), websockets = sockets.len(), "draining");
+        for s in sessions {
+            s.command(crate::session::Command::Drain);
+        }
+    }
+
+    /// Whether [`drain`](Self::drain) was called.
+    pub fn is_draining(&self) -> bool {
+        self.shared().draining.load(Ordering::Acquire)
+    }
+
+    /// Resolves once no session or WebSocket is open (at once if none is).
+    pub async fn drained(&self) {
+        let shared = self.shared();
+        loop {
+            let changed = shared.sessions_changed.notified();
+            if shared.sessions().is_empty() {
+                return;
+            }
+            changed.await;
+        }
+    }
+
     /// Shuts down gracefully: stops accepting connections and sessions, asks every session
     /// to drain, waits up to `grace` for them to end, then closes what is left.
     pub async fn close(&self, grace: Duration) {
@@ -854,25 +917,7 @@ impl Server {
             q.close();
         }
         shared.closing_tx.send_replace(true);
-        let live = |shared: &ServerShared| -> (Vec<Arc<SessionShared>>, Vec<Arc<WsShared>>) {
-            let map = shared.sessions();
-            let sessions = map
-                .values()
-                .filter_map(|l| match l {
-                    Live::Session(w) => w.upgrade(),
-                    _ => None,
-                })
-                .collect();
-            let sockets = map
-                .values()
-                .filter_map(|l| match l {
-                    Live::WebSocket(w) => w.upgrade(),
-                    _ => None,
-                })
-                .collect();
-            (sessions, sockets)
-        };
-        let (sessions, sockets) = live(shared);
+        let (sessions, sockets) = shared.live();
         for s in sessions {
             s.command(crate::session::Command::Drain);
         }
@@ -890,7 +935,7 @@ impl Server {
                 break;
             }
         }
-        let (remaining, sockets) = live(shared);
+        let (remaining, sockets) = shared.live();
         debug!(remaining = remaining.len(), "closing server");
         let closed_some = !remaining.is_empty();
         for s in remaining {

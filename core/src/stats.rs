@@ -186,7 +186,7 @@ pub(crate) fn refusal_reason(status: u16) -> &'static str {
         404 => "no route for the path",
         421 => "authority is not this server",
         429 => "too many sessions on the connection or from the address",
-        503 => "server closing or request queue full",
+        503 => "server closing or draining, or request queue full",
         _ => "refused",
     }
 }

@@ -520,3 +520,43 @@ async fn a_closed_server_frees_its_port_at_once() {
     assert_eq!(again.tcp_local_addr(), Some(tcp));
     drop(srv);
 }
+
+#[tokio::test]
+async fn a_draining_server_refuses_new_sessions_while_open_ones_finish() {
+    let srv = start();
+    let route = srv.server.route("/d").unwrap();
+    route.allow_websockets();
+    tokio::spawn(async move {
+        while let Some(request) = route.accept().await {
+            let session = request.accept().await.unwrap();
+            tokio::spawn(async move {
+                while let Ok((mut send, mut recv)) = session.accept_bi().await {
+                    let data = recv.read_to_end(1 << 16).await.unwrap();
+                    send.write_all(&data).await.unwrap();
+                    send.finish().unwrap();
+                }
+            });
+        }
+    });
+    let client = srv.connect("/d").await;
+    srv.server.drain();
+    assert!(srv.server.is_draining());
+    // New sessions, over HTTP/3 and the TCP side, get 503.
+    let refused = srv.connect_request(srv.url("/d").into()).await.unwrap_err();
+    assert_eq!(rejected_status(&refused), Some(503));
+    assert_eq!(ws_h1(&srv, "/d", &[], &[]).await.unwrap_err(), 503);
+    assert_eq!(srv.server.stats().requests_refused.get(&503), Some(&2));
+    // The open session goes on.
+    let (mut send, mut recv) = client.open_bi().await.unwrap();
+    send.write_all(b"still here").await.unwrap();
+    send.finish().unwrap();
+    assert_eq!(recv.read_to_end(100).await.unwrap(), b"still here");
+    // drained() waits for it.
+    let server = srv.server.clone();
+    let drained = tokio::spawn(async move { server.drained().await });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!drained.is_finished(), "a session is still open");
+    client.close(0, b"done");
+    tokio::time::timeout(TIMEOUT, drained).await.expect("drained").unwrap();
+    assert_eq!(srv.server.session_count(), 0);
+}

@@ -13,6 +13,7 @@ import http2 from 'node:http2';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
+import { once } from 'node:events';
 import { describe, test } from 'node:test';
 import tls from 'node:tls';
 
@@ -160,6 +161,41 @@ describe('errors from answering requests are plain coded Errors', () => {
 });
 
 describe('lifecycles', () => {
+  test('drain(): new sessions get 503, an open WebSocket goes on, drained() waits for it', async () => {
+    const server = await Server.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      const accepted = [];
+      server.route('/d', async (request) => {
+        const ws = await request.acceptWebSocket();
+        accepted.push(ws);
+        for await (const message of ws) await ws.send(message);
+      }, { webSockets: true });
+      const url = `wss://localhost:${server.port}/d`;
+      const open = new WebSocket(url, { rejectUnauthorized: false });
+      await once(open, 'open');
+      server.drain();
+      assert.equal(server.draining, true);
+      const late = new WebSocket(url, { rejectUnauthorized: false });
+      late.on('error', () => {});
+      const [request, response] = await once(late, 'unexpected-response');
+      request.destroy();
+      assert.equal(response.statusCode, 503);
+      open.send('still here');
+      const [echoed] = await once(open, 'message');
+      assert.equal(echoed.toString(), 'still here');
+      let drained = false;
+      const done = server.drained().then(() => (drained = true));
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(drained, false, 'a WebSocket is still open');
+      open.close(1000, 'bye');
+      await done;
+      assert.equal(server.sessionCount, 0);
+      assert.equal(server.stats().requestsRefused[503], 1);
+    } finally {
+      await server.close({ grace: 0 });
+    }
+  });
+
   test('a closed server frees its UDP and TCP port at once: the same port listens again in the same process', async () => {
     const first = await Server.listen({ host: '127.0.0.1', port: 0 });
     const { port } = first;

@@ -1047,7 +1047,7 @@ async fn handle_request(
                 server.limits.request_timeout,
             )
             .await;
-    let status = if server.is_closing() {
+    let status = if server.refuses_sessions() {
         Some(503)
     } else if !authority_ok {
         Some(421)

@@ -423,7 +423,7 @@ pub(crate) async fn handshake(
                 server.limits.request_timeout,
             )
             .await;
-    let status = if server.is_closing() {
+    let status = if server.refuses_sessions() {
         Some(503)
     } else if !authority_ok {
         Some(421)
