@@ -880,7 +880,11 @@ impl Server {
             return;
         }
         let (sessions, sockets) = shared.live();
-        info!(sessions = sessions.len(), websockets = sockets.len(), "draining");
+        info!(
+            sessions = sessions.len(),
+            websockets = sockets.len(),
+            "draining"
+        );
         for s in sessions {
             s.command(crate::session::Command::Drain);
         }
