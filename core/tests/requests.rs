@@ -557,6 +557,9 @@ async fn a_draining_server_refuses_new_sessions_while_open_ones_finish() {
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert!(!drained.is_finished(), "a session is still open");
     client.close(0, b"done");
-    tokio::time::timeout(TIMEOUT, drained).await.expect("drained").unwrap();
+    tokio::time::timeout(TIMEOUT, drained)
+        .await
+        .expect("drained")
+        .unwrap();
     assert_eq!(srv.server.session_count(), 0);
 }
