@@ -966,10 +966,15 @@ class SessionRequest {
     return new WebSocketSession(ws, this.url.replace(/^https:/, 'wss:'));
   }
 
-  /** Rejects the session with an HTTP status in 300..599 (default 404). */
-  async reject(status = 404) {
+  /**
+   * Rejects the session with an HTTP status in 300..599 (default 404) and optional
+   * response headers (`{ headers: { 'www-authenticate': 'Bearer' } }` or [name, value]
+   * pairs). A bad status or header throws without answering.
+   */
+  async reject(status = 404, options) {
     checkInt('status', status, 300, 599);
-    await this.#native.reject(status).catch(rethrow);
+    const { headers } = acceptOptions(options);
+    await this.#native.reject(status, headers).catch(rethrow);
   }
 }
 

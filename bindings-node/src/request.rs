@@ -202,13 +202,28 @@ impl NativeRequest {
         Ok(NativeWebSocket::new(ws))
     }
 
-    /// Rejects with an HTTP status in 300..=599.
+    /// Rejects with an HTTP status in 300..=599 and optional response headers. A bad
+    /// status or header fails without answering, so the request can still be used.
     #[napi]
-    pub async fn reject(&self, status: u32) -> napi::Result<()> {
+    pub async fn reject(
+        &self,
+        status: u32,
+        headers: Option<Vec<NativeHeader>>,
+    ) -> napi::Result<()> {
         let status = u16::try_from(status).unwrap_or(0);
         SessionRequest::check_status(status).map_err(error::from_request)?;
+        let headers = headers.unwrap_or_default();
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_str()))
+            .collect();
+        {
+            let guard = self.inner.lock().map_err(|_| error::request_answered())?;
+            let r = guard.as_ref().ok_or_else(error::request_answered)?;
+            r.check_accept(None, &pairs).map_err(error::from_request)?;
+        }
         self.take()?
-            .reject(status)
+            .reject_with(status, &pairs)
             .await
             .map_err(error::from_request)
     }

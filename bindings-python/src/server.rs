@@ -447,6 +447,25 @@ impl Server {
         crate::exchange::HttpRequests::new(requests)
     }
 
+    /// Refuses new sessions (503) and asks open ones to drain.
+    fn drain(&self) {
+        self.inner.drain();
+    }
+
+    /// Whether `drain()` was called.
+    fn is_draining(&self) -> bool {
+        self.inner.is_draining()
+    }
+
+    /// Resolves once no session is open.
+    fn drained<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let server = self.inner.clone();
+        awaitable(py, async move {
+            server.drained().await;
+            Ok(())
+        })
+    }
+
     /// Graceful shutdown within `grace` seconds.
     fn close<'py>(&self, py: Python<'py>, grace: f64) -> PyResult<Bound<'py, PyAny>> {
         let grace = seconds("grace", Some(grace.max(1e-3)))?.unwrap_or_default();
@@ -662,16 +681,32 @@ impl SessionRequest {
         })
     }
 
-    /// Rejects with an HTTP status; the response is sent in the background.
-    fn reject(&self, status: u16) -> PyResult<()> {
+    /// Rejects with an HTTP status and response headers; the response is sent in the
+    /// background. A bad header fails without answering.
+    #[pyo3(signature = (status, headers = Vec::new()))]
+    fn reject(&self, py: Python<'_>, status: u16, headers: Vec<(String, String)>) -> PyResult<()> {
         if !(300..=599).contains(&status) {
             return Err(PyValueError::new_err(format!(
                 "status must be an HTTP status in 300..=599, got {status}"
             )));
         }
+        let pairs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        {
+            let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = guard.as_ref() {
+                r.check_accept(None, &pairs).py_err(py)?;
+            }
+        }
         let request = self.take()?;
         runtime().spawn(async move {
-            let _ = request.reject(status).await;
+            let pairs: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let _ = request.reject_with(status, &pairs).await;
         });
         Ok(())
     }

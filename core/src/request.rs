@@ -201,8 +201,19 @@ impl SessionRequest {
     /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404. Like
     /// [`accept_with`](Self::accept_with), this never waits on the client.
     pub async fn reject(self, status: u16) -> Result<(), RequestError> {
+        self.reject_with(status, &[]).await
+    }
+
+    /// Like [`reject`](Self::reject), with response headers (lowercase names): a
+    /// `www-authenticate` with a 401, a `retry-after` with a 503.
+    pub async fn reject_with(
+        mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<(), RequestError> {
         Self::check_status(status)?;
-        self.reject_in_background(status);
+        check_headers(headers)?;
+        self.answer_with(status, headers);
         Ok(())
     }
 
@@ -212,9 +223,13 @@ impl SessionRequest {
     }
 
     fn answer(&mut self, status: u16) {
+        self.answer_with(status, &[]);
+    }
+
+    fn answer_with(&mut self, status: u16, headers: &[(&str, &str)]) {
         match &mut self.inner {
-            Inner::H3(h3) => h3.answer(status),
-            Inner::Tcp(tcp) => tcp.answer(status),
+            Inner::H3(h3) => h3.answer(status, headers),
+            Inner::Tcp(tcp) => tcp.answer(status, headers),
         }
     }
 

@@ -1262,3 +1262,39 @@ async fn qmux_streams_are_tokio_async_read_and_write() {
         .expect("echo timed out");
     assert_eq!(sha256(&echoed), sha256(&payload));
 }
+
+#[tokio::test]
+async fn a_rejection_carries_the_applications_response_headers() {
+    let srv = start();
+    let route = srv.server.route("/auth").unwrap();
+    route.allow_websockets();
+    tokio::spawn(async move {
+        while let Some(request) = route.accept().await {
+            // A header name that is not lowercase is refused and the request stays usable.
+            let bad = [("WWW-Authenticate", "Bearer")];
+            assert!(matches!(
+                request.check_accept(None, &bad),
+                Err(ferrovia::RequestError::InvalidHeader(_))
+            ));
+            request
+                .reject_with(401, &[("www-authenticate", "Bearer realm=\"chat\"")])
+                .await
+                .unwrap();
+        }
+    });
+    let key = "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let answer = raw_http1(&srv, &upgrade_head(&srv, "/auth", key)).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        answer
+            .to_lowercase()
+            .contains("www-authenticate: bearer realm=\"chat\""),
+        "{answer}"
+    );
+    // Over HTTP/3 the status reaches the independent client.
+    let refused = srv
+        .connect_request(srv.url("/auth").into())
+        .await
+        .unwrap_err();
+    assert_eq!(rejected_status(&refused), Some(401));
+}

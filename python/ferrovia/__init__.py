@@ -808,9 +808,19 @@ class SessionRequest:
         self._answer = session
         return session
 
-    def reject(self, status: int = 404) -> None:
-        """Rejects with an HTTP ``status`` in 300..599 (e.g. 403, 404)."""
-        self._inner.reject(_check_int("status", status, 300, 599))
+    def reject(
+        self,
+        status: int = 404,
+        *,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+    ) -> None:
+        """Rejects with an HTTP ``status`` in 300..599 (e.g. 401, 403, 404) and optional
+        response ``headers`` (lowercase names), e.g. ``{"www-authenticate": "Bearer"}``.
+        The answer goes out in the background; a bad status or header raises without
+        answering, so the request can still be used."""
+        status = _check_int("status", status, 300, 599)
+        pairs = self._answer_args(None, headers)
+        self._inner.reject(status, pairs)
 
     def __repr__(self) -> str:
         return f"<ferrovia.SessionRequest path={self.path!r} origin={self.origin!r}>"
@@ -1034,6 +1044,23 @@ class Server:
     def connection_count(self) -> int:
         """QUIC and TCP connections open right now."""
         return self._inner.connection_count()
+
+    def drain(self) -> None:
+        """Starts a drain, as before a deploy: new session and WebSocket requests get 503,
+        open sessions are asked to drain (a browser's ``WebTransport.draining`` resolves)
+        and go on until they end. The
+        socket stays bound and the ASGI app keeps answering HTTP. :meth:`wait_drained`
+        waits for the last session; :meth:`close` ends what is left."""
+        self._inner.drain()
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called."""
+        return self._inner.is_draining()
+
+    async def wait_drained(self) -> None:
+        """Waits until no session or WebSocket is open."""
+        await self._inner.drained()
 
     def stats(self) -> ServerStats:
         """The server's counters: what it admitted, refused and answered itself (each such

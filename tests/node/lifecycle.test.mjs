@@ -161,6 +161,25 @@ describe('errors from answering requests are plain coded Errors', () => {
 });
 
 describe('lifecycles', () => {
+  test('reject(status, { headers }) sends the headers; a bad header throws and leaves the request usable', async () => {
+    const server = await Server.listen({ host: '127.0.0.1', port: 0 });
+    try {
+      server.route('/auth', async (request) => {
+        await assert.rejects(request.reject(401, { headers: { 'bad header': 'x' } }), { code: 'ERR_INVALID_HEADER' });
+        assert.equal(request.answered, false);
+        await request.reject(401, { headers: { 'www-authenticate': 'Bearer realm="chat"' } });
+      }, { webSockets: true });
+      const ws = new WebSocket(`wss://localhost:${server.port}/auth`, { rejectUnauthorized: false });
+      ws.on('error', () => {});
+      const [request, response] = await once(ws, 'unexpected-response');
+      request.destroy();
+      assert.equal(response.statusCode, 401);
+      assert.equal(response.headers['www-authenticate'], 'Bearer realm="chat"');
+    } finally {
+      await server.close({ grace: 0 });
+    }
+  });
+
   test('drain(): new sessions get 503, an open WebSocket goes on, drained() waits for it', async () => {
     const server = await Server.listen({ host: '127.0.0.1', port: 0 });
     try {

@@ -184,3 +184,31 @@ async def test_a_closed_server_frees_its_port_at_once() -> None:
         assert second.tcp_address == ("127.0.0.1", port)
     assert first.closed
 
+
+
+async def test_drain_refuses_new_sessions_while_open_ones_finish() -> None:
+    async with ferrovia.serve("127.0.0.1", 0) as server:
+        requests = server.requests("/d")
+        async with connect_client(server.port) as client:
+            first = await client.session("/d")
+            request = await requests.accept()
+            assert request is not None
+            session = await request.accept()
+            assert await first.status() == 200
+            server.drain()
+            assert server.draining
+            late = await client.session("/d")
+            assert await late.status() == 503
+            # The open session goes on.
+            stream = first.open_bidi()
+            await stream.write_all(b"still here")
+            reader, writer = await session.accept_bidirectional_stream()
+            writer.write(await reader.read())
+            writer.write_eof()
+            assert await stream.read_all() == b"still here"
+            waiting = asyncio.ensure_future(server.wait_drained())
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), "a session is still open"
+            session.close(0, "done")
+            await asyncio.wait_for(waiting, 10)
+        assert server.stats().requests_refused.get(503) == 1

@@ -147,3 +147,25 @@ async def test_tcp_off_and_plain_behind_a_proxy() -> None:
             await client.send("through the proxy")
             assert await client.recv() == "through the proxy"
         await asyncio.wait_for(task, 10)
+
+
+async def test_reject_with_headers_reaches_the_client() -> None:
+    async with ferrovia.serve("127.0.0.1", 0) as server:
+        requests = server.requests("/auth", websockets=True)
+
+        async def refuse() -> None:
+            request = await requests.accept()
+            assert request is not None
+            with pytest.raises(ValueError, match="bad header"):
+                request.reject(401, headers={"bad header": "x"})
+            assert not request.answered
+            request.reject(401, headers={"www-authenticate": 'Bearer realm="chat"'})
+
+        task = asyncio.create_task(refuse())
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url(server, "/auth"), ssl=tls_for(server)):
+                pass
+        await task
+        assert refused.value.response.status_code == 401
+        assert refused.value.response.headers["www-authenticate"] == 'Bearer realm="chat"'
+

@@ -86,7 +86,7 @@ impl H3Request {
         ))
     }
 
-    pub(crate) fn answer(&mut self, status: u16) {
+    pub(crate) fn answer(&mut self, status: u16, headers: &[(&str, &str)]) {
         let session_id = self.session_id();
         let Some((send, _recv)) = self.streams.take() else {
             return;
@@ -94,7 +94,7 @@ impl H3Request {
         self.conn.forget_request(session_id);
         self.conn.note_refusal();
         let mut block = Vec::new();
-        encode_response(status, &[], &mut block);
+        encode_response(status, headers, &mut block);
         send_and_finish(
             &self.conn.runtime,
             send,

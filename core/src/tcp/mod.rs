@@ -473,9 +473,15 @@ pub(crate) async fn handshake(
     if let Err((request, status)) = server.dispatch(request) {
         request.reject_in_background(status);
     }
-    let answer = rx.await.unwrap_or(Answer::Reject(503));
+    let answer = rx.await.unwrap_or(Answer::Reject(503, Vec::new()));
     let (protocol_header, extra, start) = match answer {
-        Answer::Reject(status) => return respond(status, ""),
+        Answer::Reject(status, headers) => {
+            return HandshakeOutcome::Respond {
+                status,
+                headers,
+                body: "",
+            }
+        }
         Answer::Accept {
             protocol_header,
             headers,

@@ -68,7 +68,8 @@ impl Start {
 
 /// The application's answer to a handshake.
 pub(crate) enum Answer {
-    Reject(u16),
+    /// A refusal: its status and response headers.
+    Reject(u16, Vec<(String, String)>),
     Accept {
         protocol_header: Option<String>,
         headers: Vec<(String, String)>,
@@ -98,10 +99,14 @@ impl TcpRequest {
         }
     }
 
-    pub(crate) fn answer(&mut self, status: u16) {
+    pub(crate) fn answer(&mut self, status: u16, headers: &[(&str, &str)]) {
         if self.answer.is_some() {
             self.note_refusal();
-            let _ = self.send(Answer::Reject(status));
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            let _ = self.send(Answer::Reject(status, headers));
         }
     }
 
@@ -138,7 +143,7 @@ impl TcpRequest {
             return Err(RequestError::ProtocolRequired);
         }
         let Some(slot) = server.reserve_session() else {
-            self.answer(503);
+            self.answer(503, &[]);
             return Err(RequestError::TooManySessions);
         };
         let shared = QmuxShared::new(qmux::config(&server.limits), head.remote);
@@ -191,7 +196,7 @@ impl TcpRequest {
     ) -> Result<WebSocket, RequestError> {
         let server = self.server.clone();
         let Some(slot) = server.reserve_session() else {
-            self.answer(503);
+            self.answer(503, &[]);
             return Err(RequestError::TooManySessions);
         };
         let pending = ws::pending(
