@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use ferrovia::{Body, BodySender, HttpResponder};
-use pyo3::{exceptions::PyValueError, prelude::*};
+use pyo3::{exceptions::PyValueError, prelude::*, types::PyBytes};
 
 use crate::{awaitable, errors::Failure};
 
@@ -29,36 +29,65 @@ impl HttpRequests {
     fn accept<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let inner = self.inner.clone();
         awaitable(py, async move {
-            let Some(exchange) = inner.accept().await else {
-                return Ok::<_, Failure>(None);
-            };
-            let (request, responder) = exchange.into_parts();
-            let (parts, body) = request.into_parts();
-            Ok(Some(HttpExchange {
-                method: parts.method.as_str().to_owned(),
-                scheme: parts.uri.scheme_str().unwrap_or("https").to_owned(),
-                authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |p| p.as_str())
-                    .to_owned(),
-                headers: parts
-                    .headers
-                    .iter()
-                    .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
-                    .collect(),
-                version: match parts.version {
-                    http::Version::HTTP_3 => "3",
-                    http::Version::HTTP_2 => "2",
-                    _ => "1.1",
-                },
-                remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
-                body: Arc::new(tokio::sync::Mutex::new(Some(body))),
-                responder: Mutex::new(Some(responder)),
-                sender: Mutex::new(None),
-            }))
+            Ok::<_, Failure>(inner.accept().await.map(HttpExchange::new))
         })
+    }
+
+    /// Every request already waiting, up to `max` (at least one), in arrival order, in one
+    /// crossing; waits for the first when none is. Resolves to an empty list once the
+    /// server is closed.
+    fn accept_many<'py>(&self, py: Python<'py>, max: usize) -> PyResult<Bound<'py, PyAny>> {
+        let inner = self.inner.clone();
+        awaitable(py, async move {
+            Ok::<_, Failure>(
+                inner
+                    .accept_many(max)
+                    .await
+                    .into_iter()
+                    .map(HttpExchange::new)
+                    .collect::<Vec<_>>(),
+            )
+        })
+    }
+}
+
+impl HttpExchange {
+    fn new(exchange: ferrovia::HttpExchange) -> Self {
+        let (request, responder) = exchange.into_parts();
+        let (parts, body) = request.into_parts();
+        // Known to carry no body: `content-length: 0`, or an HTTP/1.1 request with neither
+        // `content-length` nor `transfer-encoding` (RFC 9112, 6.3). The host then answers
+        // the application's receive() itself.
+        let length = parts.headers.get(http::header::CONTENT_LENGTH);
+        let body_empty = length.is_some_and(|v| v.as_bytes() == b"0")
+            || (length.is_none()
+                && parts.version < http::Version::HTTP_2
+                && !parts.headers.contains_key(http::header::TRANSFER_ENCODING));
+        HttpExchange {
+            method: parts.method.as_str().to_owned(),
+            scheme: parts.uri.scheme_str().unwrap_or("https").to_owned(),
+            authority: parts.uri.authority().map(|a| a.as_str().to_owned()),
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            headers: parts
+                .headers
+                .iter()
+                .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            version: match parts.version {
+                http::Version::HTTP_3 => "3",
+                http::Version::HTTP_2 => "2",
+                _ => "1.1",
+            },
+            remote: parts.extensions.get::<std::net::SocketAddr>().copied(),
+            body_empty,
+            body: Arc::new(tokio::sync::Mutex::new(Some(body))),
+            responder: Mutex::new(Some(responder)),
+            sender: Mutex::new(None),
+        }
     }
 }
 
@@ -72,6 +101,7 @@ pub(crate) struct HttpExchange {
     headers: Vec<(String, String)>,
     version: &'static str,
     remote: Option<std::net::SocketAddr>,
+    body_empty: bool,
     body: Arc<tokio::sync::Mutex<Option<Body>>>,
     responder: Mutex<Option<HttpResponder>>,
     sender: Mutex<Option<BodySender>>,
@@ -79,6 +109,49 @@ pub(crate) struct HttpExchange {
 
 #[pymethods]
 impl HttpExchange {
+    /// The whole request head in one call: `(method, scheme, target, headers, http_version,
+    /// client, body_empty)`, the headers as ASGI wants them (`(bytes, bytes)` pairs, with
+    /// `host` first from the authority when the request has no `host` header), and
+    /// `body_empty` true when the request is known to carry no body.
+    #[allow(clippy::type_complexity)]
+    fn head<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> (
+        String,
+        String,
+        String,
+        Vec<(Bound<'py, PyBytes>, Bound<'py, PyBytes>)>,
+        &'static str,
+        Option<(String, u16)>,
+        bool,
+    ) {
+        let mut headers = Vec::with_capacity(self.headers.len() + 1);
+        if let Some(authority) = &self.authority {
+            if !self.headers.iter().any(|(k, _)| k == "host") {
+                headers.push((
+                    PyBytes::new(py, b"host"),
+                    PyBytes::new(py, authority.as_bytes()),
+                ));
+            }
+        }
+        for (k, v) in &self.headers {
+            headers.push((
+                PyBytes::new(py, k.as_bytes()),
+                PyBytes::new(py, v.as_bytes()),
+            ));
+        }
+        (
+            self.method.clone(),
+            self.scheme.clone(),
+            self.path.clone(),
+            headers,
+            self.version,
+            self.client(),
+            self.body_empty,
+        )
+    }
+
     #[getter]
     fn method(&self) -> String {
         self.method.clone()
@@ -141,15 +214,24 @@ impl HttpExchange {
     }
 
     /// Sends the response head; with `streaming`, the body follows through `write()` and
-    /// `end()`. False when the request is already gone.
+    /// `end()`; otherwise `body` (if any) is the whole body, sent with the head, and the
+    /// response is complete. False when the request is already gone.
+    #[pyo3(signature = (status, headers, body=None, streaming=false))]
     fn respond(
         &self,
         status: u16,
         headers: Vec<(String, String)>,
+        body: Option<Bound<'_, PyBytes>>,
         streaming: bool,
     ) -> PyResult<bool> {
-        let (response, sender) = HttpResponder::build(status, &headers, streaming)
+        let (mut response, sender) = HttpResponder::build(status, &headers, streaming)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if let (false, Some(body)) = (streaming, body) {
+            let data = body.as_bytes();
+            if !data.is_empty() {
+                *response.body_mut() = Body::from(Bytes::copy_from_slice(data));
+            }
+        }
         let responder = self
             .responder
             .lock()

@@ -106,43 +106,60 @@ class AsgiHost:
     # ---- http ----
 
     async def _serve(self, requests: _ferrovia.HttpRequests) -> None:
-        while (exchange := await requests.accept()) is not None:
-            task = asyncio.create_task(self._answer(exchange))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+        # Every request already queued comes in one crossing.
+        create_task = asyncio.get_running_loop().create_task
+        while exchanges := await requests.accept_many(64):
+            for exchange in exchanges:
+                task = create_task(self._answer(exchange))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    def _scope(self, exchange: _ferrovia.HttpExchange) -> Scope:
-        path, _, query = exchange.target.partition("?")
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in exchange.headers]
-        # HTTP/2 and HTTP/3 carry the host as :authority; ASGI applications read `host`.
-        if exchange.authority and not any(k == b"host" for k, _ in headers):
-            headers.insert(0, (b"host", exchange.authority.encode("latin-1")))
+    def _scope(self, head: _ferrovia.HttpHead) -> Scope:
+        method, scheme, target, headers, http_version, client, _ = head
+        path, _, query = target.partition("?")
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
-            "http_version": exchange.http_version,
-            "method": exchange.method,
-            "scheme": exchange.scheme,
-            "path": unquote(path),
+            "http_version": http_version,
+            "method": method,
+            "scheme": scheme,
+            "path": unquote(path) if "%" in path else path,
             "raw_path": path.encode("latin-1"),
             "query_string": query.encode("latin-1"),
             "root_path": "",
+            # `host` first from the authority (HTTP/2 and HTTP/3) when the request has none.
             "headers": headers,
-            "client": exchange.client,
+            "client": client,
             "server": self._server,
             "state": dict(self._state),
         }
 
     async def _answer(self, exchange: _ferrovia.HttpExchange) -> None:
+        head = exchange.head()
+        method = head[0]
+        # A request known to carry no body is answered without a native call.
+        body_empty = head[6]
         body_done = False
         body_failure: str | None = None
-        head: tuple[int, list[tuple[str, str]]] | None = None
+        start: tuple[int, list[tuple[str, str]]] | None = None
         responded = False
-        finished = asyncio.Event()
+        # The end of the exchange; a future to wait on it is made only when the application
+        # asks for the next event after the body.
+        finished = False
+        waiter: asyncio.Future[None] | None = None
+
+        def finish() -> None:
+            nonlocal finished
+            finished = True
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
 
         async def receive() -> Message:
-            nonlocal body_done, body_failure
+            nonlocal body_done, body_failure, waiter
             if not body_done:
+                if body_empty:
+                    body_done = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
                 chunk, failure = await exchange.read_body()
                 if failure is not None:
                     body_done, body_failure = True, failure
@@ -152,60 +169,71 @@ class AsgiHost:
                     return {"type": "http.request", "body": b"", "more_body": False}
                 return {"type": "http.request", "body": chunk, "more_body": True}
             # After the body, the next event is the end of the exchange.
-            await finished.wait()
+            if not finished:
+                if waiter is None or waiter.done():
+                    waiter = asyncio.get_running_loop().create_future()
+                await waiter
             return {"type": "http.disconnect"}
 
         async def send(message: Message) -> None:
-            nonlocal head, responded
+            nonlocal start, responded
             kind = message["type"]
             if kind == "http.response.start":
-                if head is not None:
+                if start is not None:
                     raise RuntimeError("http.response.start sent twice")
-                head = (
+                # Held until the first body message, so that a whole body goes with it.
+                start = (
                     int(message["status"]),
-                    [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", [])],
+                    [(bytes(k).decode("latin-1"), bytes(v).decode("latin-1")) for k, v in message.get("headers", ())],
                 )
             elif kind == "http.response.body":
-                if head is None:
+                if start is None:
                     raise RuntimeError("http.response.body before http.response.start")
-                if finished.is_set():
+                if finished:
                     return  # the response is over (or the client left): ignored, as ASGI allows
-                data = bytes(message.get("body", b""))
+                data = message.get("body", b"")
+                if type(data) is not bytes:
+                    data = bytes(data)
                 more = bool(message.get("more_body", False))
                 if not responded:
                     responded = True
-                    if not exchange.respond(head[0], head[1], bool(data) or more):
-                        finished.set()
+                    if not more:
+                        # The whole response in one call (a HEAD answer carries no body).
+                        exchange.respond(start[0], start[1], data if data and method != "HEAD" else None)
+                        finish()
+                        return
+                    if not exchange.respond(start[0], start[1], None, True):
+                        finish()
                         return
                 if data and not await exchange.write(data):
-                    finished.set()
+                    finish()
                     return
                 if not more:
                     exchange.end()
-                    finished.set()
+                    finish()
             else:
                 raise RuntimeError(f"unexpected ASGI message {kind!r} in an http scope")
 
         try:
-            await self._app(self._scope(exchange), receive, send)
+            await self._app(self._scope(head), receive, send)
         except Exception:
             if body_failure is None:
-                logger.exception("the ASGI application failed on %s %s", exchange.method, exchange.target)
+                logger.exception("the ASGI application failed on %s %s", method, head[2])
             if not responded:
                 if body_failure is None:
-                    await self._plain(exchange, 500, "internal server error\n")
+                    self._plain(exchange, 500, "internal server error\n")
                 else:
-                    await self._plain(exchange, _BODY_FAILURE_STATUS.get(body_failure, 400), f"{body_failure}\n")
-            elif not finished.is_set():
+                    self._plain(exchange, _BODY_FAILURE_STATUS.get(body_failure, 400), f"{body_failure}\n")
+            elif not finished:
                 await exchange.abort("the application failed")
         else:
             if not responded:
                 status = _BODY_FAILURE_STATUS.get(body_failure or "", 400 if body_failure else 500)
-                await self._plain(exchange, status, "no response\n" if body_failure is None else f"{body_failure}\n")
-            elif not finished.is_set():
+                self._plain(exchange, status, "no response\n" if body_failure is None else f"{body_failure}\n")
+            elif not finished:
                 exchange.end()
         finally:
-            finished.set()
+            finish()
 
     # ---- websocket ----
 
@@ -328,7 +356,5 @@ class AsgiHost:
                 await asyncio.wait_for(socket.wait_closed(), _WEBSOCKET_CLOSE_TIMEOUT)
 
     @staticmethod
-    async def _plain(exchange: _ferrovia.HttpExchange, status: int, text: str) -> None:
-        if exchange.respond(status, [("content-type", "text/plain; charset=utf-8")], True):
-            await exchange.write(text.encode())
-        exchange.end()
+    def _plain(exchange: _ferrovia.HttpExchange, status: int, text: str) -> None:
+        exchange.respond(status, [("content-type", "text/plain; charset=utf-8")], text.encode())
