@@ -1005,42 +1005,31 @@ async fn renew_self_signed(
     loop {
         let announce_at = issued + renewal.validity - renewal.overlap * 2;
         let switch_at = issued + renewal.validity - renewal.overlap;
-        tokio::select! {
-            () = tokio::time::sleep_until(announce_at) => {}
-            _ = closing.wait_for(|c| *c) => return,
-        }
+        let Some(shared) = still_renewing(announce_at, &mut closing, &server).await else {
+            return;
+        };
         let next_issued = tokio::time::Instant::now();
         let next = match Certificate::self_signed_for(&renewal.names, renewal.validity) {
             Ok(c) => c,
             Err(e) => {
                 warn!("could not make the next self-signed certificate: {e}; retrying in a minute");
-                tokio::time::sleep(Duration::from_secs(60)).await;
+                drop(shared);
+                let retry = tokio::time::Instant::now() + Duration::from_secs(60);
+                if still_renewing(retry, &mut closing, &server).await.is_none() {
+                    return;
+                }
                 continue;
             }
         };
-        {
-            let Some(shared) = server.upgrade() else {
-                return;
-            };
-            if !shared.renewing.load(Ordering::Acquire) {
-                return;
-            }
-            info!(
-                sha256 = next.sha256_hex(),
-                "next self-signed certificate announced"
-            );
-            shared.resolver.announce(next.clone());
-        }
-        tokio::select! {
-            () = tokio::time::sleep_until(switch_at) => {}
-            _ = closing.wait_for(|c| *c) => return,
-        }
-        let Some(shared) = server.upgrade() else {
+        info!(
+            sha256 = next.sha256_hex(),
+            "next self-signed certificate announced"
+        );
+        shared.resolver.announce(next.clone());
+        drop(shared);
+        let Some(shared) = still_renewing(switch_at, &mut closing, &server).await else {
             return;
         };
-        if !shared.renewing.load(Ordering::Acquire) {
-            return;
-        }
         info!(
             sha256 = next.sha256_hex(),
             "self-signed certificate renewed"
@@ -1048,6 +1037,21 @@ async fn renew_self_signed(
         shared.resolver.set(next);
         issued = next_issued;
     }
+}
+
+/// Sleeps until `until`; then the server, if it is still open and its certificate is
+/// still the renewal's to manage (the application has not set one of its own).
+async fn still_renewing(
+    until: tokio::time::Instant,
+    closing: &mut watch::Receiver<bool>,
+    server: &Weak<ServerShared>,
+) -> Option<Arc<ServerShared>> {
+    tokio::select! {
+        () = tokio::time::sleep_until(until) => {}
+        _ = closing.wait_for(|c| *c) => return None,
+    }
+    let shared = server.upgrade()?;
+    shared.renewing.load(Ordering::Acquire).then_some(shared)
 }
 
 /// Requests for one path, from [`Server::route`], or plain WebSocket requests for every
