@@ -10,9 +10,6 @@ aioquic's transport settings stay at their defaults, as a user would run it.
 
 import argparse
 import asyncio
-import datetime
-import hashlib
-import ipaddress
 import json
 import sys
 
@@ -25,34 +22,7 @@ from aioquic.h3.events import (
 )
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ProtocolNegotiated, QuicEvent
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
-
-
-def self_signed():
-    """An ECDSA P-256 certificate valid for 10 days, as serverCertificateHashes needs."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=10))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
+from self_signed import self_signed, sha256_hex
 
 
 def is_bidi(stream_id: int) -> bool:
@@ -118,7 +88,7 @@ async def main() -> None:
     config.private_key = key
     server = await serve(args.host, args.port, configuration=config, create_protocol=EchoProtocol)
     port = server._transport.get_extra_info("sockname")[1]
-    digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    digest = sha256_hex(cert)
     print(json.dumps({"event": "listening", "port": port, "certificateHash": digest}), flush=True)
     await asyncio.Future()
 

@@ -13,44 +13,13 @@ QMux; websockets' settings stay at their defaults, as a user would run it.
 
 import argparse
 import asyncio
-import datetime
-import hashlib
 import http
-import ipaddress
 import json
-import os
 import ssl
 import tempfile
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from self_signed import self_signed, sha256_hex, write_pem
 from websockets.asyncio.server import serve
-
-
-def self_signed():
-    """An ECDSA P-256 certificate for localhost and 127.0.0.1, valid for 10 days."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=10))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return cert, key
 
 
 def tls_context(cert, key) -> ssl.SSLContext:
@@ -58,18 +27,7 @@ def tls_context(cert, key) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.set_alpn_protocols(["http/1.1"])
     with tempfile.TemporaryDirectory() as tmp:
-        cert_path = os.path.join(tmp, "cert.pem")
-        key_path = os.path.join(tmp, "key.pem")
-        with open(cert_path, "wb") as f:
-            f.write(cert.public_bytes(serialization.Encoding.PEM))
-        with open(key_path, "wb") as f:
-            f.write(
-                key.private_bytes(
-                    serialization.Encoding.PEM,
-                    serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption(),
-                )
-            )
+        cert_path, key_path = write_pem(cert, key, tmp)
         context.load_cert_chain(cert_path, key_path)
     return context
 
@@ -98,7 +56,7 @@ async def main() -> None:
         echo, args.host, args.port, ssl=context, process_request=only_ws
     ) as server:
         port = server.sockets[0].getsockname()[1]
-        digest = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+        digest = sha256_hex(cert)
         print(
             json.dumps({"event": "listening", "port": port, "certificateHash": digest}),
             flush=True,
