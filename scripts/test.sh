@@ -31,6 +31,9 @@ bash scripts/fuzz.sh 20
 echo "== Packet loss: 5 % and 10 % on a network namespace's loopback (needs root and nft)"
 bash scripts/test-loss.sh
 
+echo "== Load balancer: two fleet members behind nftables routing by QUIC-LB connection ID (namespaces)"
+bash scripts/test-lb.sh
+
 echo "== Soak: two minutes of session churn; RSS, sessions, connections and fds come back flat"
 bash scripts/soak.sh 2
 

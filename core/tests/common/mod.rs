@@ -113,7 +113,7 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
 // ---- A bare HTTP/3 client for what the independent client cannot do ----
 
 #[derive(Debug)]
-struct HashVerifier(Vec<u8>);
+struct HashVerifier(Vec<Vec<u8>>);
 
 impl rustls::client::danger::ServerCertVerifier for HashVerifier {
     fn verify_server_cert(
@@ -124,7 +124,7 @@ impl rustls::client::danger::ServerCertVerifier for HashVerifier {
         _: &[u8],
         _: rustls::pki_types::UnixTime,
     ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        if sha256(end_entity.as_ref()) == self.0 {
+        if self.0.contains(&sha256(end_entity.as_ref())) {
             Ok(rustls::client::danger::ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General("certificate hash mismatch".into()))
@@ -158,6 +158,22 @@ impl rustls::client::danger::ServerCertVerifier for HashVerifier {
     }
 }
 
+/// A QUIC client configuration with ALPN h3 that trusts a server whose certificate has one
+/// of `hashes` (SHA-256), as `serverCertificateHashes` does: for a client that needs its
+/// own endpoint (one that rebinds its socket, say).
+pub fn client_config_trusting(hashes: Vec<Vec<u8>>) -> quinn::ClientConfig {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(HashVerifier(hashes)))
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h3".to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(crypto))
+}
+
 /// A QUIC connection with ALPN h3 and datagrams, verifying the server by certificate hash.
 pub async fn raw_connection(server: &TestServer) -> quinn::Connection {
     raw_connection_with(server, |_| {})
@@ -180,19 +196,10 @@ pub async fn raw_connection_to(
     addr: SocketAddr,
     tune: impl FnOnce(&mut quinn::TransportConfig),
 ) -> Result<quinn::Connection, quinn::ConnectionError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(HashVerifier(server.cert.sha256().to_vec())))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut transport = quinn::TransportConfig::default();
     tune(&mut transport);
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config = client_config_trusting(vec![server.cert.sha256().to_vec()]);
     config.transport_config(Arc::new(transport));
     endpoint.set_default_client_config(config);
     endpoint.connect(addr, "localhost").unwrap().await
@@ -351,7 +358,10 @@ pub async fn tls_connect(server: &TestServer, alpn: &[&str]) -> TlsStream {
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(HashVerifier(server.cert.sha256().to_vec())))
+        .with_custom_certificate_verifier(Arc::new(HashVerifier(vec![server
+            .cert
+            .sha256()
+            .to_vec()])))
         .with_no_client_auth();
     tls.alpn_protocols = alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
     let tcp = tokio::net::TcpStream::connect(server.tcp_addr())
