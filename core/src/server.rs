@@ -121,6 +121,8 @@ pub(crate) struct ServerShared {
     tcp_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Set by `drain`: new sessions are refused, open ones go on.
     draining: AtomicBool,
+    /// Set by `drain` and `close`: every HTTP/3 connection sends GOAWAY.
+    winding_down: watch::Sender<bool>,
 }
 
 #[derive(Default)]
@@ -151,6 +153,11 @@ impl ServerShared {
     }
 
     /// The sessions and WebSockets open now.
+    /// Becomes true when the server starts draining or closing.
+    pub(crate) fn winding_down(&self) -> watch::Receiver<bool> {
+        self.winding_down.subscribe()
+    }
+
     fn live(&self) -> (Vec<Arc<SessionShared>>, Vec<Arc<WsShared>>) {
         let map = self.sessions();
         let sessions = map
@@ -653,6 +660,7 @@ impl Server {
             renewing: AtomicBool::new(config.self_signed_renewal.is_some()),
             tcp_task: Mutex::new(None),
             draining: AtomicBool::new(false),
+            winding_down: watch::channel(false).0,
         });
         if let Some(renewal) = config.self_signed_renewal.clone() {
             runtime.spawn(renew_self_signed(
@@ -879,6 +887,7 @@ impl Server {
         if shared.draining.swap(true, Ordering::AcqRel) {
             return;
         }
+        shared.winding_down.send_replace(true);
         let (sessions, sockets) = shared.live();
         info!(
             sessions = sessions.len(),
@@ -921,6 +930,7 @@ impl Server {
             q.close();
         }
         shared.closing_tx.send_replace(true);
+        shared.winding_down.send_replace(true);
         let (sessions, sockets) = shared.live();
         for s in sessions {
             s.command(crate::session::Command::Drain);

@@ -563,3 +563,97 @@ async fn a_draining_server_refuses_new_sessions_while_open_ones_finish() {
         .unwrap();
     assert_eq!(srv.server.session_count(), 0);
 }
+
+/// Reads one HTTP/3 frame (type, payload) from a stream.
+async fn read_frame(recv: &mut quinn::RecvStream) -> (u64, Vec<u8>) {
+    let typ = read_varint(recv).await;
+    let len = read_varint(recv).await;
+    let mut payload = vec![0u8; len as usize];
+    recv.read_exact(&mut payload).await.unwrap();
+    (typ, payload)
+}
+
+/// A drain sends GOAWAY on each HTTP/3 connection once it carries no session (RFC 9114
+/// §5.2), naming the first request stream it will not process: a request after it is
+/// rejected unprocessed (H3_REQUEST_REJECTED, safe to retry on a new connection). While a
+/// session is open its connection gets no GOAWAY (Chromium would end the session), and the
+/// session's streams are served.
+#[tokio::test]
+async fn a_drain_sends_goaway_once_sessions_end_and_rejects_later_requests() {
+    let srv = start();
+    let conn = raw_connection(&srv).await;
+    let _control = raw_settings(&conn).await;
+    let authority = format!("localhost:{}", srv.addr.port());
+    let ((mut connect_send, _connect_recv, status), session) =
+        tokio::join!(raw_connect(&conn, &authority, "/g", &[]), srv.accept());
+    assert_eq!(status, 200);
+    let mut control = conn.accept_uni().await.unwrap();
+    assert_eq!(read_varint(&mut control).await, 0x00, "a control stream");
+    assert_eq!(read_frame(&mut control).await.0, 0x04, "SETTINGS first");
+
+    srv.server.drain();
+    // The session goes on: its new stream is served, and no GOAWAY comes meanwhile.
+    let echo = async {
+        let (mut send, mut recv) = session.accept_bi().await.unwrap();
+        let data = recv.read_to_end(100).await.unwrap();
+        send.write_all(&data).await.unwrap();
+        send.finish().unwrap();
+    };
+    let client = async {
+        let (mut send, mut recv) = conn.open_bi().await.unwrap();
+        let mut head = Vec::new();
+        varint(0x41, &mut head);
+        varint(session.id(), &mut head);
+        head.extend_from_slice(b"while draining");
+        send.write_all(&head).await.unwrap();
+        send.finish().unwrap();
+        recv.read_to_end(100).await.unwrap()
+    };
+    let ((), back) = tokio::time::timeout(TIMEOUT, async { tokio::join!(echo, client) })
+        .await
+        .expect("echo in time");
+    assert_eq!(back, b"while draining");
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), read_frame(&mut control))
+            .await
+            .is_err(),
+        "no GOAWAY while a session is open"
+    );
+
+    // The client ends the session (FIN on the CONNECT stream): now GOAWAY comes.
+    connect_send.finish().unwrap();
+    let (typ, payload) = tokio::time::timeout(TIMEOUT, read_frame(&mut control))
+        .await
+        .expect("GOAWAY in time");
+    assert_eq!(typ, 0x07, "GOAWAY");
+    let mut goaway = &payload[..];
+    let first_unprocessed = web_transport_quinn::proto::VarInt::decode(&mut goaway)
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first_unprocessed,
+        session.id() + 8,
+        "the client bidirectional stream after the CONNECT and the session's stream"
+    );
+
+    // A request after the GOAWAY: rejected, never answered.
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    assert!(u64::from(send.id()) >= first_unprocessed);
+    send.write_all(&headers_frame(&[
+        (":method", "GET"),
+        (":scheme", "https"),
+        (":authority", &authority),
+        (":path", "/"),
+    ]))
+    .await
+    .unwrap();
+    send.finish().unwrap();
+    let rejected = quinn::VarInt::from_u32(0x10b);
+    match tokio::time::timeout(TIMEOUT, recv.read(&mut [0u8; 16]))
+        .await
+        .unwrap()
+    {
+        Err(quinn::ReadError::Reset(code)) => assert_eq!(code, rejected),
+        other => panic!("expected H3_REQUEST_REJECTED, got {other:?}"),
+    }
+}

@@ -49,6 +49,7 @@ pub(crate) mod h3 {
     pub const ID_ERROR: u32 = 0x108;
     pub const SETTINGS_ERROR: u32 = 0x109;
     pub const MISSING_SETTINGS: u32 = 0x10a;
+    pub const REQUEST_REJECTED: u32 = 0x10b;
     pub const REQUEST_CANCELLED: u32 = 0x10c;
     pub const REQUEST_INCOMPLETE: u32 = 0x10d;
     pub const MESSAGE_ERROR: u32 = 0x10e;
@@ -103,6 +104,9 @@ struct ConnState {
     window_raised: bool,
     /// Ordinary HTTP requests being answered.
     http_exchanges: usize,
+    /// The stream ID our GOAWAY named, once sent: requests on streams at or above it are
+    /// rejected unprocessed, so the client may retry them elsewhere.
+    goaway: Option<u64>,
 }
 
 /// State shared by the tasks serving one connection.
@@ -616,6 +620,7 @@ pub(crate) async fn run(incoming: quinn::Incoming, server: Arc<ServerShared>, sl
             critical: HashSet::new(),
             window_raised: false,
             http_exchanges: 0,
+            goaway: None,
         }),
         peer: watch::channel(None).0,
         active: watch::channel(0).0,
@@ -628,6 +633,7 @@ pub(crate) async fn run(incoming: quinn::Incoming, server: Arc<ServerShared>, sl
             .write_all(&shared.server.settings_bytes)
             .await
             .ok()?;
+        send_goaway_on_drain(&shared, &mut control).await;
         Some(control)
     };
     let (_control, (), (), (), ()) = tokio::join!(
@@ -648,6 +654,46 @@ pub(crate) async fn run(incoming: quinn::Incoming, server: Arc<ServerShared>, sl
     };
     drop(items);
     debug!(remote = %conn.remote_address(), "connection closed: {:?}", conn.close_reason());
+}
+
+/// Once the server drains or closes, tells the client with GOAWAY (RFC 9114 §5.2) that
+/// requests on streams above the last one accepted will not be processed, so new requests
+/// and sessions go on a new connection (to another fleet member, where a balancer sends it).
+///
+/// A connection that carries WebTransport sessions gets its GOAWAY only when the last one
+/// ends: draft-ietf-webtrans-http3 lets a session go on after GOAWAY, but Chromium ends
+/// every session of the connection when GOAWAY arrives. Those sessions are told to wrap up
+/// with the DRAIN capsule instead.
+async fn send_goaway_on_drain(shared: &ConnShared, control: &mut quinn::SendStream) {
+    let mut winding_down = shared.server.winding_down();
+    if *winding_down.borrow_and_update() {
+        // Born during a drain: it still serves ordinary HTTP and answers new sessions 503,
+        // which a client reports better than a rejected stream.
+        return;
+    }
+    tokio::select! {
+        _ = shared.conn.closed() => return,
+        r = winding_down.wait_for(|w| *w) => if r.is_err() { return },
+    }
+    let mut active = shared.active.subscribe();
+    tokio::select! {
+        _ = shared.conn.closed() => return,
+        r = active.wait_for(|n| *n == 0) => if r.is_err() { return },
+    }
+    let id = {
+        let mut st = shared.state();
+        let id = st.highest_bidi.map_or(0, |h| h + 4);
+        st.goaway = Some(id);
+        id
+    };
+    let mut body = Vec::with_capacity(8);
+    frame::encode_varint(id, &mut body);
+    let mut goaway = Vec::with_capacity(10);
+    frame::encode_varint(frame::GOAWAY, &mut goaway);
+    frame::encode_varint(body.len() as u64, &mut goaway);
+    goaway.extend_from_slice(&body);
+    trace!(id, "GOAWAY");
+    let _ = control.write_all(&goaway).await;
 }
 
 /// Closes the connection once it has carried no session and no pending request for
@@ -887,6 +933,13 @@ async fn handle_bi(shared: Arc<ConnShared>, send: quinn::SendStream, mut recv: q
         Head::WebTransportStream(session_id) => {
             drop(parsing);
             shared.route(session_id, Early::Bi(send, recv));
+        }
+        Head::Request(..) if shared.state().goaway.is_some_and(|g| id >= g) => {
+            // After our GOAWAY: unprocessed, so the client can safely send it again on a
+            // new connection.
+            let mut send = send;
+            let _ = send.reset(code(h3::REQUEST_REJECTED.into()));
+            let _ = recv.stop(code(h3::REQUEST_REJECTED.into()));
         }
         Head::Request(fields, rest) => {
             if let Some(service) = super::exchange::service_for(&shared, &fields) {
