@@ -614,9 +614,12 @@ async fn a_drain_sends_goaway_once_sessions_end_and_rejects_later_requests() {
         .expect("echo in time");
     assert_eq!(back, b"while draining");
     assert!(
-        tokio::time::timeout(std::time::Duration::from_millis(300), read_frame(&mut control))
-            .await
-            .is_err(),
+        tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            read_frame(&mut control)
+        )
+        .await
+        .is_err(),
         "no GOAWAY while a session is open"
     );
 
