@@ -6,6 +6,7 @@ use crate::{certificate::Certificate, origin::OriginPolicy};
 
 /// Everything [`Server::bind`](crate::Server::bind) needs.
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub struct ServerConfig {
     /// The UDP address to listen on. Port 0 picks a free port.
     pub bind: SocketAddr,

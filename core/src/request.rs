@@ -122,7 +122,9 @@ impl SessionRequest {
     }
 
     /// Checks what [`accept_with`](Self::accept_with) would refuse, without answering:
-    /// lets a caller report a bad argument and still hold the request.
+    /// lets a caller report a bad argument and still hold the request. For the language
+    /// bindings; Rust callers get the same error from `accept_with`.
+    #[doc(hidden)]
     pub fn check_accept(
         &self,
         protocol: Option<&str>,
@@ -136,7 +138,9 @@ impl SessionRequest {
         check_headers(headers)
     }
 
-    /// Checks that `status` may be given to [`reject`](Self::reject) (300..=599).
+    /// Checks that `status` may be given to [`reject`](Self::reject) (300..=599). For the
+    /// language bindings; Rust callers get the same error from `reject`.
+    #[doc(hidden)]
     pub fn check_status(status: u16) -> Result<(), RequestError> {
         if (300..=599).contains(&status) {
             Ok(())

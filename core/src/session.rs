@@ -64,6 +64,7 @@ pub enum CloseInitiator {
 /// How a session ended: the application code and reason carried by
 /// CLOSE_WEBTRANSPORT_SESSION (0 and empty when the session ended any other way).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CloseInfo {
     /// The application close code.
     pub code: u32,
@@ -130,6 +131,7 @@ impl fmt::Display for CloseInfo {
 /// Connection statistics as seen from one session (shared by every session on the same
 /// QUIC connection).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionStats {
     /// Smoothed round-trip time.
     pub rtt: Duration,

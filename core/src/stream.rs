@@ -581,7 +581,9 @@ impl RecvStream {
     /// Waits for data, then returns it together with whatever else has already arrived,
     /// up to `max` bytes; `Ok(None)` at the end. QUIC hands data over roughly a packet
     /// at a time, so this saves callers that pay per call (a language binding, say) one
-    /// call per packet.
+    /// call per packet. For the language bindings: Rust callers have `read_chunk` and
+    /// `AsyncRead`.
+    #[doc(hidden)]
     pub async fn read_available(&mut self, max: usize) -> Result<Option<Bytes>, StreamError> {
         let Some(first) = self.read_chunk(max).await? else {
             return Ok(None);
