@@ -20,6 +20,26 @@ use crate::{
 /// [`accept`]: SessionRequest::accept
 /// [`accept_websocket`]: SessionRequest::accept_websocket
 /// [`reject`]: SessionRequest::reject
+///
+/// Browsers send no cookies or `Authorization` on a WebTransport CONNECT, so a token in
+/// the URL is the usual credential:
+///
+/// ```no_run
+/// # async fn run(server: ferrovia::Server) -> Result<(), Box<dyn std::error::Error>> {
+/// let room = server.route("/room")?;
+/// while let Some(request) = room.accept().await {
+///     let token = request.path().split_once("token=").map(|(_, t)| t.to_owned());
+///     if token.as_deref() != Some("let-me-in") {
+///         request
+///             .reject_with(401, &[("www-authenticate", "Bearer")])
+///             .await?;
+///         continue;
+///     }
+///     let session = request.accept().await?;
+///     tokio::spawn(async move { session.closed().await });
+/// }
+/// # Ok(()) }
+/// ```
 pub struct SessionRequest {
     pub(crate) head: RequestHead,
     pub(crate) ip: Option<IpSessionToken>,

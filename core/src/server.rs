@@ -775,6 +775,19 @@ impl Server {
 
     /// Claims every request whose path (without query) is exactly `path`. Dropping the
     /// route releases the path; requests for it then get 404.
+    ///
+    /// ```no_run
+    /// # async fn run(server: ferrovia::Server) -> Result<(), ferrovia::ServerError> {
+    /// let chat = server.route("/chat")?;
+    /// tokio::spawn(async move {
+    ///     while let Some(request) = chat.accept().await {
+    ///         if let Ok(session) = request.accept().await {
+    ///             tokio::spawn(async move { session.closed().await });
+    ///         }
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
     pub fn route(&self, path: &str) -> Result<Route, ServerError> {
         let shared = self.shared();
         if shared.is_closing() {
@@ -882,6 +895,23 @@ impl Server {
     /// WebSockets go on until they end. The socket stays bound and ordinary HTTP requests
     /// are still answered. [`drained`](Self::drained) waits for the last session;
     /// [`close`](Self::close) ends what is left.
+    ///
+    /// HTTP/3 connections also get GOAWAY once they carry no session, so their next
+    /// requests go to a new connection (another fleet member, behind a load balancer).
+    ///
+    /// A deploy's SIGTERM, with 30 seconds for sessions to finish:
+    ///
+    /// ```no_run
+    /// # async fn run(server: ferrovia::Server) {
+    /// use std::time::Duration;
+    /// use tokio::signal::unix::{signal, SignalKind};
+    ///
+    /// signal(SignalKind::terminate()).unwrap().recv().await;
+    /// server.drain();
+    /// let _ = tokio::time::timeout(Duration::from_secs(30), server.drained()).await;
+    /// server.close(Duration::from_secs(1)).await;
+    /// # }
+    /// ```
     pub fn drain(&self) {
         let shared = self.shared();
         if shared.draining.swap(true, Ordering::AcqRel) {

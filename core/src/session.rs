@@ -503,6 +503,35 @@ impl Drop for SessionHandle {
 
 /// An accepted WebTransport session. Cheap to clone; the session closes with code 0 once
 /// every clone and every stream of it has been dropped.
+///
+/// Datagrams and streams run side by side; here each datagram is answered and each
+/// unidirectional stream is read whole, until the client closes:
+///
+/// ```no_run
+/// # async fn serve(session: ferrovia::Session) -> Result<(), Box<dyn std::error::Error>> {
+/// let datagrams = {
+///     let session = session.clone();
+///     async move {
+///         while let Ok(datagram) = session.recv_datagram().await {
+///             session.send_datagram(&datagram).await?;
+///         }
+///         Ok::<_, ferrovia::SessionError>(())
+///     }
+/// };
+/// let streams = async {
+///     while let Ok(mut recv) = session.accept_uni().await {
+///         let message = recv.read_to_end(64 * 1024).await?;
+///         println!("{} bytes on a stream", message.len());
+///     }
+///     Ok::<_, ferrovia::StreamError>(())
+/// };
+/// let (d, s) = tokio::join!(datagrams, streams);
+/// d?;
+/// s?;
+/// let info = session.closed().await;
+/// println!("closed by {:?} with {} {:?}", info.initiator, info.code, info.reason);
+/// # Ok(()) }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Session {
     handle: Arc<SessionHandle>,
