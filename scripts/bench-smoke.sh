@@ -67,7 +67,7 @@ target/debug/loadgen --smoke --json "$out/results.jsonl" --markdown "$out/result
   "${servers[@]}" >"$out/stdout.txt" || status=$?
 cat "$out/results.md"
 python3 bench/check.py "$out/results.jsonl" "$names" \
-  bulk_single,bulk_parallel,latency,datagrams,setup,idle_20,idle_60 \
+  bulk_single,bulk_parallel,latency,datagrams,conns64_streams,conns64_datagrams,setup,idle_20,idle_60 \
   core=qmux_bulk_single,qmux_latency,ws_throughput,ws_latency,ws_idle_20,ws_idle_60,http1_json,http2_json,http3_json ||
   status=1
 if [[ $status -ne 0 ]]; then

@@ -52,7 +52,8 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 const USAGE: &str = "usage: loadgen [--smoke] [--runs N] [--only SCENARIO,…] [--json FILE] \
                      [--markdown FILE] [--note TEXT] --server NAME[CAP,…]=COMMAND …\n\
                      scenarios: bulk_single qmux_bulk_single bulk_parallel latency \
-                     qmux_latency datagrams setup idle ws_throughput ws_latency ws_idle \
+                     qmux_latency datagrams conns64_streams conns64_datagrams setup idle \
+                     ws_throughput ws_latency ws_idle \
                      http1_json http2_json http3_json\n\
                      capabilities: wt (WebTransport, the default) ws (WebSockets on /ws) \
                      qmux (QMux sessions on /echo) h1 h2 h3 (GET /json over HTTP/1.1, 2, 3)\n\

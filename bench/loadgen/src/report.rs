@@ -152,6 +152,20 @@ fn metrics(records: &[Record]) -> Vec<(String, &'static str, String, Better, f64
             1.0,
         ),
         (
+            "conns64_streams",
+            "mib_per_s",
+            "64 connections x 4 streams echo, MiB/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
+            "conns64_datagrams",
+            "received_per_s",
+            "64 connections datagrams echoed/s".into(),
+            Better::Higher,
+            1.0,
+        ),
+        (
             "setup",
             "sessions_per_s",
             "session setups/s".into(),

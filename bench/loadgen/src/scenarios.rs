@@ -116,6 +116,11 @@ pub enum Scenario {
     QmuxLatency,
     /// Flood of 1,000-byte datagrams, counting the echoes.
     Datagrams,
+    /// `MANY_CONNECTIONS` connections at once, one session each, echoing `parallel_mib` in
+    /// all over `MANY_STREAMS` streams per session: what spreads over cores and processes.
+    ManyConnectionsStreams,
+    /// `MANY_CONNECTIONS` sessions flooding datagrams at once, counting the echoes.
+    ManyConnectionsDatagrams,
     /// New connection + session, then the first echoed byte.
     Setup,
     /// Server memory while holding idle sessions.
@@ -135,13 +140,15 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 16] = [
         Scenario::BulkSingle,
         Scenario::QmuxBulkSingle,
         Scenario::BulkParallel,
         Scenario::Latency,
         Scenario::QmuxLatency,
         Scenario::Datagrams,
+        Scenario::ManyConnectionsStreams,
+        Scenario::ManyConnectionsDatagrams,
         Scenario::Setup,
         Scenario::Idle,
         Scenario::WsThroughput,
@@ -160,6 +167,8 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::QmuxLatency => "qmux_latency",
             Scenario::Datagrams => "datagrams",
+            Scenario::ManyConnectionsStreams => "conns64_streams",
+            Scenario::ManyConnectionsDatagrams => "conns64_datagrams",
             Scenario::Setup => "setup",
             Scenario::Idle => "idle",
             Scenario::WsThroughput => "ws_throughput",
@@ -227,6 +236,66 @@ impl Scenario {
                 session.close(0, b"done");
                 Ok(one(self.name(), fields))
             }
+            Scenario::ManyConnectionsStreams => {
+                let sessions = many_sessions(server).await?;
+                let per = (p.parallel_mib << 20) / (MANY_CONNECTIONS * MANY_STREAMS);
+                let start = Instant::now();
+                let mut tasks: JoinSet<Result<(), Error>> = JoinSet::new();
+                for session in &sessions {
+                    let session = session.clone();
+                    tasks.spawn(async move { bulk(&session, MANY_STREAMS, per).await.map(drop) });
+                }
+                while let Some(done) = tasks.join_next().await {
+                    done??;
+                }
+                let secs = start.elapsed().as_secs_f64();
+                for session in &sessions {
+                    session.close(0, b"done");
+                }
+                let mib = (MANY_CONNECTIONS * MANY_STREAMS * per) as f64 / (1 << 20) as f64;
+                Ok(one(
+                    self.name(),
+                    vec![
+                        ("connections", MANY_CONNECTIONS as f64),
+                        ("mib", mib),
+                        ("seconds", secs),
+                        ("mib_per_s", mib / secs),
+                    ],
+                ))
+            }
+            Scenario::ManyConnectionsDatagrams => {
+                let sessions = many_sessions(server).await?;
+                let mut tasks: JoinSet<Result<Vec<(&'static str, f64)>, Error>> = JoinSet::new();
+                for session in &sessions {
+                    let session = session.clone();
+                    let time = p.datagram_time;
+                    tasks.spawn(async move { datagrams(&session, time).await });
+                }
+                let (mut sent, mut received, mut secs) = (0.0, 0.0, 0.0f64);
+                while let Some(done) = tasks.join_next().await {
+                    for (name, value) in done?? {
+                        match name {
+                            "sent" => sent += value,
+                            "received" => received += value,
+                            "seconds" => secs = secs.max(value),
+                            _ => {}
+                        }
+                    }
+                }
+                for session in &sessions {
+                    session.close(0, b"done");
+                }
+                Ok(one(
+                    self.name(),
+                    vec![
+                        ("connections", MANY_CONNECTIONS as f64),
+                        ("seconds", secs),
+                        ("sent_per_s", sent / secs),
+                        ("received_per_s", received / secs),
+                        ("loss_pct", 100.0 * (1.0 - received / sent).max(0.0)),
+                    ],
+                ))
+            }
             Scenario::Setup => {
                 let clients = Clients::new(server.url(), &server.certificate_hash, 4)?;
                 Ok(one(self.name(), setup(Arc::new(clients), p).await?))
@@ -284,6 +353,33 @@ impl Scenario {
 }
 
 const CHUNK: usize = 64 * 1024;
+
+/// Connections in the many-connection scenarios, each from its own client socket: a
+/// kernel that spreads a reuse-port group by 4-tuple then spreads them too.
+const MANY_CONNECTIONS: usize = 64;
+/// Streams per session in `conns64_streams`.
+const MANY_STREAMS: usize = 4;
+
+/// `MANY_CONNECTIONS` sessions, set up 16 at a time.
+async fn many_sessions(server: &Running) -> Result<Vec<Session>, Error> {
+    let clients = Arc::new(Clients::new(
+        server.url(),
+        &server.certificate_hash,
+        MANY_CONNECTIONS,
+    )?);
+    let mut sessions = Vec::with_capacity(MANY_CONNECTIONS);
+    for _ in 0..MANY_CONNECTIONS / 16 {
+        let mut batch: JoinSet<Result<Session, Error>> = JoinSet::new();
+        for _ in 0..16 {
+            let clients = clients.clone();
+            batch.spawn(async move { clients.connect().await });
+        }
+        while let Some(done) = batch.join_next().await {
+            sessions.push(done??);
+        }
+    }
+    Ok(sessions)
+}
 
 /// Sends `per_stream` bytes on each of `streams` bidirectional streams at once and reads
 /// every byte back; the clock stops when the last echo has arrived.
