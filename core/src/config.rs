@@ -258,8 +258,11 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 256,
             retry_threshold: 1_000,
-            max_bidi_streams: 512,
-            max_uni_streams: 512,
+            // Concurrent, not total: credit comes back as streams close. quinn keeps state
+            // for every stream a peer may open, so this is most of an idle session's memory
+            // (512 each: about 108 KiB a session; 100: about 49 KiB).
+            max_bidi_streams: 100,
+            max_uni_streams: 100,
             stream_receive_window: 4 * 1024 * 1024,
             connection_receive_window: 16 * 1024 * 1024,
             send_window: 16 * 1024 * 1024,
