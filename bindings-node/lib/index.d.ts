@@ -1,7 +1,9 @@
 // Type declarations of the `ferrovia` package (see docs/node.md).
 
 import type { Duplex, DuplexOptions, Readable, ReadableOptions, Writable, WritableOptions } from 'node:stream';
-import type { ReadableStream, WritableStream } from 'node:stream/web';
+import { ReadableStream, WritableStream } from 'node:stream/web';
+import type { ChildProcess } from 'node:child_process';
+import { EventEmitter } from 'node:events';
 
 /** A hash for the browser's `serverCertificateHashes` option. */
 export interface CertificateHash {
@@ -15,9 +17,9 @@ export interface Limits {
   maxSessions?: number;
   /** Sessions one QUIC connection may carry (16). */
   maxSessionsPerConnection?: number;
-  /** Concurrent bidirectional streams a client may open per connection (512). */
+  /** Concurrent bidirectional streams a client may open per connection (100). */
   maxBidiStreams?: number;
-  /** Concurrent unidirectional streams a client may open per connection (512). */
+  /** Concurrent unidirectional streams a client may open per connection (100). */
   maxUniStreams?: number;
   /** Receive window per stream in bytes (4 MiB). */
   streamReceiveWindow?: number;
@@ -134,7 +136,91 @@ export interface ListenOptions {
    * aborted rejects with an `AbortError` (`code: 'ABORT_ERR'`, `cause`: the reason).
    */
   signal?: AbortSignal;
+  /**
+   * Sets SO_REUSEPORT on the UDP socket and the TCP listener, so that several processes
+   * (or servers) share the port; the kernel spreads clients by a hash of their address.
+   * Without the steering that {@link runWorkers} sets up, a client whose address changes
+   * lands on a sibling that does not hold its session. Linux and other Unixes; `false`.
+   */
+  reusePort?: boolean;
+  /** Connection IDs a QUIC-LB load balancer routes by (see {@link ConnectionIdOptions}). */
+  connectionIds?: ConnectionIdOptions;
+  /**
+   * The secret (at least 32 bytes; a string counts its UTF-8 bytes) every member of a
+   * fleet shares: stateless resets and Retry tokens of one member are valid at all. Use
+   * it together with `connectionIds`.
+   */
+  fleetSecret?: string | Uint8Array;
 }
+
+/**
+ * QUIC-LB (draft-ietf-quic-load-balancers) connection IDs: every connection ID this
+ * server issues carries `serverId` in plaintext, so a load balancer that reads it routes
+ * a client back here after its address changes.
+ */
+export interface ConnectionIdOptions {
+  /** This server's ID: 1 to 15 bytes, as bytes or hex. */
+  serverId: Uint8Array | number[] | string;
+  /** The config rotation codepoint, 0 (default) to 6. */
+  configId?: number;
+  /** Nonce bytes after the server ID: 4 to 18, 8 by default; with it at most 19. */
+  nonceLength?: number;
+}
+
+/** Options of {@link runWorkers}. */
+export interface RunWorkersOptions {
+  /** The address the group binds ('::'). */
+  host?: string;
+  /** The port (4433); 0 picks one, read back from `Workers.port`. */
+  port?: number;
+  /** Whether the group opens TCP listeners for the TCP side too (true). */
+  tcp?: boolean;
+  /** Arguments of each worker. */
+  args?: string[];
+  /** Environment variables added to each worker's. */
+  env?: Record<string, string>;
+  /** Node options of each worker (this process's by default). */
+  execArgv?: string[];
+  /** Start a new worker in place of one that exits (true). */
+  restart?: boolean;
+}
+
+/** Which worker of {@link runWorkers} this process is. */
+export interface WorkerInfo {
+  readonly index: number;
+  readonly count: number;
+  readonly host: string;
+  readonly port: number;
+  readonly tcp: boolean;
+}
+
+/** The worker processes of {@link runWorkers}. */
+export class Workers extends EventEmitter {
+  private constructor();
+  /** The port every worker serves. */
+  readonly port: number;
+  /** The number of workers. */
+  readonly count: number;
+  /** The worker processes; a restarted worker replaces its entry. */
+  readonly processes: ChildProcess[];
+  /** Stops every worker (SIGTERM, SIGKILL after `timeout` ms) and closes the sockets. */
+  close(options?: { timeout?: number }): Promise<void>;
+  on(event: 'message', listener: (message: unknown, index: number) => void): this;
+  on(event: 'exit', listener: (index: number, code: number | null, signal: NodeJS.Signals | null) => void): this;
+  on(event: 'error', listener: (err: Error) => void): this;
+}
+
+/**
+ * Runs `count` copies of the module `script` as processes that share one port: this
+ * process opens every worker's sockets in order in a SO_REUSEPORT group that routes
+ * QUIC packets by connection ID (so sessions survive client address changes) and keeps
+ * them for restarts. In a worker, the first `Server.listen` on that port (or without a
+ * port) serves on the worker's sockets. Linux only.
+ */
+export function runWorkers(count: number, script: string | URL, options?: RunWorkersOptions): Workers;
+
+/** In a worker of {@link runWorkers}, which one; `null` elsewhere. */
+export const currentWorker: WorkerInfo | null;
 
 /**
  * How `Server.listen` fails when its UDP or TCP port is taken: the shape of `net`'s
@@ -228,30 +314,109 @@ export interface WebTransportCloseInfo {
   initiator: 'local' | 'remote' | 'connection';
 }
 
-/** Statistics of the session's QUIC connection. */
-export interface WebTransportStats {
+/**
+ * Statistics of the session's QUIC connection: the W3C `WebTransportConnectionStats`
+ * members quinn can fill, plus `timestamp`, `congestionWindow` and `mtu`. The others
+ * (`rttVariation`, `bytesSentOverhead`, `bytesAcknowledged`, `estimatedSendRate`,
+ * `atSendCapacity`, and the datagram counters other than `droppedIncoming`) are undefined.
+ */
+export interface WebTransportConnectionStats {
+  /** Milliseconds since the epoch when the statistics were taken. */
   timestamp: number;
+  /** QUIC packet bytes sent (UDP payloads), retransmissions included. */
   bytesSent: number;
+  /** QUIC packet bytes received (UDP payloads). */
   bytesReceived: number;
+  /** Bytes in packets declared lost (0 over QMux). */
+  bytesLost: number;
   packetsSent: number;
+  /** UDP datagrams received (a datagram may coalesce packets during the handshake). */
+  packetsReceived: number;
+  /** Packets declared lost (0 over QMux). */
   packetsLost: number;
   /** Smoothed round-trip time in ms. */
   smoothedRtt: number;
+  /** Smallest round-trip time seen in ms; undefined over QMux. */
+  minRtt?: number;
+  /** Not reported by quinn. */
+  rttVariation?: undefined;
   congestionWindow: number;
   mtu: number;
   datagrams: { droppedIncoming: number };
 }
 
-/** A bidirectional stream. */
-export interface WebTransportBidirectionalStream {
-  readonly readable: ReadableStream<Uint8Array>;
-  readonly writable: WritableStream<ArrayBufferView | ArrayBuffer>;
+/** The former name of `WebTransportConnectionStats`. */
+export type WebTransportStats = WebTransportConnectionStats;
+
+/** W3C `WebTransportSendStreamStats`. */
+export interface WebTransportSendStreamStats {
+  /** Bytes the stream has taken from writes. */
+  bytesWritten: number;
+  /**
+   * Bytes sent at least once. An estimate: equal to `bytesWritten`, since QUIC sends
+   * what it has taken as flow and congestion control allow and quinn keeps no per-stream
+   * count; exact once `bytesAcknowledged` has caught up.
+   */
+  bytesSent: number;
+  /**
+   * Bytes the peer acknowledged: 0 until the stream is closed and every byte is
+   * acknowledged, then `bytesWritten` (quinn reports acknowledgement of a whole stream only).
+   */
+  bytesAcknowledged: number;
 }
 
-/** Options when opening a stream. */
+/** W3C `WebTransportReceiveStreamStats`. */
+export interface WebTransportReceiveStreamStats {
+  /**
+   * Bytes received, as far as known: equal to `bytesRead` (a lower bound), since quinn does
+   * not tell how much waits in its buffer; exact once the stream has been read to its end.
+   */
+  bytesReceived: number;
+  /** Bytes handed to readers of the stream. */
+  bytesRead: number;
+}
+
+/**
+ * The sending half of a stream (W3C `WebTransportSendStream`): a `WritableStream` of byte
+ * chunks with a mutable `sendOrder` and `getStats()`.
+ */
+export class WebTransportSendStream extends WritableStream<ArrayBufferView | ArrayBuffer> {
+  private constructor();
+  /**
+   * Higher is sent first among the connection's streams; any safe integer (TypeError for a
+   * non-number, RangeError otherwise). Takes effect at once, even for bytes already written.
+   * Mapped to QUIC's 32-bit priorities by clamping: order is kept, but values beyond ±2^31
+   * share the end priorities.
+   */
+  sendOrder: number;
+  /** Send groups are not supported: always null, and only null may be set. */
+  sendGroup: null;
+  getStats(): Promise<WebTransportSendStreamStats>;
+}
+
+/**
+ * The receiving half of a stream (W3C `WebTransportReceiveStream`): a readable byte stream.
+ * `getReader({ mode: 'byob' })` reads into the caller's buffers; the default reader yields
+ * Uint8Array chunks.
+ */
+export class WebTransportReceiveStream extends ReadableStream<Uint8Array> {
+  private constructor();
+  getStats(): Promise<WebTransportReceiveStreamStats>;
+}
+
+/** A bidirectional stream (W3C `WebTransportBidirectionalStream`). */
+export class WebTransportBidirectionalStream {
+  private constructor();
+  readonly readable: WebTransportReceiveStream;
+  readonly writable: WebTransportSendStream;
+}
+
+/** Options when opening a stream (W3C `WebTransportSendStreamOptions`). */
 export interface WebTransportSendStreamOptions {
-  /** Higher values are sent first. */
+  /** Higher values are sent first; any safe integer (0 when absent or null). */
   sendOrder?: number | null;
+  /** Not supported: only null (or absent). */
+  sendGroup?: null;
 }
 
 /** Datagrams of a session. */
@@ -285,12 +450,12 @@ export class WebTransportSession {
   readonly remoteAddress: string;
   readonly remotePort: number;
   readonly incomingBidirectionalStreams: ReadableStream<WebTransportBidirectionalStream>;
-  readonly incomingUnidirectionalStreams: ReadableStream<ReadableStream<Uint8Array>>;
+  readonly incomingUnidirectionalStreams: ReadableStream<WebTransportReceiveStream>;
   createBidirectionalStream(options?: WebTransportSendStreamOptions): Promise<WebTransportBidirectionalStream>;
-  createUnidirectionalStream(options?: WebTransportSendStreamOptions): Promise<WritableStream<ArrayBufferView | ArrayBuffer>>;
+  createUnidirectionalStream(options?: WebTransportSendStreamOptions): Promise<WebTransportSendStream>;
   close(closeInfo?: { closeCode?: number; reason?: string }): void;
   drain(): void;
-  getStats(): Promise<WebTransportStats>;
+  getStats(): Promise<WebTransportConnectionStats>;
   /** `await using`: closes with code 0 and waits for `closed`. */
   [Symbol.asyncDispose](): Promise<void>;
 }
@@ -444,6 +609,9 @@ export interface GeneratedCertificate {
 
 export function generateCertificate(options?: { names?: string[] }): GeneratedCertificate;
 
-export function toDuplex(stream: WebTransportBidirectionalStream, options?: DuplexOptions): Duplex;
+export function toDuplex(
+  stream: { readonly readable: ReadableStream<Uint8Array>; readonly writable: WritableStream<ArrayBufferView | ArrayBuffer> },
+  options?: DuplexOptions,
+): Duplex;
 export function toDuplex(stream: ReadableStream<Uint8Array>, options?: ReadableOptions): Readable;
 export function toDuplex(stream: WritableStream<ArrayBufferView | ArrayBuffer>, options?: WritableOptions): Writable;

@@ -5,6 +5,7 @@
 
 const { Duplex, Readable, Writable } = require('node:stream');
 const native = require('./native.js');
+const fleet = require('./fleet.js');
 const diagnosticsChannel = require('node:diagnostics_channel');
 const fs = require('node:fs');
 const os = require('node:os');
@@ -81,6 +82,7 @@ const PLAIN_CODES = new Set([
   'ERR_BIND',
   'ERR_CERTIFICATE',
   'ERR_INVALID_CONFIG',
+  'ERR_REUSE_PORT',
   'ERR_NO_RUNTIME',
   'ERR_ROUTE_TAKEN',
   'ERR_SERVER_CLOSED',
@@ -367,6 +369,9 @@ const KNOWN_OPTIONS = new Set([
   'keepAlive',
   'congestionControl',
   'limits',
+  'reusePort',
+  'connectionIds',
+  'fleetSecret',
 ]);
 
 function nativeOptions(options) {
@@ -453,72 +458,200 @@ function nativeOptions(options) {
       out.limits[key] = checkInt(`options.limits.${key}`, o.limits[key], min, max);
     }
   }
+  fleet.fleetOptions(o, out);
   return out;
 }
 
 // ---------------------------------------------------------------------------------------
 // Streams
 
-function readableFrom(recv) {
-  let done = false;
-  return new ReadableStream(
-    {
-      async pull(controller) {
-        let chunk;
-        try {
-          chunk = await recv.read(READ_CHUNK);
-        } catch (err) {
-          done = true;
-          controller.error(translate(err));
-          return;
-        }
-        if (done) return; // cancelled while the read was pending
-        if (chunk === null) {
-          done = true;
-          controller.close();
-        } else {
-          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-        }
-      },
-      cancel(reason) {
-        done = true;
-        return recv.stop(codeOf(reason)).catch(rethrow);
-      },
-    },
-    { highWaterMark: 1 },
-  );
+/** Only sessions make streams, as in the browser, where the constructors are not exposed. */
+const INTERNAL = Symbol('ferrovia.internal');
+
+function illegalConstructor(token) {
+  if (token !== INTERNAL) throw new TypeError('Illegal constructor');
 }
 
-function writableFrom(send) {
+/** Checks a sendOrder: WebIDL's `long long`, as far as a JavaScript number holds it exactly. */
+function checkSendOrder(name, v) {
+  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${describe(v)}`);
+  if (!Number.isSafeInteger(v)) throw new RangeError(`${name} must be a safe integer, got ${v}`);
+  return v;
+}
+
+const MIN_PRIORITY = -(2 ** 31);
+const MAX_PRIORITY = 2 ** 31 - 1;
+
+/**
+ * The core's priority for a sendOrder. QUIC priorities are 32-bit there, so larger orders
+ * are clamped: a higher sendOrder is never sent after a lower one, but orders beyond
+ * ±2^31 share the end values.
+ */
+function priorityOf(sendOrder) {
+  return Math.min(MAX_PRIORITY, Math.max(MIN_PRIORITY, sendOrder));
+}
+
+/**
+ * The underlying byte source of a receive stream. The stream has no read-ahead, so the
+ * core is read only for a reader's request and QUIC flow control holds the rest back at
+ * the sender.
+ */
+function byteSource(recv) {
+  let done = false;
+  return {
+    type: 'bytes',
+    async pull(controller) {
+      // A BYOB read asks for no more than its view holds, so the chunk fits there whole.
+      const asked = controller.byobRequest;
+      const max = asked ? Math.min(asked.view.byteLength, READ_CHUNK) : READ_CHUNK;
+      let chunk;
+      try {
+        chunk = await recv.read(max);
+      } catch (err) {
+        if (!done) controller.error(translate(err));
+        done = true;
+        return;
+      }
+      if (done) return; // cancelled while the read was pending
+      // Looked up again: the reader may have been released while the read was pending.
+      const request = controller.byobRequest;
+      if (chunk === null) {
+        done = true;
+        controller.close();
+        // A pending BYOB read settles (done, with an empty view) only once answered.
+        request?.respond(0);
+      } else if (request && request.view.byteLength >= chunk.byteLength) {
+        request.view.set(chunk);
+        request.respond(chunk.byteLength);
+      } else {
+        // enqueue() takes the whole ArrayBuffer; the native module made it for this chunk.
+        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      }
+    },
+    cancel(reason) {
+      done = true;
+      return recv.stop(codeOf(reason)).catch(rethrow);
+    },
+  };
+}
+
+/**
+ * The receiving half of a stream (W3C WebTransportReceiveStream): a readable byte stream,
+ * so `getReader({ mode: 'byob' })` reads into the caller's buffers, while the default
+ * reader yields Uint8Array chunks.
+ */
+class WebTransportReceiveStream extends ReadableStream {
+  #native;
+
+  constructor(token, recv) {
+    illegalConstructor(token);
+    super(byteSource(recv), { highWaterMark: 0 });
+    this.#native = recv;
+  }
+
+  /** `{ bytesReceived, bytesRead }`; bytesReceived is a lower bound (docs/node.md). */
+  async getStats() {
+    const s = this.#native.stats();
+    return { bytesReceived: s.bytesReceived, bytesRead: s.bytesRead };
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'WebTransportReceiveStream';
+  }
+}
+
+function sinkFor(send) {
   // Once close() has begun, an abort must not reset the stream: RESET_STREAM after FIN
   // would throw away data the peer has not received yet (Node's Duplex.fromWeb aborts on
   // destroy while close() is still settling).
   let closing = false;
   const reset = (reason) => (closing ? Promise.resolve() : send.reset(codeOf(reason)));
-  return new WritableStream(
-    {
-      start(controller) {
-        // The abort signal fires at once, even while a write is in flight (the sink's
-        // abort() only runs after that write settles, which under backpressure may be
-        // never): reset now so the pending write gives up.
-        const signal = controller.signal;
-        if (signal) {
-          signal.addEventListener('abort', () => reset(signal.reason).catch(() => {}), { once: true });
-        }
-      },
-      write(chunk) {
-        return send.write(toBuffer('chunk', chunk)).catch(rethrow);
-      },
-      close() {
-        closing = true;
-        return send.finish().catch(rethrow);
-      },
-      abort(reason) {
-        return reset(reason).catch(rethrow);
-      },
+  return {
+    start(controller) {
+      // The abort signal fires at once, even while a write is in flight (the sink's
+      // abort() only runs after that write settles, which under backpressure may be
+      // never): reset now so the pending write gives up.
+      const signal = controller.signal;
+      if (signal) {
+        signal.addEventListener('abort', () => reset(signal.reason).catch(() => {}), { once: true });
+      }
     },
-    { highWaterMark: 1 },
-  );
+    write(chunk) {
+      return send.write(toBuffer('chunk', chunk)).catch(rethrow);
+    },
+    close() {
+      closing = true;
+      return send.finish().catch(rethrow);
+    },
+    abort(reason) {
+      return reset(reason).catch(rethrow);
+    },
+  };
+}
+
+/**
+ * The sending half of a stream (W3C WebTransportSendStream): a WritableStream with a
+ * mutable `sendOrder` and `getStats()`.
+ */
+class WebTransportSendStream extends WritableStream {
+  #native;
+  #sendOrder;
+
+  constructor(token, send, sendOrder = 0) {
+    illegalConstructor(token);
+    super(sinkFor(send), { highWaterMark: 1 });
+    this.#native = send;
+    this.#sendOrder = sendOrder;
+    if (sendOrder !== 0) send.setPriority(priorityOf(sendOrder));
+  }
+
+  /**
+   * Higher is sent first, among the streams of the connection. Takes effect at once, also
+   * for bytes already written and waiting to be sent.
+   */
+  get sendOrder() {
+    return this.#sendOrder;
+  }
+
+  set sendOrder(value) {
+    checkSendOrder('sendOrder', value);
+    this.#sendOrder = value;
+    this.#native.setPriority(priorityOf(value));
+  }
+
+  /** Send groups are not supported: always null. */
+  get sendGroup() {
+    return null;
+  }
+
+  set sendGroup(value) {
+    if (value !== null && value !== undefined) throw new TypeError('sendGroup is not supported; only null may be set');
+  }
+
+  /**
+   * `{ bytesWritten, bytesSent, bytesAcknowledged }`; bytesSent is an estimate and
+   * bytesAcknowledged is known only once everything is acknowledged (docs/node.md).
+   */
+  async getStats() {
+    const s = this.#native.stats();
+    return { bytesWritten: s.bytesWritten, bytesSent: s.bytesSent, bytesAcknowledged: s.bytesAcknowledged };
+  }
+
+  get [Symbol.toStringTag]() {
+    return 'WebTransportSendStream';
+  }
+}
+
+/** A bidirectional stream (W3C WebTransportBidirectionalStream): `{ readable, writable }`. */
+class WebTransportBidirectionalStream {
+  constructor(token, nativeBidi, sendOrder = 0) {
+    illegalConstructor(token);
+    // Own and enumerable, so that destructuring, spreading and logging see both halves.
+    Object.defineProperties(this, {
+      readable: { value: new WebTransportReceiveStream(INTERNAL, nativeBidi.takeRecv()), enumerable: true },
+      writable: { value: new WebTransportSendStream(INTERNAL, nativeBidi.takeSend(), sendOrder), enumerable: true },
+    });
+  }
 }
 
 /**
@@ -540,10 +673,6 @@ function pulled(next, enqueue, highWaterMark) {
     },
     { highWaterMark },
   );
-}
-
-function bidiFrom(nativeBidi) {
-  return { readable: readableFrom(nativeBidi.takeRecv()), writable: writableFrom(nativeBidi.takeSend()) };
 }
 
 /**
@@ -686,17 +815,17 @@ class WebTransportSession {
     return this.#native.remotePort;
   }
 
-  /** Client-opened bidirectional streams: a ReadableStream of { readable, writable }. */
+  /** Client-opened bidirectional streams: a ReadableStream of WebTransportBidirectionalStream. */
   get incomingBidirectionalStreams() {
     const s = this.#native;
-    this.#bidi ??= pulled(() => s.acceptBi(), (b, c) => c.enqueue(bidiFrom(b)), 0);
+    this.#bidi ??= pulled(() => s.acceptBi(), (b, c) => c.enqueue(new WebTransportBidirectionalStream(INTERNAL, b)), 0);
     return this.#bidi;
   }
 
-  /** Client-opened unidirectional streams: a ReadableStream of ReadableStream<Uint8Array>. */
+  /** Client-opened unidirectional streams: a ReadableStream of WebTransportReceiveStream. */
   get incomingUnidirectionalStreams() {
     const s = this.#native;
-    this.#uni ??= pulled(() => s.acceptUni(), (r, c) => c.enqueue(readableFrom(r)), 0);
+    this.#uni ??= pulled(() => s.acceptUni(), (r, c) => c.enqueue(new WebTransportReceiveStream(INTERNAL, r)), 0);
     return this.#uni;
   }
 
@@ -704,17 +833,14 @@ class WebTransportSession {
   async createBidirectionalStream(options) {
     const sendOrder = streamOptions(options);
     const b = await this.#native.openBi().catch(rethrow);
-    const send = b.takeSend();
-    if (sendOrder !== undefined) await send.setPriority(sendOrder).catch(rethrow);
-    return { readable: readableFrom(b.takeRecv()), writable: writableFrom(send) };
+    return new WebTransportBidirectionalStream(INTERNAL, b, sendOrder);
   }
 
-  /** Opens a unidirectional stream toward the client; resolves to its WritableStream. */
+  /** Opens a unidirectional stream toward the client; resolves to its WebTransportSendStream. */
   async createUnidirectionalStream(options) {
     const sendOrder = streamOptions(options);
     const send = await this.#native.openUni().catch(rethrow);
-    if (sendOrder !== undefined) await send.setPriority(sendOrder).catch(rethrow);
-    return writableFrom(send);
+    return new WebTransportSendStream(INTERNAL, send, sendOrder);
   }
 
   /** Closes the session with CLOSE_WEBTRANSPORT_SESSION { closeCode, reason }. */
@@ -740,16 +866,22 @@ class WebTransportSession {
     await this.closed;
   }
 
-  /** Connection statistics (shared by every session on the same QUIC connection). */
+  /**
+   * Connection statistics (shared by every session on the same QUIC connection), with the
+   * W3C WebTransportConnectionStats members quinn can fill; the others stay undefined.
+   */
   async getStats() {
     const s = this.#native.stats();
     return {
       timestamp: Date.now(),
       bytesSent: s.bytesSent,
       bytesReceived: s.bytesReceived,
+      bytesLost: s.bytesLost,
       packetsSent: s.packetsSent,
+      packetsReceived: s.packetsReceived,
       packetsLost: s.packetsLost,
       smoothedRtt: s.smoothedRtt,
+      minRtt: s.minRtt ?? undefined,
       congestionWindow: s.congestionWindow,
       mtu: s.mtu,
       datagrams: { droppedIncoming: s.datagramsDropped },
@@ -757,11 +889,15 @@ class WebTransportSession {
   }
 }
 
+/** The sendOrder of WebTransportSendStreamOptions (0 when absent, as in the browser). */
 function streamOptions(options) {
-  if (options === undefined) return undefined;
+  if (options === undefined) return 0;
   checkObject('options', options);
-  if (options.sendOrder === undefined || options.sendOrder === null) return undefined;
-  return checkInt('options.sendOrder', options.sendOrder, -(2 ** 31), 2 ** 31 - 1);
+  if (options.sendGroup !== undefined && options.sendGroup !== null) {
+    throw new TypeError('options.sendGroup is not supported; only null may be given');
+  }
+  if (options.sendOrder === undefined || options.sendOrder === null) return 0;
+  return checkSendOrder('options.sendOrder', options.sendOrder);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1597,13 +1733,27 @@ function generateCertificate({ names = ['localhost', '127.0.0.1', '::1'] } = {})
   };
 }
 
+/**
+ * Runs `count` worker processes of the module `script` on one port and returns their
+ * Workers handle (see fleet.js and docs/node.md).
+ */
+function runWorkers(count, script, options) {
+  return fleet.runWorkers(count, script, options, translate);
+}
+
 module.exports = {
+  runWorkers,
+  Workers: fleet.Workers,
+  currentWorker: fleet.currentWorker,
   Server,
   SessionRequest,
   RequestStream,
   WebTransportSession,
   WebSocketSession,
   DatagramDuplexStream,
+  WebTransportBidirectionalStream,
+  WebTransportSendStream,
+  WebTransportReceiveStream,
   WebTransportError,
   toDuplex,
   generateCertificate,

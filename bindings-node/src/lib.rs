@@ -11,6 +11,7 @@
 mod error;
 mod exchange;
 mod external;
+mod fleet;
 mod log;
 mod request;
 mod server;
@@ -20,6 +21,7 @@ mod websocket;
 
 pub use exchange::{NativeHttpExchange, NativeHttpRequests};
 pub use external::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
+pub use fleet::{open_reuse_port_group, NativeConnectionIds, NativeReusePortGroup, NativeWorker};
 pub use log::{forward_logs, NativeLogRecord};
 pub use request::{NativeHeader, NativeRequest};
 pub use server::{
@@ -27,7 +29,9 @@ pub use server::{
     NativeServer, NativeServerStats,
 };
 pub use session::{NativeCloseInfo, NativeSession, NativeStats};
-pub use stream::{NativeBidiStream, NativeRecvStream, NativeSendStream};
+pub use stream::{
+    NativeBidiStream, NativeRecvStats, NativeRecvStream, NativeSendStats, NativeSendStream,
+};
 pub use websocket::{NativeMessage, NativeWebSocket, NativeWebSocketClose};
 
 use napi_derive::napi;

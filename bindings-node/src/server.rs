@@ -101,6 +101,14 @@ pub struct NativeListenOptions {
     pub tcp_host: Option<String>,
     /// Port of the TCP side when it is not on the UDP address.
     pub tcp_port: Option<u32>,
+    /// `SO_REUSEPORT` on the UDP socket and the TCP listener.
+    pub reuse_port: Option<bool>,
+    /// QUIC-LB connection IDs.
+    pub connection_ids: Option<crate::fleet::NativeConnectionIds>,
+    /// The secret the fleet's stateless-reset and token keys are derived from.
+    pub fleet_secret: Option<Buffer>,
+    /// The sockets of a `runWorkers()` worker.
+    pub worker: Option<crate::fleet::NativeWorker>,
 }
 
 fn certificate(o: &NativeListenOptions) -> napi::Result<Certificate> {
@@ -235,6 +243,13 @@ fn config(o: NativeListenOptions) -> napi::Result<ServerConfig> {
         Some("plain-behind-tls-proxy") => TcpListen::PlainBehindTlsProxy(tcp_addr()?),
         Some(other) => return Err(error::invalid(format!("unknown tcp mode {other:?}"))),
     };
+    crate::fleet::apply(
+        &mut config,
+        o.reuse_port,
+        o.connection_ids.as_ref(),
+        o.fleet_secret.as_deref(),
+        o.worker.as_ref(),
+    )?;
     Ok(config)
 }
 

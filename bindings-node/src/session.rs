@@ -54,6 +54,12 @@ pub struct NativeStats {
     pub mtu: u32,
     /// Incoming datagrams dropped because the queue was full.
     pub datagrams_dropped: f64,
+    /// Smallest round-trip time seen in milliseconds (HTTP/3 only).
+    pub min_rtt: Option<f64>,
+    /// Packets received (UDP datagrams; records over QMux).
+    pub packets_received: f64,
+    /// Bytes in packets declared lost.
+    pub bytes_lost: f64,
 }
 
 /// An accepted WebTransport session.
@@ -236,6 +242,9 @@ impl NativeSession {
             congestion_window: s.congestion_window as f64,
             mtu: u32::from(s.mtu),
             datagrams_dropped: s.datagrams_dropped as f64,
+            min_rtt: s.min_rtt.map(|d| d.as_secs_f64() * 1000.0),
+            packets_received: s.packets_received as f64,
+            bytes_lost: s.bytes_lost as f64,
         }
     }
 }

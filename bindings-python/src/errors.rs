@@ -4,6 +4,7 @@
 //! (`stream_error_code`, `close_info`, ...) and plain docstrings; this module only picks the
 //! class and fills in the fields.
 
+use ferrovia::fleet::ReusePortError;
 use ferrovia::{
     CertificateError, CloseInfo, CloseInitiator, RequestError, ServerError, SessionError,
     StreamError,
@@ -159,9 +160,13 @@ impl Failure {
                 PyValueError::new_err(format!("headers: {message}"))
             }
             Failure::Request(_) => raise(py, "RequestError", message, &[]),
-            Failure::Server(ServerError::Bind { source, .. }) => {
+            Failure::Server(ServerError::Bind { source, .. })
+            | Failure::Server(ServerError::ReusePort(ReusePortError::Bind { source, .. })) => {
                 PyOSError::new_err((source.raw_os_error().unwrap_or(0), message))
             }
+            Failure::Server(ServerError::ReusePort(
+                ReusePortError::Workers(_) | ReusePortError::ConnectionIds { .. },
+            )) => PyValueError::new_err(message),
             Failure::Server(ServerError::Certificate(_)) | Failure::Certificate(_) => {
                 raise(py, "CertificateError", message, &[])
             }

@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 mod errors;
 mod exchange;
 mod external;
+mod fleet;
 mod handoff;
 mod log;
 mod server;
@@ -151,6 +152,7 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_quiesce, m)?)?;
     m.add_class::<server::Certificate>()?;
     m.add_class::<server::Server>()?;
+    m.add_class::<fleet::ReusePortGroup>()?;
     m.add_class::<server::Route>()?;
     m.add_class::<server::SessionRequest>()?;
     m.add_class::<session::Session>()?;

@@ -237,7 +237,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds the UDP socket and starts serving.
     #[staticmethod]
-    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, renew_self_signed = None))]
+    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, renew_self_signed = None, reuse_port = false, connection_ids = None, fleet_secret = None, worker = None))]
     #[allow(clippy::too_many_arguments)]
     fn bind(
         py: Python<'_>,
@@ -252,6 +252,10 @@ impl Server {
         tcp: &str,
         tcp_address: Option<(String, u16)>,
         renew_self_signed: Option<Vec<String>>,
+        reuse_port: bool,
+        connection_ids: Option<(Vec<u8>, u8, usize)>,
+        fleet_secret: Option<Vec<u8>>,
+        worker: Option<(usize, i32, Option<i32>)>,
     ) -> PyResult<Self> {
         let ip: IpAddr = host
             .trim_matches(|c| c == '[' || c == ']')
@@ -294,6 +298,13 @@ impl Server {
             "plain-behind-tls-proxy" => ferrovia::TcpListen::PlainBehindTlsProxy(tcp_addr()?),
             other => return Err(PyValueError::new_err(format!("unknown tcp mode {other:?}"))),
         };
+        crate::fleet::apply(
+            &mut config,
+            reuse_port,
+            connection_ids,
+            fleet_secret,
+            worker,
+        )?;
         let _guard = runtime().enter();
         let inner = ferrovia::Server::bind(config).py_err(py)?;
         Ok(Self { inner })

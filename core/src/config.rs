@@ -48,6 +48,25 @@ pub struct ServerConfig {
     /// Stateless-reset and address-validation token keys shared by a fleet (see
     /// [`FleetKeys`](crate::fleet::FleetKeys)); `None`: random keys made at bind.
     pub fleet_keys: Option<crate::fleet::FleetKeys>,
+    /// Sets `SO_REUSEPORT` on the UDP socket and the TCP listener the server binds, so that
+    /// several servers (threads with their own runtime, or processes) share the port and
+    /// the kernel spreads clients over them by a hash of the 4-tuple. Without
+    /// [`steering`](Self::steering) a client whose address changes lands on a sibling that
+    /// does not hold its connection. Unix only; false by default.
+    pub reuse_port: bool,
+    /// A UDP socket opened elsewhere (by a parent process, systemd, or a
+    /// [`ReusePortGroup`](crate::fleet::ReusePortGroup)) to serve on instead of binding
+    /// `bind`. The server serves on a duplicate, so the socket stays open, and keeps its
+    /// place in its `SO_REUSEPORT` group, for as long as any clone of this `Arc` lives.
+    pub udp_socket: Option<std::sync::Arc<std::net::UdpSocket>>,
+    /// A listening TCP socket opened elsewhere for the TCP side (TLS, or plain with
+    /// [`TcpListen::PlainBehindTlsProxy`]), instead of binding one; `tcp` must not be
+    /// [`TcpListen::Off`]. Shared as [`udp_socket`](Self::udp_socket) is.
+    pub tcp_listener: Option<std::sync::Arc<std::net::TcpListener>>,
+    /// This server's place in a `SO_REUSEPORT` group that routes by connection ID (see
+    /// [`Steering`](crate::fleet::Steering)): needs `reuse_port` or a `udp_socket`, and
+    /// puts the index in front of the server ID of `connection_ids`.
+    pub steering: Option<crate::fleet::Steering>,
 }
 
 /// How a server renews its self-signed certificate. Browsers accept a certificate by hash
@@ -121,6 +140,10 @@ impl ServerConfig {
             self_signed_renewal: None,
             connection_ids: None,
             fleet_keys: None,
+            reuse_port: false,
+            udp_socket: None,
+            tcp_listener: None,
+            steering: None,
         }
     }
 
@@ -165,6 +188,12 @@ impl ServerConfig {
                         .into(),
                 );
             }
+        }
+        if self.steering.is_some() && !self.reuse_port && self.udp_socket.is_none() {
+            return Err("steering needs reuse_port or a udp_socket".into());
+        }
+        if self.tcp_listener.is_some() && self.tcp == TcpListen::Off {
+            return Err("a tcp_listener needs a TCP side (tcp is Off)".into());
         }
         if let Some(idle) = self.idle_timeout {
             if idle.as_millis() == 0 || idle.as_millis() >= (1u128 << 62) {

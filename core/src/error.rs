@@ -66,6 +66,9 @@ pub enum ServerError {
     /// The server is shutting down or closed.
     #[error("the server is closed")]
     Closed,
+    /// Steering by connection ID in a `SO_REUSEPORT` group could not be set up.
+    #[error(transparent)]
+    ReusePort(#[from] crate::fleet::ReusePortError),
 }
 
 /// Why a session request could not be answered as asked.
@@ -174,6 +177,11 @@ impl ServerError {
             Self::NoRuntime => "ERR_NO_RUNTIME",
             Self::RouteTaken(_) => "ERR_ROUTE_TAKEN",
             Self::Closed => "ERR_SERVER_CLOSED",
+            Self::ReusePort(
+                crate::fleet::ReusePortError::Workers(_)
+                | crate::fleet::ReusePortError::ConnectionIds { .. },
+            ) => "ERR_INVALID_CONFIG",
+            Self::ReusePort(_) => "ERR_REUSE_PORT",
         }
     }
 }

@@ -591,6 +591,15 @@ impl Server {
         server_config.transport_config(Arc::new(transport_config(&config)?));
 
         let (socket, tcp) = bind_sockets(&config)?;
+        let connection_ids = match config.steering {
+            Some(steering) => {
+                // A socket handed in was placed by whoever opened it; one bound here must
+                // prove it joined the group at its index.
+                crate::fleet::prepare_steering(&socket, steering, config.udp_socket.is_none())?;
+                Some(steering.connection_ids(config.connection_ids.as_ref())?)
+            }
+            None => config.connection_ids.clone(),
+        };
         let endpoint = {
             let _guard = runtime.enter();
             quinn::Endpoint::new(
@@ -599,7 +608,7 @@ impl Server {
                         Some(keys) => keys.endpoint_config(),
                         None => quinn::EndpointConfig::default(),
                     };
-                    if let Some(lb) = &config.connection_ids {
+                    if let Some(lb) = &connection_ids {
                         endpoint_config.cid_generator(lb.generator_factory());
                     }
                     endpoint_config
@@ -1165,11 +1174,17 @@ impl Drop for Route {
 fn bind_sockets(
     config: &ServerConfig,
 ) -> Result<(std::net::UdpSocket, Option<(std::net::TcpListener, bool)>), ServerError> {
+    if config.udp_socket.is_some() || config.tcp_listener.is_some() {
+        return inherited_sockets(config);
+    }
+    let reuse_port = config.reuse_port;
     let udp = |addr: SocketAddr| {
-        std::net::UdpSocket::bind(addr).map_err(|source| ServerError::Bind { addr, source })
+        crate::fleet::bind_udp(addr, reuse_port)
+            .map_err(|source| ServerError::Bind { addr, source })
     };
     let tcp = |addr: SocketAddr| {
-        std::net::TcpListener::bind(addr).map_err(|source| ServerError::BindTcp { addr, source })
+        crate::fleet::bind_tcp(addr, reuse_port)
+            .map_err(|source| ServerError::BindTcp { addr, source })
     };
     match &config.tcp {
         TcpListen::Off => Ok((udp(config.bind)?, None)),
@@ -1197,6 +1212,39 @@ fn bind_sockets(
             Err(last.unwrap_or(ServerError::InvalidConfig("no free port".into())))
         }
     }
+}
+
+/// The sockets of [`ServerConfig::udp_socket`] and [`ServerConfig::tcp_listener`] (as
+/// duplicates, so that whoever handed them in keeps them), binding what is missing.
+fn inherited_sockets(
+    config: &ServerConfig,
+) -> Result<(std::net::UdpSocket, Option<(std::net::TcpListener, bool)>), ServerError> {
+    let udp = match &config.udp_socket {
+        Some(socket) => socket.try_clone(),
+        None => crate::fleet::bind_udp(config.bind, config.reuse_port),
+    }
+    .map_err(|source| ServerError::Bind {
+        addr: config.bind,
+        source,
+    })?;
+    let tls = !matches!(config.tcp, TcpListen::PlainBehindTlsProxy(_));
+    let tcp_addr = match &config.tcp {
+        TcpListen::Off => return Ok((udp, None)),
+        TcpListen::At(addr) | TcpListen::PlainBehindTlsProxy(addr) => *addr,
+        TcpListen::SamePort => udp.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?,
+    };
+    let tcp = match &config.tcp_listener {
+        Some(listener) => listener.try_clone(),
+        None => crate::fleet::bind_tcp(tcp_addr, config.reuse_port),
+    }
+    .map_err(|source| ServerError::BindTcp {
+        addr: tcp_addr,
+        source,
+    })?;
+    Ok((udp, Some((tcp, tls))))
 }
 
 /// TLS for the TCP side: the same certificate (and rotation) as QUIC; HTTP/2 preferred.

@@ -149,6 +149,13 @@ pub struct SessionStats {
     pub mtu: u16,
     /// Datagrams received for this session but dropped because its queue was full.
     pub datagrams_dropped: u64,
+    /// The smallest round-trip time seen (HTTP/3 only: QMux keeps just its latest ping's
+    /// round trip).
+    pub min_rtt: Option<Duration>,
+    /// Packets received on the connection (UDP datagrams over HTTP/3, records over QMux).
+    pub packets_received: u64,
+    /// Bytes in packets declared lost on the connection.
+    pub bytes_lost: u64,
 }
 
 pub(crate) enum Command {
@@ -882,6 +889,9 @@ impl Session {
                     congestion_window: s.path.cwnd,
                     mtu: s.path.current_mtu,
                     datagrams_dropped: dropped,
+                    min_rtt: Some(s.path.min_rtt),
+                    packets_received: s.udp_rx.datagrams,
+                    bytes_lost: s.path.lost_bytes,
                 }
             }
             Backend::Qmux(q) => {
@@ -895,6 +905,9 @@ impl Session {
                     congestion_window: 0,
                     mtu: u16::try_from(record).unwrap_or(u16::MAX),
                     datagrams_dropped: dropped + s.datagrams_dropped,
+                    min_rtt: None,
+                    packets_received: s.records_received,
+                    bytes_lost: 0,
                 }
             }
         }

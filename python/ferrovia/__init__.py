@@ -48,6 +48,8 @@ from ._errors import (
     WebTransportError,
 )
 from ._http import AsgiHost
+from ._fleet import ConnectionIds, WorkerInfo, Workers, current_worker, run_workers
+from ._fleet import _fleet_secret, _take_worker
 from ._types import CertificateHash, CloseInfo, CloseInitiator, Limits, ServerStats, SessionStats
 
 # Let native operations that are still settling finish before the interpreter shuts down.
@@ -90,6 +92,11 @@ __all__ = [
     "Transport",
     "client_js_path",
     "serve",
+    "ConnectionIds",
+    "WorkerInfo",
+    "Workers",
+    "current_worker",
+    "run_workers",
 ]
 
 OriginPolicy = Union[Literal["same-host", "*"], Sequence[str], Callable[[str, str], bool]]
@@ -1190,9 +1197,11 @@ class Server:
         (the mount prefix included). HTTP requests to it get 404."""
         return _asgi_app(self)
 
-    async def close(self, grace: float = 0.0) -> None:
+    async def close(self, grace: float = 2.0) -> None:
         """Shuts down: stops accepting, asks every session to drain, waits up to ``grace``
-        seconds for them to end, then closes the rest (code 0, "server shutting down")."""
+        seconds for them to end, then closes the rest (code 0, "server shutting down").
+        The default, 2 s, is Node's ``close()`` default too: sessions that end promptly on
+        DRAIN end cleanly; ``close(0)`` closes at once."""
         if not isinstance(grace, (int, float)) or isinstance(grace, bool):
             raise TypeError(f"grace must be a number of seconds, not {type(grace).__name__}")
         if grace < 0 or grace != grace:
@@ -1444,6 +1453,9 @@ def serve(
     tcp_behind_tls_proxy: bool = False,
     app: ASGIApp | None = None,
     handler: RequestHandler | None = None,
+    reuse_port: bool = False,
+    connection_ids: ConnectionIds | None = None,
+    fleet_secret: bytes | str | None = None,
 ) -> Serving:
     """Starts a WebTransport server on UDP ``host``:``port``.
 
@@ -1462,6 +1474,13 @@ def serve(
     ``handler`` is an async function called with each session request for a path no
     :meth:`Server.requests` or :meth:`Server.route` claims, as :meth:`Server.route` calls
     its handler.
+
+    ``reuse_port`` sets ``SO_REUSEPORT``, so that several processes share the port (see
+    :func:`run_workers` for the steering that keeps moving clients on their process).
+    ``connection_ids`` makes connection IDs a QUIC-LB load balancer routes by;
+    ``fleet_secret`` (at least 32 bytes, shared by every member of a fleet) derives the
+    stateless-reset and Retry-token keys from it. In a worker of :func:`run_workers`,
+    the first server on the worker's port serves on the worker's sockets.
     """
     # The server's own events go to this logger from its level at this moment on.
     _ferrovia._set_log_level(logging.getLogger("ferrovia").getEffectiveLevel())
@@ -1504,6 +1523,12 @@ def serve(
             f"congestion_controller must be \"cubic\", \"newreno\" or \"bbr\", got {congestion_controller!r}"
         )
     limit_values = _limits_dict(limits)
+    if not isinstance(reuse_port, bool):
+        raise TypeError(f"reuse_port must be bool, not {type(reuse_port).__name__}")
+    if connection_ids is not None and not isinstance(connection_ids, ConnectionIds):
+        raise TypeError(f"connection_ids must be a ferrovia.ConnectionIds, not {type(connection_ids).__name__}")
+    native_ids = None if connection_ids is None else connection_ids._native()
+    secret = _fleet_secret(fleet_secret)
     tcp_address: tuple[str, int] | None = None
     if tcp is True:
         tcp_mode = "plain-behind-tls-proxy" if tcp_behind_tls_proxy else "same-port"
@@ -1535,6 +1560,10 @@ def serve(
                 tcp_address=tcp_address,
                 # A self-signed certificate is renewed before its 13 days run out.
                 renew_self_signed=_SELF_SIGNED_NAMES if certificate == "self-signed" else None,
+                reuse_port=reuse_port,
+                connection_ids=native_ids,
+                fleet_secret=secret,
+                worker=_take_worker(port),
             )
         )
 

@@ -1,5 +1,18 @@
 // Type-checked (tsc --noEmit) against the package's declarations; run by api.test.mjs.
-import { Server, WebTransportError, generateCertificate, toDuplex, type AddressInUseError, type WebTransportCloseInfo } from 'ferrovia';
+import {
+  Server,
+  WebTransportError,
+  WebTransportReceiveStream,
+  WebTransportSendStream,
+  generateCertificate,
+  toDuplex,
+  type AddressInUseError,
+  type WebTransportCloseInfo,
+  type WebTransportConnectionStats,
+  type WebTransportReceiveStreamStats,
+  type WebTransportSendStreamStats,
+  type WebTransportSession,
+} from 'ferrovia';
 
 async function main(): Promise<void> {
   const { cert, key, certificateHashes } = generateCertificate({ names: ['localhost'] });
@@ -57,6 +70,30 @@ async function lifecycle(certFile: string, keyFile: string): Promise<void> {
     if (err.code === 'EADDRINUSE') console.log(err.transport, err.address, err.port, err.errno, err.syscall, err.ferroviaCode);
   }
   controller.abort();
+}
+
+async function streams(session: WebTransportSession): Promise<void> {
+  const send: WebTransportSendStream = await session.createUnidirectionalStream({ sendOrder: Number.MAX_SAFE_INTEGER, sendGroup: null });
+  send.sendOrder = -1;
+  const sent: WebTransportSendStreamStats = await send.getStats();
+  console.log(sent.bytesWritten, sent.bytesSent, sent.bytesAcknowledged, send.sendGroup);
+  const { readable, writable } = await session.createBidirectionalStream();
+  const w: WritableStream = writable;
+  console.log(w.locked);
+  const reader = readable.getReader({ mode: 'byob' });
+  const { value, done } = await reader.read(new Uint8Array(4096));
+  console.log(value?.byteLength, done);
+  reader.releaseLock();
+  for await (const incoming of session.incomingUnidirectionalStreams) {
+    if (incoming instanceof WebTransportReceiveStream) {
+      const got: WebTransportReceiveStreamStats = await incoming.getStats();
+      console.log(got.bytesReceived, got.bytesRead);
+    }
+    for await (const chunk of incoming) console.log(chunk.byteLength);
+  }
+  const conn: WebTransportConnectionStats = await session.getStats();
+  console.log(conn.minRtt ?? 'n/a', conn.packetsReceived, conn.bytesLost);
+  toDuplex({ readable, writable });
 }
 
 void main();
