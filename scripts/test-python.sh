@@ -19,7 +19,7 @@ fi
 PY="$VENV/bin/python"
 "$PY" -m pip install --quiet --disable-pip-version-check \
   maturin==1.16.0 pytest==9.2.0 pytest-asyncio==1.5.0 aioquic==1.7.2 mypy==2.4.1 websockets==15.0.1 uvicorn==0.54.0 starlette==1.10.0 \
-  "httpx[http2]==0.28.1"
+  "httpx[http2]==0.28.1" redis==8.1.0 nats-py==2.16.0
 
 # The browser suite is driven from Node; its packages come from the lockfile.
 if [ ! -d node_modules/playwright-core ] || [ ! -d node_modules/puppeteer-core ]; then

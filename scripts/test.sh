@@ -9,9 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in chromium firefox-esr nft ip curl; do
-  command -v "$tool" >/dev/null || {
-    echo "missing $tool: sudo apt-get install chromium firefox-esr nftables iproute2 curl" >&2
+for tool in chromium firefox-esr nft ip curl redis-server nats-server; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+    echo "missing $tool: sudo apt-get install chromium firefox-esr nftables iproute2 curl redis-server nats-server" >&2
     exit 1
   }
 done
