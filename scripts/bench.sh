@@ -8,7 +8,8 @@
 #   RUNS=5 BENCH_SERVERS=core,go scripts/bench.sh
 #   BENCH_ONLY=bulk_single,latency scripts/bench.sh
 #
-# Servers: core (examples/rust/echo.rs), node (examples/node/echo.mjs), python
+# Servers: core (examples/rust/echo.rs; core2 is the same on two endpoints, only when named
+# in BENCH_SERVERS), node (examples/node/echo.mjs), python
 # (examples/python/echo.py), and the peers aioquic, go (webtransport-go) and wtransport
 # from bench/peers/, all WebTransport; and the WebSocket-only peers tungstenite
 # (tokio-tungstenite's echo server, bench/peers/tungstenite-echo), ws (Node's `ws` package,
@@ -51,6 +52,11 @@ cargo build --release -p ferrovia-bench --bin loadgen
 set +e
 add core "target/release/examples/echo --port 0 --host 127.0.0.1" wt,ws,qmux
 add core "target/release/loadgen http-server --port 0 --host 127.0.0.1" h1,h2,h3
+# core2: the same echo on two endpoints of one SO_REUSEPORT group, steered by connection ID
+# (the scaling figures of docs/scaling.md). Only when BENCH_SERVERS names it.
+if [[ ",${BENCH_SERVERS:-}," == *",core2,"* ]]; then
+  add core2 "target/release/examples/echo --port 0 --host 127.0.0.1 --workers 2" wt
+fi
 
 if want node; then
   if [[ ! -f examples/node/echo.mjs ]]; then

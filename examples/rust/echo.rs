@@ -15,7 +15,9 @@
 //! with `?close=CODE&reason=R` closes after the first one.
 //!
 //! `--cert FILE --key FILE` serves a certificate from PEM files instead of a fresh
-//! self-signed one.
+//! self-signed one. `--workers N` serves the port from N endpoints in one process, a
+//! `SO_REUSEPORT` group steered by connection ID (`ferrovia::fleet::ReusePortGroup`), so
+//! QUIC work spreads over N cores.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -147,6 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // to 127.0.0.1.
     let mut host = "::".to_string();
     let (mut cert_file, mut key_file) = (None, None);
+    let mut workers = 1usize;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -154,6 +157,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "--host" => host = args.next().ok_or("--host needs a value")?,
             "--cert" => cert_file = Some(args.next().ok_or("--cert needs a value")?),
             "--key" => key_file = Some(args.next().ok_or("--key needs a value")?),
+            "--workers" => workers = args.next().ok_or("--workers needs a value")?.parse()?,
             other => return Err(format!("unknown argument {other:?}").into()),
         }
     }
@@ -164,10 +168,40 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let ip: std::net::IpAddr = host.trim_matches(|c| c == '[' || c == ']').parse()?;
     let addr = SocketAddr::new(ip, port);
-    let server = Server::bind(ServerConfig::new(addr, cert.clone()))?;
-    // Hold requests for accept() from now on, so none arriving before the loop below
-    // first polls it gets 404.
-    server.queue_unrouted();
+    let mut servers = Vec::new();
+    if workers > 1 {
+        let group = ferrovia::fleet::ReusePortGroup::bind(addr, workers, true)?;
+        for i in 0..workers {
+            let mut config = ServerConfig::new(addr, cert.clone());
+            group.configure(i, &mut config)?;
+            servers.push(Server::bind(config)?);
+        }
+    } else {
+        servers.push(Server::bind(ServerConfig::new(addr, cert.clone()))?);
+    }
+    for server in &servers {
+        // Hold requests for accept() from now on, so none arriving before the loop below
+        // first polls it gets 404.
+        server.queue_unrouted();
+    }
+    emit(format!(
+        r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
+        servers[0].local_addr()?.port(),
+        cert.sha256_hex(),
+        cert.spki_sha256_base64()
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for server in servers {
+        tasks.spawn(serve(server));
+    }
+    while let Some(done) = tasks.join_next().await {
+        done??;
+    }
+    Ok(())
+}
+
+/// Serves one endpoint: WebSockets on `/ws`, sessions on the other paths.
+async fn serve(server: Server) -> Result<(), ferrovia::ServerError> {
     let sockets = server.route("/ws")?;
     sockets.allow_websockets();
     tokio::spawn(async move {
@@ -201,13 +235,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             });
         }
     });
-    emit(format!(
-        r#"{{"event":"listening","port":{},"certificateHash":"{}","spki":"{}"}}"#,
-        server.local_addr()?.port(),
-        cert.sha256_hex(),
-        cert.spki_sha256_base64()
-    ));
-
     while let Some(request) = server.accept().await {
         let path = request.path().to_owned();
         let route = path.split('?').next().unwrap_or("/").to_owned();
