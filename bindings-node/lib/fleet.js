@@ -11,19 +11,7 @@ const WORKER_UDP_FD = 3;
 const WORKER_TCP_FD = 4;
 const WORKER_ENV = 'FERROVIA_WORKER';
 
-function describe(v) {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'string' ? `the string ${JSON.stringify(v)}` : `${typeof v} ${String(v)}`;
-}
-
-function checkInt(name, v, min, max) {
-  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${describe(v)}`);
-  if (!Number.isInteger(v) || v < min || v > max) {
-    throw new RangeError(`${name} must be an integer in ${min}..${max}, got ${v}`);
-  }
-  return v;
-}
+const { describe, checkInt } = require('./check.js');
 
 /** A server ID as bytes: a Uint8Array, an array of byte values, or a hex string. */
 function serverIdBytes(v) {

@@ -172,19 +172,7 @@ function codeOf(reason) {
 // ---------------------------------------------------------------------------------------
 // Argument checks
 
-function describe(v) {
-  if (v === null) return 'null';
-  if (Array.isArray(v)) return 'an array';
-  return typeof v === 'string' ? `the string ${JSON.stringify(v)}` : `${typeof v} ${String(v)}`;
-}
-
-function checkInt(name, v, min, max) {
-  if (typeof v !== 'number') throw new TypeError(`${name} must be a number, got ${describe(v)}`);
-  if (!Number.isInteger(v) || v < min || v > max) {
-    throw new RangeError(`${name} must be an integer in ${min}..${max}, got ${v}`);
-  }
-  return v;
-}
+const { describe, checkInt } = require('./check.js');
 
 function checkString(name, v) {
   if (typeof v !== 'string') throw new TypeError(`${name} must be a string, got ${describe(v)}`);

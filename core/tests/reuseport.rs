@@ -9,6 +9,8 @@
 
 #![cfg(target_os = "linux")]
 
+mod common;
+
 use std::{
     io::{BufRead, BufReader, Write},
     net::SocketAddr,
@@ -57,11 +59,12 @@ fn echo_sessions(server: &Server) {
 /// Worker 1 of the steered test, in its own process: serves on the inherited socket and
 /// answers `stats` lines on stdin with its counters until stdin closes.
 #[test]
+#[ignore = "the second process of the steered test, which runs it with --ignored"]
 fn child_worker() {
-    let Ok(fd) = std::env::var(WORKER_FD) else {
-        return; // An ordinary test run: nothing to do.
-    };
-    let fd: i32 = fd.parse().unwrap();
+    let fd: i32 = std::env::var(WORKER_FD)
+        .expect("run only by the steered test, which passes the socket")
+        .parse()
+        .unwrap();
     let InheritedSocket::Udp(socket) = socket_from_fd(fd).expect("inherited socket") else {
         panic!("fd {fd} is not a UDP socket");
     };
@@ -111,7 +114,13 @@ impl ChildWorker {
         // close-on-exec. (It is closed here once the child has started.)
         socket2::SockRef::from(&socket).set_cloexec(false).unwrap();
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "child_worker", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "child_worker",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(WORKER_FD, socket.as_raw_fd().to_string())
             .env(WORKER_CERT, cert.chain_pem())
             .env(WORKER_KEY, cert.key_pem())
@@ -163,69 +172,9 @@ impl Drop for ChildWorker {
     }
 }
 
-/// A certificate verifier that trusts one SHA-256 hash, as `serverCertificateHashes` does.
-#[derive(Debug)]
-struct TrustHash(Vec<u8>);
-
-impl rustls::client::danger::ServerCertVerifier for TrustHash {
-    fn verify_server_cert(
-        &self,
-        end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _: &[rustls::pki_types::CertificateDer<'_>],
-        _: &rustls::pki_types::ServerName<'_>,
-        _: &[u8],
-        _: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        let hash = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
-        if hash.as_ref() == self.0 {
-            Ok(rustls::client::danger::ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::General("certificate hash mismatch".into()))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        _: &[u8],
-        _: &rustls::pki_types::CertificateDer<'_>,
-        _: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::General("TLS 1.2 not used".into()))
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
-}
-
 /// A WebTransport client on an endpoint of its own, so the test can move it to new ports.
 fn client(cert: &Certificate) -> (quinn::Endpoint, web_transport_quinn::Client) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(TrustHash(cert.sha256().to_vec())))
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
-    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut config = common::client_config_trusting(vec![cert.sha256().to_vec()]);
     let mut transport = quinn::TransportConfig::default();
     transport.max_idle_timeout(Some(Duration::from_secs(10).try_into().unwrap()));
     config.transport_config(Arc::new(transport));
