@@ -507,14 +507,26 @@ class Session:
                 return
             yield reader
 
-    async def open_bidirectional_stream(self) -> tuple[StreamReader, StreamWriter]:
-        """Opens a bidirectional stream toward the client, waiting for stream credit."""
+    async def open_bidirectional_stream(
+        self, *, priority: int = 0
+    ) -> tuple[StreamReader, StreamWriter]:
+        """Opens a bidirectional stream toward the client, waiting for stream credit.
+        ``priority`` is :meth:`StreamWriter.set_priority`'s, given at open."""
+        priority = _check_int("priority", priority, -(2**31), 2**31 - 1)
         r, w = await self._inner.open_bi()
-        return StreamReader(r), StreamWriter(w)
+        writer = StreamWriter(w)
+        if priority:
+            writer.set_priority(priority)
+        return StreamReader(r), writer
 
-    async def open_unidirectional_stream(self) -> StreamWriter:
-        """Opens a unidirectional stream toward the client, waiting for stream credit."""
-        return StreamWriter(await self._inner.open_uni())
+    async def open_unidirectional_stream(self, *, priority: int = 0) -> StreamWriter:
+        """Opens a unidirectional stream toward the client, waiting for stream credit.
+        ``priority`` is :meth:`StreamWriter.set_priority`'s, given at open."""
+        priority = _check_int("priority", priority, -(2**31), 2**31 - 1)
+        writer = StreamWriter(await self._inner.open_uni())
+        if priority:
+            writer.set_priority(priority)
+        return writer
 
     async def send_datagram(self, data: bytes | bytearray | memoryview) -> None:
         """Sends one datagram, waiting while the send buffer is full. Raises

@@ -63,6 +63,26 @@ async def test_server_opened_bidi_stream(pair: Pair) -> None:
     assert await reader.read() == b"pong from client"
 
 
+async def test_streams_opened_with_a_priority(pair: Pair) -> None:
+    # Priority at open, as Node's sendOrder: the streams carry their data as any other, and
+    # a priority outside i32 is refused before a stream is opened.
+    for bad in (2**31, -(2**31) - 1):
+        with pytest.raises(ValueError, match="priority"):
+            await pair.session.open_unidirectional_stream(priority=bad)
+    with pytest.raises(TypeError, match="priority"):
+        await pair.session.open_bidirectional_stream(priority="high")  # type: ignore[arg-type]
+    writer = await pair.session.open_unidirectional_stream(priority=7)
+    writer.write(b"urgent")
+    writer.write_eof()
+    down = await asyncio.wait_for(pair.remote.incoming_uni.get(), 10)
+    assert await down.read_all() == b"urgent"
+    reader, bidi = await pair.session.open_bidirectional_stream(priority=-3)
+    bidi.write(b"later")
+    bidi.write_eof()
+    stream = await asyncio.wait_for(pair.remote.incoming_bidi.get(), 10)
+    assert await stream.read_all() == b"later"
+
+
 async def test_64_mib_through_one_stream_by_sha256(pair: Pair) -> None:
     size = 64 << 20
     data = os.urandom(size)
