@@ -649,14 +649,15 @@ class WebTransportBidirectionalStream {
 function pulled(next, enqueue, highWaterMark) {
   return new ReadableStream(
     {
-      async pull(controller) {
-        try {
-          const item = await next();
-          if (item === null) controller.close();
-          else enqueue(item, controller);
-        } catch (err) {
-          controller.error(translate(err));
-        }
+      // A promise chain rather than an async function: one is suspended in every idle
+      // session's streams, and a suspended async function costs a generator and its frame.
+      pull(controller) {
+        return next()
+          .then((item) => {
+            if (item === null) controller.close();
+            else enqueue(item, controller);
+          })
+          .catch((err) => controller.error(translate(err)));
       },
     },
     { highWaterMark },
@@ -757,22 +758,36 @@ class WebTransportSession {
   #native;
   #bidi;
   #uni;
+  #ready;
+  #draining;
 
   constructor(nativeSession) {
     this.#native = nativeSession;
-    /** Already resolved: a session exists only once accepted. */
-    this.ready = Promise.resolve();
+    // Made at once, unlike draining: nearly every application awaits it.
     /** Resolves with { closeCode, reason, initiator } however the session ends. */
     this.closed = nativeSession.closed().then(
       (i) => ({ closeCode: i.closeCode, reason: i.reason, initiator: i.initiator }),
       rethrow,
     );
-    /** Resolves when the client asks to drain the session (stays pending otherwise). */
-    this.draining = nativeSession.draining().then(
+    this.datagrams = new DatagramDuplexStream(nativeSession);
+  }
+
+  /** Already resolved: a session exists only once accepted. */
+  get ready() {
+    this.#ready ??= Promise.resolve();
+    return this.#ready;
+  }
+
+  /** Resolves when the client asks to drain the session (stays pending otherwise). */
+  get draining() {
+    // Made on first use: each pending native wait holds a threadsafe function and a
+    // runtime task (about 3 KiB per session), and most applications never look at it.
+    // The native wait resolves at once for a drain that came earlier, so none is missed.
+    this.#draining ??= this.#native.draining().then(
       (d) => (d ? undefined : new Promise(() => {})),
       rethrow,
     );
-    this.datagrams = new DatagramDuplexStream(nativeSession);
+    return this.#draining;
   }
 
   /** The session ID (the CONNECT stream's QUIC ID). */
