@@ -157,6 +157,7 @@ describe('chromium', () => {
           if (value.buffer.byteLength !== 24_000 || value.byteOffset !== 0) sameBuffer = false;
           if (done) {
             out.resolve({ total, reads, hex: h.digest('hex'), sameBuffer, statsMatch, endView: value.byteLength, stats: await stream.getStats() });
+            await session.closed;
             return;
           }
           h.update(value);
@@ -227,6 +228,8 @@ describe('chromium', () => {
         await w.write(buf.subarray(0, filled));
         await w.close();
         out.resolve({ total, hex: h.digest('hex'), allUint8, echoed: filled });
+        // Holds the session until the page closes it: an unreferenced session may be collected and closed (code 0) while the page still uses it.
+        await session.closed;
       });
       const r = await page.evaluate(
         async ({ url, hash, size }) => {
@@ -321,6 +324,7 @@ describe('chromium', () => {
         // Still settable once closed, as in the browser; without effect.
         low.sendOrder = 1;
         out.resolve({ errors, orders, after: low.sendOrder });
+        await session.closed;
       });
       const r = await page.evaluate(
         async ({ url, hash }) => {
@@ -376,6 +380,7 @@ describe('chromium', () => {
         const p = send.getStats();
         const conn = await session.getStats();
         out.resolve({ steps, final, isPromise: p instanceof Promise, conn });
+        await session.closed;
       });
       const r = await page.evaluate(
         async ({ url, hash }) => {
@@ -416,6 +421,7 @@ describe('chromium', () => {
         await new Promise((r) => setTimeout(r, 200));
         await w.abort(new WebTransportError('server abort', { streamErrorCode: 77 }));
         out.resolve(await send.getStats());
+        await session.closed;
       });
       const r = await page.evaluate(
         async ({ url, hash }) => {
@@ -453,6 +459,7 @@ describe('firefox', () => {
         // Tells the page to go on writing, now that the stream is stopped.
         await (await session.createUnidirectionalStream()).close();
         out.resolve({ first: new TextDecoder().decode(first.value), afterDone: after.done });
+        await session.closed;
       });
       const r = await page.evaluate(
         async ({ url, hash }) => {
