@@ -74,13 +74,13 @@ async fn serve(session: Session, member: u8) {
     tokio::join!(bi, uni);
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("a SIGTERM handler");
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+    Ok(())
 }
 
 #[tokio::main]
@@ -145,7 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     tokio::select! {
         _ = accept => {}
-        _ = shutdown_signal() => {}
+        r = shutdown_signal() => r?,
     }
     server.drain();
     emit(r#"{"event":"draining"}"#.into());

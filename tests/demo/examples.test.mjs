@@ -11,7 +11,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
 import { closeAll, openPage, startEchoServer, withPage } from '../browser/harness.mjs';
-import { REPO_ROOT } from './support.mjs';
+import { REPO_ROOT, joinChat, say } from './support.mjs';
 
 const T = { timeout: 60000 };
 const RUST_DIR = process.env.FERROVIA_RUST_EXAMPLES || path.join(REPO_ROOT, 'target', 'debug', 'examples');
@@ -39,26 +39,6 @@ after(async () => {
 
 // ---------------------------------------------------------------------------------------
 // Page side (runs in the browser; see the harness for `wt`)
-
-const joinChat = async ({ url, hash }) => {
-  const t = await wt.connect(url, hash);
-  const chat = { t, lines: [] };
-  window.chat = chat;
-  (async () => {
-    const streams = t.incomingUnidirectionalStreams.getReader();
-    for (;;) {
-      const { done, value } = await streams.read();
-      if (done) return;
-      wt.readAll(value).then((bytes) => chat.lines.push(wt.decode(bytes)));
-    }
-  })().catch(() => {});
-};
-
-const say = async (text) => {
-  const writer = (await window.chat.t.createUnidirectionalStream()).getWriter();
-  await writer.write(wt.encode(text));
-  await writer.close();
-};
 
 const playGame = async ({ url, hash }) => {
   const t = await wt.connect(url, hash);

@@ -16,7 +16,7 @@ import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { closeAll, openPage, startEchoServer } from '../browser/harness.mjs';
-import { REPO_ROOT, startProcess } from './support.mjs';
+import { REPO_ROOT, joinChat, say, startProcess } from './support.mjs';
 
 const T = { timeout: 60000 };
 const PRESENCE_TTL = 2; // seconds
@@ -124,26 +124,6 @@ after(async () => {
 
 // ---------------------------------------------------------------------------------------
 // Page side (runs in the browser; see tests/browser/harness.mjs for `wt`)
-
-const joinChat = async ({ url, hash }) => {
-  const t = await wt.connect(url, hash);
-  const chat = { t, lines: [] };
-  window.chat = chat;
-  (async () => {
-    const streams = t.incomingUnidirectionalStreams.getReader();
-    for (;;) {
-      const { done, value } = await streams.read();
-      if (done) return;
-      wt.readAll(value).then((bytes) => chat.lines.push(wt.decode(bytes)));
-    }
-  })().catch(() => {});
-};
-
-const say = async (text) => {
-  const writer = (await window.chat.t.createUnidirectionalStream()).getWriter();
-  await writer.write(wt.encode(text));
-  await writer.close();
-};
 
 /** Sends /who and returns the members line that answers it (the next one to arrive). */
 const who = async () => {

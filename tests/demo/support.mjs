@@ -231,3 +231,26 @@ export function run(command, args, { env, cwd = REPO_ROOT, timeout = 60000 } = {
     });
   });
 }
+
+// Page side of the chat example (passed to page.evaluate; runs in the browser, where the
+// harness defines `wt`): joins a room and collects every line into `window.chat.lines`, and
+// says one line on a new unidirectional stream.
+export const joinChat = async ({ url, hash }) => {
+  const t = await wt.connect(url, hash);
+  const chat = { t, lines: [] };
+  window.chat = chat;
+  (async () => {
+    const streams = t.incomingUnidirectionalStreams.getReader();
+    for (;;) {
+      const { done, value } = await streams.read();
+      if (done) return;
+      wt.readAll(value).then((bytes) => chat.lines.push(wt.decode(bytes)));
+    }
+  })().catch(() => {});
+};
+
+export const say = async (text) => {
+  const writer = (await window.chat.t.createUnidirectionalStream()).getWriter();
+  await writer.write(wt.encode(text));
+  await writer.close();
+};
