@@ -486,35 +486,42 @@ function priorityOf(sendOrder) {
  */
 function byteSource(recv) {
   let done = false;
+  /** Hands a chunk (or the end, `null`) to the reader that asked. */
+  const deliver = (controller, chunk) => {
+    // Looked up now: the reader may have been released while a read was pending.
+    const request = controller.byobRequest;
+    if (chunk === null) {
+      done = true;
+      controller.close();
+      // A pending BYOB read settles (done, with an empty view) only once answered.
+      request?.respond(0);
+    } else if (request && request.view.byteLength >= chunk.byteLength) {
+      request.view.set(chunk);
+      request.respond(chunk.byteLength);
+    } else {
+      // enqueue() takes the whole ArrayBuffer; the native module made it for this chunk.
+      controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+    }
+  };
   return {
     type: 'bytes',
-    async pull(controller) {
+    pull(controller) {
       // A BYOB read asks for no more than its view holds, so the chunk fits there whole.
       const asked = controller.byobRequest;
       const max = asked ? Math.min(asked.view.byteLength, READ_CHUNK) : READ_CHUNK;
-      let chunk;
-      try {
-        chunk = await recv.read(max);
-      } catch (err) {
-        if (!done) controller.error(translate(err));
-        done = true;
-        return;
-      }
-      if (done) return; // cancelled while the read was pending
-      // Looked up again: the reader may have been released while the read was pending.
-      const request = controller.byobRequest;
-      if (chunk === null) {
-        done = true;
-        controller.close();
-        // A pending BYOB read settles (done, with an empty view) only once answered.
-        request?.respond(0);
-      } else if (request && request.view.byteLength >= chunk.byteLength) {
-        request.view.set(chunk);
-        request.respond(chunk.byteLength);
-      } else {
-        // enqueue() takes the whole ArrayBuffer; the native module made it for this chunk.
-        controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-      }
+      // Data that has already arrived is taken without waiting; only an empty buffer
+      // costs a trip through the native thread pool.
+      const ready = recv.tryRead(max);
+      if (ready != null) return deliver(controller, ready);
+      return recv.read(max).then(
+        (chunk) => {
+          if (!done) deliver(controller, chunk); // else cancelled while the read was pending
+        },
+        (err) => {
+          if (!done) controller.error(translate(err));
+          done = true;
+        },
+      );
     },
     cancel(reason) {
       done = true;
@@ -565,7 +572,16 @@ function sinkFor(send) {
       }
     },
     write(chunk) {
-      return send.write(toBuffer('chunk', chunk)).catch(rethrow);
+      const buf = toBuffer('chunk', chunk);
+      // What fits in the stream's window goes now; only the rest waits for credit.
+      let taken;
+      try {
+        taken = send.tryWrite(buf);
+      } catch (err) {
+        throw translate(err);
+      }
+      if (taken === buf.byteLength) return undefined;
+      return send.write(taken === 0 ? buf : buf.subarray(taken)).catch(rethrow);
     },
     close() {
       closing = true;
@@ -644,14 +660,18 @@ class WebTransportBidirectionalStream {
 
 /**
  * A ReadableStream fed by a native call that resolves to the next item, or null at the
- * end; `enqueue(item, controller)` puts what the item holds into the stream.
+ * end; `enqueue(item, controller)` puts what the item holds into the stream. The optional
+ * `now()` returns an item that is ready without waiting, or null.
  */
-function pulled(next, enqueue, highWaterMark) {
+function pulled(next, enqueue, highWaterMark, now) {
   return new ReadableStream(
     {
       // A promise chain rather than an async function: one is suspended in every idle
       // session's streams, and a suspended async function costs a generator and its frame.
       pull(controller) {
+        // `now()` returns what is ready without waiting (or null), saving a native wait.
+        const ready = now?.();
+        if (ready != null) return enqueue(ready, controller);
         return next()
           .then((item) => {
             if (item === null) controller.close();
@@ -682,6 +702,19 @@ function toDuplex(stream, options) {
 // ---------------------------------------------------------------------------------------
 // Session
 
+/**
+ * Enqueues a batch of datagrams as the native module packs them: each behind its length
+ * in two bytes, little-endian. The datagrams are views of the batch's one buffer.
+ */
+function unpackDatagrams(batch, controller) {
+  let at = 0;
+  while (at < batch.byteLength) {
+    const length = batch[at] | (batch[at + 1] << 8);
+    controller.enqueue(new Uint8Array(batch.buffer, batch.byteOffset + at + 2, length));
+    at += 2 + length;
+  }
+}
+
 /** Datagrams of one session (W3C WebTransportDatagramDuplexStream). */
 class DatagramDuplexStream {
   #session;
@@ -697,10 +730,9 @@ class DatagramDuplexStream {
     const s = this.#session;
     this.#readable ??= pulled(
       () => s.recvDatagrams(DATAGRAM_BATCH),
-      (batch, c) => {
-        for (const d of batch) c.enqueue(new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
-      },
+      unpackDatagrams,
       1,
+      () => s.tryRecvDatagrams(DATAGRAM_BATCH),
     );
     return this.#readable;
   }

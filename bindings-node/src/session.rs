@@ -1,7 +1,11 @@
 //! An accepted session.
 
+use bytes::Bytes;
 use ferrovia::{CloseInfo, CloseInitiator, Session, SessionError};
-use napi::bindgen_prelude::Buffer;
+use napi::{
+    bindgen_prelude::{Buffer, BufferSlice},
+    Env,
+};
 use napi_derive::napi;
 
 use crate::{
@@ -72,6 +76,29 @@ pub struct NativeSession {
 impl NativeSession {
     pub(crate) fn new(session: Session, protocol: Option<String>) -> Self {
         Self { session, protocol }
+    }
+
+    /// `first` and the datagrams queued behind it, at most `max`, each behind its length.
+    fn pack_datagrams(&self, first: Option<Bytes>, max: u32) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut push = |d: &Bytes| {
+            // QUIC datagrams fit in one packet; the length fits in two bytes.
+            out.extend_from_slice(&(d.len() as u16).to_le_bytes());
+            out.extend_from_slice(d);
+        };
+        let mut count = 0;
+        if let Some(d) = &first {
+            push(d);
+            count += 1;
+        }
+        while count < max.max(1) {
+            match self.session.try_recv_datagram() {
+                Some(d) => push(&d),
+                None => break,
+            }
+            count += 1;
+        }
+        out
     }
 }
 
@@ -183,23 +210,32 @@ impl NativeSession {
             .map_err(error::from_session)
     }
 
-    /// The next datagrams: waits for one, then takes up to `max` already queued; `null`
-    /// once the session ends. One call per batch keeps the cost per datagram low.
+    /// The next datagrams, packed as in `try_recv_datagrams`: waits for one, then takes up
+    /// to `max` in all of those already queued; `null` once the session ends.
     #[napi]
-    pub async fn recv_datagrams(&self, max: u32) -> napi::Result<Option<Vec<Buffer>>> {
+    pub async fn recv_datagrams(&self, max: u32) -> napi::Result<Option<Buffer>> {
         let first = match self.session.recv_datagram().await {
             Ok(d) => d,
             Err(SessionError::Closed(_)) => return Ok(None),
             Err(e) => return Err(error::from_session(e)),
         };
-        let mut out: Vec<Buffer> = vec![Vec::from(first).into()];
-        while out.len() < max.max(1) as usize {
-            match self.session.try_recv_datagram() {
-                Some(d) => out.push(Vec::from(d).into()),
-                None => break,
-            }
+        Ok(Some(self.pack_datagrams(Some(first), max).into()))
+    }
+
+    /// Datagrams already queued, at most `max`, without waiting; `null` when none is.
+    /// Packed into one buffer, each datagram behind its length as two bytes little-endian
+    /// (a datagram is shorter than 64 KiB), so a batch costs one JavaScript object.
+    #[napi(catch_unwind)]
+    pub fn try_recv_datagrams<'env>(
+        &self,
+        env: &'env Env,
+        max: u32,
+    ) -> napi::Result<Option<BufferSlice<'env>>> {
+        let packed = self.pack_datagrams(None, max);
+        if packed.is_empty() {
+            return Ok(None);
         }
-        Ok(Some(out))
+        BufferSlice::copy_from(env, packed).map(Some)
     }
 
     /// Closes the session with a code and a reason (truncated to 1024 bytes).

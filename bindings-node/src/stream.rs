@@ -17,7 +17,10 @@ use std::{
 
 use bytes::Bytes;
 use ferrovia::{RecvStream, SendStream, StreamError};
-use napi::bindgen_prelude::Buffer;
+use napi::{
+    bindgen_prelude::{Buffer, BufferSlice},
+    Env,
+};
 use napi_derive::napi;
 use tokio::sync::{watch, Mutex};
 
@@ -172,6 +175,24 @@ impl NativeSendStream {
         r
     }
 
+    /// Writes what the stream can take now without waiting; returns how many bytes were
+    /// taken (0 also while another call holds the stream), so `write` is awaited only for
+    /// the rest.
+    #[napi(catch_unwind)]
+    pub fn try_write(&self, data: &[u8]) -> napi::Result<u32> {
+        let Ok(mut guard) = self.half.stream.try_lock() else {
+            return Ok(0);
+        };
+        let stream = guard.as_mut().ok_or_else(error::stream_closed)?;
+        self.sync_priority(stream);
+        let r = stream.try_write(data);
+        drop(guard);
+        self.try_sync_priority();
+        let n = r.map_err(error::from_stream)?;
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n as u32)
+    }
+
     /// Finishes the stream (FIN) after what was written.
     #[napi]
     pub async fn finish(&self) -> napi::Result<()> {
@@ -283,6 +304,28 @@ impl NativeRecvStream {
             },
             _ = self.half.cancelled() => Ok(None),
         }
+    }
+
+    /// The data that has already arrived, at most `max` bytes, without waiting; `null`
+    /// when there is none (also at the end, which `read` then reports).
+    #[napi(catch_unwind)]
+    pub fn try_read<'env>(
+        &self,
+        env: &'env Env,
+        max: u32,
+    ) -> napi::Result<Option<BufferSlice<'env>>> {
+        let Ok(mut guard) = self.half.stream.try_lock() else {
+            return Ok(None);
+        };
+        let Some(chunk) = guard
+            .as_mut()
+            .and_then(|s| s.try_read_available(max.max(1) as usize))
+        else {
+            return Ok(None);
+        };
+        drop(guard);
+        self.read.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        BufferSlice::copy_from(env, chunk).map(Some)
     }
 
     /// Asks the peer to stop sending (STOP_SENDING) with an application code; a pending

@@ -418,6 +418,24 @@ impl SendStream {
         r.map_err(|e| self.write_failed(e))
     }
 
+    /// Writes what the stream can take right now, without waiting: returns how many bytes
+    /// were taken, 0 when flow control (or the session's buffer) has no room. Callers that
+    /// pay for every wait, such as a language binding that must switch threads to await,
+    /// finish most writes here and await [`write`](Self::write) only for the rest.
+    pub fn try_write(&mut self, buf: &[u8]) -> Result<usize, StreamError> {
+        let closed = self.closed.borrow().clone();
+        if let Some(info) = closed {
+            return Err(self.write_failed(Guarded::SessionClosed(info)));
+        }
+        let inner = self.inner.as_mut().ok_or(StreamError::ClosedStream)?;
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match inner.poll_write(&mut cx, buf) {
+            std::task::Poll::Ready(Ok(n)) => Ok(n),
+            std::task::Poll::Ready(Err(e)) => Err(self.write_failed(Guarded::Inner(e))),
+            std::task::Poll::Pending => Ok(0),
+        }
+    }
+
     /// Writes all of `buf`, waiting for flow-control credit as needed.
     pub async fn write_all(&mut self, buf: &[u8]) -> Result<(), StreamError> {
         let inner = self.inner.as_mut().ok_or(StreamError::ClosedStream)?;
@@ -588,31 +606,58 @@ impl RecvStream {
         let Some(first) = self.read_chunk(max).await? else {
             return Ok(None);
         };
-        if first.len() >= max {
-            return Ok(Some(first));
+        Ok(Some(self.gather(first, max)))
+    }
+
+    /// The data that has already arrived, up to `max` bytes, without waiting; `None` when
+    /// there is none yet. The end of the stream or a failure is left for the next
+    /// [`read_available`](Self::read_available), so a caller tries this first and awaits
+    /// that only when this has nothing. For the language bindings.
+    #[doc(hidden)]
+    pub fn try_read_available(&mut self, max: usize) -> Option<Bytes> {
+        if self.pending.is_some() || self.closed.borrow().is_some() {
+            return None;
         }
+        let first = self.try_read_more(max)?;
+        Some(self.gather(first, max))
+    }
+
+    /// Appends to `first` whatever else has already arrived, up to `max` bytes in all.
+    fn gather(&mut self, first: Bytes, max: usize) -> Bytes {
+        if first.len() >= max {
+            return first;
+        }
+        let Some(second) = self.try_read_more(max - first.len()) else {
+            return first;
+        };
         let mut out = bytes::BytesMut::with_capacity(max);
         out.extend_from_slice(&first);
+        out.extend_from_slice(&second);
         while out.len() < max {
-            let want = max - out.len();
-            // One attempt: data already buffered comes back at once; anything else is
-            // left for the next call. The end or a failure is kept for the next call,
-            // after this data.
-            match self.inner.try_read_chunk(want) {
-                std::task::Poll::Ready(Ok(Some(chunk))) => out.extend_from_slice(&chunk),
-                std::task::Poll::Ready(Ok(None)) => {
-                    self.pending = Some(Ok(()));
-                    break;
-                }
-                std::task::Poll::Ready(Err(e)) => {
-                    let e = self.read_failed(Guarded::Inner(e));
-                    self.pending = Some(Err(e));
-                    break;
-                }
-                std::task::Poll::Pending => break,
+            match self.try_read_more(max - out.len()) {
+                Some(chunk) => out.extend_from_slice(&chunk),
+                None => break,
             }
         }
-        Ok(Some(out.freeze()))
+        out.freeze()
+    }
+
+    /// One read attempt that does not wait: data already buffered comes back at once;
+    /// the end or a failure is kept in `pending` for the next read, behind earlier data.
+    fn try_read_more(&mut self, max: usize) -> Option<Bytes> {
+        match self.inner.try_read_chunk(max) {
+            std::task::Poll::Ready(Ok(Some(chunk))) => Some(chunk),
+            std::task::Poll::Ready(Ok(None)) => {
+                self.pending = Some(Ok(()));
+                None
+            }
+            std::task::Poll::Ready(Err(e)) => {
+                let e = self.read_failed(Guarded::Inner(e));
+                self.pending = Some(Err(e));
+                None
+            }
+            std::task::Poll::Pending => None,
+        }
     }
 
     /// Fills `buf` completely, or fails with [`StreamError::FinishedEarly`].
