@@ -210,6 +210,28 @@ impl NativeSession {
             .map_err(error::from_session)
     }
 
+    /// Sends datagrams packed as `try_recv_datagrams` packs them, each as
+    /// `send_datagram_now` would; stops at the first that fails and throws its error (the
+    /// rest of the batch is not sent).
+    #[napi(catch_unwind)]
+    pub fn send_datagrams_now(&self, packed: &[u8]) -> napi::Result<()> {
+        let mut rest = packed;
+        while !rest.is_empty() {
+            let (Some(&lo), Some(&hi)) = (rest.first(), rest.get(1)) else {
+                return Err(error::invalid("a truncated datagram batch"));
+            };
+            let end = 2 + usize::from(u16::from_le_bytes([lo, hi]));
+            let Some(datagram) = rest.get(2..end) else {
+                return Err(error::invalid("a truncated datagram batch"));
+            };
+            self.session
+                .try_send_datagram(datagram)
+                .map_err(error::from_session)?;
+            rest = &rest[end..];
+        }
+        Ok(())
+    }
+
     /// The next datagrams, packed as in `try_recv_datagrams`: waits for one, then takes up
     /// to `max` in all of those already queued; `null` once the session ends.
     #[napi]
