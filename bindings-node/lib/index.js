@@ -669,8 +669,14 @@ function pulled(next, enqueue, highWaterMark, now) {
       // A promise chain rather than an async function: one is suspended in every idle
       // session's streams, and a suspended async function costs a generator and its frame.
       pull(controller) {
-        // `now()` returns what is ready without waiting (or null), saving a native wait.
-        const ready = now?.();
+        // `now()` returns what is ready without waiting (or null/undefined), saving a wait.
+        let ready;
+        try {
+          ready = now?.();
+        } catch (err) {
+          controller.error(translate(err));
+          return undefined;
+        }
         if (ready != null) return enqueue(ready, controller);
         return next()
           .then((item) => {
@@ -702,6 +708,109 @@ function toDuplex(stream, options) {
 // ---------------------------------------------------------------------------------------
 // Session
 
+// What NativeSession.ready() waits for and reports.
+const READY_BI = 1;
+const READY_UNI = 2;
+const READY_DATAGRAM = 4;
+const READY_CLOSED = 8;
+const READY_DRAINING = 16;
+
+/**
+ * One native wait per session for everything it can deliver: incoming streams, datagrams,
+ * its end and a drain. Each pending native call holds a threadsafe function and a runtime
+ * task (about 3 KiB), so an idle session keeps one instead of one per kind. `wait(kind)`
+ * resolves once that kind is ready (or the session has ended); the caller then takes what
+ * is ready with a synchronous try, and waits again if someone else took it first.
+ */
+class SessionWaker {
+  #native;
+  #want = 0;
+  #asked = 0;
+  #scheduled = false;
+  #ended = false;
+  /** Resolvers by kind bit. */
+  #waiters = new Map();
+
+  constructor(nativeSession) {
+    this.#native = nativeSession;
+  }
+
+  /** Resolves `true` when `kind` is ready, `false` if the session ended without it. */
+  wait(kind) {
+    if (this.#ended) return Promise.resolve(kind !== READY_DRAINING);
+    return new Promise((resolve, reject) => {
+      let list = this.#waiters.get(kind);
+      if (list === undefined) this.#waiters.set(kind, (list = []));
+      list.push({ resolve, reject });
+      this.#want |= kind;
+      if (this.#asked !== 0) {
+        // A wait is pending without this kind: have it return so the next one asks for all.
+        if ((this.#want & ~this.#asked) !== 0) this.#native.interrupt();
+      } else if (!this.#scheduled) {
+        // Asked in the next microtask, so the kinds a handler asks for together share it.
+        this.#scheduled = true;
+        queueMicrotask(() => {
+          this.#scheduled = false;
+          this.#ask();
+        });
+      }
+    });
+  }
+
+  #ask() {
+    if (this.#want === 0 || this.#asked !== 0) return;
+    this.#asked = this.#want;
+    this.#native.ready(this.#asked).then(
+      (bits) => {
+        this.#asked = 0;
+        if (bits & READY_CLOSED) this.#end(bits);
+        else this.#wake(bits);
+        this.#ask();
+      },
+      (err) => {
+        this.#asked = 0;
+        const error = translate(err);
+        for (const list of this.#waiters.values()) for (const w of list) w.reject(error);
+        this.#waiters.clear();
+        this.#want = 0;
+      },
+    );
+  }
+
+  #wake(bits) {
+    for (const [kind, list] of this.#waiters) {
+      if ((bits & kind) === 0) continue;
+      this.#waiters.delete(kind);
+      this.#want &= ~kind;
+      for (const w of list) w.resolve(true);
+    }
+  }
+
+  #end(bits) {
+    this.#ended = true;
+    this.#want = 0;
+    const waiters = this.#waiters;
+    this.#waiters = new Map();
+    for (const [kind, list] of waiters) {
+      // A drain that did not come before the end never comes.
+      const ready = kind !== READY_DRAINING || (bits & READY_DRAINING) !== 0;
+      for (const w of list) w.resolve(ready);
+    }
+  }
+}
+
+/**
+ * Takes the next item with `take()` (undefined: none yet; null: the session ended),
+ * waiting on the session's waker for `kind` while there is none.
+ */
+function nextOf(waker, kind, take) {
+  const again = () => {
+    const item = take();
+    return item === undefined ? waker.wait(kind).then(again) : item;
+  };
+  return waker.wait(kind).then(again);
+}
+
 /**
  * Enqueues a batch of datagrams as the native module packs them: each behind its length
  * in two bytes, little-endian. The datagrams are views of the batch's one buffer.
@@ -721,19 +830,18 @@ class DatagramDuplexStream {
   #readable;
   #writable;
 
-  constructor(nativeSession) {
+  #waker;
+
+  constructor(nativeSession, waker) {
     this.#session = nativeSession;
+    this.#waker = waker;
   }
 
   /** Incoming datagrams as a ReadableStream of Uint8Array; ends when the session ends. */
   get readable() {
     const s = this.#session;
-    this.#readable ??= pulled(
-      () => s.recvDatagrams(DATAGRAM_BATCH),
-      unpackDatagrams,
-      1,
-      () => s.tryRecvDatagrams(DATAGRAM_BATCH),
-    );
+    const take = () => s.tryRecvDatagrams(DATAGRAM_BATCH);
+    this.#readable ??= pulled(() => nextOf(this.#waker, READY_DATAGRAM, take), unpackDatagrams, 1, take);
     return this.#readable;
   }
 
@@ -852,15 +960,20 @@ class WebTransportSession {
   #ready;
   #draining;
 
+  #waker;
+
   constructor(nativeSession) {
     this.#native = nativeSession;
+    this.#waker = new SessionWaker(nativeSession);
     // Made at once, unlike draining: nearly every application awaits it.
     /** Resolves with { closeCode, reason, initiator } however the session ends. */
-    this.closed = nativeSession.closed().then(
-      (i) => ({ closeCode: i.closeCode, reason: i.reason, initiator: i.initiator }),
-      rethrow,
-    );
-    this.datagrams = new DatagramDuplexStream(nativeSession);
+    this.closed = this.#waker.wait(READY_CLOSED).then(() => {
+      // Set by the time the end is reported; the fallback is for a session torn down
+      // without its close being recorded.
+      const i = nativeSession.closeInfo ?? { closeCode: 0, reason: '', initiator: 'connection' };
+      return { closeCode: i.closeCode, reason: i.reason, initiator: i.initiator };
+    });
+    this.datagrams = new DatagramDuplexStream(nativeSession, this.#waker);
   }
 
   /** Already resolved: a session exists only once accepted. */
@@ -871,13 +984,11 @@ class WebTransportSession {
 
   /** Resolves when the client asks to drain the session (stays pending otherwise). */
   get draining() {
-    // Made on first use: each pending native wait holds a threadsafe function and a
-    // runtime task (about 3 KiB per session), and most applications never look at it.
-    // The native wait resolves at once for a drain that came earlier, so none is missed.
-    this.#draining ??= this.#native.draining().then(
-      (d) => (d ? undefined : new Promise(() => {})),
-      rethrow,
-    );
+    // The session's one native wait reports a drain (also one that came earlier) once
+    // something asks; a session that ends undrained leaves this pending.
+    this.#draining ??= this.#waker
+      .wait(READY_DRAINING)
+      .then((d) => (d ? undefined : new Promise(() => {})));
     return this.#draining;
   }
 
@@ -912,14 +1023,26 @@ class WebTransportSession {
   /** Client-opened bidirectional streams: a ReadableStream of WebTransportBidirectionalStream. */
   get incomingBidirectionalStreams() {
     const s = this.#native;
-    this.#bidi ??= pulled(() => s.acceptBi(), (b, c) => c.enqueue(new WebTransportBidirectionalStream(INTERNAL, b)), 0);
+    const take = () => s.tryAcceptBi();
+    this.#bidi ??= pulled(
+      () => nextOf(this.#waker, READY_BI, take),
+      (b, c) => c.enqueue(new WebTransportBidirectionalStream(INTERNAL, b)),
+      0,
+      take,
+    );
     return this.#bidi;
   }
 
   /** Client-opened unidirectional streams: a ReadableStream of WebTransportReceiveStream. */
   get incomingUnidirectionalStreams() {
     const s = this.#native;
-    this.#uni ??= pulled(() => s.acceptUni(), (r, c) => c.enqueue(new WebTransportReceiveStream(INTERNAL, r)), 0);
+    const take = () => s.tryAcceptUni();
+    this.#uni ??= pulled(
+      () => nextOf(this.#waker, READY_UNI, take),
+      (r, c) => c.enqueue(new WebTransportReceiveStream(INTERNAL, r)),
+      0,
+      take,
+    );
     return this.#uni;
   }
 

@@ -1,12 +1,12 @@
 //! An accepted session.
 
-use bytes::Bytes;
-use ferrovia::{CloseInfo, CloseInitiator, Session, SessionError};
+use ferrovia::{CloseInfo, CloseInitiator, Readiness, Session, SessionError};
 use napi::{
-    bindgen_prelude::{Buffer, BufferSlice},
+    bindgen_prelude::{Buffer, BufferSlice, Either3, Null, Undefined},
     Env,
 };
 use napi_derive::napi;
+use tokio::sync::Notify;
 
 use crate::{
     error,
@@ -71,32 +71,28 @@ pub struct NativeStats {
 pub struct NativeSession {
     session: Session,
     protocol: Option<String>,
+    interrupt: Notify,
 }
 
 impl NativeSession {
     pub(crate) fn new(session: Session, protocol: Option<String>) -> Self {
-        Self { session, protocol }
+        Self {
+            session,
+            protocol,
+            interrupt: Notify::new(),
+        }
     }
 
-    /// `first` and the datagrams queued behind it, at most `max`, each behind its length.
-    fn pack_datagrams(&self, first: Option<Bytes>, max: u32) -> Vec<u8> {
+    /// The datagrams queued, at most `max`, each behind its length.
+    fn pack_datagrams(&self, max: u32) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut push = |d: &Bytes| {
+        for _ in 0..max.max(1) {
+            let Some(d) = self.session.try_recv_datagram() else {
+                break;
+            };
             // QUIC datagrams fit in one packet; the length fits in two bytes.
             out.extend_from_slice(&(d.len() as u16).to_le_bytes());
-            out.extend_from_slice(d);
-        };
-        let mut count = 0;
-        if let Some(d) = &first {
-            push(d);
-            count += 1;
-        }
-        while count < max.max(1) {
-            match self.session.try_recv_datagram() {
-                Some(d) => push(&d),
-                None => break,
-            }
-            count += 1;
+            out.extend_from_slice(&d);
         }
         out
     }
@@ -158,22 +154,47 @@ impl NativeSession {
         self.session.close_info().map(Into::into)
     }
 
-    /// The next bidirectional stream opened by the client; `null` once the session ends.
+    /// Waits until something of `interest` is ready and resolves with what is (bits: 1 a
+    /// bidirectional stream queued, 2 a unidirectional one, 4 a datagram, 8 the session
+    /// ended, 16 a drain asked for; 8 is always set once the session has ended), or with
+    /// 0 after `interrupt()`. The facade keeps one of these pending per session instead of
+    /// one wait per kind (each pending call holds a threadsafe function and a task).
     #[napi]
-    pub async fn accept_bi(&self) -> napi::Result<Option<NativeBidiStream>> {
-        match self.session.accept_bi().await {
-            Ok((send, recv)) => Ok(Some(NativeBidiStream::new(send, recv))),
-            Err(SessionError::Closed(_)) => Ok(None),
+    pub async fn ready(&self, interest: u32) -> u32 {
+        let interest = Readiness::from_bits(interest as u8);
+        tokio::select! {
+            r = self.session.ready(interest) => u32::from(r.bits()),
+            _ = self.interrupt.notified() => 0,
+        }
+    }
+
+    /// Makes the pending (or the next) `ready` resolve 0 at once, so the facade can wait
+    /// again with more interest.
+    #[napi(catch_unwind)]
+    pub fn interrupt(&self) {
+        self.interrupt.notify_one();
+    }
+
+    /// The next bidirectional stream the client opened: `undefined` when none is queued,
+    /// `null` once the session has ended.
+    #[napi(catch_unwind)]
+    pub fn try_accept_bi(&self) -> napi::Result<Either3<NativeBidiStream, Null, Undefined>> {
+        match self.session.try_accept_bi() {
+            Ok(Some((send, recv))) => Ok(Either3::A(NativeBidiStream::new(send, recv))),
+            Ok(None) => Ok(Either3::C(())),
+            Err(SessionError::Closed(_)) => Ok(Either3::B(Null)),
             Err(e) => Err(error::from_session(e)),
         }
     }
 
-    /// The next unidirectional stream opened by the client; `null` once the session ends.
-    #[napi]
-    pub async fn accept_uni(&self) -> napi::Result<Option<NativeRecvStream>> {
-        match self.session.accept_uni().await {
-            Ok(recv) => Ok(Some(NativeRecvStream::new(recv))),
-            Err(SessionError::Closed(_)) => Ok(None),
+    /// The next unidirectional stream the client opened: `undefined` when none is queued,
+    /// `null` once the session has ended.
+    #[napi(catch_unwind)]
+    pub fn try_accept_uni(&self) -> napi::Result<Either3<NativeRecvStream, Null, Undefined>> {
+        match self.session.try_accept_uni() {
+            Ok(Some(recv)) => Ok(Either3::A(NativeRecvStream::new(recv))),
+            Ok(None) => Ok(Either3::C(())),
+            Err(SessionError::Closed(_)) => Ok(Either3::B(Null)),
             Err(e) => Err(error::from_session(e)),
         }
     }
@@ -232,32 +253,25 @@ impl NativeSession {
         Ok(())
     }
 
-    /// The next datagrams, packed as in `try_recv_datagrams`: waits for one, then takes up
-    /// to `max` in all of those already queued; `null` once the session ends.
-    #[napi]
-    pub async fn recv_datagrams(&self, max: u32) -> napi::Result<Option<Buffer>> {
-        let first = match self.session.recv_datagram().await {
-            Ok(d) => d,
-            Err(SessionError::Closed(_)) => return Ok(None),
-            Err(e) => return Err(error::from_session(e)),
-        };
-        Ok(Some(self.pack_datagrams(Some(first), max).into()))
-    }
-
-    /// Datagrams already queued, at most `max`, without waiting; `null` when none is.
-    /// Packed into one buffer, each datagram behind its length as two bytes little-endian
-    /// (a datagram is shorter than 64 KiB), so a batch costs one JavaScript object.
+    /// Datagrams already queued, at most `max`, without waiting: `undefined` when none is,
+    /// `null` once the session has ended. Packed into one buffer, each datagram behind its
+    /// length as two bytes little-endian (a datagram is shorter than 64 KiB), so a batch
+    /// costs one JavaScript object.
     #[napi(catch_unwind)]
     pub fn try_recv_datagrams<'env>(
         &self,
         env: &'env Env,
         max: u32,
-    ) -> napi::Result<Option<BufferSlice<'env>>> {
-        let packed = self.pack_datagrams(None, max);
-        if packed.is_empty() {
-            return Ok(None);
+    ) -> napi::Result<Either3<BufferSlice<'env>, Null, Undefined>> {
+        let packed = self.pack_datagrams(max);
+        if !packed.is_empty() {
+            return BufferSlice::copy_from(env, packed).map(Either3::A);
         }
-        BufferSlice::copy_from(env, packed).map(Some)
+        // Looked at after the queue: datagrams that came before the end are still read.
+        if self.session.close_info().is_some() {
+            return Ok(Either3::B(Null));
+        }
+        Ok(Either3::C(()))
     }
 
     /// Closes the session with a code and a reason (truncated to 1024 bytes).
@@ -270,21 +284,6 @@ impl NativeSession {
     #[napi(catch_unwind)]
     pub fn drain(&self) {
         self.session.drain();
-    }
-
-    /// Resolves once the session has ended.
-    #[napi]
-    pub async fn closed(&self) -> NativeCloseInfo {
-        self.session.closed().await.into()
-    }
-
-    /// Resolves `true` when the client asks to drain, or `false` if the session ends first.
-    #[napi]
-    pub async fn draining(&self) -> bool {
-        tokio::select! {
-            _ = self.session.draining() => true,
-            _ = self.session.closed() => self.session.is_draining(),
-        }
     }
 
     /// Connection statistics.

@@ -80,6 +80,8 @@ pub use handler::{
 pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
+#[doc(hidden)]
+pub use session::Readiness;
 pub use session::{CloseInfo, CloseInitiator, Session, SessionStats, Transport};
 pub use stats::ServerStats;
 pub use stream::{

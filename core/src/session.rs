@@ -631,6 +631,114 @@ impl Session {
         }
     }
 
+    /// The next bidirectional stream the client opened, if one is queued, without waiting;
+    /// fails with [`SessionError::Closed`] once the session has ended.
+    pub fn try_accept_bi(&self) -> Result<Option<(SendStream, RecvStream)>, SessionError> {
+        let mut q = lock(&self.shared().incoming);
+        if let Some((s, r)) = q.bi.pop_front() {
+            return Ok(Some((
+                SendStream::new(s, self.handle.clone()),
+                RecvStream::new(r, self.handle.clone()),
+            )));
+        }
+        if q.closed {
+            drop(q);
+            return Err(self.closed_error());
+        }
+        Ok(None)
+    }
+
+    /// The next unidirectional stream the client opened, if one is queued, without
+    /// waiting; fails with [`SessionError::Closed`] once the session has ended.
+    pub fn try_accept_uni(&self) -> Result<Option<RecvStream>, SessionError> {
+        let mut q = lock(&self.shared().incoming);
+        if let Some(r) = q.uni.pop_front() {
+            return Ok(Some(RecvStream::new(r, self.handle.clone())));
+        }
+        if q.closed {
+            drop(q);
+            return Err(self.closed_error());
+        }
+        Ok(None)
+    }
+
+    /// What is ready now, of the kinds [`ready`](Self::ready) reports.
+    fn readiness(&self) -> Readiness {
+        let shared = self.shared();
+        let mut now = Readiness::NONE;
+        {
+            let q = lock(&shared.incoming);
+            if q.closed {
+                now = now | Readiness::BI | Readiness::UNI | Readiness::DATAGRAM;
+            }
+            if !q.bi.is_empty() {
+                now = now | Readiness::BI;
+            }
+            if !q.uni.is_empty() {
+                now = now | Readiness::UNI;
+            }
+            if !q.datagrams.is_empty() {
+                now = now | Readiness::DATAGRAM;
+            }
+        }
+        if shared.close_info().is_some() {
+            now = now | Readiness::CLOSED;
+        }
+        if *shared.draining.borrow() {
+            now = now | Readiness::DRAINING;
+        }
+        now
+    }
+
+    /// Waits until something of `interest` is ready, and says what is: a stream or a
+    /// datagram queued (take it with `try_accept_bi`, `try_accept_uni` or
+    /// `try_recv_datagram`; another caller may have taken it first), the session ended,
+    /// or a drain asked for. Once the session has ended this returns at once with
+    /// [`Readiness::CLOSED`] set, asked for or not, so nobody waits on a dead session.
+    ///
+    /// One wait for everything a session can deliver: a language binding keeps a single
+    /// pending call per idle session instead of one per kind.
+    #[doc(hidden)]
+    pub async fn ready(&self, interest: Readiness) -> Readiness {
+        let shared = self.shared();
+        let mut closed = shared.closed_rx();
+        let mut draining = shared.draining.subscribe();
+        loop {
+            let bi = shared.bi_ready.notified();
+            let uni = shared.uni_ready.notified();
+            let datagram = shared.datagram_ready.notified();
+            tokio::pin!(bi, uni, datagram);
+            // Registered before looking, so nothing that arrives in between is missed.
+            if interest.contains(Readiness::BI) {
+                bi.as_mut().enable();
+            }
+            if interest.contains(Readiness::UNI) {
+                uni.as_mut().enable();
+            }
+            if interest.contains(Readiness::DATAGRAM) {
+                datagram.as_mut().enable();
+            }
+            closed.borrow_and_update();
+            draining.borrow_and_update();
+            let now = self.readiness();
+            if now.contains(Readiness::CLOSED) {
+                return (now & interest) | Readiness::CLOSED;
+            }
+            if !(now & interest).is_empty() {
+                return now & interest;
+            }
+            tokio::select! {
+                _ = &mut bi, if interest.contains(Readiness::BI) => {}
+                _ = &mut uni, if interest.contains(Readiness::UNI) => {}
+                _ = &mut datagram, if interest.contains(Readiness::DATAGRAM) => {}
+                r = closed.changed() => if r.is_err() {
+                    return interest | Readiness::CLOSED;
+                },
+                _ = draining.changed(), if interest.contains(Readiness::DRAINING) => {}
+            }
+        }
+    }
+
     fn closed_error(&self) -> SessionError {
         SessionError::Closed(
             self.shared()
@@ -911,6 +1019,60 @@ impl Session {
                 }
             }
         }
+    }
+}
+
+/// What [`Session::ready`] waits for and reports; combine with `|`.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness(u8);
+
+impl Readiness {
+    /// Nothing.
+    pub const NONE: Self = Self(0);
+    /// A bidirectional stream from the client is queued (or the session ended).
+    pub const BI: Self = Self(1);
+    /// A unidirectional stream from the client is queued (or the session ended).
+    pub const UNI: Self = Self(2);
+    /// A datagram is queued (or the session ended).
+    pub const DATAGRAM: Self = Self(4);
+    /// The session ended.
+    pub const CLOSED: Self = Self(8);
+    /// The client asked to drain the session.
+    pub const DRAINING: Self = Self(16);
+
+    /// The bits, as a binding passes them across.
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    /// From bits; unknown bits are ignored.
+    pub fn from_bits(bits: u8) -> Self {
+        Self(bits & 31)
+    }
+
+    /// Whether every kind in `other` is in `self`.
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether nothing is set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+}
+
+impl std::ops::BitOr for Readiness {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
+}
+
+impl std::ops::BitAnd for Readiness {
+    type Output = Self;
+    fn bitand(self, rhs: Self) -> Self {
+        Self(self.0 & rhs.0)
     }
 }
 
