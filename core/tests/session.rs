@@ -270,3 +270,84 @@ async fn datagrams_without_waiting_both_ways() {
         Err(SessionError::Closed(_))
     ));
 }
+
+#[tokio::test]
+async fn ready_reports_what_is_queued_and_the_end_for_the_synchronous_tries() {
+    use ferrovia::Readiness;
+    let srv = start();
+    let (client, session) = srv.pair("/ready").await;
+    let all = Readiness::BI | Readiness::UNI | Readiness::DATAGRAM | Readiness::DRAINING;
+    // Nothing queued: no answer, and the tries find nothing.
+    let quiet = tokio::time::timeout(Duration::from_millis(200), session.ready(all)).await;
+    assert!(
+        quiet.is_err(),
+        "ready answered {quiet:?} with nothing queued"
+    );
+    assert!(session.try_accept_bi().unwrap().is_none());
+    assert!(session.try_accept_uni().unwrap().is_none());
+
+    // A unidirectional stream: reported as UNI only, taken once.
+    let mut uni = client.open_uni().await.unwrap();
+    uni.write_all(b"uni").await.unwrap();
+    let r = tokio::time::timeout(TIMEOUT, session.ready(Readiness::BI | Readiness::UNI))
+        .await
+        .unwrap();
+    assert_eq!(r, Readiness::UNI);
+    let mut recv = session
+        .try_accept_uni()
+        .unwrap()
+        .expect("a queued uni stream");
+    assert!(session.try_accept_uni().unwrap().is_none());
+    let mut got = [0u8; 3];
+    recv.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"uni");
+
+    // Asked only for what is not there, ready keeps waiting; then a bidi stream and a
+    // datagram arrive and are reported together or one after the other.
+    let (mut send, _client_recv) = client.open_bi().await.unwrap();
+    send.write_all(b"bidi").await.unwrap();
+    client.send_datagram(b"dgram".to_vec().into()).unwrap();
+    let mut seen = Readiness::NONE;
+    while !seen.contains(Readiness::BI | Readiness::DATAGRAM) {
+        let r = tokio::time::timeout(TIMEOUT, session.ready(Readiness::BI | Readiness::DATAGRAM))
+            .await
+            .unwrap();
+        assert!(
+            !r.is_empty() && (Readiness::BI | Readiness::DATAGRAM).contains(r),
+            "{r:?}"
+        );
+        if r.contains(Readiness::BI) {
+            assert!(session.try_accept_bi().unwrap().is_some());
+        }
+        if r.contains(Readiness::DATAGRAM) {
+            assert_eq!(&session.try_recv_datagram().unwrap()[..], b"dgram");
+        }
+        seen = seen | r;
+    }
+
+    // The end: reported whatever was asked for, at once and again; the tries then fail
+    // with the close the client sent.
+    let waiting = {
+        let session = session.clone();
+        tokio::spawn(async move { session.ready(Readiness::DRAINING).await })
+    };
+    client.close(77, b"done");
+    let r = tokio::time::timeout(TIMEOUT, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(r.contains(Readiness::CLOSED), "{r:?}");
+    assert!(!r.contains(Readiness::DRAINING), "{r:?}");
+    let r = tokio::time::timeout(TIMEOUT, session.ready(Readiness::BI))
+        .await
+        .unwrap();
+    assert_eq!(r, Readiness::BI | Readiness::CLOSED);
+    match session.try_accept_bi() {
+        Err(SessionError::Closed(info)) => assert_eq!((info.code, &info.reason[..]), (77, "done")),
+        other => panic!("expected the close, got {other:?}"),
+    }
+    assert!(matches!(
+        session.try_accept_uni(),
+        Err(SessionError::Closed(_))
+    ));
+}

@@ -296,3 +296,79 @@ async fn streams_are_tokio_async_read_and_write() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn try_write_takes_what_the_window_allows_and_try_read_what_arrived() {
+    let srv = start_with(|c| c.limits.stream_receive_window = 256 * 1024);
+    let (client, session) = srv.pair("/try").await;
+    let payload = data(8 << 20, 3);
+    let expected = sha256(&payload);
+
+    // Client to server: whatever has arrived is taken without waiting; the end comes from
+    // the awaited read after the tries run dry.
+    let (mut send, _recv) = client.open_bi().await.unwrap();
+    let upload = payload.clone();
+    let writer = tokio::spawn(async move {
+        send.write_all(&upload).await.unwrap();
+        send.finish().unwrap();
+        send
+    });
+    let (mut server_send, mut recv) = session.accept_bi().await.unwrap();
+    let (mut got, mut tried) = (Vec::new(), 0);
+    loop {
+        if let Some(chunk) = recv.try_read_available(64 * 1024) {
+            assert!(!chunk.is_empty() && chunk.len() <= 64 * 1024);
+            got.extend_from_slice(&chunk);
+            tried += 1;
+            continue;
+        }
+        match tokio::time::timeout(TIMEOUT, recv.read_available(64 * 1024))
+            .await
+            .unwrap()
+        {
+            Ok(Some(chunk)) => got.extend_from_slice(&chunk),
+            Ok(None) => break,
+            Err(e) => panic!("read failed: {e}"),
+        }
+    }
+    assert_eq!(sha256(&got), expected);
+    assert!(tried > 0, "no data was ever found waiting");
+    assert!(
+        recv.try_read_available(1).is_none(),
+        "the end stays with the awaited read"
+    );
+    let _send = writer.await.unwrap();
+
+    // Server to client with the client not reading: try_write takes no more than the
+    // client's window, then nothing, and the rest goes by awaited writes.
+    let (s, _server_recv) = session.open_bi().await.unwrap();
+    server_send = s;
+    let first = server_send.try_write(&payload).unwrap();
+    assert!(first > 0 && first <= 4 << 20, "took {first} bytes at once");
+    let mut taken = first;
+    // The window is spent (the client reads nothing): later tries take nothing.
+    for _ in 0..3 {
+        let n = server_send.try_write(&payload[taken..]).unwrap();
+        taken += n;
+        if n == 0 {
+            break;
+        }
+    }
+    assert_eq!(server_send.try_write(&payload[taken..]).unwrap(), 0);
+    let rest = payload[taken..].to_vec();
+    let sender = tokio::spawn(async move {
+        server_send.write_all(&rest).await.unwrap();
+        server_send.finish().unwrap();
+        server_send
+    });
+    let (_client_send, mut client_recv) = tokio::time::timeout(TIMEOUT, client.accept_bi())
+        .await
+        .unwrap()
+        .unwrap();
+    let echoed = tokio::time::timeout(TIMEOUT, client_recv.read_to_end(16 << 20))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(sha256(&echoed), expected);
+    let _ = sender.await.unwrap();
+}
