@@ -746,14 +746,23 @@ class SessionWaker {
       if (this.#asked !== 0) {
         // A wait is pending without this kind: have it return so the next one asks for all.
         if ((this.#want & ~this.#asked) !== 0) this.#native.interrupt();
-      } else if (!this.#scheduled) {
-        // Asked in the next microtask, so the kinds a handler asks for together share it.
-        this.#scheduled = true;
-        queueMicrotask(() => {
-          this.#scheduled = false;
-          this.#ask();
-        });
+      } else {
+        this.#askSoon();
       }
+    });
+  }
+
+  /**
+   * Asks once the current turn's promise reactions have run: the kinds a handler asks for
+   * together, and the consumers a wake-up fed coming back for more, share one native wait
+   * instead of each interrupting the last.
+   */
+  #askSoon() {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#ask();
     });
   }
 
@@ -765,7 +774,7 @@ class SessionWaker {
         this.#asked = 0;
         if (bits & READY_CLOSED) this.#end(bits);
         else this.#wake(bits);
-        this.#ask();
+        this.#askSoon();
       },
       (err) => {
         this.#asked = 0;
