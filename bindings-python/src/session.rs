@@ -1,42 +1,43 @@
 //! An accepted session: incoming and outgoing streams, datagrams, close and drain.
 
+use std::sync::{
+    atomic::{AtomicU8, Ordering},
+    Arc,
+};
+
 use bytes::Bytes;
 use pyo3::{prelude::*, types::PyDict};
 
-use ferrovia::{RecvStream, SendStream};
+use ferrovia::{Readiness, SessionError};
+use tokio::sync::Notify;
 
 use crate::{
     awaitable,
     errors::{close_tuple, Failure, IntoPyResult},
-    handoff::{self, AcceptLock, Content, Handoff, Returned},
     stream::{Reader, Writer},
     try_now,
 };
+
+/// What the session's pending `ready` waits for; the facade widens or narrows it while the
+/// wait is pending instead of replacing the wait, which would cost a new future and task.
+#[derive(Default)]
+struct Interest {
+    bits: AtomicU8,
+    changed: Notify,
+}
 
 /// An accepted WebTransport session.
 #[pyclass(frozen, module = "ferrovia._ferrovia")]
 pub(crate) struct Session {
     inner: ferrovia::Session,
-    /// Streams whose accept was cancelled after they arrived.
-    returned_bi: Returned<(SendStream, RecvStream)>,
-    returned_uni: Returned<RecvStream>,
-    accepting_bi: AcceptLock,
-    accepting_uni: AcceptLock,
-    /// Datagrams whose receive was cancelled after they arrived.
-    returned_datagrams: Returned<Bytes>,
-    receiving: AcceptLock,
+    interest: Arc<Interest>,
 }
 
 impl Session {
     pub(crate) fn new(inner: ferrovia::Session) -> Self {
         Self {
             inner,
-            returned_bi: Default::default(),
-            returned_uni: Default::default(),
-            accepting_bi: Default::default(),
-            accepting_uni: Default::default(),
-            returned_datagrams: Default::default(),
-            receiving: Default::default(),
+            interest: Default::default(),
         }
     }
 }
@@ -87,36 +88,49 @@ impl Session {
         self.inner.close_info().as_ref().map(close_tuple)
     }
 
-    /// Resolves to a handoff of `(reader, writer)` for the next bidirectional stream the
-    /// client opens.
-    fn accept_bi<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    /// Resolves once something of `interest` is ready, to what is (bits: 1 a
+    /// bidirectional stream queued, 2 a unidirectional one, 4 a datagram, 8 the session
+    /// ended, 16 a drain asked for; 8 is always set once the session has ended). The
+    /// facade keeps at most one of these pending per session instead of one wait per kind
+    /// (each pending future holds a task and a way back into the event loop), then takes
+    /// what is ready with the synchronous tries.
+    fn ready<'py>(&self, py: Python<'py>, interest: u8) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        let home = self.returned_bi.clone();
-        let lock = self.accepting_bi.clone();
+        let wanted = self.interest.clone();
+        // Stored before the future starts, so a `set_interest` made right after this call
+        // is never overwritten by it.
+        wanted.bits.store(interest, Ordering::Release);
         awaitable(py, async move {
-            let guard = lock.lock_owned().await;
-            let (send, recv) = match handoff::pop(&home) {
-                Some(pair) => pair,
-                None => s.accept_bi().await?,
-            };
-            Ok(Handoff::new(Content::Bidi(send, recv, home, guard)))
+            loop {
+                let interest = Readiness::from_bits(wanted.bits.load(Ordering::Acquire));
+                // `notify_one` keeps a permit when nobody waits yet, so a change made
+                // between the load above and this select is not missed.
+                tokio::select! {
+                    biased;
+                    r = s.ready(interest) => return Ok(r.bits()),
+                    () = wanted.changed.notified() => {}
+                }
+            }
         })
     }
 
-    /// Resolves to a handoff of a reader for the next unidirectional stream the client
-    /// opens.
-    fn accept_uni<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        let home = self.returned_uni.clone();
-        let lock = self.accepting_uni.clone();
-        awaitable(py, async move {
-            let guard = lock.lock_owned().await;
-            let recv = match handoff::pop(&home) {
-                Some(recv) => recv,
-                None => s.accept_uni().await?,
-            };
-            Ok(Handoff::new(Content::Uni(recv, home, guard)))
-        })
+    /// Changes what the pending (or the next) `ready` waits for, without ending it.
+    fn set_interest(&self, interest: u8) {
+        self.interest.bits.store(interest, Ordering::Release);
+        self.interest.changed.notify_one();
+    }
+
+    /// The next bidirectional stream the client opened as `(reader, writer)`, or None when
+    /// none is queued; raises `SessionClosedError` once the session has ended.
+    fn try_accept_bi(&self, py: Python<'_>) -> PyResult<Option<(Reader, Writer)>> {
+        let pair = self.inner.try_accept_bi().py_err(py)?;
+        Ok(pair.map(|(send, recv)| (Reader::new(recv), Writer::new(send))))
+    }
+
+    /// A reader of the next unidirectional stream the client opened, or None when none is
+    /// queued; raises `SessionClosedError` once the session has ended.
+    fn try_accept_uni(&self, py: Python<'_>) -> PyResult<Option<Reader>> {
+        Ok(self.inner.try_accept_uni().py_err(py)?.map(Reader::new))
     }
 
     /// Resolves to `(reader, writer)` of a new bidirectional stream.
@@ -152,33 +166,17 @@ impl Session {
         })
     }
 
-    /// A datagram already received, or None (also while a receive is pending).
+    /// A datagram already received, or None when none is queued; raises
+    /// `SessionClosedError` once the session has ended.
     fn try_receive_datagram(&self, py: Python<'_>) -> PyResult<Option<Bytes>> {
-        let Ok(_guard) = self.receiving.try_lock() else {
-            return Ok(None);
-        };
-        if let Some(d) = handoff::pop(&self.returned_datagrams) {
+        if let Some(d) = self.inner.try_recv_datagram() {
             return Ok(Some(d));
         }
-        match try_now(py, self.inner.recv_datagram()) {
-            Some(r) => r.py_err(py).map(Some),
+        // Looked at after the queue, so datagrams that came before the end are still read.
+        match self.inner.close_info() {
+            Some(info) => Err(Failure::from(SessionError::Closed(info)).into_pyerr(py)),
             None => Ok(None),
         }
-    }
-
-    /// Resolves to a handoff of the next datagram.
-    fn receive_datagram<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        let home = self.returned_datagrams.clone();
-        let lock = self.receiving.clone();
-        awaitable(py, async move {
-            let guard = lock.lock_owned().await;
-            let d = match handoff::pop(&home) {
-                Some(d) => d,
-                None => s.recv_datagram().await?,
-            };
-            Ok(Handoff::new(Content::Datagram(d, home, guard)))
-        })
     }
 
     /// Closes with an application code and reason.
@@ -189,21 +187,6 @@ impl Session {
     /// Sends DRAIN_WEBTRANSPORT_SESSION.
     fn drain(&self) {
         self.inner.drain();
-    }
-
-    /// Resolves when the client asks to drain.
-    fn wait_draining<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        awaitable(py, async move {
-            s.draining().await;
-            Ok(())
-        })
-    }
-
-    /// Resolves to `(code, reason, initiator)` once the session has ended.
-    fn wait_closed<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let s = self.inner.clone();
-        awaitable(py, async move { Ok(close_tuple(&s.closed().await)) })
     }
 
     /// Connection statistics as a dict.

@@ -423,17 +423,120 @@ def _close_info(raw: tuple[int, str, CloseInitiator]) -> CloseInfo:
     return CloseInfo(raw[0], raw[1], raw[2])
 
 
+# What _ferrovia.Session.ready() waits for and reports.
+_READY_BI = 1
+_READY_UNI = 2
+_READY_DATAGRAM = 4
+_READY_CLOSED = 8
+_READY_DRAINING = 16
+
+
 class Session:
     """An accepted WebTransport session.
 
     ``async with session:`` closes it (code 0) when the block ends.
     """
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_waiters", "_native", "_asked", "_ended")
 
     def __init__(self, inner: _ferrovia.Session) -> None:
         """Wraps a native session; sessions come from :meth:`SessionRequest.accept`."""
         self._inner = inner
+        # The accepts, receives and waits blocked on this session: (kind, future to wake).
+        # They share one native wait, because each pending native call holds a task and a
+        # way back into the event loop (a few KiB): an idle session keeps one, not one per
+        # kind. A woken caller takes its item with a synchronous try, so a caller cancelled
+        # after the wake takes nothing and loses nothing.
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # The pending native wait and the kinds it waits for.
+        self._native: asyncio.Future[int] | None = None
+        self._asked = 0
+        # The native wait reported the end: waiting is over for every kind.
+        self._ended = False
+
+    async def _wait(self, kind: int) -> None:
+        """Returns once ``kind`` may be ready (someone else may take it first) or the session
+        has ended."""
+        if self._ended:
+            # The tries report the end themselves; this keeps a caller from looping on a
+            # session that has ended if one did not.
+            info = self.close_info or CloseInfo(0, "", "connection")
+            raise SessionClosedError("session closed", code=info.code, reason=info.reason, initiator=info.initiator)
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._native is None:
+            self._ask(self._wanted() | kind)
+        elif not self._asked & kind:
+            # Widened in place: replacing the pending wait would cost a new one.
+            self._asked |= kind
+            self._inner.set_interest(self._asked)
+        self._waiters.append((kind, waiter))
+        try:
+            await waiter
+        except BaseException:
+            if not waiter.done() or waiter.cancelled():
+                self._forget(kind, waiter)
+            raise
+
+    def _wanted(self) -> int:
+        want = 0
+        for kind, waiter in self._waiters:
+            if not waiter.done():
+                want |= kind
+        return want
+
+    def _ask(self, want: int) -> None:
+        native = self._inner.ready(want)
+        native.add_done_callback(self._on_ready)
+        self._native = native
+        self._asked = want
+
+    def _forget(self, kind: int, waiter: asyncio.Future[None]) -> None:
+        """Drops a cancelled waiter, and narrows the native wait to what is still wanted."""
+        with contextlib.suppress(ValueError):
+            self._waiters.remove((kind, waiter))
+        native = self._native
+        if native is None:
+            return
+        want = self._wanted()
+        if want == 0:
+            # Nobody waits: a wait left pending would keep the session alive.
+            self._native = None
+            self._asked = 0
+            native.cancel()
+        elif want != self._asked:
+            self._asked = want
+            self._inner.set_interest(want)
+
+    def _on_ready(self, native: asyncio.Future[int]) -> None:
+        if native is not self._native:
+            return  # cancelled by _forget
+        self._native = None
+        self._asked = 0
+        waiters, self._waiters = self._waiters, []
+        error = None if native.cancelled() else native.exception()
+        if error is not None:
+            for _, waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(error)
+            return
+        bits = 0 if native.cancelled() else native.result()
+        if bits & _READY_CLOSED:
+            self._ended = True
+        for kind, waiter in waiters:
+            if waiter.done():
+                continue
+            if bits & (kind | _READY_CLOSED):
+                waiter.set_result(None)
+            else:
+                self._waiters.append((kind, waiter))
+        want = self._wanted()
+        if want:
+            try:
+                self._ask(want)
+            except Exception as e:
+                waiters, self._waiters = self._waiters, []
+                for _, waiter in waiters:
+                    waiter.set_exception(e)
 
     @property
     def id(self) -> int:
@@ -480,13 +583,16 @@ class Session:
     async def accept_bidirectional_stream(self) -> tuple[StreamReader, StreamWriter]:
         """The next bidirectional stream the client opens, as ``(reader, writer)``; raises
         :class:`SessionClosedError` once the session has ended."""
-        r, w = (await self._inner.accept_bi()).take()
-        return StreamReader(r), StreamWriter(w)
+        while (pair := self._inner.try_accept_bi()) is None:
+            await self._wait(_READY_BI)
+        return StreamReader(pair[0]), StreamWriter(pair[1])
 
     async def accept_unidirectional_stream(self) -> StreamReader:
         """The next unidirectional stream the client opens; raises
         :class:`SessionClosedError` once the session has ended."""
-        return StreamReader((await self._inner.accept_uni()).take())
+        while (reader := self._inner.try_accept_uni()) is None:
+            await self._wait(_READY_UNI)
+        return StreamReader(reader)
 
     async def incoming_bidirectional_streams(self) -> AsyncIterator[tuple[StreamReader, StreamWriter]]:
         """``(reader, writer)`` for each bidirectional stream the client opens, until the
@@ -538,9 +644,8 @@ class Session:
     async def receive_datagram(self) -> bytes:
         """The next datagram from the client; raises :class:`SessionClosedError` once the
         session has ended."""
-        data = self._inner.try_receive_datagram()
-        if data is None:
-            data = (await self._inner.receive_datagram()).take()
+        while (data := self._inner.try_receive_datagram()) is None:
+            await self._wait(_READY_DATAGRAM)
         return data
 
     async def incoming_datagrams(self) -> AsyncIterator[bytes]:
@@ -561,15 +666,26 @@ class Session:
 
     async def wait_closed(self) -> CloseInfo:
         """Waits until the session has ended, however it ended, and says how."""
-        return _close_info(await self._inner.wait_closed())
+        if self._inner.close_info is None:
+            await self._wait(_READY_CLOSED)
+        # Recorded before the end is reported; the fallback is for a session torn down
+        # without its close being recorded.
+        return self.close_info or CloseInfo(0, "", "connection")
 
     def drain(self) -> None:
         """Asks the client to wrap up (DRAIN_WEBTRANSPORT_SESSION) without closing yet."""
         self._inner.drain()
 
     async def wait_draining(self) -> None:
-        """Waits until the client asks this server to wrap up the session."""
-        await self._inner.wait_draining()
+        """Waits until the client asks this server to wrap up the session (or at once if it
+        already did); a session that ends undrained leaves this waiting until cancelled."""
+        if self._inner.is_draining:
+            return
+        if self._inner.close_info is None:
+            await self._wait(_READY_DRAINING)
+            if self._inner.is_draining:
+                return
+        await asyncio.get_running_loop().create_future()
 
     def stats(self) -> SessionStats:
         """Statistics of the connection the session runs on."""

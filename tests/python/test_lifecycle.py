@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -57,6 +59,101 @@ async def test_cancelled_accepts_and_datagram_receive(server: ferrovia.Server) -
         stream.send(b"s", end=True)
         reader, _ = await asyncio.wait_for(session.accept_bidirectional_stream(), 10)
         assert await reader.read() == b"s"
+
+
+class _CountingSession:
+    """A native session that records the waits asked of it."""
+
+    def __init__(self, inner: _ferrovia.Session, on_ready: Callable[[int], None]) -> None:
+        self._inner = inner
+        self._on_ready = on_ready
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def ready(self, interest: int) -> asyncio.Future[int]:
+        self._on_ready(interest)
+        return self._inner.ready(interest)
+
+
+async def test_one_native_wait_serves_every_kind_and_a_cancelled_accept_loses_nothing(
+    pair: Pair,
+) -> None:
+    session = pair.session
+    asked: list[int] = []
+    cancel_on_wake: list[asyncio.Task[Any]] = []
+
+    def on_ready(interest: int) -> None:
+        asked.append(interest)
+        # Asked again right after a wake, before the woken tasks run: once the accept was
+        # woken, this is the moment a cancellation would lose an item the wait had taken.
+        if cancel_on_wake and all(kind != 1 for kind, _ in session._waiters):
+            for task in cancel_on_wake:
+                task.cancel()
+            cancel_on_wake.clear()
+
+    session._inner = _CountingSession(session._inner, on_ready)  # type: ignore[assignment]
+    bi = asyncio.ensure_future(session.accept_bidirectional_stream())
+    uni = asyncio.ensure_future(session.accept_unidirectional_stream())
+    datagrams = [asyncio.ensure_future(session.receive_datagram()) for _ in range(2)]
+    closed = asyncio.ensure_future(session.wait_closed())
+    draining = asyncio.ensure_future(session.wait_draining())
+    await asyncio.sleep(0.1)
+    # Every kind waits on one native wait, widened as each kind came.
+    assert asked == [1]
+    assert session._asked == 31
+
+    # A bidirectional stream and a datagram arrive together; the woken accept is
+    # cancelled before it runs. Neither is lost.
+    cancel_on_wake.append(bi)
+    stream = pair.remote.open_bidi()
+    stream.send(b"kept", end=True)
+    pair.remote.send_datagram(b"d1")
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(bi, 10)
+    done, _ = await asyncio.wait(datagrams, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+    assert [t.result() for t in done] == [b"d1"]
+    reader, _writer = await asyncio.wait_for(session.accept_bidirectional_stream(), 10)
+    assert await asyncio.wait_for(reader.read(), 10) == b"kept"
+
+    # The other datagram receive is still waiting, and so is every other kind.
+    pair.remote.send_datagram(b"d2")
+    (second,) = [t for t in datagrams if t not in done]
+    assert await asyncio.wait_for(second, 10) == b"d2"
+    pair.remote.open_uni().send(b"u", end=True)
+    assert await asyncio.wait_for((await asyncio.wait_for(uni, 10)).read(), 10) == b"u"
+    assert not closed.done() and not draining.done()
+
+    pair.remote.close(3, "done")
+    assert await asyncio.wait_for(closed, 10) == ferrovia.CloseInfo(3, "done", "remote")
+    # A session that ended undrained is never drained.
+    await asyncio.sleep(0.1)
+    assert not draining.done()
+    draining.cancel()
+    with pytest.raises(ferrovia.SessionClosedError):
+        await session.accept_bidirectional_stream()
+    with pytest.raises(ferrovia.SessionClosedError):
+        await session.receive_datagram()
+    assert session._native is None
+
+
+async def test_cancelled_waits_let_the_session_go(server: ferrovia.Server) -> None:
+    # A native wait left pending with nobody waiting would keep the session open after
+    # its handler dropped it.
+    requests = server.requests("/let-go")
+    async with connect_client(server.port) as client:
+        remote = await client.session("/let-go")
+        request = await asyncio.wait_for(requests.accept(), 10)
+        assert request is not None
+        session = await request.accept()
+        assert await remote.status() == 200
+        for wait in (session.wait_closed, session.accept_bidirectional_stream, session.receive_datagram):
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(wait(), 0.05)
+        assert session._native is None
+        del session, request, wait
+        gc.collect()
+        assert await asyncio.wait_for(remote.closed, 10) == (0, "")
 
 
 async def test_cancelling_a_session_handler_task(pair: Pair) -> None:
@@ -153,12 +250,13 @@ async def test_a_value_produced_for_a_cancelled_await_is_not_lost(pair: Pair) ->
     # The race a cancellation can lose: the stream (or the bytes) arrived and were
     # handed to the future, but the awaiting task was cancelled before taking them.
     # Reproduce it deterministically by letting the native future finish and then
-    # dropping it unclaimed.
+    # dropping it unclaimed. (The session's wait only reports a stream: the stream is
+    # taken by the accept that runs afterwards.)
     native = pair.session._inner
-    pending = native.accept_bi()
+    pending = native.ready(1)
     stream = pair.remote.open_bidi()
     stream.send(b"first bytes", end=False)
-    await asyncio.wait_for(asyncio.shield(pending), 10)
+    assert await asyncio.wait_for(asyncio.shield(pending), 10) == 1
     del pending
     gc.collect()
     reader, writer = await asyncio.wait_for(pair.session.accept_bidirectional_stream(), 10)

@@ -150,6 +150,22 @@ async def test_drain_request_and_stats(pair: Pair) -> None:
     assert pair.session.remote_address[0] in ("127.0.0.1", "::ffff:127.0.0.1")
 
 
+async def test_a_drain_from_the_client(pair: Pair) -> None:
+    waiting = asyncio.ensure_future(pair.session.wait_draining())
+    closed = asyncio.ensure_future(pair.session.wait_closed())
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    pair.remote.drain()
+    await asyncio.wait_for(waiting, 10)
+    assert pair.session.is_draining
+    # Once drained, at once; the session itself stays open.
+    await asyncio.wait_for(pair.session.wait_draining(), 1)
+    assert not closed.done()
+    pair.remote.close()
+    assert await asyncio.wait_for(closed, 10) == ferrovia.CloseInfo(0, "", "remote")
+    await asyncio.wait_for(pair.session.wait_draining(), 1)
+
+
 async def test_a_handler_that_returns_after_finishing_a_stream_loses_nothing(
     server: ferrovia.Server,
 ) -> None:

@@ -30,6 +30,7 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import QuicEvent, StopSendingReceived, StreamReset
 
 CLOSE_CAPSULE = 0x2843
+DRAIN_CAPSULE = 0x78AE
 FIRST_WT_CODE = 0x52E4A40FA8DB
 
 
@@ -145,6 +146,12 @@ class ClientSession:
     def send_datagram(self, data: bytes) -> None:
         """Sends one datagram."""
         self.client._http.send_datagram(self.session_id, data)
+        self.client.transmit()
+
+    def drain(self) -> None:
+        """Sends DRAIN_WEBTRANSPORT_SESSION."""
+        capsule = encode_uint_var(DRAIN_CAPSULE) + encode_uint_var(0)
+        self.client._http.send_data(self.session_id, capsule, end_stream=False)
         self.client.transmit()
 
     def close(self, code: int = 0, reason: str = "") -> None:
