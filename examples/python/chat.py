@@ -181,6 +181,11 @@ class RedisBus(Bus):
                     elif message["type"] == "subscribe":
                         # The client subscribes again on every new connection.
                         if subscribed:
+                            # The pool's idle connections went down with the old server,
+                            # and the client would send the next PUBLISH on one of them
+                            # (lost, "Connection closed by server"): open fresh ones.
+                            with contextlib.suppress(redis.exceptions.RedisError, OSError):
+                                await self.client.connection_pool.disconnect(inuse_connections=False)
                             broker_event("redis", "reconnected", role="subscriber")
                             # A Redis that restarted may have lost the set: put this
                             # server's members back at once.

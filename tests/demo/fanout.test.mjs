@@ -169,6 +169,8 @@ async function twoServersOneRoom(lang, broker, langB = lang) {
   const a = await startChat(lang, broker, room);
   const b = await startChat(langB, broker, room);
   const ann = await member(a, 'ann');
+  // A announces the join after its join event; bob joins B once B has the announcement.
+  await b.waitForEvent((e) => e.event === 'remote' && e.line === '* ann joined');
   const bob = await member(b, 'bob');
   await waitLine(ann, 'ann', '* bob joined');
   await waitLine(bob, 'bob', '* bob joined');
