@@ -267,6 +267,46 @@ describe('lifecycles', () => {
     }
   });
 
+  test('a session its handler lets go stays open through garbage collection until closed', async () => {
+    const server = await Server.listen({ port: 0, host: '127.0.0.1' });
+    const ca = server.certificate.pem;
+    class TrustingWebSocket extends WebSocket {
+      constructor(url, protocols) {
+        super(url, protocols, { ca });
+      }
+    }
+    const { connect } = await import('ferrovia/client');
+    const v8 = await import('node:v8');
+    const vm = await import('node:vm');
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc');
+    let client;
+    try {
+      const accepted = deferred();
+      // The handler keeps nothing: the session object is unreachable once it returns.
+      server.route('/let-go', async (r) => {
+        await r.accept();
+        accepted.resolve();
+      });
+      client = await connect(`https://localhost:${server.tcpPort}/let-go`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+      await accepted.promise;
+      let ended = false;
+      client.closed.then(() => (ended = true), () => (ended = true));
+      for (let i = 0; i < 5; i++) {
+        gc();
+        await sleep(60);
+      }
+      assert.equal(ended, false, 'the session closed when its handler let go of it');
+      assert.equal(server.sessionCount, 1);
+      await server.close({ grace: 0 });
+      const seen = await client.closed;
+      assert.equal(typeof seen.closeCode, 'number');
+    } finally {
+      client?.close();
+      await server.close({ grace: 0 });
+    }
+  });
+
   test('an AbortSignal closes the server; an aborted one rejects with AbortError', async () => {
     const controller = new AbortController();
     const server = await Server.listen({ port: 0, host: '127.0.0.1', signal: controller.signal });
