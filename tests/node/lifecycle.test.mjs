@@ -29,6 +29,21 @@ function deferred() {
   return { promise, resolve };
 }
 
+/**
+ * A QMux session to `path` through the package's own connector, over the `ws` package,
+ * trusting the server's certificate.
+ */
+async function connectQmux(server, path) {
+  const ca = server.certificate.pem;
+  class TrustingWebSocket extends WebSocket {
+    constructor(url, protocols) {
+      super(url, protocols, { ca });
+    }
+  }
+  const { connect } = await import('ferrovia/client');
+  return connect(`https://localhost:${server.tcpPort}${path}`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+}
+
 /** SHA-256 (hex) of the certificate a new TLS connection to the TCP side is given. */
 function peerCertificateSha256(port) {
   return new Promise((resolve, reject) => {
@@ -242,19 +257,11 @@ describe('lifecycles', () => {
 
   test('WebTransportSession[Symbol.asyncDispose] closes with code 0', async () => {
     const server = await Server.listen({ port: 0, host: '127.0.0.1' });
-    // A QMux session through the package's own connector, over the `ws` package.
-    const ca = server.certificate.pem;
-    class TrustingWebSocket extends WebSocket {
-      constructor(url, protocols) {
-        super(url, protocols, { ca });
-      }
-    }
-    const { connect } = await import('ferrovia/client');
     let client;
     try {
       const got = deferred();
       server.route('/q', async (r) => got.resolve(await r.accept()));
-      client = await connect(`https://localhost:${server.tcpPort}/q`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+      client = await connectQmux(server, '/q');
       const session = await got.promise;
       assert.equal(session.transport, 'qmux');
       await session[asyncDispose]();
@@ -269,13 +276,6 @@ describe('lifecycles', () => {
 
   test('a session its handler lets go stays open through garbage collection until closed', async () => {
     const server = await Server.listen({ port: 0, host: '127.0.0.1' });
-    const ca = server.certificate.pem;
-    class TrustingWebSocket extends WebSocket {
-      constructor(url, protocols) {
-        super(url, protocols, { ca });
-      }
-    }
-    const { connect } = await import('ferrovia/client');
     const v8 = await import('node:v8');
     const vm = await import('node:vm');
     v8.setFlagsFromString('--expose-gc');
@@ -288,7 +288,7 @@ describe('lifecycles', () => {
         await r.accept();
         accepted.resolve();
       });
-      client = await connect(`https://localhost:${server.tcpPort}/let-go`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+      client = await connectQmux(server, '/let-go');
       await accepted.promise;
       let ended = false;
       client.closed.then(() => (ended = true), () => (ended = true));
