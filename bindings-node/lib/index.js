@@ -861,80 +861,23 @@ class DatagramDuplexStream {
   }
 
   /**
-   * A WritableStream of datagrams. Writes complete at once; the datagrams written in one
-   * turn of the event loop go to QUIC together at its end (or every DATAGRAM_BATCH), so
-   * the native side is entered once per batch. When the outgoing buffer is full the oldest
-   * queued datagram is dropped, as datagrams may be. One larger than maxDatagramSize
-   * errors the stream with ERR_DATAGRAM_TOO_LARGE at its write (use send() to try sizes
-   * without losing the stream).
+   * A WritableStream of datagrams. A write hands the datagram to QUIC at once and resolves;
+   * when the outgoing buffer is full the oldest queued datagram is dropped, as datagrams
+   * may be. One larger than maxDatagramSize errors the stream with ERR_DATAGRAM_TOO_LARGE
+   * at its write (use send() to try sizes without losing the stream). Writes are not
+   * gathered into batches: a batch leaves in a burst, and Firefox keeps only ten unread
+   * incoming datagrams, dropping the rest.
    */
   createWritable() {
     const s = this.#session;
-    let controller;
-    let pending = [];
-    let bytes = 0;
-    let limit = 0;
-    let scheduled = null;
-    const flush = () => {
-      if (scheduled !== null) clearImmediate(scheduled);
-      scheduled = null;
-      if (pending.length === 0) return;
-      const packed = Buffer.allocUnsafe(bytes + 2 * pending.length);
-      let at = 0;
-      for (const d of pending) {
-        packed[at] = d.byteLength & 0xff;
-        packed[at + 1] = d.byteLength >> 8;
-        packed.set(d, at + 2);
-        at += 2 + d.byteLength;
-      }
-      pending = [];
-      bytes = 0;
-      s.sendDatagramsNow(packed);
-    };
-    const flushLater = () => {
-      try {
-        flush();
-      } catch (err) {
-        controller.error(translate(err));
-      }
-    };
     return new WritableStream(
       {
-        start(c) {
-          controller = c;
-        },
         write(chunk) {
-          const buf = toBuffer('datagram', chunk);
           try {
-            // The limit is looked up once per batch: it changes only with the path MTU.
-            if (pending.length === 0) limit = s.maxDatagramSize;
-            if (buf.byteLength > limit) {
-              // Sent alone, after the batch, so that a datagram too large for any packet
-              // fails at its own write with the core's error.
-              flush();
-              s.sendDatagramNow(buf);
-              return;
-            }
-            // Copied now: the caller may reuse its buffer once the write has resolved.
-            pending.push(Buffer.from(buf));
-            bytes += buf.byteLength;
-            if (pending.length >= DATAGRAM_BATCH) flush();
-            else scheduled ??= setImmediate(flushLater);
+            s.sendDatagramNow(toBuffer('datagram', chunk));
           } catch (err) {
             throw translate(err);
           }
-        },
-        close() {
-          try {
-            flush();
-          } catch (err) {
-            throw translate(err);
-          }
-        },
-        abort() {
-          if (scheduled !== null) clearImmediate(scheduled);
-          scheduled = null;
-          pending = [];
         },
       },
       { highWaterMark: 1 },

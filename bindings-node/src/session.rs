@@ -231,28 +231,6 @@ impl NativeSession {
             .map_err(error::from_session)
     }
 
-    /// Sends datagrams packed as `try_recv_datagrams` packs them, each as
-    /// `send_datagram_now` would; stops at the first that fails and throws its error (the
-    /// rest of the batch is not sent).
-    #[napi(catch_unwind)]
-    pub fn send_datagrams_now(&self, packed: &[u8]) -> napi::Result<()> {
-        let mut rest = packed;
-        while !rest.is_empty() {
-            let (Some(&lo), Some(&hi)) = (rest.first(), rest.get(1)) else {
-                return Err(error::invalid("a truncated datagram batch"));
-            };
-            let end = 2 + usize::from(u16::from_le_bytes([lo, hi]));
-            let Some(datagram) = rest.get(2..end) else {
-                return Err(error::invalid("a truncated datagram batch"));
-            };
-            self.session
-                .try_send_datagram(datagram)
-                .map_err(error::from_session)?;
-            rest = &rest[end..];
-        }
-        Ok(())
-    }
-
     /// Datagrams already queued, at most `max`, without waiting: `undefined` when none is,
     /// `null` once the session has ended. Packed into one buffer, each datagram behind its
     /// length as two bytes little-endian (a datagram is shorter than 64 KiB), so a batch

@@ -302,8 +302,8 @@ for (const browser of BROWSERS) {
             }
             all = true;
           })().catch(() => {});
-          // Ten writes in one turn of the event loop, none awaited before the next: they
-          // leave together, and every write resolves. Ten, because Firefox queues at most
+          // Ten writes in one turn of the event loop, none awaited before the next: every
+          // write resolves and every datagram leaves. Ten, because Firefox queues at most
           // ten incoming datagrams and drops the oldest (a burst of twenty always loses
           // nine there); datagrams may be lost anyway, so the burst is repeated until the
           // page has seen each once.
