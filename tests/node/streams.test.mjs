@@ -458,8 +458,9 @@ describe('firefox', () => {
         const after = await pending;
         // Tells the page to go on writing, now that the stream is stopped. One byte, not
         // an empty stream: Firefox 153 closes the whole connection with
-        // H3_GENERAL_PROTOCOL_ERROR when a WebTransport unidirectional stream's FIN arrives
-        // on its own after the stream header (seen in 6 of 15 runs, none of 8 with a byte).
+        // H3_GENERAL_PROTOCOL_ERROR when it reads a WebTransport unidirectional stream's
+        // header and FIN together (seen in 6 of 15 runs, none of 8 with a byte; see
+        // docs/troubleshooting.md).
         const goAhead = (await session.createUnidirectionalStream()).getWriter();
         await goAhead.write(new Uint8Array([1]));
         await goAhead.close();
