@@ -313,7 +313,7 @@ async fn try_write_takes_what_the_window_allows_and_try_read_what_arrived() {
         send.finish().unwrap();
         send
     });
-    let (mut server_send, mut recv) = session.accept_bi().await.unwrap();
+    let (_accepted_send, mut recv) = session.accept_bi().await.unwrap();
     let (mut got, mut tried) = (Vec::new(), 0);
     loop {
         if let Some(chunk) = recv.try_read_available(64 * 1024) {
@@ -341,8 +341,7 @@ async fn try_write_takes_what_the_window_allows_and_try_read_what_arrived() {
 
     // Server to client with the client not reading: try_write takes no more than the
     // client's window, then nothing, and the rest goes by awaited writes.
-    let (s, _server_recv) = session.open_bi().await.unwrap();
-    server_send = s;
+    let (mut server_send, _server_recv) = session.open_bi().await.unwrap();
     let first = server_send.try_write(&payload).unwrap();
     assert!(first > 0 && first <= 4 << 20, "took {first} bytes at once");
     let mut taken = first;
