@@ -125,8 +125,8 @@ impl NativeReusePortGroup {
         let group = self.group.lock().unwrap_or_else(|e| e.into_inner());
         group
             .as_ref()
-            .and_then(|g| g.udp_socket(index as usize))
-            .map_or(-1, |s| raw_fd(&**s))
+            .and_then(|g| g.udp_fd(index as usize))
+            .unwrap_or(-1)
     }
 
     /// Worker `index`'s TCP descriptor, or -1.
@@ -135,8 +135,8 @@ impl NativeReusePortGroup {
         let group = self.group.lock().unwrap_or_else(|e| e.into_inner());
         group
             .as_ref()
-            .and_then(|g| g.tcp_listener(index as usize))
-            .map_or(-1, |s| raw_fd(&**s))
+            .and_then(|g| g.tcp_fd(index as usize))
+            .unwrap_or(-1)
     }
 
     /// Closes the parent's copies of the sockets.
@@ -144,14 +144,4 @@ impl NativeReusePortGroup {
     pub fn close(&self) {
         self.group.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
-}
-
-#[cfg(unix)]
-fn raw_fd(socket: &impl std::os::fd::AsRawFd) -> i32 {
-    socket.as_raw_fd()
-}
-
-#[cfg(not(unix))]
-fn raw_fd<T>(_: &T) -> i32 {
-    -1
 }

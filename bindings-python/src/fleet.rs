@@ -116,28 +116,16 @@ impl ReusePortGroup {
 
     /// Worker `index`'s UDP descriptor, or -1.
     fn udp_fd(&self, index: usize) -> i32 {
-        self.with(|g| g.udp_socket(index).map(|s| raw_fd(&**s)))
-            .unwrap_or(-1)
+        self.with(|g| g.udp_fd(index)).unwrap_or(-1)
     }
 
     /// Worker `index`'s TCP descriptor, or -1.
     fn tcp_fd(&self, index: usize) -> i32 {
-        self.with(|g| g.tcp_listener(index).map(|s| raw_fd(&**s)))
-            .unwrap_or(-1)
+        self.with(|g| g.tcp_fd(index)).unwrap_or(-1)
     }
 
     /// Closes this process's copies of the sockets.
     fn close(&self) {
         self.group.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
-}
-
-#[cfg(unix)]
-fn raw_fd(socket: &impl std::os::fd::AsRawFd) -> i32 {
-    socket.as_raw_fd()
-}
-
-#[cfg(not(unix))]
-fn raw_fd<T>(_: &T) -> i32 {
-    -1
 }

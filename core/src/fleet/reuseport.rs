@@ -257,6 +257,18 @@ impl ReusePortGroup {
         self.tcp.get(index)
     }
 
+    /// Worker `index`'s UDP socket as the descriptor a child process inherits (Unix only:
+    /// `None` elsewhere, or past the group's end). The group still owns it.
+    pub fn udp_fd(&self, index: usize) -> Option<i32> {
+        self.udp.get(index).and_then(|s| raw_fd(&**s))
+    }
+
+    /// Worker `index`'s TCP listener as the descriptor a child process inherits (Unix only:
+    /// `None` elsewhere, past the group's end, or in a group without a TCP side).
+    pub fn tcp_fd(&self, index: usize) -> Option<i32> {
+        self.tcp.get(index).and_then(|s| raw_fd(&**s))
+    }
+
     /// Makes `config` serve as worker `index`: on its sockets (the address of the group),
     /// with `SO_REUSEPORT` and [`Steering`]. A config whose TCP side is
     /// [`TcpListen::SamePort`] in a group without TCP listeners gets no TCP side.
@@ -561,6 +573,16 @@ pub struct InheritedSockets {
     pub tcp: Vec<TcpListener>,
 }
 
+#[cfg(unix)]
+fn raw_fd(socket: &impl std::os::fd::AsRawFd) -> Option<i32> {
+    Some(socket.as_raw_fd())
+}
+
+#[cfg(not(unix))]
+fn raw_fd<T>(_: &T) -> Option<i32> {
+    None
+}
+
 /// Takes the socket in inherited file descriptor `fd` (passed by a parent process or a
 /// supervisor), telling UDP from TCP by `SO_TYPE`.
 ///
@@ -727,6 +749,19 @@ mod tests {
             matches!(again, Err(ReusePortError::OutOfOrder { index: 0, .. })),
             "{again:?}"
         );
+        // The descriptors children inherit are the group's sockets, each of its kind.
+        for index in 0..2 {
+            let udp = socket_from_fd(first.udp_fd(index).unwrap()).unwrap();
+            assert!(
+                matches!(&udp, InheritedSocket::Udp(s) if s.local_addr().unwrap().port() == port)
+            );
+            let tcp = socket_from_fd(first.tcp_fd(index).unwrap()).unwrap();
+            assert!(
+                matches!(&tcp, InheritedSocket::Tcp(s) if s.local_addr().unwrap().port() == port)
+            );
+        }
+        assert_eq!(first.udp_fd(2), None);
+        assert_eq!(first.tcp_fd(2), None);
         drop(first);
         // Once the earlier group is gone, the port is free for a new one.
         ReusePortGroup::bind(SocketAddr::from(([127, 0, 0, 1], port)), 2, false).unwrap();
