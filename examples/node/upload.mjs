@@ -79,7 +79,7 @@ async function receive(reader, writer, opts) {
     hash.update(chunk);
     // Respecting the file's backpressure keeps QUIC flow control in charge of the pace.
     if (!file.write(chunk)) await once(file, 'drain');
-    if (received - reported >= PROGRESS_EVERY) {
+    if (received - reported >= PROGRESS_EVERY || received === size) {
       reported = received;
       await writer.write(encoder.encode(`progress ${received}\n`));
     }
@@ -111,7 +111,7 @@ async function upload(stream, opts) {
   const writer = stream.writable.getWriter();
   try {
     const result = await receive(reader, writer, opts);
-    await writer.write(encoder.encode(`progress ${result.size}\nok ${result.size} ${result.sha256}\n`));
+    await writer.write(encoder.encode(`ok ${result.size} ${result.sha256}\n`));
     await writer.close();
     emit({ event: 'upload', ok: true, ...result });
   } catch (err) {

@@ -75,7 +75,7 @@ async def receive(
                     raise Refused(f"more than the announced {size} bytes", name)
                 digest.update(chunk)
                 f.write(chunk)
-                if received - reported >= PROGRESS_EVERY:
+                if received - reported >= PROGRESS_EVERY or received == size:
                     reported = received
                     writer.write(f"progress {received}\n".encode())
                     await writer.drain()
@@ -107,7 +107,7 @@ async def upload(
             reader.stop(1)
         return
     with contextlib.suppress(ferrovia.WebTransportError):
-        writer.write(f"progress {size}\nok {size} {sha256}\n".encode())
+        writer.write(f"ok {size} {sha256}\n".encode())
         writer.write_eof()
         await writer.drain()
     emit("upload", ok=True, name=name, size=size, sha256=sha256, path=str(path))

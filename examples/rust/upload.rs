@@ -145,7 +145,7 @@ async fn receive(
             file.write_all(&data)
                 .await
                 .map_err(|e| format!("failed: {e}"))?;
-            if received - reported >= PROGRESS_EVERY {
+            if received - reported >= PROGRESS_EVERY || received == size {
                 reported = received;
                 send.write_all(format!("progress {received}\n").as_bytes())
                     .await
@@ -185,7 +185,7 @@ async fn receive(
 async fn upload(mut send: SendStream, mut recv: RecvStream, dir: PathBuf, max_size: u64) {
     match receive(&mut send, &mut recv, &dir, max_size).await {
         Ok(u) => {
-            let reply = format!("progress {}\nok {} {}\n", u.size, u.size, u.sha256);
+            let reply = format!("ok {} {}\n", u.size, u.sha256);
             let _ = send.write_all(reply.as_bytes()).await;
             let _ = send.finish();
             emit(format!(
