@@ -155,6 +155,9 @@ impl ServerConfig {
         if l.max_sessions == 0 {
             return Err("limits.max_sessions must be at least 1".into());
         }
+        if l.max_message_size == 0 {
+            return Err("limits.max_message_size must be at least 1".into());
+        }
         if l.stream_receive_window == 0 || l.connection_receive_window == 0 {
             return Err("receive windows must be non-zero".into());
         }
@@ -166,6 +169,7 @@ impl ServerConfig {
             ("response_timeout", l.response_timeout),
             ("sessionless_timeout", l.sessionless_timeout),
             ("handler_timeout", l.handler_timeout),
+            ("write_timeout", l.write_timeout),
         ] {
             if d.is_zero() {
                 return Err(format!("limits.{name} must be non-zero"));
@@ -261,9 +265,14 @@ pub struct Limits {
     /// A connection without any session or pending session request is closed after this
     /// long, whatever its keep-alive traffic.
     pub sessionless_timeout: Duration,
-    /// The largest plain WebSocket message, received or sent; larger ones close the
-    /// WebSocket with 1009.
+    /// The largest plain WebSocket message, received or sent (payload bytes; the frame
+    /// header does not count); a larger one received closes the WebSocket with 1009, a
+    /// larger one sent fails with `TooLarge`.
     pub max_message_size: usize,
+    /// A write toward a client on the TCP side (WebSocket and QMux frames, queued in
+    /// batches) must complete within this time; a client that stops reading loses its
+    /// session (or an HTTP response its connection) instead of holding it.
+    pub write_timeout: Duration,
     /// Concurrent requests (streams) per HTTP/2 connection on the TCP side.
     pub max_http2_streams: u32,
     /// The largest ordinary HTTP request body: a declared larger one is answered 413
@@ -305,6 +314,7 @@ impl Default for Limits {
             response_timeout: Duration::from_secs(5),
             sessionless_timeout: Duration::from_secs(10),
             max_message_size: 1024 * 1024,
+            write_timeout: Duration::from_secs(20),
             max_http2_streams: 100,
             max_request_body: 16 * 1024 * 1024,
             handler_timeout: Duration::from_secs(30),

@@ -137,6 +137,12 @@ impl SessionRequest {
     }
 
     /// Accepts the session with a 200 response (101 on HTTP/1.1).
+    ///
+    /// Never fails because of what the client did: if the client left before the answer,
+    /// or a session limit was reached meanwhile (the client is answered 503), the session
+    /// comes back already closed and its [`closed`](Session::closed) says why. It fails
+    /// only for the caller's mistakes (a subprotocol that was not offered, an invalid
+    /// header, a plain WebSocket request).
     pub async fn accept(self) -> Result<Session, RequestError> {
         self.accept_with(None, &[]).await
     }
@@ -186,12 +192,12 @@ impl SessionRequest {
         self.check_accept(protocol, headers)?;
         let ip = self.ip.take();
         match &mut self.inner {
-            Inner::H3(h3) => h3.accept(&self.head, protocol, headers, ip),
+            Inner::H3(h3) => Ok(h3.accept(&self.head, protocol, headers, ip)),
             Inner::Tcp(_) if self.head.transport == Transport::WebSocket => {
                 self.ip = ip;
                 Err(RequestError::WrongTransport(Transport::WebSocket))
             }
-            Inner::Tcp(tcp) => tcp.accept_qmux(&self.head, protocol, headers, ip).await,
+            Inner::Tcp(tcp) => tcp.accept_qmux(&self.head, protocol, headers, ip),
         }
     }
 
@@ -213,7 +219,7 @@ impl SessionRequest {
         let ip = self.ip.take();
         match &mut self.inner {
             Inner::Tcp(tcp) if transport == Transport::WebSocket => {
-                tcp.accept_websocket(&self.head, protocol, headers, ip)
+                Ok(tcp.accept_websocket(&self.head, protocol, headers, ip))
             }
             _ => {
                 self.ip = ip;

@@ -75,6 +75,15 @@ pub struct CloseInfo {
 }
 
 impl CloseInfo {
+    /// The server refused the session after `accept` was called (a limit was reached).
+    pub(crate) fn refused(reason: &str) -> Self {
+        Self {
+            code: 0,
+            reason: reason.to_owned(),
+            initiator: CloseInitiator::Local,
+        }
+    }
+
     pub(crate) fn connection_lost(reason: String) -> Self {
         // A peer's CONNECTION_CLOSE reason can be as long as a packet: keep the bound that
         // every close reason has.
@@ -549,6 +558,24 @@ impl Session {
         Self {
             handle: Arc::new(SessionHandle { shared }),
         }
+    }
+
+    /// A session that ended before it started (the client left, or a limit refused it):
+    /// what `accept` hands back instead of failing, so that an accept loop never stops
+    /// because of what a client did. Its [`closed`](Self::closed) resolves at once with
+    /// `info`.
+    pub(crate) fn already_closed(
+        id: u64,
+        backend: Backend,
+        path: String,
+        protocol: Option<String>,
+        limits: &Limits,
+        runtime: tokio::runtime::Handle,
+        info: CloseInfo,
+    ) -> Self {
+        let (shared, _commands) = SessionShared::new(id, backend, path, protocol, limits, runtime);
+        shared.set_closed(info);
+        Self::new(shared)
     }
 
     fn shared(&self) -> &SessionShared {

@@ -33,6 +33,11 @@ pub struct ServerStats {
     pub handshakes_failed: u64,
     /// Sessions the application accepted since the start.
     pub sessions_accepted: u64,
+    /// Accepted sessions that ended before they started: the client left before the
+    /// answer, a QMux client sent no transport parameters in time, or a session limit was
+    /// reached after the request arrived (the client got 503). `accept` hands these back
+    /// already closed instead of failing.
+    pub sessions_failed_to_start: u64,
     /// Session and WebSocket requests the server answered itself, by status: 400
     /// (malformed, or a plain WebSocket on a sessions-only route), 403 (origin), 404 (no
     /// route), 421 (foreign authority), 429 (per-connection or per-address limit), 503
@@ -89,6 +94,12 @@ impl ServerStats {
             self.sessions_accepted.to_string(),
         );
         metric(
+            "sessions_failed_to_start_total",
+            "counter",
+            "Accepted sessions that ended before they started.",
+            self.sessions_failed_to_start.to_string(),
+        );
+        metric(
             "http_requests_total",
             "counter",
             "Ordinary HTTP requests that reached the handler.",
@@ -116,6 +127,7 @@ pub(crate) struct Counters {
     connections_refused: AtomicU64,
     handshakes_failed: AtomicU64,
     sessions_accepted: AtomicU64,
+    sessions_failed_to_start: AtomicU64,
     http_requests: AtomicU64,
     requests_refused: Mutex<BTreeMap<u16, u64>>,
 }
@@ -137,6 +149,12 @@ impl Counters {
 
     pub(crate) fn session_accepted(&self) {
         self.sessions_accepted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An accepted session that ended before it started, and why.
+    pub(crate) fn session_failed_to_start(&self, remote: SocketAddr, why: &str) {
+        self.sessions_failed_to_start.fetch_add(1, Ordering::Relaxed);
+        info!(%remote, reason = why, "session ended before it started");
     }
 
     pub(crate) fn http_request(&self) {
@@ -168,6 +186,7 @@ impl Counters {
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             handshakes_failed: self.handshakes_failed.load(Ordering::Relaxed),
             sessions_accepted: self.sessions_accepted.load(Ordering::Relaxed),
+            sessions_failed_to_start: self.sessions_failed_to_start.load(Ordering::Relaxed),
             http_requests: self.http_requests.load(Ordering::Relaxed),
             requests_refused: self
                 .requests_refused

@@ -392,19 +392,19 @@ async fn certificates_rotate_for_new_connections() {
 async fn too_many_sessions_are_refused() {
     let srv = start_with(|c| c.limits.max_sessions = 1);
     let (_c, _s) = srv.pair("/one").await;
-    let (res, err) = tokio::join!(srv.connect_request(request(&srv, "/two")), async {
+    let (res, refused) = tokio::join!(srv.connect_request(request(&srv, "/two")), async {
         srv.server
             .accept()
             .await
             .unwrap()
             .accept()
             .await
-            .unwrap_err()
+            .expect("accept never fails for a limit the clients reached")
     });
-    assert!(
-        matches!(err, ferrovia::RequestError::TooManySessions),
-        "{err}"
-    );
+    // The application gets a session that is already closed, and says why.
+    let info = refused.close_info().expect("closed at once");
+    assert_eq!(info.initiator, ferrovia::CloseInitiator::Local);
+    assert!(info.reason.contains("session limit"), "{info}");
     assert_eq!(rejected_status(&res.unwrap_err()), Some(503));
 }
 

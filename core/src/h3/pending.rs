@@ -11,10 +11,9 @@ use bytes::Bytes;
 
 use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
 use crate::{
-    error::RequestError,
     request::{encode_response, sf_string, RequestHead},
     server::IpSessionToken,
-    session::Session,
+    session::{Backend, CloseInfo, Session},
 };
 
 pub(crate) struct H3Request {
@@ -30,13 +29,15 @@ impl H3Request {
         self.streams.as_ref().map_or(0, |(_, r)| u64::from(r.id()))
     }
 
+    /// Accepts the session. Never fails because of the client: a client that left, or a
+    /// session limit reached meanwhile, gives a session that is already closed.
     pub(crate) fn accept(
         &mut self,
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
         ip: Option<IpSessionToken>,
-    ) -> Result<Session, RequestError> {
+    ) -> Session {
         let mut fields: Vec<(&str, String)> = Vec::new();
         if self.draft02 {
             fields.push(("sec-webtransport-http3-draft", "draft02".into()));
@@ -48,10 +49,25 @@ impl H3Request {
             fields.push((k, (*v).to_owned()));
         }
         let session_id = self.session_id();
-        let (mut send, recv) = self.streams.take().ok_or(RequestError::ConnectionLost(
-            "request already answered".into(),
-        ))?;
         let conn = self.conn.clone();
+        let closed = |info: CloseInfo| {
+            conn.server
+                .counters
+                .session_failed_to_start(head.remote, &info.reason);
+            Session::already_closed(
+                head.id,
+                Backend::h3(conn.conn.clone(), head.id),
+                head.path.clone(),
+                protocol.map(str::to_owned),
+                &conn.server.limits,
+                conn.runtime.clone(),
+                info,
+            )
+        };
+        // Taken only by `poll_abandoned`: the client gave up before the answer.
+        let Some((mut send, recv)) = self.streams.take() else {
+            return closed(CloseInfo::connection_lost("the client went away".into()));
+        };
         let timeout = conn.server.limits.response_timeout;
         let Some(slot) = conn.reserve_session() else {
             let mut block = Vec::new();
@@ -59,7 +75,9 @@ impl H3Request {
             send_and_finish(&conn.runtime, send, block.into(), timeout);
             conn.forget_request(session_id);
             conn.note_refusal();
-            return Err(RequestError::TooManySessions);
+            return closed(CloseInfo::refused(
+                "session limit reached: the client was answered 503",
+            ));
         };
         let field_refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut block = Vec::new();
@@ -67,13 +85,13 @@ impl H3Request {
         let mut response = Bytes::from(block);
         if let Err(e) = try_write_now(&mut send, &mut response) {
             conn.forget_request(session_id);
-            return Err(RequestError::ConnectionLost(e.to_string()));
+            return closed(CloseInfo::connection_lost(e.to_string()));
         }
         if let Some(reason) = conn.conn.close_reason() {
             conn.forget_request(session_id);
-            return Err(RequestError::ConnectionLost(reason.to_string()));
+            return closed(CloseInfo::from_connection_error(&reason));
         }
-        Ok(conn.start_session(
+        conn.start_session(
             session_id,
             head.path.clone(),
             send,
@@ -83,7 +101,7 @@ impl H3Request {
             response,
             std::mem::take(&mut self.early_capsules),
             protocol.map(str::to_owned),
-        ))
+        )
     }
 
     pub(crate) fn answer(&mut self, status: u16, headers: &[(&str, &str)]) {

@@ -18,13 +18,19 @@ use std::{
 };
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::{sync::Notify, time::Instant};
 use tokio_tungstenite::tungstenite::{self, protocol::frame::coding::CloseCode, Message};
 use tracing::debug;
 
 use self::proto::{Connection, Dir, Event, ReadOutcome, Side, StreamId, VarInt};
-use crate::session::{CloseInfo, CloseInitiator, SessionShared};
+use crate::{
+    session::{CloseInfo, CloseInitiator, SessionShared},
+    ws::{
+        writer::{sleep_until, Writer},
+        Timing,
+    },
+};
 
 /// The largest QMux record (one WebSocket message) this server accepts.
 pub(crate) const MAX_RECORD: u64 = 64 * 1024;
@@ -138,8 +144,6 @@ pub(crate) struct QmuxShared {
     /// Something may be ready to transmit.
     transmit: Notify,
     remote: SocketAddr,
-    /// The client's transport parameters arrived (or the session ended first).
-    connected: tokio::sync::watch::Sender<bool>,
 }
 
 impl QmuxShared {
@@ -160,17 +164,7 @@ impl QmuxShared {
             }),
             transmit: Notify::new(),
             remote,
-            connected: tokio::sync::watch::channel(false).0,
         })
-    }
-
-    /// Waits until the client's transport parameters have arrived; false if the session
-    /// ended without them or `deadline` passed. A client that sent them and closed at once
-    /// still counts: its session is handed over, already closed.
-    pub(crate) async fn connected(&self, deadline: Duration) -> bool {
-        let mut rx = self.connected.subscribe();
-        let _ = tokio::time::timeout(deadline, rx.wait_for(|c| *c)).await;
-        self.state().conn.peer_params().is_some()
     }
 
     pub(crate) fn remote_addr(&self) -> SocketAddr {
@@ -458,12 +452,11 @@ impl Drop for QRecv {
 
 /// Hands the machine's events to waiting handles and to the session. Called with the lock
 /// held; returns what must be delivered to the session after it is released.
-fn dispatch_events(st: &mut State, shared: &Arc<QmuxShared>) -> Vec<Delivery> {
+fn dispatch_events(st: &mut State) -> Vec<Delivery> {
     let mut out = Vec::new();
     while let Some(event) = st.conn.poll_event() {
         match event {
             Event::Connected => {
-                shared.connected.send_replace(true);
                 // Opens that waited for the client's limits may go now.
                 for list in &mut st.open {
                     list.drain(..).for_each(Waker::wake);
@@ -578,44 +571,51 @@ fn deliver(shared: &Arc<QmuxShared>, session: &SessionShared, items: Vec<Deliver
     }
 }
 
-/// How a session's WebSocket is kept alive and given up on.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Timing {
-    /// QX_PING this often (also measures the round-trip time).
-    pub(crate) keep_alive: Option<Duration>,
-    /// Close when nothing arrives for this long.
-    pub(crate) idle: Option<Duration>,
-}
-
 /// Runs a QMux session over an accepted WebSocket's two halves until it ends.
+///
+/// Writes go through a [`Writer`] task, so a client that stops reading cannot stop this
+/// loop: the idle timeout, keep-alive pings, the application's close and the server's
+/// shutdown keep working, and a write that misses its deadline ends the session. A client
+/// that sends no transport parameters within `timing.params` ends it too; `no_params` is
+/// told why.
 pub(crate) async fn drive<K, S>(
     shared: Arc<QmuxShared>,
     session: Weak<SessionShared>,
-    mut sink: K,
+    sink: K,
     mut stream: S,
     timing: Timing,
+    no_params: impl FnOnce(&str),
 ) where
-    K: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin + Send,
+    K: futures_util::Sink<Message, Error = tungstenite::Error> + Unpin + Send + 'static,
     S: futures_util::Stream<Item = Result<Message, tungstenite::Error>> + Unpin + Send,
 {
+    let writer = Writer::spawn(sink, timing.write);
     let mut last_heard = Instant::now();
     let mut next_ping = timing.keep_alive.map(|k| Instant::now() + k);
+    let mut params_deadline = Some(Instant::now() + timing.params);
+    let mut no_params = Some(no_params);
+    // A record polled from the machine that did not fit in the writer's queue yet.
+    let mut held: Option<Vec<u8>> = None;
     let lost = |why: String| {
         let mut st = shared.state();
         end(&mut st, &why);
         drop(st);
-        shared.connected.send_replace(true);
         if let Some(s) = session.upgrade() {
             s.set_closed(CloseInfo::connection_lost(why));
         }
     };
-    loop {
-        // Everything the machine has to say goes out first.
-        let mut records = Vec::new();
-        let deliveries = {
+    let finished_by = loop {
+        // Everything the machine has to say goes to the writer first, as far as it has room.
+        let (deliveries, closed) = {
             let mut st = shared.state();
-            while let Some(r) = st.conn.poll_transmit() {
-                records.push(r);
+            loop {
+                let Some(r) = held.take().or_else(|| st.conn.poll_transmit()) else {
+                    break;
+                };
+                if let Err(Message::Binary(r)) = writer.try_send(Message::Binary(r.into())) {
+                    held = Some(r.into());
+                    break;
+                }
             }
             // Transmission may have finished streams: wake those waiting on delivery.
             for w in st.waiters.values_mut() {
@@ -623,29 +623,23 @@ pub(crate) async fn drive<K, S>(
             }
             st.waiters
                 .retain(|_, w| w.read.is_some() || w.write.is_some());
-            dispatch_events(&mut st, &shared)
+            if params_deadline.is_some() && st.conn.peer_params().is_some() {
+                params_deadline = None;
+            }
+            (dispatch_events(&mut st), st.conn.is_closed() && held.is_none())
         };
         if let Some(s) = session.upgrade() {
             deliver(&shared, &s, deliveries);
         }
-        for r in records {
-            if let Err(e) = sink.feed(Message::Binary(r.into())).await {
-                return lost(format!("WebSocket write failed: {e}"));
-            }
-        }
-        if let Err(e) = sink.flush().await {
-            return lost(format!("WebSocket write failed: {e}"));
-        }
-        if shared.state().conn.is_closed() {
-            // Our close (or the client's) has been sent: end the WebSocket too.
-            let _ = tokio::time::timeout(Duration::from_secs(2), async {
-                let _ = sink
-                    .send(Message::Close(Some(tungstenite::protocol::CloseFrame {
-                        code: CloseCode::Normal,
-                        reason: "".into(),
-                    })))
-                    .await;
-                // Wait for the client's close frame, discarding what comes before it.
+        if closed {
+            // Our close (or the client's) is queued: end the WebSocket too, and wait a
+            // bounded time for the client's close frame, discarding what comes before it.
+            let _ = writer.try_send(Message::Close(Some(tungstenite::protocol::CloseFrame {
+                code: CloseCode::Normal,
+                reason: "".into(),
+            })));
+            let by = Instant::now() + Duration::from_secs(2);
+            let _ = tokio::time::timeout_at(by, async {
                 while let Some(Ok(m)) = stream.next().await {
                     if m.is_close() {
                         break;
@@ -655,7 +649,7 @@ pub(crate) async fn drive<K, S>(
             .await;
             let mut st = shared.state();
             end(&mut st, "session closed");
-            return;
+            break by;
         }
         let idle_deadline = timing.idle.map(|i| last_heard + i);
         tokio::select! {
@@ -667,7 +661,7 @@ pub(crate) async fn drive<K, S>(
                         if let Err(e) = st.conn.handle_record(&record) {
                             debug!("QMux protocol error: {e}");
                         }
-                        dispatch_events(&mut st, &shared)
+                        dispatch_events(&mut st)
                     };
                     if let Some(s) = session.upgrade() {
                         deliver(&shared, &s, deliveries);
@@ -685,13 +679,25 @@ pub(crate) async fn drive<K, S>(
                         Some(f) => format!("WebSocket closed ({}): {}", u16::from(f.code), f.reason),
                         None => "WebSocket closed".to_owned(),
                     };
-                    return lost(why);
+                    lost(why);
+                    break Instant::now() + Duration::from_secs(1);
                 }
                 Some(Ok(_)) => last_heard = Instant::now(), // ping and pong
-                Some(Err(e)) => return lost(format!("WebSocket failed: {e}")),
-                None => return lost("connection lost".into()),
+                Some(Err(e)) => {
+                    lost(format!("WebSocket failed: {e}"));
+                    break Instant::now() + Duration::from_secs(1);
+                }
+                None => {
+                    lost("connection lost".into());
+                    break Instant::now();
+                }
             },
             () = shared.transmit.notified() => {}
+            () = writer.room(), if held.is_some() => {}
+            why = writer.failed() => {
+                lost(why);
+                break Instant::now();
+            }
             () = sleep_until(next_ping) => {
                 let mut st = shared.state();
                 let seq = st.conn.ping();
@@ -700,18 +706,21 @@ pub(crate) async fn drive<K, S>(
                 }
                 next_ping = timing.keep_alive.map(|k| Instant::now() + k);
             }
+            () = sleep_until(params_deadline) => {
+                let why = "the client sent no QMux transport parameters in time";
+                if let Some(f) = no_params.take() {
+                    f(why);
+                }
+                lost(why.into());
+                break Instant::now() + Duration::from_secs(1);
+            }
             () = sleep_until(idle_deadline) => {
-                return lost("idle timeout".into());
+                lost("idle timeout".into());
+                break Instant::now() + Duration::from_secs(1);
             }
         }
-    }
-}
-
-pub(crate) async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+    };
+    writer.finish(finished_by).await;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! WebSockets. Requests go through the same routes, origin policy and limits as
 //! WebTransport requests over HTTP/3.
 
+mod activity;
 mod forwarded;
 pub(crate) mod request;
 
@@ -21,7 +22,10 @@ use tokio::{net::TcpListener, sync::watch};
 use tokio_tungstenite::{tungstenite::protocol::WebSocketConfig, WebSocketStream};
 use tracing::debug;
 
-use self::request::{Answer, TcpRequest};
+use self::{
+    activity::{Activity, Expired, TrackedBody, WatchedIo},
+    request::{Answer, TcpRequest},
+};
 use crate::{
     handler::{check_declared_length, Body, HttpService, Progress},
     origin,
@@ -31,6 +35,9 @@ use crate::{
     session::Transport,
     ws::handshake,
 };
+
+/// The longest WebSocket frame header: 2 bytes, an 8-byte length, a 4-byte mask.
+const MAX_FRAME_HEADER: usize = 14;
 
 /// What one TCP connection's requests share.
 pub(crate) struct TcpConn {
@@ -42,6 +49,7 @@ pub(crate) struct TcpConn {
     pub(crate) tls: bool,
     refusals: Mutex<Allowance>,
     shutdown: watch::Sender<bool>,
+    activity: Arc<Activity>,
 }
 
 impl TcpConn {
@@ -131,6 +139,7 @@ async fn serve(
 ) {
     let deadline = server.limits.request_timeout;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let activity = Activity::new();
     let conn = Arc::new(TcpConn {
         _slot: slot,
         refusals: Mutex::new(Allowance::new(server.limits.max_refused_requests)),
@@ -138,7 +147,10 @@ async fn serve(
         remote,
         tls: tls.is_some(),
         shutdown,
+        activity: activity.clone(),
     });
+    let limits = &server.limits;
+    let (sessionless, write_timeout) = (limits.sessionless_timeout, limits.write_timeout);
     let service = hyper::service::service_fn(move |req| handle(conn.clone(), req));
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
@@ -159,12 +171,22 @@ async fn serve(
         .keep_alive_timeout(server.idle_timeout.unwrap_or(Duration::from_secs(20)));
     macro_rules! run {
         ($io:expr) => {{
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new($io), service);
+            // The deadline to the first request head runs from the end of the TLS handshake.
+            let activity = Activity::restart(&activity);
+            let io = WatchedIo::new($io, activity.clone());
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => { if let Err(e) = r { debug!(%remote, "HTTP connection: {e}") } return }
                 _ = closing.wait_for(|c| *c) => {}
                 _ = shutdown_rx.wait_for(|c| *c) => {}
+                why = activity.expired(deadline, sessionless, write_timeout) => {
+                    debug!(%remote, ?why, "closing the TCP connection");
+                    if why != Expired::Idle {
+                        // Nothing owed to a client that never asked or stopped reading.
+                        return;
+                    }
+                }
             }
             // GOAWAY on HTTP/2; on HTTP/1.1 the connection ends after the current request.
             conn.as_mut().graceful_shutdown();
@@ -272,7 +294,7 @@ impl std::fmt::Debug for HandshakeOutcome {
 pub struct UpgradedWebSocket {
     start: Option<request::Start>,
     config: WebSocketConfig,
-    timing: qmux::Timing,
+    timing: crate::ws::Timing,
     hold: Option<Arc<TcpConn>>,
 }
 
@@ -515,12 +537,14 @@ pub(crate) async fn handshake(
     };
     // tungstenite zero-fills its read buffer up front: its 128 KiB default was most of an
     // idle WebSocket's memory, and 16 KiB costs no throughput (it grows for larger frames).
+    // Its write buffer must take a whole frame of the largest message, header included, on
+    // top of what is already buffered, or a message near the limit fails to send.
     let config = WebSocketConfig::default()
         .read_buffer_size(16 * 1024)
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
         .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(1024 * 1024)
+        .max_write_buffer_size(64 * 1024 + max_message + MAX_FRAME_HEADER)
         .accept_unmasked_frames(no_masking);
     HandshakeOutcome::Upgrade {
         status: if h.http2 { 200 } else { 101 },
@@ -528,9 +552,11 @@ pub(crate) async fn handshake(
         socket: UpgradedWebSocket {
             start: Some(start),
             config,
-            timing: qmux::Timing {
+            timing: crate::ws::Timing {
                 keep_alive: server.keep_alive,
                 idle: server.idle_timeout,
+                write: server.limits.write_timeout,
+                params: server.limits.response_timeout,
             },
             hold: conn,
         },
@@ -604,8 +630,14 @@ async fn exchange(
 
 async fn handle(
     conn: Arc<TcpConn>,
-    mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+    req: Request<Incoming>,
+) -> Result<Response<TrackedBody>, Infallible> {
+    let busy = conn.activity.busy();
+    let response = respond(conn, req).await;
+    Ok(response.map(|body| TrackedBody::new(body, busy)))
+}
+
+async fn respond(conn: Arc<TcpConn>, mut req: Request<Incoming>) -> Response<Body> {
     let server = conn.server.clone();
     let http2 = req.version() == hyper::Version::HTTP_2;
     let headers = header_list(&req);
@@ -619,7 +651,7 @@ async fn handle(
             protocol.as_deref(),
             &headers,
         ) {
-            return Ok(exchange(&conn, service, req, &headers).await);
+            return exchange(&conn, service, req, &headers).await;
         }
     }
     let path = req
@@ -647,6 +679,7 @@ async fn handle(
         secure: conn.tls,
     };
     let on_upgrade = hyper::upgrade::on(&mut req);
+    let activity = conn.activity.clone();
     let outcome = handshake(&server, Some(conn), h).await;
     let (status, headers, body, socket) = match outcome {
         HandshakeOutcome::Respond {
@@ -670,7 +703,11 @@ async fn handle(
         }
     }
     if let Some(socket) = socket {
+        // The connection stays busy while the socket runs (an HTTP/2 connection carrying
+        // WebSockets is not idle).
+        let socket_busy = activity.busy();
         tokio::spawn(async move {
+            let _busy = socket_busy;
             match on_upgrade.await {
                 Ok(upgraded) => socket.run(TokioIo::new(upgraded)).await,
                 Err(e) => {
@@ -682,5 +719,5 @@ async fn handle(
             }
         });
     }
-    Ok(response)
+    response
 }

@@ -20,6 +20,9 @@ pub(crate) enum Start {
     Qmux {
         shared: Arc<QmuxShared>,
         session: Weak<SessionShared>,
+        /// For counting a session whose client never sends its transport parameters.
+        server: Weak<crate::server::ServerShared>,
+        remote: std::net::SocketAddr,
     },
     WebSocket {
         pending: ws::Pending,
@@ -28,13 +31,14 @@ pub(crate) enum Start {
 
 impl Start {
     /// Runs the session over a WebSocket's two halves until it ends.
-    pub(crate) async fn run<K, S>(self, sink: K, stream: S, timing: qmux::Timing)
+    pub(crate) async fn run<K, S>(self, sink: K, stream: S, timing: ws::Timing)
     where
         K: futures_util::Sink<
                 tokio_tungstenite::tungstenite::Message,
                 Error = tokio_tungstenite::tungstenite::Error,
             > + Unpin
-            + Send,
+            + Send
+            + 'static,
         S: futures_util::Stream<
                 Item = Result<
                     tokio_tungstenite::tungstenite::Message,
@@ -44,11 +48,21 @@ impl Start {
             + Send,
     {
         match self {
-            Start::Qmux { shared, session } => {
-                qmux::drive(shared, session, sink, stream, timing).await
+            Start::Qmux {
+                shared,
+                session,
+                server,
+                remote,
+            } => {
+                let no_params = move |why: &str| {
+                    if let Some(server) = server.upgrade() {
+                        server.counters.session_failed_to_start(remote, why);
+                    }
+                };
+                qmux::drive(shared, session, sink, stream, timing, no_params).await
             }
             Start::WebSocket { pending } => {
-                ws::drive(pending, sink, stream, timing.keep_alive, timing.idle).await
+                ws::drive(pending, sink, stream, timing).await
             }
         }
     }
@@ -56,7 +70,15 @@ impl Start {
     /// The upgrade never completed: the session ends as lost.
     pub(crate) fn fail(self, why: String) {
         match self {
-            Start::Qmux { session, .. } => {
+            Start::Qmux {
+                session,
+                server,
+                remote,
+                ..
+            } => {
+                if let Some(server) = server.upgrade() {
+                    server.counters.session_failed_to_start(remote, &why);
+                }
                 if let Some(s) = session.upgrade() {
                     s.set_closed(CloseInfo::connection_lost(why));
                 }
@@ -128,7 +150,11 @@ impl TcpRequest {
         }
     }
 
-    pub(crate) async fn accept_qmux(
+    /// Accepts a QMux session. Answers at once and never fails because of the client: a
+    /// client that left, or a session limit reached meanwhile, gives a session that is
+    /// already closed; a client that then sends no transport parameters within
+    /// `response_timeout` ends its session from the driver (counted and logged).
+    pub(crate) fn accept_qmux(
         &mut self,
         head: &RequestHead,
         protocol: Option<&str>,
@@ -142,10 +168,6 @@ impl TcpRequest {
             // chosen: QMux needs a token to answer with.
             return Err(RequestError::ProtocolRequired);
         }
-        let Some(slot) = server.reserve_session() else {
-            self.answer(503, &[]);
-            return Err(RequestError::TooManySessions);
-        };
         let shared = QmuxShared::new(qmux::config(&server.limits), head.remote);
         let (session, _commands) = SessionShared::new(
             head.id,
@@ -155,13 +177,21 @@ impl TcpRequest {
             &server.limits,
             server.runtime.clone(),
         );
+        let Some(slot) = server.reserve_session() else {
+            self.answer(503, &[]);
+            let why = "session limit reached: the client was answered 503";
+            server.counters.session_failed_to_start(head.remote, why);
+            session.set_closed(CloseInfo::refused(why));
+            return Ok(Session::new(session));
+        };
         slot.register(&session);
         let mut hold = Some((slot, ip));
         session.on_close(Box::new(move || drop(hold.take())));
-        let qmux_shared = shared.clone();
         let start = Start::Qmux {
             shared,
             session: Arc::downgrade(&session),
+            server: Arc::downgrade(&server),
+            remote: head.remote,
         };
         let answer = Answer::Accept {
             protocol_header,
@@ -172,33 +202,23 @@ impl TcpRequest {
             start,
         };
         if self.send(answer).is_err() {
-            session.set_closed(CloseInfo::connection_lost("the client went away".into()));
-            return Err(RequestError::ConnectionLost("the client went away".into()));
+            let why = "the client went away";
+            server.counters.session_failed_to_start(head.remote, why);
+            session.set_closed(CloseInfo::connection_lost(why.into()));
         }
-        let session = Session::new(session);
-        // Like an HTTP/3 session, a QMux session is handed over once the client's limits
-        // are known (its transport parameters are the first thing it sends), so that
-        // streams and datagrams work at once.
-        if !qmux_shared.connected(server.limits.response_timeout).await {
-            let why = "the client sent no QMux transport parameters in time".to_owned();
-            session.close(0, &why);
-            return Err(RequestError::ConnectionLost(why));
-        }
-        Ok(session)
+        Ok(Session::new(session))
     }
 
+    /// Accepts a plain WebSocket. Like [`accept_qmux`](Self::accept_qmux), never fails
+    /// because of the client.
     pub(crate) fn accept_websocket(
         &mut self,
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
         ip: Option<IpSessionToken>,
-    ) -> Result<WebSocket, RequestError> {
+    ) -> WebSocket {
         let server = self.server.clone();
-        let Some(slot) = server.reserve_session() else {
-            self.answer(503, &[]);
-            return Err(RequestError::TooManySessions);
-        };
         let pending = ws::pending(
             head.path.clone(),
             protocol.map(str::to_owned),
@@ -206,6 +226,13 @@ impl TcpRequest {
             server.limits.max_message_size,
         );
         let shared = pending.shared.clone();
+        let Some(slot) = server.reserve_session() else {
+            self.answer(503, &[]);
+            let why = "session limit reached: the client was answered 503";
+            server.counters.session_failed_to_start(head.remote, why);
+            pending.fail_with(1013, why);
+            return WebSocket::new(shared);
+        };
         slot.register_websocket(&shared);
         let mut hold = Some((slot, ip));
         shared.on_close(Box::new(move || drop(hold.take())));
@@ -222,9 +249,10 @@ impl TcpRequest {
             ..
         }) = self.send(answer)
         {
-            pending.fail("the client went away".into());
-            return Err(RequestError::ConnectionLost("the client went away".into()));
+            let why = "the client went away";
+            server.counters.session_failed_to_start(head.remote, why);
+            pending.fail(why.into());
         }
-        Ok(WebSocket::new(shared))
+        WebSocket::new(shared)
     }
 }

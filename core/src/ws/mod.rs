@@ -8,17 +8,21 @@
 //! queues, so a reader that stops reading stops the client (TCP backpressure).
 
 pub mod handshake;
+pub(crate) mod writer;
 
 use std::{
     net::SocketAddr,
-    sync::{Arc, Mutex, Weak},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, Weak,
+    },
     time::Duration,
 };
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use tokio::{
-    sync::{mpsc, watch},
+    sync::{mpsc, watch, Notify},
     time::Instant,
 };
 use tokio_tungstenite::tungstenite::{
@@ -97,15 +101,24 @@ fn truncate(reason: &str) -> &str {
     &reason[..end]
 }
 
-enum Outgoing {
-    Message(tungstenite::Message),
-    Close(u16, String),
-}
+/// Bytes of received messages that may wait for the application before the socket stops
+/// reading (one message is always let in, so a socket holds at most this plus one message
+/// of up to the limit, plus the one the codec is assembling).
+const QUEUE_BYTES: usize = 1024 * 1024;
+
+/// Messages that may wait for the application, whatever their size.
+const QUEUE_MESSAGES: usize = 16;
 
 /// What a WebSocket's handles share with its task.
 pub(crate) struct WsShared {
-    outgoing: mpsc::Sender<Outgoing>,
+    outgoing: mpsc::Sender<tungstenite::Message>,
     incoming: tokio::sync::Mutex<mpsc::Receiver<Message>>,
+    /// Bytes in `incoming`, and a wake-up for the task when the application took some.
+    queued_bytes: AtomicUsize,
+    room: Notify,
+    /// The first close asked for (by the application or the server's shutdown). Kept apart
+    /// from the outgoing queue so that a full queue never loses it.
+    close_request: watch::Sender<Option<(u16, String)>>,
     closed: watch::Sender<Option<WebSocketClose>>,
     pub(crate) path: String,
     pub(crate) protocol: Option<String>,
@@ -138,18 +151,39 @@ impl WsShared {
         });
     }
 
-    /// Starts closing with `code` and `reason` (the server shutting down, say).
+    /// Starts closing with `code` and `reason` (the server shutting down, say); only the
+    /// first close counts.
     pub(crate) fn close(&self, code: u16, reason: &str) {
-        let _ = self
-            .outgoing
-            .try_send(Outgoing::Close(code, truncate(reason).to_owned()));
+        self.close_request.send_if_modified(|slot| {
+            if slot.is_some() {
+                return false;
+            }
+            *slot = Some((code, truncate(reason).to_owned()));
+            true
+        });
+    }
+
+    /// Counts a received message's bytes into the queue toward the application.
+    fn queue(&self, len: usize) {
+        self.queued_bytes.fetch_add(len, Ordering::AcqRel);
+    }
+
+    /// The application took a message of `len` bytes.
+    fn dequeue(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        self.room.notify_one();
+    }
+
+    /// Whether the queue toward the application may take another message.
+    fn has_room(&self) -> bool {
+        self.queued_bytes.load(Ordering::Acquire) < QUEUE_BYTES
     }
 }
 
 /// The pieces a WebSocket needs before its socket exists.
 pub(crate) struct Pending {
     pub(crate) shared: Arc<WsShared>,
-    outgoing: mpsc::Receiver<Outgoing>,
+    outgoing: mpsc::Receiver<tungstenite::Message>,
     incoming: mpsc::Sender<Message>,
 }
 
@@ -169,6 +203,15 @@ impl Pending {
             initiator: CloseInitiator::Connection,
         });
     }
+
+    /// The server refused the WebSocket after `accept` (a limit): it ends with `code`.
+    pub(crate) fn fail_with(self, code: u16, why: &str) {
+        self.shared.set_closed(WebSocketClose {
+            code,
+            reason: why.to_owned(),
+            initiator: CloseInitiator::Local,
+        });
+    }
 }
 
 /// Makes a WebSocket whose task starts once the upgraded socket is there.
@@ -180,11 +223,14 @@ pub(crate) fn pending(
 ) -> Pending {
     // A few messages each way: enough to overlap work, few enough that a stalled reader
     // stalls the client instead of growing a queue.
-    let (out_tx, out_rx) = mpsc::channel(16);
-    let (in_tx, in_rx) = mpsc::channel(16);
+    let (out_tx, out_rx) = mpsc::channel(QUEUE_MESSAGES);
+    let (in_tx, in_rx) = mpsc::channel(QUEUE_MESSAGES);
     let shared = Arc::new(WsShared {
         outgoing: out_tx,
         incoming: tokio::sync::Mutex::new(in_rx),
+        queued_bytes: AtomicUsize::new(0),
+        room: Notify::new(),
+        close_request: watch::channel(None).0,
         closed: watch::channel(None).0,
         path,
         protocol,
@@ -267,7 +313,13 @@ impl WebSocket {
     pub async fn recv(&self) -> Result<Option<Message>, WebSocketError> {
         let mut rx = self.shared().incoming.lock().await;
         match rx.recv().await {
-            Some(m) => Ok(Some(m)),
+            Some(m) => {
+                self.shared().dequeue(match &m {
+                    Message::Text(t) => t.len(),
+                    Message::Binary(b) => b.len(),
+                });
+                Ok(Some(m))
+            }
             None => match self.shared().closed.borrow().clone() {
                 Some(c) if c.initiator != CloseInitiator::Connection => Ok(None),
                 _ => Err(self.closed_error()),
@@ -296,7 +348,7 @@ impl WebSocket {
         }
         self.shared()
             .outgoing
-            .send(Outgoing::Message(m))
+            .send(m)
             .await
             .map_err(|_| self.closed_error())
     }
@@ -347,15 +399,23 @@ pub(crate) fn close_code_for(e: &tungstenite::Error) -> u16 {
     }
 }
 
+/// How a TCP-side session's WebSocket is kept alive and given up on.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Timing {
+    /// Ping this often (QX_PING over QMux, which also measures the round-trip time).
+    pub(crate) keep_alive: Option<Duration>,
+    /// Close when nothing arrives for this long.
+    pub(crate) idle: Option<Duration>,
+    /// A write toward the client must complete within this time.
+    pub(crate) write: Duration,
+    /// A QMux client must send its transport parameters within this time.
+    pub(crate) params: Duration,
+}
+
 /// Runs a plain WebSocket until it ends.
-pub(crate) async fn drive<K, S>(
-    pending: Pending,
-    mut sink: K,
-    mut stream: S,
-    keep_alive: Option<Duration>,
-    idle: Option<Duration>,
-) where
-    K: futures_util::Sink<tungstenite::Message, Error = tungstenite::Error> + Unpin + Send,
+pub(crate) async fn drive<K, S>(pending: Pending, sink: K, mut stream: S, timing: Timing)
+where
+    K: futures_util::Sink<tungstenite::Message, Error = tungstenite::Error> + Unpin + Send + 'static,
     S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin + Send,
 {
     let Pending {
@@ -363,123 +423,123 @@ pub(crate) async fn drive<K, S>(
         mut outgoing,
         incoming,
     } = pending;
+    let writer = writer::Writer::spawn(sink, timing.write);
+    let mut close_requests = shared.close_request.subscribe();
     let mut last_heard = Instant::now();
-    let mut next_ping = keep_alive.map(|k| Instant::now() + k);
-    let mut closing: Option<(u16, String)> = None;
+    let mut next_ping = timing.keep_alive.map(|k| Instant::now() + k);
+    // Set when this side started closing: the code, the reason, whether the Close frame has
+    // been queued, and the moment past which the client's answer is no longer awaited
+    // (absolute: nothing the client sends moves it).
+    let mut closing: Option<(u16, String, bool, Instant)> = None;
     let mut incoming = Some(incoming);
     let weak: Weak<WsShared> = Arc::downgrade(&shared);
+    let lost = |reason: String| WebSocketClose {
+        code: 1006,
+        reason,
+        initiator: CloseInitiator::Connection,
+    };
     let outcome: WebSocketClose = loop {
-        let idle_deadline = idle.map(|i| last_heard + i);
-        let reading = incoming.as_ref().is_some_and(|tx| tx.capacity() > 0) || closing.is_some();
+        if closing.is_none() {
+            if let Some((code, reason)) = close_requests.borrow_and_update().clone() {
+                // Nothing more goes to the application; the close handshake follows.
+                incoming = None;
+                closing = Some((code, reason, false, Instant::now() + CLOSE_WAIT));
+                next_ping = None;
+            }
+        }
+        if let Some((code, reason, queued @ false, _)) = &mut closing {
+            let frame = CloseFrame {
+                code: CloseCode::from(*code),
+                reason: reason.clone().into(),
+            };
+            if writer.try_send(tungstenite::Message::Close(Some(frame))).is_ok() {
+                *queued = true;
+            }
+        }
+        let deadline = match &closing {
+            Some((.., by)) => Some(*by),
+            None => timing.idle.map(|i| last_heard + i),
+        };
+        let room = shared.has_room();
+        let reading = closing.is_some() || (room && incoming.as_ref().is_some_and(|tx| tx.capacity() > 0));
+        let sending = closing.is_none() && writer.has_room();
         tokio::select! {
             msg = stream.next(), if reading => match msg {
                 Some(Ok(tungstenite::Message::Text(t))) => {
                     last_heard = Instant::now();
                     if let Some(tx) = &incoming {
+                        shared.queue(t.len());
                         let _ = tx.try_send(Message::Text(t.as_str().to_owned()));
                     }
                 }
                 Some(Ok(tungstenite::Message::Binary(b))) => {
                     last_heard = Instant::now();
                     if let Some(tx) = &incoming {
+                        shared.queue(b.len());
                         let _ = tx.try_send(Message::Binary(b));
                     }
                 }
                 Some(Ok(tungstenite::Message::Close(frame))) => {
+                    // tungstenite queues its answer to the client's close; `finish` below
+                    // flushes it.
                     let (code, reason) = frame.map_or((1005, String::new()), |f| {
                         (u16::from(f.code), f.reason.as_str().to_owned())
                     });
-                    // tungstenite answers the client's close itself; flush that answer.
-                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.flush()).await;
-                    let initiator = if closing.is_some() {
-                        CloseInitiator::Local
-                    } else {
-                        CloseInitiator::Remote
+                    break match closing.take() {
+                        Some((code, reason, ..)) => WebSocketClose { code, reason, initiator: CloseInitiator::Local },
+                        None => WebSocketClose { code, reason, initiator: CloseInitiator::Remote },
                     };
-                    let (code, reason) = match &closing {
-                        Some((c, r)) => (*c, r.clone()),
-                        None => (code, reason),
-                    };
-                    break WebSocketClose { code, reason, initiator };
                 }
                 Some(Ok(_)) => last_heard = Instant::now(), // ping, pong, raw frames
                 Some(Err(e)) => {
                     let code = close_code_for(&e);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(tungstenite::Message::Close(Some(CloseFrame {
+                    let reason = e.to_string();
+                    let _ = writer.try_send(tungstenite::Message::Close(Some(CloseFrame {
                         code: CloseCode::from(code),
-                        reason: truncate(&e.to_string()).to_owned().into(),
-                    })))).await;
-                    break WebSocketClose {
-                        code,
-                        reason: e.to_string(),
-                        initiator: CloseInitiator::Remote,
-                    };
+                        reason: truncate(&reason).to_owned().into(),
+                    })));
+                    break WebSocketClose { code, reason, initiator: CloseInitiator::Remote };
                 }
-                None => break WebSocketClose {
-                    code: 1006,
-                    reason: "connection lost".into(),
-                    initiator: CloseInitiator::Connection,
-                },
+                None => break lost("connection lost".into()),
             },
-            out = outgoing.recv(), if closing.is_none() => match out {
-                Some(Outgoing::Message(m)) => {
-                    if let Err(e) = sink.send(m).await {
-                        break WebSocketClose {
-                            code: 1006,
-                            reason: format!("write failed: {e}"),
-                            initiator: CloseInitiator::Connection,
-                        };
-                    }
+            out = outgoing.recv(), if sending => {
+                if let Some(m) = out {
+                    // `sending` checked for room, and only this task queues messages.
+                    let _ = writer.try_send(m);
                 }
-                Some(Outgoing::Close(code, reason)) => {
-                    closing = Some((code, reason.clone()));
-                    // Nothing more goes to the application; the close handshake follows.
-                    incoming = None;
-                    let frame = CloseFrame { code: CloseCode::from(code), reason: reason.into() };
-                    if sink.send(tungstenite::Message::Close(Some(frame))).await.is_err() {
-                        break WebSocketClose {
-                            code,
-                            reason: closing.take().map(|c| c.1).unwrap_or_default(),
-                            initiator: CloseInitiator::Local,
-                        };
-                    }
-                    // A client that never answers the close is not waited on forever.
-                    last_heard = Instant::now();
-                    next_ping = None;
-                }
-                None => {}
-            },
-            () = crate::qmux::sleep_until(next_ping) => {
-                if sink.send(tungstenite::Message::Ping(Bytes::new())).await.is_err() {
-                    break WebSocketClose {
-                        code: 1006,
-                        reason: "connection lost".into(),
-                        initiator: CloseInitiator::Connection,
-                    };
-                }
-                next_ping = keep_alive.map(|k| Instant::now() + k);
             }
-            () = crate::qmux::sleep_until(if closing.is_some() { Some(last_heard + CLOSE_WAIT) } else { idle_deadline }) => {
+            () = writer.room(), if !sending && closing.is_none() => {}
+            () = shared.room.notified(), if !reading => {}
+            r = close_requests.changed(), if closing.is_none() => {
+                if r.is_err() {
+                    // Every handle and the shared state are gone: nobody can close any more.
+                    close_requests = watch::channel(None).1;
+                }
+            }
+            why = writer.failed() => break lost(why),
+            () = writer::sleep_until(next_ping) => {
+                let _ = writer.try_send(tungstenite::Message::Ping(Bytes::new()));
+                next_ping = timing.keep_alive.map(|k| Instant::now() + k);
+            }
+            () = writer::sleep_until(deadline) => {
                 match closing.take() {
-                    Some((code, reason)) => break WebSocketClose { code, reason, initiator: CloseInitiator::Local },
+                    Some((code, reason, ..)) => break WebSocketClose { code, reason, initiator: CloseInitiator::Local },
                     None => {
-                        let _ = tokio::time::timeout(Duration::from_secs(1), sink.send(tungstenite::Message::Close(Some(CloseFrame {
+                        let _ = writer.try_send(tungstenite::Message::Close(Some(CloseFrame {
                             code: CloseCode::Away,
                             reason: "idle timeout".into(),
-                        })))).await;
-                        break WebSocketClose {
-                            code: 1006,
-                            reason: "idle timeout".into(),
-                            initiator: CloseInitiator::Connection,
-                        };
+                        })));
+                        break lost("idle timeout".into());
                     }
                 }
             }
         }
     };
     drop(incoming);
-    let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+    // The session is over for the application now: its slots go before the socket's last
+    // bytes (bounded) do.
     if let Some(shared) = weak.upgrade() {
         shared.set_closed(outcome);
     }
+    writer.finish(Instant::now() + Duration::from_secs(1)).await;
 }

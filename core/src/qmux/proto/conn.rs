@@ -734,6 +734,7 @@ impl Connection {
         self.local_max = [p.initial_max_streams_bidi, p.initial_max_streams_uni];
         self.peer_max_data = p.initial_max_data;
         self.peer = Some(p);
+        self.recheck_queued_datagrams();
         // `Connected` is the signal to retry opens refused while waiting for these.
         self.open_blocked = [false; 2];
         self.events.push_back(Event::Connected);
@@ -1019,6 +1020,10 @@ impl Connection {
     }
 
     fn write_datagrams(&mut self, buf: &mut Vec<u8>, max: usize) {
+        if self.peer.is_none() {
+            // Whether the peer takes datagrams at all is not known yet.
+            return;
+        }
         while let Some(data) = self.datagrams.front() {
             // Cloning Bytes is a refcount bump, cheaper than un-wrapping the frame.
             if !self.put(buf, max, &Frame::Datagram(data.clone())) {
@@ -1406,15 +1411,16 @@ impl Connection {
 
     // ---------------------------------------------------------------- datagrams
 
-    /// Largest datagram payload `send_datagram` accepts, if the peer takes any.
+    /// Largest datagram payload `send_datagram` accepts, if the peer takes any. Before the
+    /// peer's transport parameters arrive this is the size the default parameters allow:
+    /// datagrams queued meanwhile are checked again when the real ones come.
     pub fn max_datagram_size(&self) -> Option<usize> {
-        let peer = self
-            .peer
-            .as_ref()
-            .filter(|p| p.max_datagram_frame_size > 0)?;
-        let limit = peer
-            .max_datagram_frame_size
-            .min(self.send_record_size() as u64);
+        let frame_size = match &self.peer {
+            Some(p) if p.max_datagram_frame_size == 0 => return None,
+            Some(p) => p.max_datagram_frame_size,
+            None => DEFAULT_MAX_RECORD_SIZE,
+        };
+        let limit = frame_size.min(self.send_record_size() as u64);
         // We send 0x31: a type byte, a length varint, then the payload. The
         // varint may be narrower than one sized for the whole room, which
         // leaves a few bytes to hand back to the payload.
@@ -1428,15 +1434,16 @@ impl Connection {
 
     /// Queues a datagram. When the send queue is full the oldest queued
     /// datagrams are dropped, since the freshest data is what datagram users want.
+    /// Datagrams queued before the peer's transport parameters wait for them; those the
+    /// parameters then rule out are dropped and counted as such.
     pub fn send_datagram(&mut self, data: Bytes) -> Result<(), DatagramError> {
         if self.closed {
             return Err(DatagramError::ConnectionClosed);
         }
-        let peer = self.peer.as_ref().ok_or(DatagramError::ParametersPending)?;
-        if peer.max_datagram_frame_size == 0 {
+        let Some(max) = self.max_datagram_size() else {
             return Err(DatagramError::Unsupported);
-        }
-        if data.len() > self.max_datagram_size().unwrap_or(0) {
+        };
+        if data.len() > max {
             return Err(DatagramError::TooLarge);
         }
         while self.datagrams_bytes + data.len() > self.config.datagram_send_buffer {
@@ -1449,6 +1456,15 @@ impl Connection {
         self.datagrams_bytes += data.len();
         self.datagrams.push_back(data);
         Ok(())
+    }
+
+    /// Drops queued datagrams the peer's parameters, now known, do not allow.
+    fn recheck_queued_datagrams(&mut self) {
+        let max = self.max_datagram_size().unwrap_or(0);
+        let before = self.datagrams.len();
+        self.datagrams.retain(|d| max > 0 && d.len() <= max);
+        self.datagrams_bytes = self.datagrams.iter().map(Bytes::len).sum();
+        self.stats.datagrams_dropped += (before - self.datagrams.len()) as u64;
     }
 
     // ---------------------------------------------------------------- liveness and close

@@ -127,13 +127,51 @@ fn transport_parameters_go_first() {
         vec![Frame::TransportParameters(c.local_params().clone())]
     );
     assert!(c.poll_transmit().is_none());
-    // Nothing that needs the peer's parameters works before they arrive.
+    // Opening waits for the peer's stream credit; a datagram is queued but not sent
+    // until the peer says whether it takes datagrams.
     assert_eq!(c.open(Dir::Bi), Err(OpenError::Blocked));
-    assert_eq!(
-        c.send_datagram("x".into()),
-        Err(DatagramError::ParametersPending)
-    );
-    assert_eq!(c.max_datagram_size(), None);
+    assert!(c.max_datagram_size().is_some());
+    assert_eq!(c.send_datagram("x".into()), Ok(()));
+    assert!(c.poll_transmit().is_none());
+}
+
+#[test]
+fn datagrams_queued_before_the_peers_parameters_follow_them() {
+    for peer_takes_datagrams in [true, false] {
+        let mut client = Connection::new(Side::Client, Config::default());
+        let server_config = Config {
+            max_datagram_frame_size: if peer_takes_datagrams { 1200 } else { 0 },
+            ..Config::default()
+        };
+        let mut server = Connection::new(Side::Server, server_config);
+        client.send_datagram("early".into()).unwrap();
+        client.send_datagram(vec![7; 4000].into()).unwrap();
+        // The client's parameters go out; nothing else until the server's arrive.
+        let first = client.poll_transmit().unwrap();
+        assert!(client.poll_transmit().is_none());
+        server.handle_record(&first).unwrap();
+        while let Some(r) = server.poll_transmit() {
+            client.handle_record(&r).unwrap();
+        }
+        while let Some(r) = client.poll_transmit() {
+            server.handle_record(&r).unwrap();
+        }
+        let got: Vec<Event> = std::iter::from_fn(|| server.poll_event())
+            .filter(|e| matches!(e, Event::Datagram(_)))
+            .collect();
+        if peer_takes_datagrams {
+            // The one too large for the peer's limit is dropped and counted.
+            assert_eq!(got, vec![Event::Datagram("early".into())]);
+            assert_eq!(client.stats().datagrams_dropped, 1);
+        } else {
+            assert!(got.is_empty());
+            assert_eq!(client.stats().datagrams_dropped, 2);
+            assert_eq!(
+                client.send_datagram("late".into()),
+                Err(DatagramError::Unsupported)
+            );
+        }
+    }
 }
 
 #[test]
