@@ -57,6 +57,10 @@ export interface Limits {
   maxRequestBody?: number;
   /** Milliseconds the `fetch` handler has to return a Response before the request gets 503 (30000). */
   handlerTimeout?: number;
+  /** The largest plain WebSocket message in bytes, received or sent; a larger one received closes with 1009 (1 MiB). */
+  maxMessageSize?: number;
+  /** Milliseconds a write toward a TCP-side client (WebSocket and QMux frames, an HTTP response) may take before the session or connection ends: a client that stops reading (20000). */
+  writeTimeout?: number;
 }
 
 /** The second argument of the `fetch` handler. */
@@ -266,6 +270,12 @@ export interface ServerStats {
   handshakesFailed: number;
   /** Sessions the application accepted. */
   sessionsAccepted: number;
+  /**
+   * Accepted sessions that ended before they started: the client left before the answer,
+   * a QMux client sent no transport parameters within `responseTimeout`, or `maxSessions`
+   * was reached after the request arrived. `accept()` resolves these already closed.
+   */
+  sessionsFailedToStart: number;
   /** Ordinary HTTP requests that reached the fetch handler. */
   httpRequests: number;
   /** Session and WebSocket requests the server answered itself, by status (400, 403, 404, 421, 429, 503). */

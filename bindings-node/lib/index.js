@@ -341,6 +341,8 @@ const LIMIT_NAMES = [
   'sessionlessTimeout',
   'maxRequestBody',
   'handlerTimeout',
+  'maxMessageSize',
+  'writeTimeout',
 ];
 
 const KNOWN_OPTIONS = new Set([
@@ -440,7 +442,7 @@ function nativeOptions(options) {
     out.limits = {};
     for (const key of Object.keys(o.limits)) {
       if (!LIMIT_NAMES.includes(key)) throw new TypeError(`unknown option limits.${key}`);
-      const max = key === 'sendWindow' || key === 'maxRequestBody' ? Number.MAX_SAFE_INTEGER : MAX_U32;
+      const max = key === 'sendWindow' || key === 'maxRequestBody' || key === 'maxMessageSize' ? Number.MAX_SAFE_INTEGER : MAX_U32;
       // A retry threshold of 0 means: always ask for address validation.
       const min = key === 'retryThreshold' ? 0 : 1;
       out.limits[key] = checkInt(`options.limits.${key}`, o.limits[key], min, max);
@@ -1653,6 +1655,7 @@ class Server {
       connectionsRefused: s.connectionsRefused,
       handshakesFailed: s.handshakesFailed,
       sessionsAccepted: s.sessionsAccepted,
+      sessionsFailedToStart: s.sessionsFailedToStart,
       httpRequests: s.httpRequests,
       requestsRefused: Object.fromEntries(s.requestsRefused.map(([status, count]) => [status, count])),
       toPrometheus: () => text,

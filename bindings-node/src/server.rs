@@ -63,6 +63,10 @@ pub struct NativeLimits {
     pub max_request_body: Option<f64>,
     /// Milliseconds the `fetch` handler has to answer.
     pub handler_timeout: Option<u32>,
+    /// The largest plain WebSocket message, in bytes.
+    pub max_message_size: Option<f64>,
+    /// Milliseconds a write toward a TCP-side client may take.
+    pub write_timeout: Option<u32>,
 }
 
 /// Options of [`listen`], already checked by the facade.
@@ -164,6 +168,12 @@ fn limits(l: Option<NativeLimits>) -> Limits {
     }
     if let Some(v) = l.sessionless_timeout {
         out.sessionless_timeout = ms(v);
+    }
+    if let Some(v) = l.write_timeout {
+        out.write_timeout = ms(v);
+    }
+    if let Some(v) = l.max_message_size {
+        out.max_message_size = v as usize;
     }
     if let Some(v) = l.max_sessions_per_connection {
         out.max_sessions_per_connection = v;
@@ -336,6 +346,7 @@ impl NativeServer {
             connections_refused: s.connections_refused as f64,
             handshakes_failed: s.handshakes_failed as f64,
             sessions_accepted: s.sessions_accepted as f64,
+            sessions_failed_to_start: s.sessions_failed_to_start as f64,
             http_requests: s.http_requests as f64,
             requests_refused: s
                 .requests_refused
@@ -552,6 +563,8 @@ pub struct NativeServerStats {
     pub handshakes_failed: f64,
     /// Sessions accepted since the start.
     pub sessions_accepted: f64,
+    /// Accepted sessions that ended before they started.
+    pub sessions_failed_to_start: f64,
     /// Ordinary HTTP requests that reached the handler.
     pub http_requests: f64,
     /// `[status, count]` pairs of requests the server refused itself.

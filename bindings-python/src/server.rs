@@ -216,6 +216,8 @@ fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> 
             "response_timeout_ms" => limits.response_timeout = Duration::from_millis(v),
             "sessionless_timeout_ms" => limits.sessionless_timeout = Duration::from_millis(v),
             "handler_timeout_ms" => limits.handler_timeout = Duration::from_millis(v),
+            "write_timeout_ms" => limits.write_timeout = Duration::from_millis(v),
+            "max_message_size" => limits.max_message_size = fit(&name, v)?,
             "max_request_body" => limits.max_request_body = v,
             other => {
                 return Err(PyValueError::new_err(format!(
@@ -349,7 +351,7 @@ impl Server {
 
     /// The server's counters: `(connections, sessions, connections_accepted,
     /// connections_refused, handshakes_failed, sessions_accepted, http_requests,
-    /// [(status, count)], prometheus_text)`.
+    /// [(status, count)], prometheus_text, sessions_failed_to_start)`.
     #[allow(clippy::type_complexity)]
     fn stats(
         &self,
@@ -363,6 +365,7 @@ impl Server {
         u64,
         Vec<(u16, u64)>,
         String,
+        u64,
     ) {
         let s = self.inner.stats();
         (
@@ -375,6 +378,7 @@ impl Server {
             s.http_requests,
             s.requests_refused.iter().map(|(k, v)| (*k, *v)).collect(),
             s.to_prometheus(),
+            s.sessions_failed_to_start,
         )
     }
 

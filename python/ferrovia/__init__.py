@@ -1201,7 +1201,7 @@ class Server:
         """The server's counters: what it admitted, refused and answered itself (each such
         refusal is also logged at INFO on the ``ferrovia`` logger with its reason).
         ``server.stats().to_prometheus()`` is the text for a ``/metrics`` route."""
-        conns, sessions, accepted, refused, failed, sessions_total, http, by_status, text = self._inner.stats()
+        conns, sessions, accepted, refused, failed, sessions_total, http, by_status, text, lost = self._inner.stats()
         return ServerStats(
             connections=conns,
             sessions=sessions,
@@ -1209,6 +1209,7 @@ class Server:
             connections_refused=refused,
             handshakes_failed=failed,
             sessions_accepted=sessions_total,
+            sessions_failed_to_start=lost,
             http_requests=http,
             requests_refused=dict(by_status),
             prometheus=text,
@@ -1531,7 +1532,7 @@ class Serving:
             await self._server.close()
 
 
-_LIMIT_SECONDS = ("request_timeout", "response_timeout", "sessionless_timeout", "handler_timeout")
+_LIMIT_SECONDS = ("request_timeout", "response_timeout", "sessionless_timeout", "handler_timeout", "write_timeout")
 
 
 def _limits_dict(limits: Limits | None) -> dict[str, int]:

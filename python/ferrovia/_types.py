@@ -62,6 +62,11 @@ class ServerStats:
     """QUIC or TLS handshakes that failed or timed out."""
     sessions_accepted: int
     """Sessions the application accepted."""
+    sessions_failed_to_start: int
+    """Accepted sessions that ended before they started: the client left before the
+    answer, a QMux client sent no transport parameters within ``response_timeout``, or
+    ``max_sessions`` was reached after the request arrived. ``accept()`` returns these
+    already closed."""
     http_requests: int
     """Ordinary HTTP requests that reached the ASGI application."""
     requests_refused: dict[int, int]
@@ -143,3 +148,10 @@ class Limits:
     413 before the ASGI application runs; a streamed one is cut off at the limit."""
     handler_timeout: float | None = None
     """Seconds the ASGI application has to start its response (30); then 503."""
+    max_message_size: int | None = None
+    """The largest plain WebSocket message in bytes, received or sent (1 MiB); a larger one
+    received closes the WebSocket with 1009."""
+    write_timeout: float | None = None
+    """Seconds a write toward a TCP-side client (WebSocket and QMux frames, an HTTP
+    response) may take before the session or connection ends: a client that stops reading
+    (20)."""
