@@ -47,6 +47,9 @@ FERROVIA_ECHO_BIN="$(command -v node)" FERROVIA_ECHO_ARGS="examples/node/echo.mj
 echo "== Python package: pip install . into .venv, mypy --strict, pytest (aioquic, browsers)"
 bash scripts/test-python.sh
 
+echo "== Conformance: Autobahn|Testsuite against the Node and Python WebSocket echo; h2spec against the Node server"
+bash scripts/conformance.sh
+
 echo "== Demo, cert command and examples (Node, Rust, Python) in Chromium and Firefox"
 FERROVIA_PYTHON="$PWD/.venv/bin/python" node --test --test-concurrency=1 tests/demo/
 

@@ -130,6 +130,38 @@ pub(crate) struct Counters {
     sessions_failed_to_start: AtomicU64,
     http_requests: AtomicU64,
     requests_refused: Mutex<BTreeMap<u16, u64>>,
+    refusal_log: Mutex<LogBudget>,
+}
+
+/// At most this many refusals are logged per second; the rest are counted and summed up in
+/// the next line that is logged, so a flood of refused requests cannot flood the log.
+const REFUSALS_LOGGED_PER_SECOND: u32 = 20;
+
+#[derive(Default)]
+struct LogBudget {
+    window: Option<std::time::Instant>,
+    logged: u32,
+    suppressed: u64,
+}
+
+impl LogBudget {
+    /// Whether to log one more line now, and how many were left out before it.
+    fn take(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .window
+            .is_none_or(|w| now.duration_since(w) >= std::time::Duration::from_secs(1))
+        {
+            self.window = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= REFUSALS_LOGGED_PER_SECOND {
+            self.suppressed += 1;
+            return None;
+        }
+        self.logged += 1;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Counters {
@@ -175,7 +207,18 @@ impl Counters {
             .unwrap_or_else(|e| e.into_inner())
             .entry(status)
             .or_default() += 1;
-        info!(status, reason, path, %remote, "request refused");
+        let budget = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        match budget {
+            Some(0) => info!(status, reason, path, %remote, "request refused"),
+            Some(suppressed) => {
+                info!(status, reason, path, %remote, suppressed, "request refused (and {suppressed} more not logged)")
+            }
+            None => {}
+        }
     }
 
     pub(crate) fn snapshot(&self, connections: usize, sessions: usize) -> ServerStats {
@@ -243,5 +286,22 @@ mod tests {
             let name = line.split(['{', ' ']).next().unwrap();
             assert!(text.contains(&format!("# TYPE {name} ")), "{name}");
         }
+    }
+}
+
+#[cfg(test)]
+mod log_budget_tests {
+    use super::*;
+
+    #[test]
+    fn refusal_logs_are_rate_limited_and_count_what_they_leave_out() {
+        let mut budget = LogBudget::default();
+        let logged: Vec<_> = (0..50).map(|_| budget.take()).collect();
+        assert_eq!(logged.iter().filter(|l| l.is_some()).count(), 20);
+        assert_eq!(budget.suppressed, 30);
+        // A new window logs again and reports the 30 left out.
+        budget.window = Some(std::time::Instant::now() - std::time::Duration::from_secs(2));
+        assert_eq!(budget.take(), Some(30));
+        assert_eq!(budget.take(), Some(0));
     }
 }

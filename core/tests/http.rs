@@ -33,7 +33,7 @@ fn reply(status: u16, body: impl Into<Body>) -> http::Response<Body> {
         .unwrap()
 }
 
-/// Routes: `/version` the HTTP version; `/hang` never answers; `/panic` panics; `/sleep`
+/// Routes: `/version` the HTTP version; `/host` the `Host` header and the target's authority; `/hang` never answers; `/panic` panics; `/sleep`
 /// answers after a second; `/body` reads the body (200 and its length, or the status of
 /// what went wrong: 413 too large, 408 quiet, 400 abandoned); anything else answers 404.
 /// Every call is counted.
@@ -44,6 +44,14 @@ fn service(calls: Arc<AtomicUsize>) -> HttpService {
             calls.fetch_add(1, Ordering::SeqCst);
             match request.uri().path() {
                 "/version" => reply(200, version(request.version())),
+                "/host" => {
+                    let host = request
+                        .headers()
+                        .get("host")
+                        .map_or("-", |h| h.to_str().unwrap_or("?"));
+                    let target = request.uri().authority().map_or("-", |a| a.as_str());
+                    reply(200, format!("host={host} target={target}"))
+                }
                 "/hang" => std::future::pending().await,
                 "/panic" => panic!("on purpose"),
                 "/sleep" => {
@@ -540,4 +548,40 @@ async fn oversized_request_headers_get_431_on_every_version() {
         4,
         "the handler never saw the oversized ones"
     );
+}
+
+/// RFC 9112 §3.2.2: an absolute-form target's authority wins over a foreign `Host`, which
+/// the application never sees; RFC 9113 §8.3.1: an HTTP/2 `host` that disagrees with
+/// `:authority` makes the request malformed (400), and it never reaches the handler.
+#[tokio::test]
+async fn the_request_targets_authority_wins_over_a_foreign_host() {
+    let (server, calls) = start_site(|_| {});
+    let port = server.tcp_addr().port();
+    let mut tls = tls_connect(&server, &["http/1.1"]).await;
+    tls.write_all(
+        format!("GET https://localhost:{port}/host HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with(&format!("host=localhost:{port} target=localhost:{port}")),
+        "{answer}"
+    );
+    let before = calls.load(Ordering::SeqCst);
+    let tls = tls_connect(&server, &["h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .uri(format!("https://localhost:{port}/host"))
+        .header("host", "evil.example")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(request, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 400);
+    assert_eq!(calls.load(Ordering::SeqCst), before, "the malformed request reached the handler");
 }

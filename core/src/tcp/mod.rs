@@ -593,7 +593,18 @@ async fn exchange(
             .find(|(k, _)| k == "host")
             .map_or("", |(_, v)| v.as_str()),
     };
-    let mut response = if !origin::authority_allowed(authority, |h| server.is_own_host(h)) {
+    let host = headers
+        .iter()
+        .find(|(k, _)| k == "host")
+        .map(|(_, v)| v.as_str());
+    // RFC 9113 §8.3.1: an HTTP/2 request whose `host` disagrees with `:authority` is
+    // malformed.
+    let h2_mismatch = req.version() == hyper::Version::HTTP_2
+        && req.uri().authority().is_some()
+        && host.is_some_and(|h| !h.eq_ignore_ascii_case(authority));
+    let mut response = if h2_mismatch {
+        text(400, "host and :authority disagree\n")
+    } else if !origin::authority_allowed(authority, |h| server.is_own_host(h)) {
         text(421, "misdirected request\n")
     } else if let Some(too_large) = check_declared_length(req.headers(), limits.max_request_body) {
         too_large
@@ -612,6 +623,12 @@ async fn exchange(
         });
         if let Some(uri) = absolute {
             *req.uri_mut() = uri;
+        } else if let Some(target) = req.uri().authority().map(|a| a.as_str().to_owned()) {
+            // RFC 9112 §3.2.2: with a request target in absolute form, its authority wins
+            // and a different `Host` is ignored: the application sees the target's.
+            if let Ok(v) = hyper::header::HeaderValue::from_str(&target) {
+                req.headers_mut().insert(hyper::header::HOST, v);
+            }
         }
         req.extensions_mut().insert::<SocketAddr>(remote);
         server.counters.http_request();
