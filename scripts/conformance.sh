@@ -32,7 +32,7 @@ PYTHON=${FERROVIA_PYTHON:-$ROOT/.venv/bin/python}
 SERVERS=${FERROVIA_CONFORMANCE_SERVERS:-node python}
 AUTOBAHN_CASES=${AUTOBAHN_CASES:-'["*"]'}
 AUTOBAHN_TIMEOUT=${AUTOBAHN_TIMEOUT:-1800}
-H2SPEC_VERSION=v2.2.1
+H2SPEC_VERSION=v2.2.1+incompatible
 
 suites=("$@")
 [ ${#suites[@]} -gt 0 ] || suites=(autobahn h2spec)
