@@ -46,6 +46,12 @@ pub struct SessionRequest {
     pub(crate) inner: Inner,
 }
 
+/// Why a session accepted after its client left ends at once.
+pub(crate) const CLIENT_LEFT: &str = "the client went away";
+
+/// Why a session accepted after the session limit was reached ends at once.
+pub(crate) const SESSION_LIMIT: &str = "session limit reached: the client was answered 503";
+
 /// What every request has, whatever carried it.
 pub(crate) struct RequestHead {
     pub(crate) id: u64,

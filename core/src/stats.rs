@@ -185,7 +185,8 @@ impl Counters {
 
     /// An accepted session that ended before it started, and why.
     pub(crate) fn session_failed_to_start(&self, remote: SocketAddr, why: &str) {
-        self.sessions_failed_to_start.fetch_add(1, Ordering::Relaxed);
+        self.sessions_failed_to_start
+            .fetch_add(1, Ordering::Relaxed);
         info!(%remote, reason = why, "session ended before it started");
     }
 

@@ -583,5 +583,9 @@ async fn the_request_targets_authority_wins_over_a_foreign_host() {
         .unwrap();
     let (response, _) = client.send_request(request, true).unwrap();
     assert_eq!(response.await.unwrap().status(), 400);
-    assert_eq!(calls.load(Ordering::SeqCst), before, "the malformed request reached the handler");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "the malformed request reached the handler"
+    );
 }

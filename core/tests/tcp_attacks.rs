@@ -14,21 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{protocol::WebSocketConfig, Message};
 use web_transport_trait::Session as _;
 
-/// Reads until the peer closes the connection (or `within` passes: then panics).
-async fn wait_closed_by_server(io: &mut (impl tokio::io::AsyncRead + Unpin), within: Duration, what: &str) {
-    let mut b = vec![0u8; 64 * 1024];
-    let r = tokio::time::timeout(within, async {
-        loop {
-            match io.read(&mut b).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await;
-    assert!(r.is_ok(), "{what}: still open after {within:?}");
-}
-
 async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     for _ in 0..200 {
         if f() {
@@ -40,7 +25,9 @@ async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 }
 
 fn upgrade_head(srv: &TestServer, path: &str, protocol: Option<&str>) -> String {
-    let protocol = protocol.map_or(String::new(), |p| format!("Sec-WebSocket-Protocol: {p}\r\n"));
+    let protocol = protocol.map_or(String::new(), |p| {
+        format!("Sec-WebSocket-Protocol: {p}\r\n")
+    });
     format!(
         "GET {path} HTTP/1.1\r\nHost: localhost:{}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n",
@@ -72,7 +59,9 @@ async fn accept_never_fails_when_the_client_left_before_the_answer() {
             Transport::Qmux => {
                 let session = request.accept().await;
                 let session = session.expect("accept must not fail because the client left");
-                let info = tokio::time::timeout(TIMEOUT, session.closed()).await.unwrap();
+                let info = tokio::time::timeout(TIMEOUT, session.closed())
+                    .await
+                    .unwrap();
                 assert_eq!(info.initiator, CloseInitiator::Connection, "{info}");
             }
             Transport::WebSocket => {
@@ -107,7 +96,9 @@ async fn accept_never_fails_when_the_client_left_before_the_answer() {
     conn.close(0u32.into(), b"bye");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let session = request.accept().await.expect("accept must not fail");
-    let info = tokio::time::timeout(TIMEOUT, session.closed()).await.unwrap();
+    let info = tokio::time::timeout(TIMEOUT, session.closed())
+        .await
+        .unwrap();
     assert_eq!(info.initiator, CloseInitiator::Connection, "{info}");
     assert!(srv.server.stats().sessions_failed_to_start >= 3);
     eventually("sessions left open", || srv.server.session_count() == 0).await;
@@ -158,7 +149,11 @@ async fn qmux_accept_answers_at_once_and_silent_clients_end_by_themselves() {
             let request = route.accept().await.unwrap();
             let t = Instant::now();
             let session = request.accept().await.unwrap();
-            assert!(t.elapsed() < Duration::from_millis(200), "accept waited {:?}", t.elapsed());
+            assert!(
+                t.elapsed() < Duration::from_millis(200),
+                "accept waited {:?}",
+                t.elapsed()
+            );
             sessions.push(session);
         }
         sessions
@@ -168,14 +163,23 @@ async fn qmux_accept_answers_at_once_and_silent_clients_end_by_themselves() {
     let (ws, served) = tokio::join!(ws_h1(&srv, "/q", &["qmux-02"], &[]), async {
         route.accept().await.unwrap().accept().await.unwrap()
     });
-    let client = qmux::ws::Upgraded::new(ws.unwrap().0).with_alpn("qmux-02").connect();
+    let client = qmux::ws::Upgraded::new(ws.unwrap().0)
+        .with_alpn("qmux-02")
+        .connect();
     let mut send = client.open_uni().await.unwrap();
-    web_transport_trait::SendStream::write_all(&mut send, b"hi").await.unwrap();
+    web_transport_trait::SendStream::write_all(&mut send, b"hi")
+        .await
+        .unwrap();
     web_transport_trait::SendStream::finish(&mut send).unwrap();
-    let mut uni = tokio::time::timeout(TIMEOUT, served.accept_uni()).await.unwrap().unwrap();
+    let mut uni = tokio::time::timeout(TIMEOUT, served.accept_uni())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(uni.read_to_end(16).await.unwrap(), b"hi");
     for s in &sessions {
-        let info = tokio::time::timeout(Duration::from_secs(5), s.closed()).await.expect("a silent QMux session stayed open");
+        let info = tokio::time::timeout(Duration::from_secs(5), s.closed())
+            .await
+            .expect("a silent QMux session stayed open");
         assert!(info.reason.contains("transport parameters"), "{info}");
     }
     assert!(served.close_info().is_none(), "the bystander was closed");
@@ -200,7 +204,10 @@ async fn silent_and_idle_tcp_connections_are_closed() {
         silent.push(tls_connect(&srv, &["h2", "http/1.1"]).await);
     }
     let mut preface = tls_connect(&srv, &["h2"]).await;
-    preface.write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..23]).await.unwrap();
+    preface
+        .write_all(&b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..23])
+        .await
+        .unwrap();
     for s in &mut silent {
         wait_closed_by_server(s, Duration::from_secs(5), "a silent TLS connection").await;
     }
@@ -214,26 +221,56 @@ async fn silent_and_idle_tcp_connections_are_closed() {
         .await
         .expect("an idle HTTP/2 connection was kept open")
         .ok();
-    assert!(t.elapsed() >= Duration::from_millis(700), "closed too early: {:?}", t.elapsed());
+    assert!(
+        t.elapsed() >= Duration::from_millis(700),
+        "closed too early: {:?}",
+        t.elapsed()
+    );
     // HTTP/1.1 keep-alive after one answered request.
     let mut tls = tls_connect(&srv, &["http/1.1"]).await;
-    tls.write_all(format!("GET /nothing HTTP/1.1\r\nHost: localhost:{}\r\n\r\n", srv.addr.port()).as_bytes())
-        .await
-        .unwrap();
+    tls.write_all(
+        format!(
+            "GET /nothing HTTP/1.1\r\nHost: localhost:{}\r\n\r\n",
+            srv.addr.port()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut first = [0u8; 12];
     tls.read_exact(&mut first).await.unwrap();
     assert_eq!(&first, b"HTTP/1.1 404");
-    wait_closed_by_server(&mut tls, Duration::from_secs(5), "an idle keep-alive connection").await;
-    eventually("connections left open", || srv.server.connection_count() == 0).await;
+    wait_closed_by_server(
+        &mut tls,
+        Duration::from_secs(5),
+        "an idle keep-alive connection",
+    )
+    .await;
+    eventually("connections left open", || {
+        srv.server.connection_count() == 0
+    })
+    .await;
     // The server still serves.
     let route = srv.server.route("/ws").unwrap();
     route.allow_websockets();
     let (client, server_ws) = tokio::join!(ws_h1(&srv, "/ws", &[], &[]), async {
-        route.accept().await.unwrap().accept_websocket().await.unwrap()
+        route
+            .accept()
+            .await
+            .unwrap()
+            .accept_websocket()
+            .await
+            .unwrap()
     });
     let (mut client, _) = client.unwrap();
-    server_ws.send(WebSocketMessage::Text("still here".into())).await.unwrap();
-    assert_eq!(client.next().await.unwrap().unwrap(), Message::text("still here"));
+    server_ws
+        .send(WebSocketMessage::Text("still here".into()))
+        .await
+        .unwrap();
+    assert_eq!(
+        client.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
 }
 
 /// A WebSocket over HTTP/2 whose client grants no stream window: the server's writes park,
@@ -264,37 +301,62 @@ async fn a_client_that_stops_reading_loses_its_session_within_the_write_timeout(
         .extensions_mut()
         .insert(h2::ext::Protocol::from_static("websocket"));
     let (response, send) = client.send_request(request, false).unwrap();
-    let ws = route.accept().await.unwrap().accept_websocket().await.unwrap();
+    let ws = route
+        .accept()
+        .await
+        .unwrap()
+        .accept_websocket()
+        .await
+        .unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
     let t = Instant::now();
     let sender = {
         let ws = ws.clone();
         let big = big.clone();
-        tokio::spawn(async move { while ws.send(WebSocketMessage::Binary(big.clone())).await.is_ok() {} })
+        tokio::spawn(async move {
+            while ws.send(WebSocketMessage::Binary(big.clone())).await.is_ok() {}
+        })
     };
-    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed()).await.expect("the stalled session stayed open");
+    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed())
+        .await
+        .expect("the stalled session stayed open");
     assert_eq!(info.code, 1006);
     assert!(info.reason.contains("not reading"), "{info:?}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     sender.await.unwrap();
     // HTTP/1.1, never read; the application closes while its writes are parked.
     let mut tls = tls_connect(&srv, &["http/1.1"]).await;
-    tls.write_all(upgrade_head(&srv, "/ws", None).as_bytes()).await.unwrap();
-    let ws = route.accept().await.unwrap().accept_websocket().await.unwrap();
+    tls.write_all(upgrade_head(&srv, "/ws", None).as_bytes())
+        .await
+        .unwrap();
+    let ws = route
+        .accept()
+        .await
+        .unwrap()
+        .accept_websocket()
+        .await
+        .unwrap();
     let sender = {
         let ws = ws.clone();
-        tokio::spawn(async move { while ws.send(WebSocketMessage::Binary(big.clone())).await.is_ok() {} })
+        tokio::spawn(async move {
+            while ws.send(WebSocketMessage::Binary(big.clone())).await.is_ok() {}
+        })
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     let t = Instant::now();
     ws.close(4000, "bye").unwrap();
-    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed()).await.expect("close did not work on a stalled socket");
+    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed())
+        .await
+        .expect("close did not work on a stalled socket");
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     assert!(matches!(info.code, 4000 | 1006), "{info:?}");
     sender.await.unwrap();
     drop((tls, client, send));
     eventually("sessions left open", || srv.server.session_count() == 0).await;
-    eventually("connections left open", || srv.server.connection_count() == 0).await;
+    eventually("connections left open", || {
+        srv.server.connection_count() == 0
+    })
+    .await;
 }
 
 /// A client that ignores the server's Close and pings every 300 ms cannot hold the
@@ -306,13 +368,23 @@ async fn the_close_wait_is_absolute_and_a_close_is_never_dropped() {
     let route = srv.server.route("/ws").unwrap();
     route.allow_websockets();
     let (client, ws) = tokio::join!(ws_h1(&srv, "/ws", &[], &[]), async {
-        route.accept().await.unwrap().accept_websocket().await.unwrap()
+        route
+            .accept()
+            .await
+            .unwrap()
+            .accept_websocket()
+            .await
+            .unwrap()
     });
     let (client, _) = client.unwrap();
     let (mut tx, mut rx) = client.split();
     let pinger = tokio::spawn(async move {
         loop {
-            if tx.send(Message::Ping(Bytes::from_static(b"p"))).await.is_err() {
+            if tx
+                .send(Message::Ping(Bytes::from_static(b"p")))
+                .await
+                .is_err()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(300)).await;
@@ -323,15 +395,29 @@ async fn the_close_wait_is_absolute_and_a_close_is_never_dropped() {
     let reader = tokio::spawn(async move { while let Some(Ok(_)) = rx.next().await {} });
     let t = Instant::now();
     ws.close(4001, "go").unwrap();
-    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed()).await.unwrap();
+    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed())
+        .await
+        .unwrap();
     assert_eq!((info.code, info.initiator), (4001, CloseInitiator::Local));
-    assert!(t.elapsed() < Duration::from_secs(4), "close wait {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "close wait {:?}",
+        t.elapsed()
+    );
     pinger.abort();
     reader.abort();
     // A full outgoing queue toward a client that never reads: the close still happens.
     let mut tls = tls_connect(&srv, &["http/1.1"]).await;
-    tls.write_all(upgrade_head(&srv, "/ws", None).as_bytes()).await.unwrap();
-    let ws = route.accept().await.unwrap().accept_websocket().await.unwrap();
+    tls.write_all(upgrade_head(&srv, "/ws", None).as_bytes())
+        .await
+        .unwrap();
+    let ws = route
+        .accept()
+        .await
+        .unwrap()
+        .accept_websocket()
+        .await
+        .unwrap();
     let filler = {
         let ws = ws.clone();
         tokio::spawn(async move {
@@ -341,7 +427,9 @@ async fn the_close_wait_is_absolute_and_a_close_is_never_dropped() {
     };
     tokio::time::sleep(Duration::from_millis(500)).await;
     ws.close(4002, "full").unwrap();
-    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed()).await.expect("the close was lost");
+    let info = tokio::time::timeout(Duration::from_secs(10), ws.closed())
+        .await
+        .expect("the close was lost");
     assert_eq!(info.code, 4002, "{info:?}");
     filler.await.unwrap();
     drop(tls);
@@ -370,17 +458,28 @@ async fn messages_up_to_the_limit_arrive_and_larger_ones_close_with_1009() {
     });
     let tls = tls_connect(&srv, &["http/1.1"]).await;
     let url = format!("wss://localhost:{}/ws", srv.addr.port());
-    let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
-    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(config)).await.unwrap();
+    let config = WebSocketConfig::default()
+        .max_message_size(None)
+        .max_frame_size(None);
+    let (mut ws, _) = tokio_tungstenite::client_async_with_config(url, tls, Some(config))
+        .await
+        .unwrap();
     for size in [limit - 6, limit] {
         let body = data(size, size as u64);
         ws.send(Message::binary(body.clone())).await.unwrap();
-        match tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap().unwrap().unwrap() {
+        match tokio::time::timeout(TIMEOUT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
             Message::Binary(b) => assert_eq!(sha256(&b), sha256(&body), "{size}"),
             other => panic!("{size}: {other:?}"),
         }
     }
-    ws.send(Message::binary(vec![0u8; limit + 1])).await.unwrap();
+    ws.send(Message::binary(vec![0u8; limit + 1]))
+        .await
+        .unwrap();
     match tokio::time::timeout(TIMEOUT, ws.next()).await.unwrap() {
         Some(Ok(Message::Close(Some(f)))) => {
             assert_eq!(u16::from(f.code), 1009);

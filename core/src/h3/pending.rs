@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
 use crate::{
-    request::{encode_response, sf_string, RequestHead},
+    request::{encode_response, sf_string, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
     server::IpSessionToken,
     session::{Backend, CloseInfo, Session},
 };
@@ -66,7 +66,7 @@ impl H3Request {
         };
         // Taken only by `poll_abandoned`: the client gave up before the answer.
         let Some((mut send, recv)) = self.streams.take() else {
-            return closed(CloseInfo::connection_lost("the client went away".into()));
+            return closed(CloseInfo::connection_lost(CLIENT_LEFT.into()));
         };
         let timeout = conn.server.limits.response_timeout;
         let Some(slot) = conn.reserve_session() else {
@@ -75,9 +75,7 @@ impl H3Request {
             send_and_finish(&conn.runtime, send, block.into(), timeout);
             conn.forget_request(session_id);
             conn.note_refusal();
-            return closed(CloseInfo::refused(
-                "session limit reached: the client was answered 503",
-            ));
+            return closed(CloseInfo::refused(SESSION_LIMIT));
         };
         let field_refs: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let mut block = Vec::new();

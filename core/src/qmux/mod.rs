@@ -608,10 +608,7 @@ pub(crate) async fn drive<K, S>(
         // Everything the machine has to say goes to the writer first, as far as it has room.
         let (deliveries, closed) = {
             let mut st = shared.state();
-            loop {
-                let Some(r) = held.take().or_else(|| st.conn.poll_transmit()) else {
-                    break;
-                };
+            while let Some(r) = held.take().or_else(|| st.conn.poll_transmit()) {
                 if let Err(Message::Binary(r)) = writer.try_send(Message::Binary(r.into())) {
                     held = Some(r.into());
                     break;
@@ -626,7 +623,10 @@ pub(crate) async fn drive<K, S>(
             if params_deadline.is_some() && st.conn.peer_params().is_some() {
                 params_deadline = None;
             }
-            (dispatch_events(&mut st), st.conn.is_closed() && held.is_none())
+            (
+                dispatch_events(&mut st),
+                st.conn.is_closed() && held.is_none(),
+            )
         };
         if let Some(s) = session.upgrade() {
             deliver(&shared, &s, deliveries);

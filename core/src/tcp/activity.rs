@@ -68,9 +68,8 @@ impl Activity {
     }
 
     /// The deadline to the first request starts now (after the TLS handshake).
-    pub(crate) fn restart(this: &Arc<Self>) -> Arc<Self> {
-        this.state().idle_since = Some(Instant::now());
-        this.clone()
+    pub(crate) fn restart(&self) {
+        self.state().idle_since = Some(Instant::now());
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -94,11 +93,12 @@ impl Activity {
     fn stall(&self, key: u64, stalled: bool) {
         let mut st = self.state();
         let changed = if stalled {
-            if st.stalls.contains_key(&key) {
-                false
-            } else {
-                st.stalls.insert(key, Instant::now());
-                true
+            match st.stalls.entry(key) {
+                std::collections::btree_map::Entry::Occupied(_) => false,
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(Instant::now());
+                    true
+                }
             }
         } else {
             st.stalls.remove(&key).is_some()
@@ -110,7 +110,12 @@ impl Activity {
     }
 
     /// Resolves when a deadline passes: which one.
-    pub(crate) async fn expired(&self, request: Duration, idle: Duration, write: Duration) -> Expired {
+    pub(crate) async fn expired(
+        &self,
+        request: Duration,
+        idle: Duration,
+        write: Duration,
+    ) -> Expired {
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);
@@ -118,7 +123,11 @@ impl Activity {
             let now = Instant::now();
             let (deadline, why) = {
                 let st = self.state();
-                let stall = st.stalls.values().min().map(|t| (*t + write, Expired::Stalled));
+                let stall = st
+                    .stalls
+                    .values()
+                    .min()
+                    .map(|t| (*t + write, Expired::Stalled));
                 let quiet = st.idle_since.map(|t| {
                     if st.seen_request {
                         (t + idle, Expired::Idle)
@@ -270,7 +279,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for WatchedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         this.note(&r);

@@ -172,7 +172,7 @@ async fn serve(
     macro_rules! run {
         ($io:expr) => {{
             // The deadline to the first request head runs from the end of the TLS handshake.
-            let activity = Activity::restart(&activity);
+            activity.restart();
             let io = WatchedIo::new($io, activity.clone());
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
             tokio::pin!(conn);

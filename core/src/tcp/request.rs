@@ -9,7 +9,7 @@ use super::TcpConn;
 use crate::{
     error::RequestError,
     qmux::{self, Offer, QmuxShared},
-    request::RequestHead,
+    request::{RequestHead, CLIENT_LEFT, SESSION_LIMIT},
     server::IpSessionToken,
     session::{Backend, CloseInfo, Session, SessionShared},
     ws::{self, WebSocket},
@@ -22,7 +22,6 @@ pub(crate) enum Start {
         session: Weak<SessionShared>,
         /// For counting a session whose client never sends its transport parameters.
         server: Weak<crate::server::ServerShared>,
-        remote: std::net::SocketAddr,
     },
     WebSocket {
         pending: ws::Pending,
@@ -52,8 +51,8 @@ impl Start {
                 shared,
                 session,
                 server,
-                remote,
             } => {
+                let remote = shared.remote_addr();
                 let no_params = move |why: &str| {
                     if let Some(server) = server.upgrade() {
                         server.counters.session_failed_to_start(remote, why);
@@ -61,9 +60,7 @@ impl Start {
                 };
                 qmux::drive(shared, session, sink, stream, timing, no_params).await
             }
-            Start::WebSocket { pending } => {
-                ws::drive(pending, sink, stream, timing).await
-            }
+            Start::WebSocket { pending } => ws::drive(pending, sink, stream, timing).await,
         }
     }
 
@@ -71,13 +68,14 @@ impl Start {
     pub(crate) fn fail(self, why: String) {
         match self {
             Start::Qmux {
+                shared,
                 session,
                 server,
-                remote,
-                ..
             } => {
                 if let Some(server) = server.upgrade() {
-                    server.counters.session_failed_to_start(remote, &why);
+                    server
+                        .counters
+                        .session_failed_to_start(shared.remote_addr(), &why);
                 }
                 if let Some(s) = session.upgrade() {
                     s.set_closed(CloseInfo::connection_lost(why));
@@ -179,7 +177,7 @@ impl TcpRequest {
         );
         let Some(slot) = server.reserve_session() else {
             self.answer(503, &[]);
-            let why = "session limit reached: the client was answered 503";
+            let why = SESSION_LIMIT;
             server.counters.session_failed_to_start(head.remote, why);
             session.set_closed(CloseInfo::refused(why));
             return Ok(Session::new(session));
@@ -191,7 +189,6 @@ impl TcpRequest {
             shared,
             session: Arc::downgrade(&session),
             server: Arc::downgrade(&server),
-            remote: head.remote,
         };
         let answer = Answer::Accept {
             protocol_header,
@@ -202,7 +199,7 @@ impl TcpRequest {
             start,
         };
         if self.send(answer).is_err() {
-            let why = "the client went away";
+            let why = CLIENT_LEFT;
             server.counters.session_failed_to_start(head.remote, why);
             session.set_closed(CloseInfo::connection_lost(why.into()));
         }
@@ -228,7 +225,7 @@ impl TcpRequest {
         let shared = pending.shared.clone();
         let Some(slot) = server.reserve_session() else {
             self.answer(503, &[]);
-            let why = "session limit reached: the client was answered 503";
+            let why = SESSION_LIMIT;
             server.counters.session_failed_to_start(head.remote, why);
             pending.fail_with(1013, why);
             return WebSocket::new(shared);
@@ -249,7 +246,7 @@ impl TcpRequest {
             ..
         }) = self.send(answer)
         {
-            let why = "the client went away";
+            let why = CLIENT_LEFT;
             server.counters.session_failed_to_start(head.remote, why);
             pending.fail(why.into());
         }

@@ -415,7 +415,10 @@ pub(crate) struct Timing {
 /// Runs a plain WebSocket until it ends.
 pub(crate) async fn drive<K, S>(pending: Pending, sink: K, mut stream: S, timing: Timing)
 where
-    K: futures_util::Sink<tungstenite::Message, Error = tungstenite::Error> + Unpin + Send + 'static,
+    K: futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
+        + Unpin
+        + Send
+        + 'static,
     S: futures_util::Stream<Item = Result<tungstenite::Message, tungstenite::Error>> + Unpin + Send,
 {
     let Pending {
@@ -452,7 +455,10 @@ where
                 code: CloseCode::from(*code),
                 reason: reason.clone().into(),
             };
-            if writer.try_send(tungstenite::Message::Close(Some(frame))).is_ok() {
+            if writer
+                .try_send(tungstenite::Message::Close(Some(frame)))
+                .is_ok()
+            {
                 *queued = true;
             }
         }
@@ -461,7 +467,8 @@ where
             None => timing.idle.map(|i| last_heard + i),
         };
         let room = shared.has_room();
-        let reading = closing.is_some() || (room && incoming.as_ref().is_some_and(|tx| tx.capacity() > 0));
+        let reading =
+            closing.is_some() || (room && incoming.as_ref().is_some_and(|tx| tx.capacity() > 0));
         let sending = closing.is_none() && writer.has_room();
         tokio::select! {
             msg = stream.next(), if reading => match msg {
@@ -510,12 +517,8 @@ where
             }
             () = writer.room(), if !sending && closing.is_none() => {}
             () = shared.room.notified(), if !reading => {}
-            r = close_requests.changed(), if closing.is_none() => {
-                if r.is_err() {
-                    // Every handle and the shared state are gone: nobody can close any more.
-                    close_requests = watch::channel(None).1;
-                }
-            }
+            // The sender lives in `shared`, which this task holds: this cannot fail.
+            _ = close_requests.changed(), if closing.is_none() => {}
             why = writer.failed() => break lost(why),
             () = writer::sleep_until(next_ping) => {
                 let _ = writer.try_send(tungstenite::Message::Ping(Bytes::new()));

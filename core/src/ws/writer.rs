@@ -70,7 +70,11 @@ impl Writer {
     /// Resolves with the reason once a write failed or missed its deadline.
     pub(crate) async fn failed(&self) -> String {
         let mut failed = self.failed.clone();
-        let why = failed.wait_for(Option::is_some).await.ok().map(|w| w.clone());
+        let why = failed
+            .wait_for(Option::is_some)
+            .await
+            .ok()
+            .map(|w| w.clone());
         match why {
             Some(why) => why.unwrap_or_default(),
             None => std::future::pending().await,

@@ -543,3 +543,24 @@ pub async fn ws_h2(
     .await;
     Ok((ws, chosen))
 }
+
+/// Reads (and discards) until the server closes the connection; panics if it is still open
+/// after `within`.
+pub async fn wait_closed_by_server(
+    io: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: Duration,
+    what: &str,
+) {
+    use tokio::io::AsyncReadExt;
+    let mut b = vec![0u8; 64 * 1024];
+    let r = tokio::time::timeout(within, async {
+        loop {
+            match io.read(&mut b).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(r.is_ok(), "{what}: still open after {within:?}");
+}
