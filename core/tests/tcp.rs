@@ -127,6 +127,55 @@ async fn plain_websocket_over_http1_echoes_and_closes_with_codes_both_ways() {
     );
 }
 
+/// Messages whose `send` resolved before `close` reach the client before the Close frame,
+/// however full the queues were when the close came.
+#[tokio::test]
+async fn messages_sent_before_a_close_arrive_before_it() {
+    let srv = start();
+    let route = srv.server.route("/burst").unwrap();
+    route.allow_websockets();
+    tokio::spawn(async move {
+        while let Some(req) = route.accept().await {
+            let ws = req.accept_websocket_with(None, &[]).await.unwrap();
+            tokio::spawn(async move {
+                // More than the outgoing queue and the writer's queue hold together.
+                for i in 0..40u32 {
+                    ws.send(WebSocketMessage::Binary(Bytes::from(data(
+                        20_000, i as u64,
+                    ))))
+                    .await
+                    .unwrap();
+                }
+                ws.close(4002, "sent all").unwrap();
+                // Sending after the close is an error that names the close.
+                match ws.send(WebSocketMessage::Text("late".into())).await {
+                    Err(ferrovia::WebSocketError::Closed(c)) => assert_eq!(c.code, 4002),
+                    other => panic!("{other:?}"),
+                }
+            });
+        }
+    });
+    for round in 0..5 {
+        let (mut ws, _) = ws_h1(&srv, "/burst", &[], &[]).await.unwrap();
+        for i in 0..40u32 {
+            match next_data(&mut ws).await {
+                Message::Binary(b) => assert_eq!(
+                    sha256(&b),
+                    sha256(&data(20_000, i as u64)),
+                    "round {round}, message {i}"
+                ),
+                other => panic!("round {round}, message {i}: {other:?}"),
+            }
+        }
+        match next_data(&mut ws).await {
+            Message::Close(Some(f)) => {
+                assert_eq!((u16::from(f.code), f.reason.as_str()), (4002, "sent all"))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn plain_websocket_over_http2_extended_connect() {
     let srv = start();

@@ -295,11 +295,17 @@ impl WebSocket {
     }
 
     fn closed_error(&self) -> WebSocketError {
+        let requested = self.shared().close_request.borrow().clone();
         WebSocketError::Closed(
             self.shared()
                 .closed
                 .borrow()
                 .clone()
+                .or(requested.map(|(code, reason)| WebSocketClose {
+                    code,
+                    reason,
+                    initiator: CloseInitiator::Local,
+                }))
                 .unwrap_or(WebSocketClose {
                     code: 1006,
                     reason: String::new(),
@@ -343,7 +349,8 @@ impl WebSocket {
             Message::Text(t) => tungstenite::Message::Text(t.into()),
             Message::Binary(b) => tungstenite::Message::Binary(b),
         };
-        if self.shared().closed.borrow().is_some() {
+        if self.shared().closed.borrow().is_some() || self.shared().close_request.borrow().is_some()
+        {
             return Err(self.closed_error());
         }
         self.shared()
@@ -444,24 +451,42 @@ where
     let outcome: WebSocketClose = loop {
         if closing.is_none() {
             if let Some((code, reason)) = close_requests.borrow_and_update().clone() {
-                // Nothing more goes to the application; the close handshake follows.
+                // Nothing more goes to the application, and nothing new comes from it
+                // (what it sent before closing is still queued and goes out first); the
+                // close handshake follows.
                 incoming = None;
+                outgoing.close();
                 closing = Some((code, reason, false, Instant::now() + CLOSE_WAIT));
                 next_ping = None;
             }
         }
         if let Some((code, reason, queued @ false, _)) = &mut closing {
+            // Messages whose `send` resolved before the close go out before the Close frame.
+            let mut drained = false;
+            while writer.has_room() {
+                match outgoing.try_recv() {
+                    Ok(m) => {
+                        let _ = writer.try_send(m);
+                    }
+                    Err(_) => {
+                        drained = true;
+                        break;
+                    }
+                }
+            }
             let frame = CloseFrame {
                 code: CloseCode::from(*code),
                 reason: reason.clone().into(),
             };
-            if writer
-                .try_send(tungstenite::Message::Close(Some(frame)))
-                .is_ok()
+            if drained
+                && writer
+                    .try_send(tungstenite::Message::Close(Some(frame)))
+                    .is_ok()
             {
                 *queued = true;
             }
         }
+        let close_unqueued = matches!(closing, Some((_, _, false, _)));
         let deadline = match &closing {
             Some((.., by)) => Some(*by),
             None => timing.idle.map(|i| last_heard + i),
@@ -515,7 +540,7 @@ where
                     let _ = writer.try_send(m);
                 }
             }
-            () = writer.room(), if !sending && closing.is_none() => {}
+            () = writer.room(), if (!sending && closing.is_none()) || close_unqueued => {}
             () = shared.room.notified(), if !reading => {}
             // The sender lives in `shared`, which this task holds: this cannot fail.
             _ = close_requests.changed(), if closing.is_none() => {}
