@@ -119,9 +119,12 @@ export interface ListenOptions {
    * The TCP side (QMux sessions and plain WebSockets for clients without WebTransport
    * over HTTP/3): `true` (default) listens with TLS on the UDP port number; `false` turns
    * it off; `{ host, port }` moves it; `{ port, behindTlsProxy: true }` listens without
-   * TLS, only for running behind a TLS-terminating proxy.
+   * TLS, only for running behind a TLS-terminating proxy. `trustedProxies` (addresses or
+   * CIDR ranges such as `'10.0.0.0/8'`; loopback by default) are the peers whose
+   * `Forwarded` / `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed: the
+   * per-address limits then apply to the client they name. Any other peer is a client.
    */
-  tcp?: boolean | { host?: string; port?: number; behindTlsProxy?: boolean };
+  tcp?: boolean | { host?: string; port?: number; behindTlsProxy?: boolean; trustedProxies?: string[] };
   /**
    * Answers every ordinary HTTP request (not a session or WebSocket request) over HTTP/3,
    * HTTP/2 and HTTP/1.1, bodies streamed both ways; a Hono app runs with `fetch: app.fetch`.

@@ -424,11 +424,20 @@ function nativeOptions(options) {
     else {
       checkObject('options.tcp', o.tcp);
       for (const key of Object.keys(o.tcp)) {
-        if (!['host', 'port', 'behindTlsProxy'].includes(key)) throw new TypeError(`unknown option tcp.${key}`);
+        if (!['host', 'port', 'behindTlsProxy', 'trustedProxies'].includes(key)) throw new TypeError(`unknown option tcp.${key}`);
       }
       out.tcp = o.tcp.behindTlsProxy === true ? 'plain-behind-tls-proxy' : 'tls';
       if (o.tcp.behindTlsProxy !== undefined && typeof o.tcp.behindTlsProxy !== 'boolean') {
         throw new TypeError('options.tcp.behindTlsProxy must be a boolean');
+      }
+      if (o.tcp.trustedProxies !== undefined) {
+        if (o.tcp.behindTlsProxy !== true) {
+          throw new TypeError('options.tcp.trustedProxies applies only with behindTlsProxy: true');
+        }
+        if (!Array.isArray(o.tcp.trustedProxies)) {
+          throw new TypeError(`options.tcp.trustedProxies must be an array of addresses or CIDR ranges, got ${describe(o.tcp.trustedProxies)}`);
+        }
+        out.trustedProxies = o.tcp.trustedProxies.map((r, i) => checkString(`options.tcp.trustedProxies[${i}]`, r));
       }
       if (o.tcp.host !== undefined) out.tcpHost = checkString('options.tcp.host', o.tcp.host);
       if (o.tcp.port !== undefined) out.tcpPort = checkInt('options.tcp.port', o.tcp.port, 0, 65535);

@@ -105,6 +105,9 @@ pub struct NativeListenOptions {
     pub tcp_host: Option<String>,
     /// Port of the TCP side when it is not on the UDP address.
     pub tcp_port: Option<u32>,
+    /// Peers of the plain TCP side whose forwarding headers are believed (addresses or
+    /// CIDR ranges); loopback when absent.
+    pub trusted_proxies: Option<Vec<String>>,
     /// `SO_REUSEPORT` on the UDP socket and the TCP listener.
     pub reuse_port: Option<bool>,
     /// QUIC-LB connection IDs.
@@ -253,6 +256,15 @@ fn config(o: NativeListenOptions) -> napi::Result<ServerConfig> {
         Some("plain-behind-tls-proxy") => TcpListen::PlainBehindTlsProxy(tcp_addr()?),
         Some(other) => return Err(error::invalid(format!("unknown tcp mode {other:?}"))),
     };
+    if let Some(ranges) = &o.trusted_proxies {
+        config.trusted_proxies = ranges
+            .iter()
+            .map(|r| {
+                r.parse()
+                    .map_err(|e: ferrovia::InvalidIpRange| error::invalid(e.to_string()))
+            })
+            .collect::<napi::Result<_>>()?;
+    }
     crate::fleet::apply(
         &mut config,
         o.reuse_port,

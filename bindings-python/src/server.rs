@@ -239,7 +239,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds the UDP socket and starts serving.
     #[staticmethod]
-    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, renew_self_signed = None, reuse_port = false, connection_ids = None, fleet_secret = None, worker = None))]
+    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, trusted_proxies = None, renew_self_signed = None, reuse_port = false, connection_ids = None, fleet_secret = None, worker = None))]
     #[allow(clippy::too_many_arguments)]
     fn bind(
         py: Python<'_>,
@@ -253,6 +253,7 @@ impl Server {
         limits: HashMap<String, u64>,
         tcp: &str,
         tcp_address: Option<(String, u16)>,
+        trusted_proxies: Option<Vec<String>>,
         renew_self_signed: Option<Vec<String>>,
         reuse_port: bool,
         connection_ids: Option<(Vec<u8>, u8, usize)>,
@@ -300,6 +301,15 @@ impl Server {
             "plain-behind-tls-proxy" => ferrovia::TcpListen::PlainBehindTlsProxy(tcp_addr()?),
             other => return Err(PyValueError::new_err(format!("unknown tcp mode {other:?}"))),
         };
+        if let Some(ranges) = trusted_proxies {
+            config.trusted_proxies = ranges
+                .iter()
+                .map(|r| {
+                    r.parse()
+                        .map_err(|e: ferrovia::InvalidIpRange| PyValueError::new_err(e.to_string()))
+                })
+                .collect::<PyResult<_>>()?;
+        }
         crate::fleet::apply(
             &mut config,
             reuse_port,

@@ -1,6 +1,9 @@
 //! Server configuration: address, certificate, limits, origin policy and transport tuning.
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use crate::{certificate::Certificate, origin::OriginPolicy};
 
@@ -67,6 +70,104 @@ pub struct ServerConfig {
     /// [`Steering`](crate::fleet::Steering)): needs `reuse_port` or a `udp_socket`, and
     /// puts the index in front of the server ID of `connection_ids`.
     pub steering: Option<crate::fleet::Steering>,
+    /// The peers of the plain TCP side ([`TcpListen::PlainBehindTlsProxy`]) whose
+    /// `Forwarded` / `X-Forwarded-For` and `X-Forwarded-Proto` headers are believed: from
+    /// them the client address is the one the headers name (the per-address limits apply
+    /// to it instead of the proxy's), and `https` as the forwarded scheme makes request
+    /// URLs `https`. Any other peer is a client itself: its headers are ignored and the
+    /// per-address limits apply to its own address. Loopback only by default (a proxy on
+    /// the same host).
+    pub trusted_proxies: Vec<IpRange>,
+}
+
+/// An IP address range in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`), or one address
+/// (`192.0.2.7`, a /32 or /128).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct IpRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+/// Text that is not an IP address or a CIDR range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not an IP address or CIDR range (such as 10.0.0.0/8 or 2001:db8::/32)")]
+pub struct InvalidIpRange(pub String);
+
+impl IpRange {
+    /// The range of `prefix` leading bits of `addr`; `None` if `prefix` is longer than the
+    /// address (32 bits for IPv4, 128 for IPv6).
+    pub fn new(addr: IpAddr, prefix: u8) -> Option<Self> {
+        let bits = if addr.is_ipv4() { 32 } else { 128 };
+        (prefix <= bits).then_some(Self { addr, prefix })
+    }
+
+    /// 127.0.0.0/8 and ::1: the default [`ServerConfig::trusted_proxies`].
+    pub fn loopback() -> Vec<Self> {
+        vec![
+            Self {
+                addr: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+                prefix: 8,
+            },
+            Self {
+                addr: IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+                prefix: 128,
+            },
+        ]
+    }
+
+    /// Whether `ip` is in the range. An IPv4 address mapped into IPv6 (`::ffff:10.1.2.3`,
+    /// as a dual-stack socket reports IPv4 peers) counts as the IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpRange {
+    type Err = InvalidIpRange;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || InvalidIpRange(s.to_owned());
+        let text = s.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => {
+                let addr: IpAddr = a.parse().map_err(|_| bad())?;
+                // Digits only: `+8` and ` 8` are typing mistakes, not prefixes.
+                if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                (addr, p.parse::<u8>().map_err(|_| bad())?)
+            }
+            None => {
+                let addr: IpAddr = text.parse().map_err(|_| bad())?;
+                (addr, if addr.is_ipv4() { 32 } else { 128 })
+            }
+        };
+        Self::new(addr, prefix).ok_or_else(bad)
+    }
+}
+
+impl std::fmt::Display for IpRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
 }
 
 /// How a server renews its self-signed certificate. Browsers accept a certificate by hash
@@ -144,6 +245,7 @@ impl ServerConfig {
             udp_socket: None,
             tcp_listener: None,
             steering: None,
+            trusted_proxies: IpRange::loopback(),
         }
     }
 
@@ -348,5 +450,47 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("max_sessions_per_connection"));
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn ip_ranges_parse_and_match() {
+        let r: IpRange = "10.0.0.0/8".parse().unwrap();
+        assert!(r.contains(ip("10.255.1.2")));
+        assert!(!r.contains(ip("11.0.0.1")));
+        assert!(
+            r.contains(ip("::ffff:10.1.2.3")),
+            "IPv4-mapped peers count as IPv4"
+        );
+        assert!(!r.contains(ip("::1")));
+        let one: IpRange = "192.0.2.7".parse().unwrap();
+        assert_eq!(one.to_string(), "192.0.2.7/32");
+        assert!(one.contains(ip("192.0.2.7")) && !one.contains(ip("192.0.2.8")));
+        let v6: IpRange = "2001:db8::/32".parse().unwrap();
+        assert!(v6.contains(ip("2001:db8:ffff::1")) && !v6.contains(ip("2001:db9::1")));
+        let all: IpRange = "0.0.0.0/0".parse().unwrap();
+        assert!(all.contains(ip("203.0.113.1")));
+        for bad in [
+            "10.0.0.0/33",
+            "::/129",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "example.com",
+            "",
+            "10.0.0/8",
+        ] {
+            assert_eq!(
+                bad.parse::<IpRange>(),
+                Err(InvalidIpRange(bad.into())),
+                "{bad}"
+            );
+        }
+        let lo = IpRange::loopback();
+        assert!(lo.iter().any(|r| r.contains(ip("127.0.0.1"))));
+        assert!(lo.iter().any(|r| r.contains(ip("::1"))));
+        assert!(!lo.iter().any(|r| r.contains(ip("192.168.1.1"))));
     }
 }

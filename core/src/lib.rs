@@ -71,7 +71,10 @@ pub mod wire {
 }
 
 pub use certificate::Certificate;
-pub use config::{CongestionController, Limits, SelfSignedRenewal, ServerConfig, TcpListen};
+pub use config::{
+    CongestionController, InvalidIpRange, IpRange, Limits, SelfSignedRenewal, ServerConfig,
+    TcpListen,
+};
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
 pub use handler::{
     Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,

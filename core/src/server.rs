@@ -93,6 +93,8 @@ pub(crate) struct ServerShared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) limits: Limits,
     pub(crate) origin_policy: OriginPolicy,
+    /// Peers of the plain TCP side whose forwarding headers are believed.
+    pub(crate) trusted_proxies: Vec<crate::config::IpRange>,
     server_names: Vec<String>,
     pub(crate) settings_bytes: Bytes,
     pub(crate) runtime: tokio::runtime::Handle,
@@ -650,6 +652,7 @@ impl Server {
             endpoint: endpoint.clone(),
             limits: config.limits.clone(),
             origin_policy: config.origin_policy.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
             server_names: config.server_names.clone(),
             settings_bytes: Bytes::from(settings_bytes),
             runtime: runtime.clone(),

@@ -979,6 +979,90 @@ async fn behind_a_proxy_the_forwarded_client_address_counts_not_the_proxys() {
     );
 }
 
+/// Forwarding headers from a peer that is not a trusted proxy are the client's own claims:
+/// ignored, and the per-address limits apply to the peer. From a trusted proxy, a chain of
+/// trusted hops is walked back to the client, and `X-Forwarded-Proto: https` makes the
+/// request URL https.
+#[tokio::test]
+async fn forwarding_headers_count_only_from_trusted_proxies() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let service = || {
+        ferrovia::HttpService::new(|request: http::Request<ferrovia::Body>| async move {
+            let remote = request.extensions().get::<std::net::SocketAddr>().copied();
+            let body = format!(
+                "{} {}",
+                request.uri(),
+                remote.map_or("-".into(), |r| r.to_string())
+            );
+            http::Response::new(ferrovia::Body::from(body))
+        })
+    };
+    async fn get(addr: std::net::SocketAddr, extra: &str) -> String {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head =
+            format!("GET /who HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n{extra}\r\n");
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        tokio::time::timeout(TIMEOUT, tcp.read_to_string(&mut out))
+            .await
+            .unwrap()
+            .unwrap();
+        out.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+    }
+    let forged = "x-forwarded-for: 192.0.2.1\r\nx-forwarded-proto: https\r\n";
+
+    // Loopback is not trusted here: the peer is a client.
+    let srv = start_with(|c| {
+        c.tcp = ferrovia::TcpListen::PlainBehindTlsProxy("127.0.0.1:0".parse().unwrap());
+        c.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        c.limits.max_connections_per_ip = 2;
+        c.http = Some(service());
+    });
+    let addr = srv.tcp_addr();
+    let body = get(addr, forged).await;
+    assert!(
+        body.starts_with("http://localhost/who 127.0.0.1:"),
+        "{body}"
+    );
+    // The per-address connection limit applies to the peer: a third connection is refused.
+    let _a = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _b = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for _ in 0..100 {
+        if srv.server.connection_count() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(TIMEOUT, third.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap_or(0);
+    assert_eq!(
+        n, 0,
+        "a third connection from one untrusted peer is closed unanswered"
+    );
+    assert_eq!(srv.server.connection_count(), 2);
+
+    // Loopback and 10/8 trusted: the chain is walked past the second proxy, the client's
+    // own claim before it is ignored, and the forwarded scheme counts.
+    let srv = start_with(|c| {
+        c.tcp = ferrovia::TcpListen::PlainBehindTlsProxy("127.0.0.1:0".parse().unwrap());
+        c.trusted_proxies.push("10.0.0.0/8".parse().unwrap());
+        c.http = Some(service());
+    });
+    let chain = "x-forwarded-for: 6.6.6.6, 192.0.2.9, 10.1.2.3\r\nx-forwarded-proto: https\r\n";
+    assert_eq!(
+        get(srv.tcp_addr(), chain).await,
+        "https://localhost/who 192.0.2.9:0"
+    );
+    assert_eq!(
+        get(srv.tcp_addr(), "").await.split(' ').next(),
+        Some("http://localhost/who")
+    );
+}
+
 #[tokio::test]
 async fn websocket_floods_are_capped_per_address_and_counters_return_to_zero() {
     let srv = start_with(|c| c.limits.max_connections_per_ip = 20);

@@ -1580,6 +1580,7 @@ def serve(
     limits: Limits | None = None,
     tcp: bool | tuple[str, int] = True,
     tcp_behind_tls_proxy: bool = False,
+    trusted_proxies: Sequence[str] | None = None,
     app: ASGIApp | None = None,
     handler: RequestHandler | None = None,
     reuse_port: bool = False,
@@ -1603,6 +1604,11 @@ def serve(
     ``handler`` is an async function called with each session request for a path no
     :meth:`Server.requests` or :meth:`Server.route` claims, as :meth:`Server.route` calls
     its handler.
+
+    ``tcp_behind_tls_proxy`` serves the TCP side without TLS, only for running behind a
+    TLS-terminating proxy; ``trusted_proxies`` (addresses or CIDR ranges, loopback by
+    default) are the peers whose ``Forwarded`` / ``X-Forwarded-For`` and
+    ``X-Forwarded-Proto`` headers are believed. Any other peer is taken for a client.
 
     ``reuse_port`` sets ``SO_REUSEPORT``, so that several processes share the port (see
     :func:`run_workers` for the steering that keeps moving clients on their process).
@@ -1672,6 +1678,13 @@ def serve(
         tcp_mode = "plain-behind-tls-proxy" if tcp_behind_tls_proxy else "tls"
     else:
         raise TypeError("tcp must be True, False or a (host, port) tuple")
+    proxies: list[str] | None = None
+    if trusted_proxies is not None:
+        if not tcp_behind_tls_proxy:
+            raise ValueError("trusted_proxies applies only with tcp_behind_tls_proxy=True")
+        if isinstance(trusted_proxies, str) or not all(isinstance(r, str) for r in trusted_proxies):
+            raise TypeError("trusted_proxies must be a list of str addresses or CIDR ranges")
+        proxies = list(trusted_proxies)
 
     def bind() -> Server:
         cert = cert_factory()
@@ -1687,6 +1700,7 @@ def serve(
                 limits=limit_values,
                 tcp=tcp_mode,
                 tcp_address=tcp_address,
+                trusted_proxies=proxies,
                 # A self-signed certificate is renewed before its 13 days run out.
                 renew_self_signed=_SELF_SIGNED_NAMES if certificate == "self-signed" else None,
                 reuse_port=reuse_port,

@@ -48,6 +48,7 @@ class Server:
         limits: dict[str, int],
         tcp: str,
         tcp_address: tuple[str, int] | None,
+        trusted_proxies: list[str] | None = None,
         renew_self_signed: list[str] | None = None,
         reuse_port: bool = False,
         connection_ids: tuple[bytes, int, int] | None = None,

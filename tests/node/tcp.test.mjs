@@ -158,6 +158,45 @@ describe('the tcp option', () => {
     }
     await assert.rejects(Server.listen({ tcp: { host: '::' } }), TypeError);
   });
+
+  test('forwarding headers count only from trustedProxies', async () => {
+    const who = async (trustedProxies) => {
+      const server = await Server.listen({
+        host: '127.0.0.1',
+        port: 0,
+        tcp: { host: '127.0.0.1', port: 0, behindTlsProxy: true, ...(trustedProxies ? { trustedProxies } : {}) },
+        fetch: (request, info) => new Response(`${request.url} ${info.remoteAddress}`),
+      });
+      try {
+        const { request: get } = await import('node:http');
+        return await new Promise((resolve, reject) => {
+          const req = get({
+            host: '127.0.0.1',
+            port: server.tcpPort,
+            path: '/who',
+            headers: { host: 'localhost', 'x-forwarded-for': '6.6.6.6, 192.0.2.9, 10.1.2.3', 'x-forwarded-proto': 'https' },
+          }, (res) => {
+            let body = '';
+            res.setEncoding('utf8');
+            res.on('data', (c) => { body += c; });
+            res.on('end', () => resolve(body));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      } finally {
+        await server.close({ grace: 0 });
+      }
+    };
+    // Loopback (the default) and 10/8 trusted: the chain leads to the client, the scheme counts.
+    assert.equal(await who(['127.0.0.1', '10.0.0.0/8']), 'https://localhost/who 192.0.2.9');
+    // Only 10/8 trusted: this loopback peer is a client and its headers are its own claims.
+    assert.equal(await who(['10.0.0.0/8']), 'http://localhost/who 127.0.0.1');
+    // Default: loopback trusted, 10.1.2.3 is not, so it is the client.
+    assert.equal(await who(undefined), 'https://localhost/who 10.1.2.3');
+    await assert.rejects(Server.listen({ tcp: { port: 0, behindTlsProxy: true, trustedProxies: ['10.0.0.0/33'] } }), /not an IP address or CIDR range/);
+    await assert.rejects(Server.listen({ tcp: { port: 0, trustedProxies: ['10.0.0.0/8'] } }), TypeError);
+  });
 });
 
 describe('another HTTP server carries the sessions', () => {

@@ -149,6 +149,41 @@ async def test_tcp_off_and_plain_behind_a_proxy() -> None:
         await asyncio.wait_for(task, 10)
 
 
+async def test_forwarding_headers_count_only_from_trusted_proxies() -> None:
+    async def app(scope: dict, receive: object, send: object) -> None:
+        if scope["type"] != "http":
+            return
+        host, _ = scope["client"] or ("-", 0)
+        body = f"{scope['scheme']} {host}".encode()
+        await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[operator]
+        await send({"type": "http.response.body", "body": body})  # type: ignore[operator]
+
+    async def who(trusted: list[str] | None) -> str:
+        async with ferrovia.serve(
+            "127.0.0.1", 0, tcp=("127.0.0.1", 0), tcp_behind_tls_proxy=True, trusted_proxies=trusted, app=app
+        ) as server:
+            address = server.tcp_address
+            assert address is not None
+            reader, writer = await asyncio.open_connection("127.0.0.1", address[1])
+            writer.write(
+                b"GET /who HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n"
+                b"x-forwarded-for: 6.6.6.6, 192.0.2.9, 10.1.2.3\r\nx-forwarded-proto: https\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), 10)
+            writer.close()
+            return answer.split(b"\r\n\r\n", 1)[1].decode()
+
+    assert await who(["127.0.0.1", "10.0.0.0/8"]) == "https 192.0.2.9"
+    # This loopback peer is not trusted: its headers are its own claims.
+    assert await who(["10.0.0.0/8"]) == "http 127.0.0.1"
+    assert await who(None) == "https 10.1.2.3"
+    with pytest.raises(ValueError, match="CIDR"):
+        async with ferrovia.serve("127.0.0.1", 0, tcp=("127.0.0.1", 0), tcp_behind_tls_proxy=True, trusted_proxies=["10/8"]):
+            pass
+    with pytest.raises(ValueError, match="tcp_behind_tls_proxy"):
+        ferrovia.serve("127.0.0.1", 0, trusted_proxies=["10.0.0.0/8"])
+
+
 async def test_reject_with_headers_reaches_the_client() -> None:
     async with ferrovia.serve("127.0.0.1", 0) as server:
         requests = server.requests("/auth", websockets=True)

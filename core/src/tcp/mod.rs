@@ -47,25 +47,36 @@ pub(crate) struct TcpConn {
     _slot: ConnSlot,
     pub(crate) remote: SocketAddr,
     pub(crate) tls: bool,
+    /// The peer is a trusted proxy on the plain side: its forwarding headers are believed.
+    trusted_proxy: bool,
     refusals: Mutex<Allowance>,
     shutdown: watch::Sender<bool>,
     activity: Arc<Activity>,
 }
 
 impl TcpConn {
-    /// Counts a refused or abandoned request; a connection that spends its allowance is
-    /// shut down (GOAWAY on HTTP/2, closed after the response on HTTP/1.1).
-    /// The client's address: the peer's, or behind a TLS-terminating proxy the last hop
-    /// the proxy names (its port unknown: 0).
-    fn client_addr(&self, headers: &[(String, String)]) -> SocketAddr {
-        if self.tls {
-            self.remote
-        } else {
-            forwarded::client_ip(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-                .map_or(self.remote, |ip| SocketAddr::new(ip, 0))
+    /// What the proxy in front reported, if the peer is a trusted one.
+    fn forwarded(&self, headers: &[(String, String)]) -> forwarded::Forwarded {
+        if !self.trusted_proxy {
+            return forwarded::Forwarded::default();
         }
+        let trusted = &self.server.trusted_proxies;
+        forwarded::read(
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+            |ip| trusted.iter().any(|r| r.contains(ip)),
+        )
     }
 
+    /// The client's address: the peer's, or from a trusted proxy the address its headers
+    /// name (port unknown: 0).
+    fn client_addr(&self, headers: &[(String, String)]) -> SocketAddr {
+        self.forwarded(headers)
+            .client
+            .map_or(self.remote, |ip| SocketAddr::new(ip, 0))
+    }
+
+    /// Counts a refused or abandoned request; a connection that spends its allowance is
+    /// shut down (GOAWAY on HTTP/2, closed after the response on HTTP/1.1).
     pub(crate) fn note_refusal(&self) {
         let exhausted = !self
             .refusals
@@ -103,12 +114,18 @@ pub(crate) async fn listen(
         let Some(server) = server.upgrade() else {
             return;
         };
-        // Behind a proxy every connection comes from the proxy's address: the per-address
-        // limits apply to the client address it reports instead (see `handle`).
-        let admitted = if tls.is_some() {
-            server.admit_addr(remote)
-        } else {
+        // Every connection from a trusted proxy comes from the proxy's address: the
+        // per-address limits apply to the client address it reports instead (see
+        // `client_addr`). Any other peer is a client, on either side.
+        let trusted_proxy = tls.is_none()
+            && server
+                .trusted_proxies
+                .iter()
+                .any(|r| r.contains(remote.ip()));
+        let admitted = if trusted_proxy {
             server.admit_proxied(remote)
+        } else {
+            server.admit_addr(remote)
         };
         let slot = match admitted {
             Ok(slot) => slot,
@@ -121,6 +138,7 @@ pub(crate) async fn listen(
         tokio::spawn(serve(
             stream,
             remote,
+            trusted_proxy,
             tls.clone(),
             server,
             slot,
@@ -132,6 +150,7 @@ pub(crate) async fn listen(
 async fn serve(
     stream: tokio::net::TcpStream,
     remote: SocketAddr,
+    trusted_proxy: bool,
     tls: Option<tokio_rustls::TlsAcceptor>,
     server: Arc<ServerShared>,
     slot: ConnSlot,
@@ -146,6 +165,7 @@ async fn serve(
         server: server.clone(),
         remote,
         tls: tls.is_some(),
+        trusted_proxy,
         shutdown,
         activity: activity.clone(),
     });
@@ -609,8 +629,15 @@ async fn exchange(
     } else if let Some(too_large) = check_declared_length(req.headers(), limits.max_request_body) {
         too_large
     } else {
-        let remote = conn.client_addr(headers);
-        let scheme = if conn.tls { "https" } else { "http" };
+        let forwarded = conn.forwarded(headers);
+        let remote = forwarded
+            .client
+            .map_or(conn.remote, |ip| SocketAddr::new(ip, 0));
+        let scheme = if conn.tls || forwarded.https == Some(true) {
+            "https"
+        } else {
+            "http"
+        };
         let progress = Progress::new();
         let absolute = absolute_uri(req.uri(), scheme, authority);
         let mut req = req.map(|b| {
