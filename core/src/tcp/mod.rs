@@ -172,29 +172,34 @@ async fn serve(
     let limits = &server.limits;
     let (sessionless, write_timeout) = (limits.sessionless_timeout, limits.write_timeout);
     let service = hyper::service::service_fn(move |req| handle(conn.clone(), req));
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(deadline)
-        .max_buf_size(64 * 1024)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .enable_connect_protocol()
-        .max_concurrent_streams(server.limits.max_http2_streams)
-        .max_header_list_size(16 * 1024)
-        .max_pending_accept_reset_streams(Some(50))
-        .max_local_error_reset_streams(Some(256))
-        .keep_alive_interval(server.keep_alive)
-        .keep_alive_timeout(server.idle_timeout.unwrap_or(Duration::from_secs(20)));
+    // The same settings for a connection whose version ALPN chose (hyper's own builders)
+    // and one whose first bytes tell (hyper-util's, for the plain side behind a proxy).
+    macro_rules! http1_settings {
+        ($b:expr) => {
+            $b.timer(TokioTimer::new())
+                .header_read_timeout(deadline)
+                .max_buf_size(64 * 1024)
+                .keep_alive(true)
+        };
+    }
+    macro_rules! http2_settings {
+        ($b:expr) => {
+            $b.timer(TokioTimer::new())
+                .enable_connect_protocol()
+                .max_concurrent_streams(server.limits.max_http2_streams)
+                .max_header_list_size(16 * 1024)
+                .max_pending_accept_reset_streams(Some(50))
+                .max_local_error_reset_streams(Some(256))
+                .keep_alive_interval(server.keep_alive)
+                .keep_alive_timeout(server.idle_timeout.unwrap_or(Duration::from_secs(20)))
+        };
+    }
     macro_rules! run {
-        ($io:expr) => {{
+        ($io:expr, |$conn_io:ident| $serve:expr) => {{
             // The deadline to the first request head runs from the end of the TLS handshake.
             activity.restart();
-            let io = WatchedIo::new($io, activity.clone());
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+            let $conn_io = TokioIo::new(WatchedIo::new($io, activity.clone()));
+            let conn = $serve;
             tokio::pin!(conn);
             tokio::select! {
                 r = conn.as_mut() => { if let Err(e) = r { debug!(%remote, "HTTP connection: {e}") } return }
@@ -228,9 +233,25 @@ async fn serve(
                     return;
                 }
             };
-            run!(tls)
+            // ALPN decides the version (RFC 7301): sniffing the first bytes instead would
+            // read garbage sent after agreeing on h2 as an HTTP/1.1 request and answer it.
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                let mut h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                http2_settings!(h2);
+                run!(tls, |io| h2.serve_connection(io, service))
+            } else {
+                let mut h1 = hyper::server::conn::http1::Builder::new();
+                http1_settings!(h1);
+                run!(tls, |io| h1.serve_connection(io, service).with_upgrades())
+            }
         }
-        None => run!(stream),
+        None => {
+            let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            http1_settings!(auto.http1());
+            http2_settings!(auto.http2());
+            run!(stream, |io| auto
+                .serve_connection_with_upgrades(io, service))
+        }
     }
 }
 
