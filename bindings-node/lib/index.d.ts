@@ -57,6 +57,8 @@ export interface Limits {
   maxRequestBody?: number;
   /** Milliseconds the `fetch` handler has to return a Response before the request gets 503 (30000). */
   handlerTimeout?: number;
+  /** Ordinary HTTP requests handled at once, from the `fetch` handler's start to the end of its response body; more wait for a slot up to `handlerTimeout`, then get 503 (1024). */
+  maxConcurrentRequests?: number;
   /** The largest plain WebSocket message in bytes, received or sent; a larger one received closes with 1009 (1 MiB). */
   maxMessageSize?: number;
   /** Milliseconds a write toward a TCP-side client (WebSocket and QMux frames, an HTTP response) may take before the session or connection ends: a client that stops reading (20000). */

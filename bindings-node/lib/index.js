@@ -342,6 +342,7 @@ const LIMIT_NAMES = [
   'maxRequestBody',
   'handlerTimeout',
   'maxMessageSize',
+  'maxConcurrentRequests',
   'writeTimeout',
 ];
 

@@ -67,6 +67,8 @@ pub struct NativeLimits {
     pub max_message_size: Option<f64>,
     /// Milliseconds a write toward a TCP-side client may take.
     pub write_timeout: Option<u32>,
+    /// Ordinary HTTP requests handled at once.
+    pub max_concurrent_requests: Option<u32>,
 }
 
 /// Options of [`listen`], already checked by the facade.
@@ -177,6 +179,9 @@ fn limits(l: Option<NativeLimits>) -> Limits {
     }
     if let Some(v) = l.max_message_size {
         out.max_message_size = v as usize;
+    }
+    if let Some(v) = l.max_concurrent_requests {
+        out.max_concurrent_requests = v as usize;
     }
     if let Some(v) = l.max_sessions_per_connection {
         out.max_sessions_per_connection = v;

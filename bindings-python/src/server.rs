@@ -218,6 +218,7 @@ fn apply_limits(limits: &mut ferrovia::Limits, values: HashMap<String, u64>) -> 
             "handler_timeout_ms" => limits.handler_timeout = Duration::from_millis(v),
             "write_timeout_ms" => limits.write_timeout = Duration::from_millis(v),
             "max_message_size" => limits.max_message_size = fit(&name, v)?,
+            "max_concurrent_requests" => limits.max_concurrent_requests = fit(&name, v)?,
             "max_request_body" => limits.max_request_body = v,
             other => {
                 return Err(PyValueError::new_err(format!(

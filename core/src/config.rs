@@ -263,6 +263,11 @@ impl ServerConfig {
         if l.stream_receive_window == 0 || l.connection_receive_window == 0 {
             return Err("receive windows must be non-zero".into());
         }
+        if l.max_concurrent_requests == 0
+            || l.max_concurrent_requests > tokio::sync::Semaphore::MAX_PERMITS
+        {
+            return Err("limits.max_concurrent_requests must be at least 1".into());
+        }
         if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_sessions_per_ip == 0 {
             return Err("limits.max_connections, max_connections_per_ip and max_sessions_per_ip must be at least 1".into());
         }
@@ -387,6 +392,11 @@ pub struct Limits {
     /// or from the last request-body bytes it read (an upload in progress keeps it alive);
     /// past it the request is answered 503 and the handler's task is dropped.
     pub handler_timeout: Duration,
+    /// Ordinary HTTP requests handled at once, counted from the handler's start to the end
+    /// of its response body. More wait for a slot (the client's stream stays open; nothing
+    /// is read for them), for up to `handler_timeout`, then get 503: a flood of slow
+    /// requests cannot pile up handler tasks without bound.
+    pub max_concurrent_requests: usize,
 }
 
 impl Default for Limits {
@@ -420,6 +430,7 @@ impl Default for Limits {
             max_http2_streams: 100,
             max_request_body: 16 * 1024 * 1024,
             handler_timeout: Duration::from_secs(30),
+            max_concurrent_requests: 1024,
         }
     }
 }

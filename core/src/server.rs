@@ -93,6 +93,8 @@ pub(crate) struct ServerShared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) limits: Limits,
     pub(crate) origin_policy: OriginPolicy,
+    /// Slots for ordinary HTTP requests being handled (`Limits::max_concurrent_requests`).
+    pub(crate) running_requests: Arc<tokio::sync::Semaphore>,
     /// Peers of the plain TCP side whose forwarding headers are believed.
     pub(crate) trusted_proxies: Vec<crate::config::IpRange>,
     server_names: Vec<String>,
@@ -653,6 +655,9 @@ impl Server {
             limits: config.limits.clone(),
             origin_policy: config.origin_policy.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            running_requests: Arc::new(tokio::sync::Semaphore::new(
+                config.limits.max_concurrent_requests,
+            )),
             server_names: config.server_names.clone(),
             settings_bytes: Bytes::from(settings_bytes),
             runtime: runtime.clone(),

@@ -589,3 +589,176 @@ async fn the_request_targets_authority_wins_over_a_foreign_host() {
         "the malformed request reached the handler"
     );
 }
+
+/// A request whose HTTP/2 stream the client reset while it waited in the queue is dropped,
+/// not handed to the application: the handler sees only the requests still wanted.
+#[tokio::test]
+async fn requests_reset_before_the_application_took_them_are_not_run() {
+    let (service, requests) = HttpService::queue(16);
+    let server = start_with(move |c| c.http = Some(service));
+    let port = server.addr.port();
+    let tls = tls_connect(&server, &["h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut send = |path: &str| {
+        let request = http::Request::builder()
+            .uri(format!("https://localhost:{port}{path}"))
+            .body(())
+            .unwrap();
+        client.send_request(request, false).unwrap()
+    };
+    let (kept_a, _a) = send("/a");
+    let (reset, mut reset_body) = send("/reset");
+    let (kept_c, _c) = send("/c");
+    reset_body.send_reset(h2::Reason::CANCEL);
+    drop(reset);
+    // The reset reaches hyper's connection task and cancels the request's task within
+    // microseconds on loopback; the application looks only after a generous pause.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let batch = tokio::time::timeout(TIMEOUT, requests.accept_many(8))
+            .await
+            .expect("the kept requests arrive");
+        for exchange in batch {
+            let path = exchange.request().uri().path().to_owned();
+            let (_, responder) = exchange.into_parts();
+            responder.respond(http::Response::new(Body::from(path.clone())));
+            seen.push(path);
+        }
+    }
+    assert_eq!(seen, ["/a", "/c"]);
+    for (response, path) in [(kept_a, "/a"), (kept_c, "/c")] {
+        let response = tokio::time::timeout(TIMEOUT, response)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut body = response.into_body();
+        let chunk = body.data().await.unwrap().unwrap();
+        assert_eq!(chunk, path.as_bytes());
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), requests.accept())
+            .await
+            .is_err(),
+        "nothing else is waiting"
+    );
+}
+
+/// `max_concurrent_requests` handlers run at once: the next request waits for a slot (its
+/// handler not started) and runs when one frees; with none freeing within the handler
+/// timeout it gets 503. A slot is held until the response body is done.
+#[tokio::test]
+async fn handlers_running_at_once_are_bounded() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let gates: Arc<std::sync::Mutex<Vec<tokio::sync::oneshot::Sender<()>>>> = Arc::default();
+    let bodies: Arc<std::sync::Mutex<Vec<ferrovia::BodySender>>> = Arc::default();
+    let service = {
+        let (started, gates, bodies) = (started.clone(), gates.clone(), bodies.clone());
+        HttpService::new(move |request: http::Request<Body>| {
+            let (started, gates, bodies) = (started.clone(), gates.clone(), bodies.clone());
+            async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                match request.uri().path() {
+                    "/wait" => {
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        gates.lock().unwrap().push(tx);
+                        let _ = rx.await;
+                        reply(200, "done")
+                    }
+                    // The head at once, the body open until the test drops its sender.
+                    "/stream" => {
+                        let (tx, body) = Body::channel(1);
+                        bodies.lock().unwrap().push(tx);
+                        reply(200, body)
+                    }
+                    _ => reply(200, "done"),
+                }
+            }
+        })
+    };
+    let server = start_with(move |c| {
+        c.http = Some(service);
+        c.limits.max_concurrent_requests = 2;
+        c.limits.handler_timeout = Duration::from_secs(1);
+    });
+    let port = server.addr.port();
+    let tls = tls_connect(&server, &["h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut get = |path: &str| {
+        let request = http::Request::builder()
+            .uri(format!("https://localhost:{port}{path}"))
+            .body(())
+            .unwrap();
+        client.send_request(request, true).unwrap().0
+    };
+    let started_reaches = |n: usize| {
+        let started = started.clone();
+        async move {
+            for _ in 0..200 {
+                if started.load(Ordering::SeqCst) == n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!(
+                "{} handlers started, not {n}",
+                started.load(Ordering::SeqCst)
+            );
+        }
+    };
+    let waiting = [get("/wait"), get("/wait")];
+    started_reaches(2).await;
+    let third = get("/now");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        2,
+        "the third handler waits for a slot"
+    );
+    // One slot frees: the third runs.
+    gates.lock().unwrap().remove(0).send(()).unwrap();
+    let third = tokio::time::timeout(TIMEOUT, third).await.unwrap().unwrap();
+    assert_eq!(third.status(), 200);
+    gates.lock().unwrap().remove(0).send(()).unwrap();
+    for r in waiting {
+        assert_eq!(r.await.unwrap().status(), 200);
+    }
+    // Two streaming responses hold both slots past the handler timeout: the next request
+    // gets 503 without running.
+    let streams = [get("/stream"), get("/stream")];
+    started_reaches(5).await;
+    let busy = tokio::time::timeout(TIMEOUT, get("/now"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(busy.status(), 503);
+    assert_eq!(
+        started.load(Ordering::SeqCst),
+        5,
+        "the refused handler never ran"
+    );
+    // The bodies end: both slots are free again.
+    bodies.lock().unwrap().clear();
+    for r in streams {
+        let mut body = r.await.unwrap().into_body();
+        while let Some(chunk) = body.data().await {
+            chunk.unwrap();
+        }
+    }
+    let last = [get("/now"), get("/now")];
+    for r in last {
+        assert_eq!(
+            tokio::time::timeout(TIMEOUT, r)
+                .await
+                .unwrap()
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 7);
+}

@@ -151,6 +151,10 @@ class Limits:
     max_message_size: int | None = None
     """The largest plain WebSocket message in bytes, received or sent (1 MiB); a larger one
     received closes the WebSocket with 1009."""
+    max_concurrent_requests: int | None = None
+    """Ordinary HTTP requests handled at once, from the ASGI application's start to the end
+    of its response body (1024); more wait for a slot up to ``handler_timeout``, then get
+    503."""
     write_timeout: float | None = None
     """Seconds a write toward a TCP-side client (WebSocket and QMux frames, an HTTP
     response) may take before the session or connection ends: a client that stops reading

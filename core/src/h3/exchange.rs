@@ -154,7 +154,12 @@ pub(crate) async fn serve(
         .insert::<SocketAddr>(shared.conn.remote_address());
     server.counters.http_request();
     let response = service
-        .respond(request, limits.handler_timeout, progress)
+        .respond(
+            request,
+            limits.handler_timeout,
+            progress,
+            &server.running_requests,
+        )
         .await;
     answer(&shared, send, response, is_head).await;
 }

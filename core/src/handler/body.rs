@@ -64,7 +64,7 @@ impl Progress {
         })
     }
 
-    fn touch(&self) {
+    pub(crate) fn touch(&self) {
         let ms = self.base.elapsed().as_millis() as u64;
         self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
@@ -81,6 +81,9 @@ impl Progress {
 /// ([`Body::new`]), or stream it from a task with [`Body::channel`].
 pub struct Body {
     kind: Kind,
+    /// A handler slot (`Limits::max_concurrent_requests`), released when the body is
+    /// dropped: sent, or given up on.
+    held: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 enum Kind {
@@ -96,6 +99,7 @@ impl Body {
     /// A body with no bytes.
     pub fn empty() -> Self {
         Self {
+            held: None,
             kind: Kind::Full(None),
         }
     }
@@ -107,6 +111,7 @@ impl Body {
         B::Error: Into<BoxError>,
     {
         Self {
+            held: None,
             kind: Kind::Boxed(Box::pin(Mapped(Box::pin(body)))),
         }
     }
@@ -122,6 +127,7 @@ impl Body {
         (
             BodySender { tx },
             Self {
+                held: None,
                 kind: Kind::Channel { rx, length },
             },
         )
@@ -140,6 +146,7 @@ impl Body {
         B::Error: Into<BoxError>,
     {
         Self {
+            held: None,
             kind: Kind::Boxed(Box::pin(Guarded {
                 inner: Mapped(Box::pin(body)),
                 limit,
@@ -184,6 +191,14 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The same body, holding `slot` until it is dropped.
+    pub(crate) fn holding(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Self {
+        self.held = Some(slot);
+        self
+    }
+}
+
 impl Default for Body {
     fn default() -> Self {
         Self::empty()
@@ -203,6 +218,7 @@ impl std::fmt::Debug for Body {
 impl From<Bytes> for Body {
     fn from(b: Bytes) -> Self {
         Self {
+            held: None,
             kind: Kind::Full((!b.is_empty()).then_some(b)),
         }
     }

@@ -62,22 +62,49 @@ impl HttpService {
         Self(Arc::new(handler))
     }
 
-    /// Runs the handler on its own task; never fails: a panic becomes 500, and a handler
-    /// that neither answers nor reads its request body for `deadline` gets 503.
+    /// Runs the handler on its own task once one of `running`'s slots is free (503 if none
+    /// frees within `deadline`); never fails: a panic becomes 500, and a handler that
+    /// neither answers nor reads its request body for `deadline` gets 503. The slot is
+    /// held until the response body is dropped.
     pub(crate) async fn respond(
         &self,
         request: http::Request<Body>,
         deadline: Duration,
         progress: Arc<Progress>,
+        running: &Arc<tokio::sync::Semaphore>,
     ) -> http::Response<Body> {
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
+        let slot = match tokio::time::timeout(deadline, running.clone().acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                warn!(%method, path, "every handler slot stayed busy (limits.max_concurrent_requests); answered 503");
+                return status_response(503, "the server is busy\n");
+            }
+        };
+        progress.touch();
+        self.run(request, deadline, progress, method, path)
+            .await
+            .map(|body| body.holding(slot))
+    }
+
+    async fn run(
+        &self,
+        request: http::Request<Body>,
+        deadline: Duration,
+        progress: Arc<Progress>,
+        method: http::Method,
+        path: String,
+    ) -> http::Response<Body> {
         let future = AssertUnwindSafe(self.0.call(request)).catch_unwind();
-        let mut task = tokio::spawn(future);
+        // Dropped when the client gives up (a stream reset, a closed connection): the
+        // handler is cancelled with it, as hyper cancels a service future, and a queued
+        // request is never handed out (see `HttpRequests`).
+        let mut task = AbortOnDrop(tokio::spawn(future));
         let outcome = loop {
             let last = progress.last();
             tokio::select! {
-                r = &mut task => break Some(r),
+                r = &mut task.0 => break Some(r),
                 () = tokio::time::sleep_until(last + deadline) => {
                     // An upload still arriving keeps the handler alive.
                     if progress.last() == last {
@@ -102,11 +129,20 @@ impl HttpService {
                 status_response(500, "internal server error\n")
             }
             None => {
-                task.abort();
+                task.0.abort();
                 warn!(%method, path, ?deadline, "HTTP handler did not answer in time; answered 503");
                 status_response(503, "the handler did not answer in time\n")
             }
         }
+    }
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -154,6 +190,10 @@ pub(crate) fn check_declared_length(
 
 #[cfg(test)]
 mod tests {
+    fn slots() -> std::sync::Arc<tokio::sync::Semaphore> {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(64))
+    }
+
     use super::*;
 
     fn request() -> http::Request<Body> {
@@ -169,7 +209,7 @@ mod tests {
             http::Response::new(Body::empty())
         });
         let r = panics
-            .respond(request(), Duration::from_secs(5), Progress::new())
+            .respond(request(), Duration::from_secs(5), Progress::new(), &slots())
             .await;
         assert_eq!(r.status(), 500);
 
@@ -178,7 +218,12 @@ mod tests {
             http::Response::new(Body::empty())
         });
         let r = silent
-            .respond(request(), Duration::from_millis(50), Progress::new())
+            .respond(
+                request(),
+                Duration::from_millis(50),
+                Progress::new(),
+                &slots(),
+            )
             .await;
         assert_eq!(r.status(), 503);
     }

@@ -19,6 +19,13 @@ impl HttpExchange {
         &self.request
     }
 
+    /// Whether the client gave up on the request while it waited (an HTTP/2 or HTTP/3
+    /// stream reset, a closed connection, the handler timeout): nobody would read an
+    /// answer. [`HttpRequests`] never hands such a request out.
+    pub fn is_abandoned(&self) -> bool {
+        self.respond.is_closed()
+    }
+
     /// The request, to read its body (and the responder to answer it with).
     pub fn into_parts(self) -> (http::Request<Body>, HttpResponder) {
         (
@@ -85,18 +92,34 @@ pub struct HttpRequests {
 
 impl HttpRequests {
     /// The next request; `None` once the service (and every server holding it) is gone.
+    /// Requests the client gave up on while they waited are dropped, not handed out.
     pub async fn accept(&self) -> Option<HttpExchange> {
-        self.rx.lock().await.recv().await
+        let mut rx = self.rx.lock().await;
+        loop {
+            let exchange = rx.recv().await?;
+            if !exchange.is_abandoned() {
+                return Some(exchange);
+            }
+        }
     }
 
     /// Every request already waiting, up to `max` (at least one), in arrival order; waits
     /// for the first when none is. Empty once the service (and every server holding it) is
     /// gone. A language binding takes a burst of requests in one crossing this way instead
-    /// of one wake-up of its thread per request.
+    /// of one wake-up of its thread per request. Requests the client gave up on while they
+    /// waited are dropped, not handed out.
     pub async fn accept_many(&self, max: usize) -> Vec<HttpExchange> {
         let mut batch = Vec::new();
-        self.rx.lock().await.recv_many(&mut batch, max.max(1)).await;
-        batch
+        let mut rx = self.rx.lock().await;
+        loop {
+            if rx.recv_many(&mut batch, max.max(1)).await == 0 {
+                return batch;
+            }
+            batch.retain(|e| !e.is_abandoned());
+            if !batch.is_empty() {
+                return batch;
+            }
+        }
     }
 }
 
@@ -123,6 +146,10 @@ impl HttpService {
 
 #[cfg(test)]
 mod tests {
+    fn slots() -> std::sync::Arc<tokio::sync::Semaphore> {
+        std::sync::Arc::new(tokio::sync::Semaphore::new(64))
+    }
+
     use std::time::Duration;
 
     use super::*;
@@ -144,6 +171,7 @@ mod tests {
                 get("/a"),
                 Duration::from_secs(5),
                 super::super::Progress::new(),
+                &slots(),
             )
             .await;
         assert_eq!(first.into_body().bytes(10).await.unwrap(), "ok");
@@ -152,10 +180,44 @@ mod tests {
                 get("/b"),
                 Duration::from_secs(5),
                 super::super::Progress::new(),
+                &slots(),
             )
             .await;
         assert_eq!(second.status(), 500);
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn requests_given_up_while_waiting_are_not_handed_out() {
+        let (service, requests) = HttpService::queue(8);
+        let service = std::sync::Arc::new(service);
+        let mut clients = Vec::new();
+        for path in ["/a", "/gone", "/c"] {
+            let service = service.clone();
+            let request = http::Request::get(path).body(Body::empty()).unwrap();
+            clients.push(tokio::spawn(async move {
+                let progress = super::super::Progress::new();
+                service
+                    .respond(request, Duration::from_secs(5), progress, &slots())
+                    .await
+            }));
+            while requests.rx.lock().await.len() < clients.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        // The client of /gone leaves: its request future is dropped, as hyper drops it.
+        let gone = clients.remove(1);
+        gone.abort();
+        let _ = gone.await;
+        // The handler task it spawned is cancelled next on this single-threaded runtime.
+        tokio::task::yield_now().await;
+        let mut paths = Vec::new();
+        while paths.len() < 2 {
+            for e in requests.accept_many(8).await {
+                paths.push(e.request().uri().path().to_owned());
+            }
+        }
+        assert_eq!(paths, ["/a", "/c"]);
     }
 
     #[tokio::test]
@@ -169,7 +231,7 @@ mod tests {
             clients.push(tokio::spawn(async move {
                 let progress = super::super::Progress::new();
                 let response = service
-                    .respond(request, Duration::from_secs(5), progress)
+                    .respond(request, Duration::from_secs(5), progress, &slots())
                     .await;
                 response.into_body().bytes(10).await.unwrap()
             }));

@@ -680,7 +680,14 @@ async fn exchange(
         }
         req.extensions_mut().insert::<SocketAddr>(remote);
         server.counters.http_request();
-        service.respond(req, limits.handler_timeout, progress).await
+        service
+            .respond(
+                req,
+                limits.handler_timeout,
+                progress,
+                &server.running_requests,
+            )
+            .await
     };
     if conn.tls && !response.headers().contains_key(hyper::header::ALT_SVC) {
         if let Some(alt) = server
