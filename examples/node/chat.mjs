@@ -47,6 +47,12 @@ function parseArgs(argv) {
 }
 
 const members = new Set();
+// Lines on their way to each member. A member that takes no more streams (it never grants
+// stream credit, or reads nothing) would otherwise pile up one pending delivery per line
+// for as long as the room talks: past this many it is closed instead.
+const MAX_PENDING = 64;
+const SLOW_MEMBER = 1;
+const pending = new Map();
 
 async function sendLine(session, line) {
   const writer = (await session.createUnidirectionalStream()).getWriter();
@@ -56,7 +62,22 @@ async function sendLine(session, line) {
 
 function deliver(line) {
   // One slow member must not hold up the others: each delivery runs on its own.
-  for (const member of members) sendLine(member, line).catch(() => {});
+  for (const member of members) {
+    const waiting = pending.get(member) ?? 0;
+    if (waiting >= MAX_PENDING) {
+      members.delete(member);
+      member.close({ closeCode: SLOW_MEMBER, reason: `too slow: ${MAX_PENDING} lines waiting` });
+      continue;
+    }
+    pending.set(member, waiting + 1);
+    sendLine(member, line)
+      .catch(() => {})
+      .finally(() => {
+        const left = pending.get(member) - 1;
+        if (left > 0) pending.set(member, left);
+        else pending.delete(member);
+      });
+  }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -42,6 +42,11 @@ if TYPE_CHECKING:
     import redis.asyncio
 
 MAX_MESSAGE = 4096
+# Lines on their way to each member. A member that takes no more streams (it never grants
+# stream credit, or reads nothing) would otherwise pile up one pending delivery per line for
+# as long as the room talks: past this many it is closed instead.
+MAX_PENDING = 64
+SLOW_MEMBER = 1
 
 
 def emit(event: str, **fields: object) -> None:
@@ -52,6 +57,7 @@ class Room:
     def __init__(self) -> None:
         self.members: set[ferrovia.Session] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.pending: dict[ferrovia.Session, int] = {}
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.ensure_future(work)
@@ -62,7 +68,21 @@ class Room:
     def deliver(self, line: str) -> None:
         # One slow member must not hold up the others: each delivery runs on its own.
         for member in list(self.members):
-            self.spawn(send_line(member, line))
+            waiting = self.pending.get(member, 0)
+            if waiting >= MAX_PENDING:
+                self.members.discard(member)
+                member.close(SLOW_MEMBER, f"too slow: {MAX_PENDING} lines waiting")
+                continue
+            self.pending[member] = waiting + 1
+            self.spawn(self._send(member, line))
+
+    async def _send(self, member: ferrovia.Session, line: str) -> None:
+        try:
+            await send_line(member, line)
+        finally:
+            left = self.pending.pop(member) - 1
+            if left:
+                self.pending[member] = left
 
 
 # -------------------------------------------------------------------------------------------

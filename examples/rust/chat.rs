@@ -15,23 +15,40 @@ mod util;
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
 };
 
 use ferrovia::{Certificate, Server, ServerConfig, Session, StreamError};
 use util::{emit, json_str};
 
 const MAX_MESSAGE: usize = 4096;
+/// Lines on their way to one member. A member that takes no more streams (it never grants
+/// stream credit, or reads nothing) would otherwise pile up one pending delivery per line
+/// for as long as the room talks: past this many it is closed instead.
+const MAX_PENDING: usize = 64;
+const SLOW_MEMBER: u32 = 1;
 
 #[derive(Clone, Default)]
 struct Room {
-    members: Arc<Mutex<HashMap<u64, Session>>>,
+    /// Each member's session and its count of lines on their way.
+    members: Arc<Mutex<HashMap<u64, (Session, Arc<AtomicUsize>)>>>,
 }
 
 impl Room {
     fn broadcast(&self, line: &str) {
-        let members: Vec<Session> = self.members.lock().unwrap().values().cloned().collect();
-        for member in members {
+        let members: Vec<_> = self.members.lock().unwrap().values().cloned().collect();
+        for (member, pending) in members {
+            if pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING {
+                pending.fetch_sub(1, Ordering::AcqRel);
+                member.close(
+                    SLOW_MEMBER,
+                    &format!("too slow: {MAX_PENDING} lines waiting"),
+                );
+                continue;
+            }
             let line = line.to_owned();
             // One slow member must not hold up the others: each delivery runs on its own.
             tokio::spawn(async move {
@@ -39,13 +56,17 @@ impl Room {
                     let _ = send.write_all(line.as_bytes()).await;
                     let _ = send.finish();
                 }
+                pending.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }
 }
 
 async fn member(room: Room, key: u64, name: String, session: Session) {
-    room.members.lock().unwrap().insert(key, session.clone());
+    room.members
+        .lock()
+        .unwrap()
+        .insert(key, (session.clone(), Arc::default()));
     emit(format!(r#"{{"event":"join","name":{}}}"#, json_str(&name)));
     room.broadcast(&format!("* {name} joined"));
     while let Ok(mut recv) = session.accept_uni().await {

@@ -228,10 +228,9 @@ class Program:
 
 
 @contextlib.asynccontextmanager
-async def program(script: Path, *args: str) -> AsyncIterator[Program]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, str(script), *args, stdout=asyncio.subprocess.PIPE, cwd=ROOT
-    )
+async def program(script: Path, *args: str, command: list[str] | None = None) -> AsyncIterator[Program]:
+    argv = [*(command or [sys.executable, str(script)]), *args]
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
     p = Program(proc)
     try:
         yield p
@@ -274,6 +273,59 @@ async def test_chat_example_broadcasts_between_two_clients() -> None:
             left = await chat.event(event="leave", name="bob")
             assert (left["code"], left["reason"]) == (9, "bye")
             assert await read_uni(ann) == b"* bob left"
+
+
+CHAT_PROGRAMS = {
+    "python": [sys.executable, str(EXAMPLES / "chat.py")],
+    "node": ["node", str(ROOT / "examples" / "node" / "chat.mjs")],
+    "rust": [str(ROOT / "target" / "debug" / "examples" / "chat")],
+}
+
+
+class _FrozenLimit:
+    """A QUIC stream limit that stays where it is: the peer gets no more stream credit."""
+
+    def __init__(self, limit: Any) -> None:
+        self.frame_type, self.name, self.used = limit.frame_type, limit.name, limit.used
+        self.sent = self._value = limit.value
+
+    @property
+    def value(self) -> int:
+        return self._value
+
+    @value.setter
+    def value(self, _: int) -> None:
+        pass
+
+
+@pytest.mark.parametrize("lang", sorted(CHAT_PROGRAMS))
+async def test_chat_example_closes_a_member_that_takes_no_more_lines(lang: str) -> None:
+    # Bob never lets the server open another stream once his first budget is spent; without
+    # a bound, each line said afterwards would leave one more delivery waiting for him.
+    if lang == "rust" and not Path(CHAT_PROGRAMS["rust"][0]).exists():
+        pytest.fail("build the Rust examples first: cargo build -p ferrovia --examples")
+    async with program(Path(), "--port", "0", command=CHAT_PROGRAMS[lang]) as chat:
+        port = (await chat.event(event="listening"))["port"]
+        async with connect_client(port) as a, connect_client(port) as b:
+            ann = await a.session("/chat?name=ann")
+            assert await ann.status() == 200
+            assert await read_uni(ann) == b"* ann joined"
+            b._quic._local_max_streams_uni = _FrozenLimit(b._quic._local_max_streams_uni)  # type: ignore[assignment]
+            bob = await b.session("/chat?name=bob")
+            assert await bob.status() == 200
+            assert await read_uni(ann) == b"* bob joined"
+            # 128 streams of credit (3 go to HTTP/3's own streams), then 64 waiting lines.
+            sent = 260
+            for i in range(sent):
+                ann.open_uni().send(f"line {i}".encode(), end=True)
+                if i % 16 == 15:
+                    await asyncio.sleep(0.05)
+            left = await chat.event(event="leave", name="bob", timeout=30)
+            assert left["code"] == 1, left
+            assert "too slow" in left["reason"], left
+            # Ann, who reads, got every line and bob's leave (streams: in any order).
+            got = {(await read_uni(ann)).decode() for _ in range(sent + 1)}
+            assert got == {f"ann: line {i}" for i in range(sent)} | {"* bob left"}
 
 
 async def test_gamestate_example_moves_the_player_from_datagram_input() -> None:
