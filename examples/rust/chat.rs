@@ -31,10 +31,12 @@ const MAX_MESSAGE: usize = 4096;
 const MAX_PENDING: usize = 64;
 const SLOW_MEMBER: u32 = 1;
 
+/// A member's session and its count of lines on their way.
+type Member = (Session, Arc<AtomicUsize>);
+
 #[derive(Clone, Default)]
 struct Room {
-    /// Each member's session and its count of lines on their way.
-    members: Arc<Mutex<HashMap<u64, (Session, Arc<AtomicUsize>)>>>,
+    members: Arc<Mutex<HashMap<u64, Member>>>,
 }
 
 impl Room {
