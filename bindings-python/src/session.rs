@@ -35,6 +35,12 @@ pub(crate) struct Session {
 
 impl Session {
     pub(crate) fn new(inner: ferrovia::Session) -> Self {
+        // A session stays open until either side closes it or its connection ends, whether
+        // or not Python still refers to it (as in Node): this clone lives until then.
+        let keeper = inner.clone();
+        crate::runtime().spawn(async move {
+            keeper.closed().await;
+        });
         Self {
             inner,
             interest: Default::default(),
