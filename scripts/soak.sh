@@ -2,11 +2,14 @@
 # Soak test: scripts/soak.sh [MINUTES]   (default 2)
 #
 # Runs one Ferrovia server process (`loadgen soak-server`) and a churning client
-# (`loadgen soak`, web-transport-quinn and plain quinn) against it for MINUTES. The churn
-# mixes, at 20 operations a second (SOAK_RATE), sessions that echo streams both ways and
-# datagrams and then close with a code; sessions whose client vanishes mid-transfer without
-# a packet; QUIC connections that never ask for a session; and CONNECTs answered 403 (by
-# the application) or 404 (by the server). See bench/loadgen/src/soak.rs.
+# (`loadgen soak`, web-transport-quinn and plain quinn, tokio-tungstenite and the qmux crate
+# on the TCP side) against it for MINUTES. The churn mixes, at 20 operations a second
+# (SOAK_RATE), sessions that echo streams both ways and datagrams and then close with a
+# code; sessions whose client vanishes mid-transfer without a packet; QUIC connections that
+# never ask for a session; CONNECTs answered 403 (by the application) or 404 (by the
+# server); plain WebSockets and QMux sessions over TLS on TCP that echo and close with a
+# code; and WebSocket clients that drop their connection mid-message or go silent until
+# the server closes them. See bench/loadgen/src/soak.rs.
 #
 # The server samples its resident memory (VmRSS), open sessions, open connections and open
 # file descriptors every 5 s; the script prints a row at start and each minute. After the

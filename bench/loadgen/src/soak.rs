@@ -7,15 +7,23 @@
 //! Against a `loadgen soak-server` on 127.0.0.1:P it starts `--rate` operations a second
 //! (default 20, at most `--concurrency` at once, default 48) for `--seconds`, each one of:
 //!
-//! - clean (45%): a session on `/echo` that echoes a bidi stream (1 KiB to 1 MiB), a uni
+//! - clean (35%): a session on `/echo` that echoes a bidi stream (1 KiB to 1 MiB), a uni
 //!   stream each way and ten datagrams, then closes with a code (4000..4999) and reason;
-//! - abandoned (20%): a session on `/echo` whose client vanishes mid-transfer: it runs on
+//! - abandoned (15%): a session on `/echo` whose client vanishes mid-transfer: it runs on
 //!   a runtime of its own that is dropped while the stream and datagrams are still
 //!   flowing, so no packet tells the server (it ends by idle timeout);
-//! - sessionless (15%): a QUIC connection with ALPN h3 that never asks for a session; the
+//! - sessionless (10%): a QUIC connection with ALPN h3 that never asks for a session; the
 //!   server must close it (after its sessionless timeout);
-//! - rejected (20%): a CONNECT to `/reject` (the application answers 403) or to an unknown
-//!   path (the server answers 404).
+//! - rejected (15%): a CONNECT to `/reject` (the application answers 403) or to an unknown
+//!   path (the server answers 404);
+//! - websocket (10%): a plain WebSocket on `/ws` over TLS and HTTP/1.1 on the TCP side that
+//!   echoes a text and a binary message (1 KiB to 256 KiB), then closes with a code the
+//!   server's Close frame must carry back;
+//! - qmux (10%): a QMux session on `/echo` over a WebSocket that echoes a bidi stream (1 KiB
+//!   to 256 KiB), then closes with a code;
+//! - tcp-gone (5%): a WebSocket on `/ws` whose client either drops its TCP connection in the
+//!   middle of a message, or goes silent (reads and answers nothing) until the server closes
+//!   the connection, which it must within 15 s (idle timeout 5 s).
 //!
 //! It prints a progress line on stderr each minute and a JSON summary on stdout at the end,
 //! and exits non-zero if any operation failed in a way the mix does not intend (wrong
@@ -34,7 +42,15 @@ use bytes::Bytes;
 use tokio::{sync::Semaphore, task::JoinSet};
 use web_transport_quinn::quinn;
 
-use crate::{client::Clients, Error};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncWriteExt;
+use tokio_tungstenite::tungstenite::{
+    protocol::{frame::coding::CloseCode, CloseFrame},
+    Message,
+};
+use web_transport_trait::{RecvStream as _, SendStream as _, Session as _};
+
+use crate::{client::Clients, tcp::Tcp, Error};
 
 #[derive(Clone, Copy, Debug)]
 enum Kind {
@@ -42,12 +58,15 @@ enum Kind {
     Abandoned,
     Sessionless,
     Rejected,
+    WebSocket,
+    Qmux,
+    TcpGone,
 }
 
 #[derive(Default)]
 struct Stats {
-    started: [AtomicU64; 4],
-    done: [AtomicU64; 4],
+    started: [AtomicU64; 7],
+    done: [AtomicU64; 7],
     errors: AtomicU64,
     skipped: AtomicU64,
     bytes_echoed: AtomicU64,
@@ -70,12 +89,15 @@ impl Stats {
     fn line(&self, elapsed: Duration) -> String {
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         format!(
-            r#"{{"t":{:.1},"clean":{},"abandoned":{},"sessionless":{},"rejected":{},"errors":{},"skipped":{},"bytes_echoed":{},"datagrams_sent":{},"datagrams_back":{}}}"#,
+            r#"{{"t":{:.1},"clean":{},"abandoned":{},"sessionless":{},"rejected":{},"websocket":{},"qmux":{},"tcp_gone":{},"errors":{},"skipped":{},"bytes_echoed":{},"datagrams_sent":{},"datagrams_back":{}}}"#,
             elapsed.as_secs_f64(),
             n(&self.done[0]),
             n(&self.done[1]),
             n(&self.done[2]),
             n(&self.done[3]),
+            n(&self.done[4]),
+            n(&self.done[5]),
+            n(&self.done[6]),
             n(&self.errors),
             n(&self.skipped),
             n(&self.bytes_echoed),
@@ -108,6 +130,7 @@ fn bytes(len: usize, seed: u64) -> Vec<u8> {
 }
 
 struct Target {
+    tcp: Tcp,
     echo: Clients,
     reject: Clients,
     missing: Clients,
@@ -228,6 +251,114 @@ async fn abandoned(t: &Target, seed: u64) -> Result<(), Error> {
         .map_err(|_| "the abandoning client's thread panicked")?
 }
 
+/// A plain WebSocket echo on the TCP side, closed with a code the server must echo.
+async fn websocket(t: &Target, stats: &Stats, seed: u64) -> Result<(), Error> {
+    let (mut ws, _) = t.tcp.websocket("/ws", &[], None).await?;
+    let text = format!("soak {seed} ✓");
+    let binary = Bytes::from(bytes(1024 + (seed % (255 * 1024)) as usize, seed));
+    ws.send(Message::text(text.clone())).await?;
+    ws.send(Message::Binary(binary.clone())).await?;
+    for want in [Bytes::from(text.clone()), binary.clone()] {
+        if next_message(&mut ws).await? != want {
+            return Err("WebSocket echo differs".into());
+        }
+    }
+    stats
+        .bytes_echoed
+        .fetch_add((text.len() + binary.len()) as u64, Ordering::Relaxed);
+    let code = 4000 + (seed % 1000) as u16;
+    ws.send(Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: "soak: done".into(),
+    })))
+    .await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(f)))) if u16::from(f.code) == code => return Ok(()),
+            Some(Ok(Message::Close(other))) => {
+                return Err(format!("the server's Close carried {other:?}, not {code}").into())
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("the connection ended before the server's Close".into()),
+        }
+    }
+}
+
+/// The next text or binary message, skipping pings and pongs.
+async fn next_message(ws: &mut crate::tcp::Ws) -> Result<Bytes, Error> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) => return Ok(Bytes::from(t.as_str().to_owned())),
+            Some(Ok(Message::Binary(b))) => return Ok(b),
+            Some(Ok(Message::Close(f))) => return Err(format!("server closed: {f:?}").into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("WebSocket ended".into()),
+        }
+    }
+}
+
+/// A QMux session over a WebSocket that echoes one bidi stream, then closes with a code.
+async fn qmux_session(t: &Target, stats: &Stats, seed: u64) -> Result<(), Error> {
+    let session = t.tcp.qmux("/echo").await?;
+    let payload = bytes(1024 + (seed % (255 * 1024)) as usize, seed);
+    let (mut send, mut recv) = session.open_bi().await?;
+    let writer = async {
+        send.write_all(&payload).await?;
+        send.finish()?;
+        Ok::<_, Error>(())
+    };
+    let reader = async {
+        let mut back = Vec::new();
+        while let Some(chunk) = recv.read_chunk(usize::MAX).await? {
+            back.extend_from_slice(&chunk);
+        }
+        Ok::<_, Error>(back)
+    };
+    let ((), back) = tokio::try_join!(writer, reader)?;
+    if back != payload {
+        return Err("QMux echo differs".into());
+    }
+    stats
+        .bytes_echoed
+        .fetch_add(payload.len() as u64, Ordering::Relaxed);
+    session.close(4000 + (seed % 1000) as u32, "soak: done");
+    let _ = tokio::time::timeout(Duration::from_secs(5), session.closed()).await;
+    Ok(())
+}
+
+/// A WebSocket client that drops its TCP connection mid-message, or goes silent until the
+/// server gives up on it.
+async fn tcp_gone(t: &Target, seed: u64) -> Result<(), Error> {
+    let (ws, _) = t.tcp.websocket("/ws", &[], None).await?;
+    let mut tls = ws.into_inner();
+    if seed % 2 == 0 {
+        // The header of a 60,000-byte masked binary frame and a few bytes of it; then the
+        // connection goes away.
+        let mut frame = vec![0x82, 0xFE, 0x00, 0x00, 1, 2, 3, 4];
+        frame[2..4].copy_from_slice(&60_000u16.to_be_bytes());
+        frame.extend_from_slice(&[0u8; 512]);
+        tls.write_all(&frame).await?;
+        tls.flush().await?;
+        drop(tls);
+        return Ok(());
+    }
+    // Silent: nothing read, nothing answered (the server's pings go unanswered). The
+    // server must close the connection; reading shows when it did.
+    let mut sink = Vec::new();
+    match tokio::time::timeout(Duration::from_secs(15), async {
+        use tokio::io::AsyncReadExt;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        tls.read_to_end(&mut sink).await
+    })
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(_) => Err("the server kept a silent WebSocket open for 15 s".into()),
+    }
+}
+
 /// A QUIC connection that never asks for a session: the server must close it.
 async fn sessionless(t: &Target) -> Result<(), Error> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], t.port));
@@ -268,20 +399,27 @@ fn status(err: &Error) -> Option<u16> {
     }
 }
 
-const KINDS: [Kind; 4] = [
+const KINDS: [Kind; 7] = [
     Kind::Clean,
     Kind::Abandoned,
     Kind::Sessionless,
     Kind::Rejected,
+    Kind::WebSocket,
+    Kind::Qmux,
+    Kind::TcpGone,
 ];
 
-/// Picks the next operation: 45% clean, 20% abandoned, 15% sessionless, 20% rejected.
+/// Picks the next operation: 35% clean, 15% abandoned, 10% sessionless, 15% rejected, 10%
+/// WebSocket, 10% QMux, 5% TCP client gone.
 fn pick(roll: u64) -> Kind {
     match roll % 100 {
-        0..=44 => Kind::Clean,
-        45..=64 => Kind::Abandoned,
-        65..=79 => Kind::Sessionless,
-        _ => Kind::Rejected,
+        0..=34 => Kind::Clean,
+        35..=49 => Kind::Abandoned,
+        50..=59 => Kind::Sessionless,
+        60..=74 => Kind::Rejected,
+        75..=84 => Kind::WebSocket,
+        85..=94 => Kind::Qmux,
+        _ => Kind::TcpGone,
     }
 }
 
@@ -292,6 +430,9 @@ async fn one(t: &Target, stats: &Stats, kind: Kind, seed: u64) {
             Kind::Abandoned => abandoned(t, seed).await,
             Kind::Sessionless => sessionless(t).await,
             Kind::Rejected => rejected(t, seed).await,
+            Kind::WebSocket => websocket(t, stats, seed).await,
+            Kind::Qmux => qmux_session(t, stats, seed).await,
+            Kind::TcpGone => tcp_gone(t, seed).await,
         }
     };
     match tokio::time::timeout(Duration::from_secs(30), op).await {
@@ -335,6 +476,7 @@ pub async fn run(args: impl Iterator<Item = String>) -> Result<(), Error> {
         return Err("--rate and --concurrency must be positive".into());
     }
     let target = Arc::new(Target {
+        tcp: Tcp::new(port, &hash)?,
         echo: Clients::new(url(port, "/echo"), &hash, 2)?,
         reject: Clients::new(url(port, "/reject"), &hash, 1)?,
         missing: Clients::new(url(port, "/missing"), &hash, 1)?,
@@ -355,7 +497,12 @@ pub async fn run(args: impl Iterator<Item = String>) -> Result<(), Error> {
     let mut tasks = JoinSet::new();
     while started.elapsed() < seconds {
         ticks.tick().await;
-        while tasks.try_join_next().is_some() {}
+        while let Some(joined) = tasks.try_join_next() {
+            if let Err(e) = joined {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                eprintln!("soak: an operation panicked: {e}");
+            }
+        }
         if Instant::now() >= next_report {
             eprintln!("soak: {}", stats.line(started.elapsed()));
             next_report += Duration::from_secs(60);
@@ -374,7 +521,12 @@ pub async fn run(args: impl Iterator<Item = String>) -> Result<(), Error> {
         });
     }
     // Every operation ends within its own 30 s timeout.
-    while tasks.join_next().await.is_some() {}
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(e) = joined {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            eprintln!("soak: an operation panicked: {e}");
+        }
+    }
     target.raw.close(0u32.into(), b"soak over");
     let _ = tokio::time::timeout(Duration::from_secs(5), target.raw.wait_idle()).await;
     println!("{}", stats.line(started.elapsed()));

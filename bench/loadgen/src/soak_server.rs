@@ -4,8 +4,9 @@
 //! loadgen soak-server [--every SECONDS]
 //! ```
 //!
-//! Binds 127.0.0.1:0, echoes bidi streams, uni streams (on a new uni stream) and datagrams
-//! on `/echo`, rejects `/reject` with 403 and leaves every other path to the server's own
+//! Binds 127.0.0.1:0 (UDP, and TLS on TCP at the same port), echoes bidi streams, uni
+//! streams (on a new uni stream) and datagrams on `/echo` (WebTransport and QMux sessions),
+//! plain WebSocket messages on `/ws`, rejects `/reject` with 403 and leaves every other path to the server's own
 //! 404. It prints `{"event":"listening","port":P,"certificateHash":HEX,"pid":N}` first,
 //! then a sample line every `--every` seconds (default 60) and whenever it gets SIGUSR1:
 //!
@@ -154,6 +155,8 @@ pub async fn run(args: impl Iterator<Item = String>) -> Result<(), Error> {
     let server = Server::bind(config)?;
     let echo_route = server.route("/echo")?;
     let reject_route = server.route("/reject")?;
+    let ws_route = server.route("/ws")?;
+    ws_route.allow_websockets();
     let counters = Arc::new(Counters::default());
     let started = Instant::now();
     println!(
@@ -187,6 +190,33 @@ pub async fn run(args: impl Iterator<Item = String>) -> Result<(), Error> {
                     let info = session.closed().await;
                     let counter = match info.initiator {
                         CloseInitiator::Remote if info.code != 0 => &counters.closed_with_code,
+                        CloseInitiator::Connection => &counters.closed_by_connection,
+                        _ => &counters.closed_other,
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                });
+            }
+        });
+    }
+
+    {
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            while let Some(request) = ws_route.accept().await {
+                let counters = counters.clone();
+                tokio::spawn(async move {
+                    let Ok(ws) = request.accept_websocket_with(None, &[]).await else {
+                        return;
+                    };
+                    counters.accepted.fetch_add(1, Ordering::Relaxed);
+                    while let Ok(Some(m)) = ws.recv().await {
+                        if ws.send(m).await.is_err() {
+                            break;
+                        }
+                    }
+                    let info = ws.closed().await;
+                    let counter = match info.initiator {
+                        CloseInitiator::Remote if info.code != 1005 => &counters.closed_with_code,
                         CloseInitiator::Connection => &counters.closed_by_connection,
                         _ => &counters.closed_other,
                     };
