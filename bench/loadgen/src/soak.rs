@@ -333,7 +333,7 @@ async fn qmux_session(t: &Target, stats: &Stats, seed: u64) -> Result<(), Error>
 async fn tcp_gone(t: &Target, seed: u64) -> Result<(), Error> {
     let (ws, _) = t.tcp.websocket("/ws", &[], None).await?;
     let mut tls = ws.into_inner();
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         // The header of a 60,000-byte masked binary frame and a few bytes of it; then the
         // connection goes away.
         let mut frame = vec![0x82, 0xFE, 0x00, 0x00, 1, 2, 3, 4];
