@@ -170,6 +170,35 @@ for (const browser of BROWSERS) {
         assert.equal(ev.data, 'reply:hello bidi');
       }));
 
+    test('server-opened streams (/open) read whole in 20 sessions in a row', { timeout: TEST_TIMEOUT * 2 }, () =>
+      withPage(browser, async (page) => {
+        const server = await echoServer();
+        const failures = await page.evaluate(
+          async ({ base, hash }) => {
+            // A stream's header, data and FIN may arrive in one packet, a handler may
+            // return right after finishing: every read must still end cleanly.
+            const failures = [];
+            for (let i = 0; i < 20; i++) {
+              try {
+                const t = await wt.connect(`${base}&i=${i}`, hash);
+                const uni = await wt.timeout(t.incomingUnidirectionalStreams.getReader().read(), 10000, 'incoming uni stream');
+                const bidi = await wt.timeout(t.incomingBidirectionalStreams.getReader().read(), 10000, 'incoming bidi stream');
+                const uniText = wt.decode(await wt.readAll(uni.value, 10000, 'server uni read'));
+                const bidiText = wt.decode(await wt.readAll(bidi.value.readable, 10000, 'server bidi read'));
+                if (uniText !== 'hello uni' || bidiText !== 'hello bidi') failures.push(`${i}: ${uniText} / ${bidiText}`);
+                await wt.timeout(wt.writeAll(bidi.value.writable, wt.encode('reply:' + bidiText)), 10000, 'reply write');
+                t.close({ closeCode: 0, reason: '' });
+              } catch (e) {
+                failures.push(`${i}: ${e.message}`);
+              }
+            }
+            return failures;
+          },
+          { base: server.url(`/open?t=${token()}`), hash: server.certificateHash },
+        );
+        assert.deepEqual(failures, []);
+      }));
+
     test('datagrams both ways', { timeout: TEST_TIMEOUT }, () =>
       withPage(browser, async (page) => {
         const server = await echoServer();
