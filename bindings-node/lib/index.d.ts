@@ -483,6 +483,12 @@ export interface AcceptOptions {
   headers?: Record<string, string> | Array<[string, string]>;
 }
 
+/** The options of `reject()`. */
+export interface RejectOptions {
+  /** Extra response headers. */
+  headers?: Record<string, string> | Array<[string, string]>;
+}
+
 /** A session request waiting for `accept()` or `reject()`. */
 export class SessionRequest {
   private constructor();
@@ -512,8 +518,12 @@ export class SessionRequest {
   accept(options?: AcceptOptions): Promise<WebTransportSession>;
   /** Accepts a plain WebSocket (`transport === 'websocket'`). */
   acceptWebSocket(options?: AcceptOptions): Promise<WebSocketSession>;
-  /** Rejects with a status in 300..599 (default 404). */
-  reject(status?: number): Promise<void>;
+  /**
+   * Rejects with a status in 300..599 (default 404) and optional response headers
+   * (`{ headers: { 'www-authenticate': 'Bearer' } }`). A bad status or header throws
+   * without answering.
+   */
+  reject(status?: number, options?: RejectOptions): Promise<void>;
 }
 
 /** Requests for one path. */

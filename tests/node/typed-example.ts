@@ -36,7 +36,7 @@ async function main(): Promise<void> {
 
   for await (const request of server.requests('/echo')) {
     if (request.origin === null) {
-      await request.reject(403);
+      await request.reject(401, { headers: { 'www-authenticate': 'Bearer' } });
       continue;
     }
     const session = await request.accept();
