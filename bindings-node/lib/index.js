@@ -1226,9 +1226,13 @@ class WebSocketSession {
   }
 }
 
+/** What a request's accept() returned, for route() to close when its handler throws. */
+const ACCEPTED = Symbol('accepted');
+
 /** A session request (extended CONNECT) waiting for accept() or reject(). */
 class SessionRequest {
   #native;
+  [ACCEPTED] = null;
 
   constructor(nativeRequest) {
     this.#native = nativeRequest;
@@ -1270,7 +1274,7 @@ class SessionRequest {
   async accept(options) {
     const { protocol, headers } = acceptOptions(options);
     const s = await this.#native.accept(protocol, headers).catch(rethrow);
-    return new WebTransportSession(s);
+    return (this[ACCEPTED] = new WebTransportSession(s));
   }
 
   /**
@@ -1280,7 +1284,7 @@ class SessionRequest {
   async acceptWebSocket(options) {
     const { protocol, headers } = acceptOptions(options);
     const ws = await this.#native.acceptWebSocket(protocol, headers).catch(rethrow);
-    return new WebSocketSession(ws, this.url.replace(/^https:/, 'wss:'));
+    return (this[ACCEPTED] = new WebSocketSession(ws, this.url.replace(/^https:/, 'wss:')));
   }
 
   /**
@@ -1727,8 +1731,10 @@ class Server {
 
   /**
    * Calls `handler(request)` for every request to `path`. If the handler throws or
-   * rejects before answering, the request gets 500 and `onError` (default: console.error)
-   * sees the error. Returns the RequestStream; close() it to stop routing.
+   * rejects, `onError` (default: console.error) sees the error, and the request gets 500
+   * if it was not answered yet; a session it accepted is closed (code 0, reason
+   * 'internal error'; a plain WebSocket with 1011), as the Python package does. Returns the
+   * RequestStream; close() it to stop routing.
    */
   route(path, handler, { onError = (e) => console.error('ferrovia: route handler failed:', e), webSockets } = {}) {
     if (typeof handler !== 'function') throw new TypeError(`handler must be a function, got ${describe(handler)}`);
@@ -1739,7 +1745,10 @@ class Server {
         Promise.resolve()
           .then(() => handler(request))
           .catch((err) => {
-            if (!request.answered) request.reject(500).catch(() => {});
+            const accepted = request[ACCEPTED];
+            if (accepted instanceof WebSocketSession) accepted.close({ closeCode: 1011, reason: 'internal error' });
+            else if (accepted) accepted.close({ closeCode: 0, reason: 'internal error' });
+            else if (!request.answered) request.reject(500).catch(() => {});
             onError(err);
           });
       }

@@ -132,6 +132,38 @@ describe('plain WebSocket sessions', () => {
     q.close();
     assert.throws(() => server.requests(undefined, { webSockets: true }), TypeError);
   });
+
+  test('a route handler that throws after accepting closes what it accepted, as in Python', async () => {
+    const errors = [];
+    const accepted = deferred();
+    const r = server.route('/throws', async (request) => {
+      if (request.transport === 'websocket') {
+        const ws = await request.acceptWebSocket();
+        accepted.resolve(ws);
+      } else {
+        accepted.resolve(await request.accept());
+      }
+      throw new Error('bug after accept');
+    }, { webSockets: true, onError: (e) => errors.push(e.message) });
+    try {
+      // A plain WebSocket: the client gets 1011 and the reason.
+      const c = client('/throws');
+      const [code, reason] = await once(c, 'close');
+      assert.deepEqual([code, reason.toString()], [1011, 'internal error']);
+      // A QMux session: closed by the server with code 0 and the reason.
+      const again = deferred();
+      accepted.resolve = again.resolve;
+      const qc = client('/throws', ['qmux-02']);
+      qc.on('error', () => {});
+      const session = await again.promise;
+      const info = await session.closed;
+      assert.deepEqual([info.closeCode, info.reason], [0, 'internal error']);
+      assert.deepEqual(errors, ['bug after accept', 'bug after accept']);
+      qc.terminate();
+    } finally {
+      r.close();
+    }
+  });
 });
 
 describe('the tcp option', () => {
