@@ -161,6 +161,7 @@ impl Failure {
             }
             Failure::Request(_) => raise(py, "RequestError", message, &[]),
             Failure::Server(ServerError::Bind { source, .. })
+            | Failure::Server(ServerError::BindTcp { source, .. })
             | Failure::Server(ServerError::ReusePort(ReusePortError::Bind { source, .. })) => {
                 PyOSError::new_err((source.raw_os_error().unwrap_or(0), message))
             }

@@ -266,7 +266,10 @@ impl ServerConfig {
         if l.max_concurrent_requests == 0
             || l.max_concurrent_requests > tokio::sync::Semaphore::MAX_PERMITS
         {
-            return Err("limits.max_concurrent_requests must be at least 1".into());
+            return Err(format!(
+                "limits.max_concurrent_requests must be in 1..={}",
+                tokio::sync::Semaphore::MAX_PERMITS
+            ));
         }
         if l.max_connections == 0 || l.max_connections_per_ip == 0 || l.max_sessions_per_ip == 0 {
             return Err("limits.max_connections, max_connections_per_ip and max_sessions_per_ip must be at least 1".into());

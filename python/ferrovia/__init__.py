@@ -819,6 +819,22 @@ class WebSocket:
         return f"<ferrovia.WebSocket path={self.path!r}>"
 
 
+class _Answered:
+    """What :meth:`SessionRequest.reject` returns: already done, and awaitable."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return
+        yield
+
+    def __repr__(self) -> str:
+        return "<answered>"
+
+
+_ANSWERED = _Answered()
+
+
 class SessionRequest:
     """A client asking to open a session: inspect it, then :meth:`accept` or :meth:`reject`.
 
@@ -842,6 +858,12 @@ class SessionRequest:
     def authority(self) -> str:
         """The ``:authority``: the host (and port) the client asked for."""
         return self._inner.authority
+
+    @property
+    def url(self) -> str:
+        """``https://authority/path?query`` as the client asked for it (as Node's
+        ``request.url``); parse it with :func:`urllib.parse.urlsplit`."""
+        return f"https://{self._inner.authority}{self._inner.path}"
 
     @property
     def origin(self) -> str | None:
@@ -948,14 +970,17 @@ class SessionRequest:
         status: int = 404,
         *,
         headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-    ) -> None:
+    ) -> _Answered:
         """Rejects with an HTTP ``status`` in 300..599 (e.g. 401, 403, 404) and optional
         response ``headers`` (lowercase names), e.g. ``{"www-authenticate": "Bearer"}``.
         The answer goes out in the background; a bad status or header raises without
-        answering, so the request can still be used."""
+        answering, so the request can still be used. The result may be awaited (as in
+        Node, where ``reject`` returns a promise) or not: the request is answered either
+        way."""
         status = _check_int("status", status, 300, 599)
         pairs = self._answer_args(None, headers)
         self._inner.reject(status, pairs)
+        return _ANSWERED
 
     def __repr__(self) -> str:
         return f"<ferrovia.SessionRequest path={self.path!r} origin={self.origin!r}>"
@@ -1519,6 +1544,18 @@ class Serving:
     def __await__(self) -> Generator[Any, None, Server]:
         return self._start().__await__()
 
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names Serving lacks: most likely a Server attribute used on
+        # `serve(...)` without `await`.
+        if not name.startswith("_") and hasattr(Server, name):
+            raise AttributeError(
+                f"'Serving' object has no attribute {name!r}: serve() needs `await` "
+                f"(server = await ferrovia.serve(...)) or `async with ferrovia.serve(...) as server:`",
+                name=name,
+                obj=self,
+            )
+        raise AttributeError(f"'Serving' object has no attribute {name!r}", name=name, obj=self)
+
     async def __aenter__(self) -> Server:
         return await self._start()
 
@@ -1551,7 +1588,10 @@ def _limits_dict(limits: Limits | None) -> dict[str, int]:
             assert seconds is not None
             out[f.name + "_ms"] = max(1, round(seconds * 1000))
         else:
-            out[f.name] = _check_int(f"limits.{f.name}", value, 0, 2**63 - 1)
+            # Every count is at least 1, as the Node package checks them; 0 retry threshold
+            # means: always ask for address validation.
+            low = 0 if f.name == "retry_threshold" else 1
+            out[f.name] = _check_int(f"limits.{f.name}", value, low, 2**63 - 1)
     return out
 
 

@@ -229,6 +229,11 @@ class AsgiHost:
         else:
             if not responded:
                 status = _BODY_FAILURE_STATUS.get(body_failure or "", 400 if body_failure else 500)
+                if body_failure is None:
+                    why = "before http.response.start" if start is None else "after http.response.start without a body"
+                    logger.error(
+                        "the ASGI application returned %s on %s %s; answered 500", why, method, head[2]
+                    )
                 self._plain(exchange, status, "no response\n" if body_failure is None else f"{body_failure}\n")
             elif not finished:
                 exchange.end()

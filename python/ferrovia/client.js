@@ -1,1 +1,1 @@
-../../bindings-node/lib/client.js
+../../bindings-node/lib/client.mjs

@@ -1,4 +1,4 @@
-// The browser connector (bindings-node/lib/client.js, shipped as 'ferrovia/client'):
+// The browser connector (bindings-node/lib/client.mjs, shipped as 'ferrovia/client'):
 // its QMux codec in Node, then pages in headless Chromium and Firefox that import it from
 // the harness's page server and talk to the Rust echo example over native WebTransport
 // and over QMux on a WebSocket (wss:// on the same port, TLS trusted by the harness).
@@ -14,7 +14,7 @@ import dgram from 'node:dgram';
 import net from 'node:net';
 import { after, describe, test } from 'node:test';
 
-import { _internal as Q, FerroviaTransport, WebTransportError } from '../../bindings-node/lib/client.js';
+import { _internal as Q, FerroviaTransport, WebTransportError } from '../../bindings-node/lib/client.mjs';
 import { BROWSERS, closeAll, sha256Hex, startEchoServer, token, withPage } from './harness.mjs';
 
 const TEST_TIMEOUT = 45000;

@@ -262,9 +262,9 @@ export function pageOrigin(host = 'localhost') {
           res.writeHead(200, { 'content-type': 'text/html; charset=utf-8', 'cache-control': 'no-store' });
           res.end(PAGE_HTML);
         } else if (req.url === '/client.js') {
-          // The browser connector (bindings-node/lib/client.js), for pages to import.
+          // The browser connector (bindings-node/lib/client.mjs), for pages to import.
           res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
-          res.end(readFileSync(path.join(REPO_ROOT, 'bindings-node', 'lib', 'client.js')));
+          res.end(readFileSync(path.join(REPO_ROOT, 'bindings-node', 'lib', 'client.mjs')));
         } else if (pagePackageFile(req.url)) {
           res.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-store' });
           res.end(readFileSync(pagePackageFile(req.url)));

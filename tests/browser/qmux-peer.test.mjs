@@ -1,4 +1,4 @@
-// Interop: the browser connector (bindings-node/lib/client.js, 'ferrovia/client') against
+// Interop: the browser connector (bindings-node/lib/client.mjs, 'ferrovia/client') against
 // a server built on the `qmux` crate, an independent implementation of
 // draft-ietf-quic-qmux-02 (core/examples/qmux_peer_echo.rs: WebSockets over TLS handed to
 // `qmux::ws::Server`). Pages in headless Chromium and Firefox connect with

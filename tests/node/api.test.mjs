@@ -170,6 +170,17 @@ describe('packaging', () => {
     }
   });
 
+  test("importing 'ferrovia' and 'ferrovia/client' prints nothing", () => {
+    for (const code of [
+      "import * as c from 'ferrovia/client'; if (typeof c.connect !== 'function') process.exit(3);",
+      "import * as f from 'ferrovia'; if (typeof f.Server !== 'function') process.exit(3);",
+    ]) {
+      const r = spawnSync(process.execPath, ['--input-type=module', '-e', code], { cwd: ROOT, encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      assert.equal(r.stderr, '', 'no warning on stderr');
+    }
+  });
+
   test('TypeScript: tsc --noEmit accepts the typed example', () => {
     const tsc = path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
     const r = spawnSync(process.execPath, [tsc, '-p', path.join(ROOT, 'tests', 'node', 'tsconfig.json')], { encoding: 'utf8' });

@@ -27,7 +27,10 @@ from conftest import Pair
         ({"keep_alive": 40.0}, ValueError, "keep_alive"),
         ({"congestion_controller": "vegas"}, ValueError, "congestion_controller"),
         ({"limits": {"max_sessions": 1}}, TypeError, "limits"),
-        ({"limits": ferrovia.Limits(max_sessions=-1)}, ValueError, "limits.max_sessions"),
+        ({"limits": ferrovia.Limits(max_sessions=-1)}, ValueError, "limits.max_sessions must be in 1.."),
+        # 0 and -1 get one message, at the call.
+        ({"limits": ferrovia.Limits(max_sessions=0)}, ValueError, "limits.max_sessions must be in 1.."),
+        ({"limits": ferrovia.Limits(retry_threshold=-1)}, ValueError, "limits.retry_threshold must be in 0.."),
     ],
 )
 def test_serve_checks_arguments_at_the_call(kwargs: dict[str, Any], error: type[Exception], name: str) -> None:
@@ -36,8 +39,8 @@ def test_serve_checks_arguments_at_the_call(kwargs: dict[str, Any], error: type[
 
 
 async def test_values_checked_by_the_core_name_the_field() -> None:
-    with pytest.raises(ValueError, match="max_sessions"):
-        await ferrovia.serve("127.0.0.1", 0, limits=ferrovia.Limits(max_sessions=0))
+    with pytest.raises(ValueError, match="max_concurrent_requests"):
+        await ferrovia.serve("127.0.0.1", 0, limits=ferrovia.Limits(max_concurrent_requests=2**62))
     with pytest.raises(ValueError, match="host"):
         await ferrovia.serve("not-an-ip", 0)
 

@@ -103,7 +103,7 @@ async def test_the_browser_connector_ships_in_the_package_and_serves_from_starle
     from starlette.responses import FileResponse
 
     path = ferrovia.client_js_path()
-    repo_copy = Path(__file__).resolve().parents[2] / "bindings-node" / "lib" / "client.js"
+    repo_copy = Path(__file__).resolve().parents[2] / "bindings-node" / "lib" / "client.mjs"
     # The installed package holds the same module as the npm package's ferrovia/client.
     assert path.is_file() and path.read_bytes() == repo_copy.read_bytes()
 

@@ -335,3 +335,21 @@ async def test_a_failed_startup_raises_and_a_declared_body_over_the_limit_gets_4
             assert seen == []
             ok = await client.post(f"https://localhost:{server.port}/u", content=b"x" * 500)
             assert ok.text == "500"
+
+
+async def test_an_app_that_returns_without_responding_is_logged_and_answered_500(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def app(scope: dict[str, object], receive: Callable[..., object], send: Callable[..., object]) -> None:
+        if scope["type"] == "http" and scope["path"] == "/half":
+            await send({"type": "http.response.start", "status": 200, "headers": []})  # type: ignore[misc]
+
+    caplog.set_level(logging.ERROR, logger="ferrovia")
+    async with ferrovia.serve("127.0.0.1", 0, app=app) as server:
+        base = f"https://localhost:{server.port}"
+        async with httpx.AsyncClient(verify=False, timeout=10) as client:
+            for path, why in (("/none", "before http.response.start"), ("/half", "without a body")):
+                r = await client.get(f"{base}{path}")
+                assert r.status_code == 500
+                assert r.text == "no response\n"
+                assert any(why in m and path in m for m in caplog.messages), caplog.messages

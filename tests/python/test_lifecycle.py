@@ -218,11 +218,32 @@ async def test_await_serve_then_async_with() -> None:
     assert server.closed
 
 
+def test_a_forgotten_await_on_serve_says_so() -> None:
+    serving = ferrovia.serve("127.0.0.1", 0)
+    with pytest.raises(AttributeError, match="serve\\(\\) needs `await`"):
+        serving.route  # type: ignore[attr-defined]  # noqa: B018
+    with pytest.raises(AttributeError, match="no attribute 'nonsense'$"):
+        serving.nonsense  # type: ignore[attr-defined]  # noqa: B018
+
+
 async def test_port_in_use_is_an_os_error() -> None:
+    import errno
+    import socket
+
     async with ferrovia.serve("127.0.0.1", 0) as server:
         with pytest.raises(OSError) as info:
             await ferrovia.serve("127.0.0.1", server.port)
         assert "cannot bind" in str(info.value)
+        assert info.value.errno == errno.EADDRINUSE
+    # The TCP side's port in use (UDP free): the same OSError, naming TCP.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError) as info:
+            await ferrovia.serve("127.0.0.1", 0, tcp=("127.0.0.1", port))
+        assert "cannot bind TCP" in str(info.value)
+        assert info.value.errno == errno.EADDRINUSE
 
 
 async def test_rust_panic_becomes_an_exception_and_the_server_keeps_serving(server: ferrovia.Server) -> None:

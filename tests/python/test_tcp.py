@@ -194,7 +194,10 @@ async def test_reject_with_headers_reaches_the_client() -> None:
             with pytest.raises(ValueError, match="bad header"):
                 request.reject(401, headers={"bad header": "x"})
             assert not request.answered
-            request.reject(401, headers={"www-authenticate": 'Bearer realm="chat"'})
+            assert request.url == f"https://localhost:{server.port}/auth"
+            # Awaitable, as in Node (and answered whether awaited or not).
+            await request.reject(401, headers={"www-authenticate": 'Bearer realm="chat"'})
+            assert request.answered
 
         task = asyncio.create_task(refuse())
         with pytest.raises(InvalidStatus) as refused:

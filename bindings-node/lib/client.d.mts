@@ -1,4 +1,4 @@
-// Type declarations of 'ferrovia/client' (bindings-node/lib/client.js): the browser
+// Type declarations of 'ferrovia/client' (bindings-node/lib/client.mjs): the browser
 // connector. Self-contained on purpose, so it type-checks with or without the DOM lib.
 
 /** How a session reached the server. */
