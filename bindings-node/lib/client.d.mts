@@ -106,6 +106,12 @@ export declare class FerroviaTransport {
   /** 'pending' until ready; 'reliable-only' over QMux. */
   readonly reliability: 'pending' | 'reliable-only' | 'supports-unreliable';
   readonly attempts: ConnectAttempt[];
+  /**
+   * Why native WebTransport was not used when QMux won after trying it (its error, or
+   * "not ready within N ms"); null when native won or was not tried. The first such
+   * fallback on a page is also reported with console.warn.
+   */
+  readonly fallbackReason: string | null;
   /** The underlying native WebTransport or QMux session (null until ready). */
   readonly session: unknown;
   readonly datagrams: DatagramDuplexStream;

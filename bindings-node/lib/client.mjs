@@ -1133,6 +1133,41 @@ function isSafari(ua = globalThis.navigator?.userAgent ?? '') {
   return /AppleWebKit\//.test(ua) && !/(Chrome|Chromium|Edg|Firefox)\//.test(ua);
 }
 
+/**
+ * Checks `serverCertificateHashes` as the page wrote it. A mistake here is the page's own
+ * (a hex string where bytes belong, a wrong algorithm name): it throws, since falling back
+ * to QMux would hide it and ship a page that never uses WebTransport.
+ */
+function checkCertificateHashes(hashes) {
+  if (hashes === undefined) return;
+  if (!Array.isArray(hashes)) throw new TypeError('serverCertificateHashes must be an array of { algorithm, value }');
+  hashes.forEach((h, i) => {
+    const where = `serverCertificateHashes[${i}]`;
+    if (h === null || typeof h !== 'object') throw new TypeError(`${where} must be { algorithm: 'sha-256', value }`);
+    if (h.algorithm !== 'sha-256') {
+      throw new TypeError(`${where}.algorithm must be 'sha-256' (exactly), not ${JSON.stringify(h.algorithm)}`);
+    }
+    const v = h.value;
+    if (typeof v === 'string') {
+      throw new TypeError(`${where}.value is a string: it must be the hash's 32 bytes (a Uint8Array or ArrayBuffer), so decode the hex or base64 first`);
+    }
+    const bytes = v instanceof ArrayBuffer ? v.byteLength : ArrayBuffer.isView(v) ? v.byteLength : -1;
+    if (bytes !== 32) {
+      throw new TypeError(`${where}.value must be the 32 bytes of a SHA-256 (a Uint8Array or ArrayBuffer), got ${bytes < 0 ? typeof v : `${bytes} bytes`}`);
+    }
+  });
+}
+
+const NO_WEBTRANSPORT = 'WebTransport is not available';
+
+/** console.warn once per page for fallbacks, so that a QMux-only deployment is noticed. */
+let warnedFallback = false;
+function warnFallback(url, reason) {
+  if (warnedFallback) return;
+  warnedFallback = true;
+  globalThis.console?.warn?.(`ferrovia: native WebTransport to ${url} did not work (${reason}); using QMux over a WebSocket instead. transport.fallbackReason says why; see docs/client.md "When it falls back".`);
+}
+
 /** The default order of attempts: Safari's WebTransport has flaws users route around. */
 function defaultTransports(ua) {
   return isSafari(ua) ? ['qmux', 'webtransport'] : ['webtransport', 'qmux'];
@@ -1181,8 +1216,11 @@ export class FerroviaTransport {
     // QMux datagrams are reliable, so it cannot meet requireUnreliable.
     if (options.requireUnreliable) order = order.filter((t) => t !== 'qmux');
     if (!order.length) throw new TypeError('no transport to try');
+    checkCertificateHashes(options.serverCertificateHashes);
     this.url = new URL(url, globalThis.location?.href).href;
     this.transport = null;
+    /** Why native WebTransport was not used, when QMux won after it: null otherwise. */
+    this.fallbackReason = null;
     this.#chosen = this.#connect(order, fallbackAfter, webTransportOptions, { ...options, qmux });
     this.#chosen.catch(() => {});
     this.ready = this.#chosen.then(() => undefined);
@@ -1264,9 +1302,18 @@ export class FerroviaTransport {
         let impl;
         try {
           if (kind === 'qmux') impl = new QmuxTransport(this.url, options);
-          else if (typeof globalThis.WebTransport !== 'function') throw new Error('WebTransport is not available');
+          else if (typeof globalThis.WebTransport !== 'function') throw new Error(NO_WEBTRANSPORT);
           else impl = new globalThis.WebTransport(this.url, wtOptions);
         } catch (e) {
+          if (e instanceof TypeError || e?.name === 'SyntaxError' || e?.name === 'NotSupportedError') {
+            // The browser refused the page's own arguments: no fallback hides that.
+            Object.assign(log, { outcome: 'failed', ms: Date.now() - t0, error: describe(e) });
+            for (const c of this.#connecting) c.abandon();
+            this.#connecting = [];
+            settled = true;
+            reject(e);
+            return;
+          }
           Object.assign(log, { outcome: 'failed', ms: Date.now() - t0, error: describe(e) });
           errors.push(`${kind}: ${describe(e)}`);
           start();
@@ -1295,6 +1342,14 @@ export class FerroviaTransport {
           this.#connecting = [];
           this.#impl = impl;
           this.transport = kind;
+          const native = this.#attempts.find((a) => a.transport === 'webtransport');
+          if (kind === 'qmux' && native) {
+            this.fallbackReason = native.outcome === 'abandoned'
+              ? `not ready within ${fallbackAfter} ms`
+              : native.error ?? 'failed';
+            // A browser without WebTransport is what QMux is for; anything else is news.
+            if (native.error !== NO_WEBTRANSPORT) warnFallback(this.url, this.fallbackReason);
+          }
           resolve(impl);
         }, (e) => {
           drop();

@@ -691,6 +691,63 @@ for (const browser of BROWSERS) {
       assert.deepEqual(server.eventsSince(mark).filter((e) => e.event === 'session' && String(e.path).includes(tok)), []);
     }));
 
+    test('setup mistakes are not hidden: a hash as text throws; a stale hash falls back, says why, warns once', { timeout: TEST_TIMEOUT }, run(async (page, server) => {
+      const tok = token();
+      const mark = server.mark();
+      const r = await page.evaluate(async ({ url, hash, stale }) => {
+        const { connect } = (window.ferroviaClient ??= await import(location.origin + '/client.js'));
+        const warnings = [];
+        const warn = console.warn;
+        console.warn = (...args) => { warnings.push(args.join(' ')); warn.apply(console, args); };
+        const out = {};
+        // The hash as hex text, as it is printed: the page's mistake, thrown at once.
+        const hex = hash;
+        const t0 = performance.now();
+        try {
+          await connect(`${url}&case=hex`, { serverCertificateHashes: [{ algorithm: 'sha-256', value: hex }] });
+          out.hex = 'connected';
+        } catch (e) {
+          out.hex = { name: e.name, message: e.message, ms: Math.round(performance.now() - t0) };
+        }
+        try {
+          await connect(`${url}&case=alg`, { serverCertificateHashes: [{ algorithm: 'SHA-256', value: wt.hexToBytes(hash) }] });
+          out.alg = 'connected';
+        } catch (e) {
+          out.alg = { name: e.name, message: e.message };
+        }
+        // A stale hash (another certificate's): native fails, QMux works, and the page is told.
+        const staleT = await wt.timeout(connect(`${url}&case=stale`, { serverCertificateHashes: [{ algorithm: 'sha-256', value: wt.hexToBytes(stale) }] }), 20000, 'stale');
+        out.stale = { transport: staleT.transport, reason: staleT.fallbackReason, attempts: staleT.attempts.map((a) => [a.transport, a.outcome]) };
+        staleT.close();
+        const again = await wt.timeout(connect(`${url}&case=again`, { serverCertificateHashes: [{ algorithm: 'sha-256', value: wt.hexToBytes(stale) }] }), 20000, 'again');
+        out.again = { transport: again.transport, reason: again.fallbackReason };
+        again.close();
+        const good = await wt.timeout(connect(`${url}&case=good`, wt.options(hash)), 20000, 'good');
+        out.good = { transport: good.transport, reason: good.fallbackReason };
+        good.close();
+        console.warn = warn;
+        out.warnings = warnings;
+        return out;
+      }, { url: server.url(`/echo?t=${tok}`), hash: server.certificateHash, stale: randomBytes(32).toString('hex') });
+      const dump = JSON.stringify(r);
+      assert.equal(r.hex.name, 'TypeError', dump);
+      assert.match(r.hex.message, /is a string: it must be the hash's 32 bytes/, dump);
+      assert.equal(r.alg.name, 'TypeError', dump);
+      assert.match(r.alg.message, /algorithm must be 'sha-256'/, dump);
+      assert.equal(r.stale.transport, 'qmux', dump);
+      assert.deepEqual(r.stale.attempts, [['webtransport', 'failed'], ['qmux', 'ready']], dump);
+      assert.ok(r.stale.reason, dump);
+      assert.equal(r.again.transport, 'qmux', dump);
+      assert.ok(r.again.reason, dump);
+      assert.deepEqual([r.good.transport, r.good.reason], ['webtransport', null], dump);
+      assert.equal(r.warnings.length, 1, `one warning per page: ${dump}`);
+      assert.match(r.warnings[0], /did not work .*using QMux/, dump);
+      console.log(`# ${browser}: stale hash: ${r.stale.reason}`);
+      // Neither mistake reached the server.
+      const seen = server.eventsSince(mark).filter((e) => e.event === 'session' && String(e.path).includes(tok)).map((e) => new URL(e.path, 'https://x').searchParams.get('case'));
+      assert.ok(!seen.includes('hex') && !seen.includes('alg'), JSON.stringify(seen));
+    }));
+
     test('Safari before 26.4 (no WebTransport global): QMux, echo works', { timeout: TEST_TIMEOUT }, run(async (page, server) => {
       const p = `/echo?t=${token()}`;
       const mark = server.mark();
