@@ -52,10 +52,91 @@ pub(crate) const CLIENT_LEFT: &str = "the client went away";
 /// Why a session accepted after the session limit was reached ends at once.
 pub(crate) const SESSION_LIMIT: &str = "session limit reached: the client was answered 503";
 
+/// The query parameter the browser connector tags both attempts of one `connect()` with
+/// (native WebTransport, then QMux): a refusal of the first is replayed to the second
+/// instead of asking the application again. Taken off the path before anyone sees it.
+pub(crate) const ATTEMPT_PARAM: &str = "ferrovia-attempt";
+
+/// Removes a valid `ferrovia-attempt=ID` (1 to 64 of `A-Z a-z 0-9 _ -`) from `path`'s
+/// query and returns the ID.
+pub(crate) fn take_attempt(path: &mut String) -> Option<String> {
+    let (base, query) = path.split_once('?')?;
+    let mut id = None;
+    let mut kept = Vec::new();
+    for pair in query.split('&') {
+        match pair.split_once('=') {
+            Some((ATTEMPT_PARAM, v))
+                if id.is_none()
+                    && (1..=64).contains(&v.len())
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                id = Some(v.to_owned());
+            }
+            _ => kept.push(pair),
+        }
+    }
+    let id = id?;
+    *path = if kept.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    Some(id)
+}
+
+/// Refusals of tagged requests, kept briefly so that the connector's second attempt gets
+/// the same answer without the application being asked twice (a single-use token, a rate
+/// limit or an audit log would count it twice). Bounded: the oldest go first.
+#[derive(Default)]
+pub(crate) struct Refusals {
+    by_id: std::collections::HashMap<String, (Refusal, std::time::Instant)>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// A refusal as the client should see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Refusal {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl Refusals {
+    const MAX: usize = 4096;
+    const TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+    pub(crate) fn remember(&mut self, id: String, refusal: Refusal) {
+        if self.by_id.len() >= Self::MAX {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+        if self
+            .by_id
+            .insert(id.clone(), (refusal, std::time::Instant::now()))
+            .is_none()
+        {
+            self.order.push_back(id);
+        }
+    }
+
+    pub(crate) fn recall(&mut self, id: &str) -> Option<Refusal> {
+        let (refusal, at) = self.by_id.get(id)?;
+        if at.elapsed() > Self::TTL {
+            self.by_id.remove(id);
+            self.order.retain(|o| o != id);
+            return None;
+        }
+        Some(refusal.clone())
+    }
+}
+
 /// What every request has, whatever carried it.
 pub(crate) struct RequestHead {
     pub(crate) id: u64,
     pub(crate) path: String,
+    /// The connector's tag of this `connect()`, taken off the path.
+    pub(crate) attempt: Option<String>,
     pub(crate) authority: String,
     pub(crate) origin: Option<String>,
     pub(crate) headers: Vec<(String, String)>,
@@ -263,6 +344,17 @@ impl SessionRequest {
     }
 
     fn answer_with(&mut self, status: u16, headers: &[(&str, &str)]) {
+        let (server, unanswered) = match &self.inner {
+            Inner::H3(h3) => (&h3.conn.server, h3.streams.is_some()),
+            Inner::Tcp(tcp) => (&tcp.server, tcp.answer.is_some()),
+        };
+        if let Some(id) = self.head.attempt.take().filter(|_| unanswered) {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            server.remember_refusal(id, Refusal { status, headers });
+        }
         match &mut self.inner {
             Inner::H3(h3) => h3.answer(status, headers),
             Inner::Tcp(tcp) => tcp.answer(status, headers),
@@ -339,5 +431,64 @@ mod tests {
         assert!(check_headers(&[("X-Upper", "v")]).is_err());
         assert!(check_headers(&[("x-nl", "a\r\nb")]).is_err());
         assert!(check_headers(&[("", "v")]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod attempt_tests {
+    use super::*;
+
+    #[test]
+    fn the_attempt_tag_is_taken_off_the_path() {
+        let take = |p: &str| {
+            let mut path = p.to_owned();
+            let id = take_attempt(&mut path);
+            (path, id)
+        };
+        assert_eq!(
+            take("/a?ferrovia-attempt=x1"),
+            ("/a".into(), Some("x1".into()))
+        );
+        assert_eq!(
+            take("/a?t=1&ferrovia-attempt=x_-9&u=2"),
+            ("/a?t=1&u=2".into(), Some("x_-9".into()))
+        );
+        // Not a valid tag: left in place for the application.
+        assert_eq!(
+            take("/a?ferrovia-attempt=a%20b"),
+            ("/a?ferrovia-attempt=a%20b".into(), None)
+        );
+        assert_eq!(
+            take("/a?ferrovia-attempt="),
+            ("/a?ferrovia-attempt=".into(), None)
+        );
+        assert_eq!(
+            take(&format!("/a?ferrovia-attempt={}", "x".repeat(65))).1,
+            None
+        );
+        assert_eq!(take("/a"), ("/a".into(), None));
+        // Only the first tag is the tag.
+        assert_eq!(
+            take("/a?ferrovia-attempt=one&ferrovia-attempt=two"),
+            ("/a?ferrovia-attempt=two".into(), Some("one".into()))
+        );
+    }
+
+    #[test]
+    fn refusals_are_bounded() {
+        let mut r = Refusals::default();
+        let refusal = |status| Refusal {
+            status,
+            headers: Vec::new(),
+        };
+        for i in 0..Refusals::MAX + 10 {
+            r.remember(format!("id{i}"), refusal(403));
+        }
+        assert_eq!(r.by_id.len(), Refusals::MAX);
+        assert_eq!(r.recall("id0"), None, "the oldest went first");
+        assert_eq!(
+            r.recall(&format!("id{}", Refusals::MAX + 9)),
+            Some(refusal(403))
+        );
     }
 }

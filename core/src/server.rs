@@ -93,6 +93,9 @@ pub(crate) struct ServerShared {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) limits: Limits,
     pub(crate) origin_policy: OriginPolicy,
+    /// Refusals of connector-tagged requests, replayed to the same `connect()`'s next
+    /// attempt.
+    refusals: Mutex<crate::request::Refusals>,
     /// Slots for ordinary HTTP requests being handled (`Limits::max_concurrent_requests`).
     pub(crate) running_requests: Arc<tokio::sync::Semaphore>,
     /// Peers of the plain TCP side whose forwarding headers are believed.
@@ -314,6 +317,16 @@ impl ServerShared {
     }
 
     /// Counts and logs a request the server answers itself.
+    /// Keeps the refusal of a request the connector tagged, for its next attempt.
+    pub(crate) fn remember_refusal(&self, id: String, refusal: crate::request::Refusal) {
+        lock(&self.refusals).remember(id, refusal);
+    }
+
+    /// The refusal of an earlier attempt of the same `connect()`, if any.
+    pub(crate) fn recall_refusal(&self, id: &str) -> Option<crate::request::Refusal> {
+        lock(&self.refusals).recall(id)
+    }
+
     pub(crate) fn refused(&self, status: u16, path: &str, remote: SocketAddr) {
         let reason = crate::stats::refusal_reason(status);
         self.counters.request_refused(status, reason, path, remote);
@@ -655,6 +668,7 @@ impl Server {
             limits: config.limits.clone(),
             origin_policy: config.origin_policy.clone(),
             trusted_proxies: config.trusted_proxies.clone(),
+            refusals: Mutex::default(),
             running_requests: Arc::new(tokio::sync::Semaphore::new(
                 config.limits.max_concurrent_requests,
             )),

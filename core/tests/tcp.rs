@@ -1427,3 +1427,91 @@ async fn a_rejection_carries_the_applications_response_headers() {
         .unwrap_err();
     assert_eq!(rejected_status(&refused), Some(401));
 }
+
+/// The browser connector tags both attempts of one `connect()` with `ferrovia-attempt`: the
+/// application never sees the tag, a refusal of the native attempt is replayed to the QMux
+/// attempt without asking the application again, and a tagged QMux attempt hears the
+/// refusal in-band (WebSocket close 4000 + status, the headers as the reason), since a
+/// browser shows a page nothing of a refused WebSocket handshake.
+#[tokio::test]
+async fn a_refusal_is_final_for_the_connectors_attempts() {
+    let srv = start();
+    let route = srv.server.route("/auth").unwrap();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(request) = route.accept().await {
+            let _ = seen_tx.send((request.path().to_owned(), request.transport()));
+            let _ = request
+                .reject_with(401, &[("www-authenticate", "Bearer realm=\"chat\"")])
+                .await;
+        }
+    });
+    // The native attempt: refused by the application, which sees the path without the tag.
+    let url = srv.url("/auth?token=bad&ferrovia-attempt=Abc-123_x");
+    let err = srv
+        .connect_request(web_transport_quinn::proto::ConnectRequest::new(url))
+        .await
+        .expect_err("refused");
+    assert_eq!(rejected_status(&err), Some(401));
+    let (path, transport) = seen.recv().await.unwrap();
+    assert_eq!(
+        (path.as_str(), transport),
+        ("/auth?token=bad", Transport::WebTransport)
+    );
+    // The QMux attempt of the same connect(): the same refusal, in-band, and the
+    // application is not asked.
+    let in_band = |mut ws: Ws<TlsStream>| async move {
+        match next_data(&mut ws).await {
+            Message::Close(Some(f)) => (u16::from(f.code), f.reason.as_str().to_owned()),
+            other => panic!("{other:?}"),
+        }
+    };
+    let (ws, chosen) = ws_h1(
+        &srv,
+        "/auth?token=bad&ferrovia-attempt=Abc-123_x",
+        &["qmux-02"],
+        &[],
+    )
+    .await
+    .expect("the upgrade succeeds");
+    assert_eq!(chosen.as_deref(), Some("qmux-02"));
+    assert_eq!(
+        in_band(ws).await,
+        (
+            4401,
+            r#"[["www-authenticate","Bearer realm=\"chat\""]]"#.to_owned()
+        )
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), seen.recv())
+            .await
+            .is_err(),
+        "the application was asked twice"
+    );
+    // A tagged QMux attempt on its own (QMux first, as on Safari): the application answers,
+    // the page hears it in-band.
+    let (ws, _) = ws_h1(&srv, "/auth?ferrovia-attempt=second", &["qmux-02"], &[])
+        .await
+        .unwrap();
+    assert_eq!(in_band(ws).await.0, 4401);
+    assert_eq!(
+        seen.recv().await.unwrap(),
+        ("/auth".to_owned(), Transport::Qmux)
+    );
+    // Untagged clients get the HTTP status, as before.
+    assert_eq!(
+        ws_h1(&srv, "/auth", &["qmux-02"], &[]).await.err(),
+        Some(401)
+    );
+    assert_eq!(seen.recv().await.unwrap().0, "/auth");
+    // A server-side refusal before the application (a foreign origin) is in-band too.
+    let (ws, _) = ws_h1(
+        &srv,
+        "/auth?ferrovia-attempt=third",
+        &["qmux-02"],
+        &[("origin", "https://evil.example")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(in_band(ws).await.0, 4403);
+}

@@ -1127,10 +1127,13 @@ async fn handle_request(
         shared.note_refusal();
         return respond(shared, send, status);
     }
+    let mut path = request.path;
+    let attempt = crate::request::take_attempt(&mut path);
     let request = SessionRequest {
         head: RequestHead {
             id: session_id,
-            path: request.path,
+            path,
+            attempt,
             authority: request.authority,
             origin: request.origin,
             headers: request.headers,

@@ -437,7 +437,9 @@ pub(crate) async fn handshake(
     conn: Option<Arc<TcpConn>>,
     h: Handshake,
 ) -> HandshakeOutcome {
-    let (path, remote) = (h.path.clone(), h.remote_addr);
+    let mut path = h.path.clone();
+    let attempt = crate::request::take_attempt(&mut path);
+    let remote = h.remote_addr;
     let refused = |conn: &Option<Arc<TcpConn>>, status: u16| {
         server.refused(status, &path, remote);
         if let Some(c) = conn {
@@ -470,6 +472,29 @@ pub(crate) async fn handshake(
         .find(|(k, _)| k == "origin")
         .map(|(_, v)| v.clone());
     let offer = Offer::parse(&upgrade.protocols);
+    // The connector's QMux attempt hears a refusal in-band: a browser shows a page neither
+    // the status nor the headers of a refused WebSocket handshake.
+    let in_band = offer
+        .as_ref()
+        .filter(|_| attempt.is_some())
+        .and_then(|o| o.answer(None));
+    let http2 = h.http2;
+    let refuse = |status: u16, headers: Vec<(String, String)>| match &in_band {
+        Some(token) => refused_in_band(
+            server,
+            http2,
+            upgrade.key.as_deref(),
+            token,
+            status,
+            &headers,
+            conn.clone(),
+        ),
+        None => HandshakeOutcome::Respond {
+            status,
+            headers,
+            body: "",
+        },
+    };
     let transport = if offer.is_some() {
         Transport::Qmux
     } else {
@@ -497,11 +522,21 @@ pub(crate) async fn handshake(
     };
     if let Some(status) = status {
         refused(&conn, status);
-        return respond(status, "");
+        return refuse(status, Vec::new());
+    }
+    // An earlier attempt of the same connect() was refused: the same answer, without
+    // asking the application again.
+    if let Some(earlier) = attempt
+        .as_deref()
+        .filter(|_| in_band.is_some())
+        .and_then(|id| server.recall_refusal(id))
+    {
+        refused(&conn, earlier.status);
+        return refuse(earlier.status, earlier.headers);
     }
     let Some(ip) = server.reserve_ip_session(h.remote_addr.ip()) else {
         refused(&conn, 429);
-        return respond(429, "");
+        return refuse(429, Vec::new());
     };
     let no_masking = h.secure && upgrade.extensions.iter().any(|e| e == "no-masking");
     let subprotocols = match &offer {
@@ -512,7 +547,8 @@ pub(crate) async fn handshake(
     let request = SessionRequest {
         head: RequestHead {
             id: server.next_session_id(),
-            path: h.path,
+            path,
+            attempt: attempt.clone(),
             authority: h.authority,
             origin: origin_header,
             headers: h.headers,
@@ -538,13 +574,7 @@ pub(crate) async fn handshake(
     }
     let answer = rx.await.unwrap_or(Answer::Reject(503, Vec::new()));
     let (protocol_header, extra, start) = match answer {
-        Answer::Reject(status, headers) => {
-            return HandshakeOutcome::Respond {
-                status,
-                headers,
-                body: "",
-            }
-        }
+        Answer::Reject(status, headers) => return refuse(status, headers),
         Answer::Accept {
             protocol_header,
             headers,
@@ -575,6 +605,7 @@ pub(crate) async fn handshake(
     let max_message = match &start {
         request::Start::Qmux { .. } => qmux::MAX_RECORD as usize + 64,
         request::Start::WebSocket { .. } => server.limits.max_message_size,
+        request::Start::Refuse { .. } => 4096,
     };
     // tungstenite zero-fills its read buffer up front: its 128 KiB default was most of an
     // idle WebSocket's memory, and 16 KiB costs no throughput (it grows for larger frames).
@@ -602,6 +633,86 @@ pub(crate) async fn handshake(
             hold: conn,
         },
     }
+}
+
+/// A refusal told over the WebSocket itself, for the browser connector's QMux attempt: the
+/// upgrade succeeds and the WebSocket closes at once with code 4000 + the status (4401 for
+/// 401) and, as the reason, the refusal's headers as a JSON list of pairs (as many as fit
+/// the 123 bytes a reason may have).
+fn refused_in_band(
+    server: &Arc<ServerShared>,
+    http2: bool,
+    key: Option<&str>,
+    token: &str,
+    status: u16,
+    headers: &[(String, String)],
+    hold: Option<Arc<TcpConn>>,
+) -> HandshakeOutcome {
+    let mut out = Vec::new();
+    if !http2 {
+        out.push(("upgrade".to_owned(), "websocket".to_owned()));
+        out.push(("connection".to_owned(), "Upgrade".to_owned()));
+        if let Some(key) = key {
+            out.push((
+                "sec-websocket-accept".to_owned(),
+                handshake::accept_key(key),
+            ));
+        }
+    }
+    out.push(("sec-websocket-protocol".to_owned(), token.to_owned()));
+    HandshakeOutcome::Upgrade {
+        status: if http2 { 200 } else { 101 },
+        headers: out,
+        socket: UpgradedWebSocket {
+            start: Some(request::Start::Refuse {
+                code: 4000 + status,
+                reason: refusal_reason(headers),
+            }),
+            config: WebSocketConfig::default()
+                .read_buffer_size(4096)
+                .max_message_size(Some(4096))
+                .max_frame_size(Some(4096)),
+            timing: crate::ws::Timing {
+                keep_alive: None,
+                idle: None,
+                write: server.limits.write_timeout,
+                params: server.limits.response_timeout,
+            },
+            hold,
+        },
+    }
+}
+
+/// `[["name","value"],...]`, with as many pairs as fit a WebSocket close reason.
+fn refusal_reason(headers: &[(String, String)]) -> String {
+    fn quoted(s: &str) -> String {
+        let mut out = String::with_capacity(s.len() + 2);
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+        out
+    }
+    let mut reason = String::from("[");
+    for (name, value) in headers {
+        let pair = format!("[{},{}]", quoted(name), quoted(value));
+        let sep = if reason.len() > 1 { 1 } else { 0 };
+        if reason.len() + sep + pair.len() + 1 > 123 {
+            break;
+        }
+        if sep == 1 {
+            reason.push(',');
+        }
+        reason.push_str(&pair);
+    }
+    reason.push(']');
+    reason
 }
 
 /// The request target in absolute form, as HTTP/2 and HTTP/3 give it, so a handler reads

@@ -26,6 +26,11 @@ pub(crate) enum Start {
     WebSocket {
         pending: ws::Pending,
     },
+    /// A refusal told in-band: close at once with this code and reason.
+    Refuse {
+        code: u16,
+        reason: String,
+    },
 }
 
 impl Start {
@@ -61,6 +66,26 @@ impl Start {
                 qmux::drive(shared, session, sink, stream, timing, no_params).await
             }
             Start::WebSocket { pending } => ws::drive(pending, sink, stream, timing).await,
+            Start::Refuse { code, reason } => {
+                use futures_util::{SinkExt, StreamExt};
+                use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};
+                let (mut sink, mut stream) = (sink, stream);
+                let close = Message::Close(Some(CloseFrame {
+                    code: code.into(),
+                    reason: reason.into(),
+                }));
+                let _ = tokio::time::timeout(timing.write, sink.send(close)).await;
+                // The client's answering Close, briefly; then the socket goes.
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+                    while let Some(Ok(m)) = stream.next().await {
+                        if m.is_close() {
+                            break;
+                        }
+                    }
+                })
+                .await;
+                let _ = tokio::time::timeout(timing.write, sink.close()).await;
+            }
         }
     }
 
@@ -82,6 +107,7 @@ impl Start {
                 }
             }
             Start::WebSocket { pending } => pending.fail(why),
+            Start::Refuse { .. } => {}
         }
     }
 }
