@@ -74,6 +74,8 @@ export interface ConnectAttempt {
   ms: number;
   outcome: 'pending' | 'ready' | 'failed' | 'abandoned';
   error?: string;
+  /** The HTTP status when the server refused the session. */
+  status?: number;
 }
 
 /** The global WebTransportError where the browser has one, else an equivalent DOMException subclass. */
@@ -85,6 +87,10 @@ export declare const WebTransportError: {
 export interface WebTransportError extends Error {
   readonly source: 'stream' | 'session';
   readonly streamErrorCode: number | null;
+  /** From `connect()` / `ready` when the server refused the session: its HTTP status. */
+  readonly status?: number;
+  /** With `status`: the refusal's response headers (lower-case names). */
+  readonly headers?: Record<string, string>;
 }
 
 /**

@@ -519,7 +519,15 @@ class QmuxTransport {
     ws.binaryType = 'arraybuffer';
     ws.onopen = () => this.onOpen();
     ws.onmessage = (e) => this.onMessage(e.data);
-    ws.onclose = (e) => this.lost(`WebSocket closed (${e.code}${e.reason ? `: ${e.reason}` : ''})`);
+    ws.onclose = (e) => {
+      // 4300..4599 before the session is up: the server refused the request in-band (see
+      // refusalError).
+      if (e.code >= 4300 && e.code <= 4599 && this.state === 'connecting') {
+        this.terminate(null, refusalError(e.code - 4000, e.reason), null);
+        return;
+      }
+      this.lost(`WebSocket closed (${e.code}${e.reason ? `: ${e.reason}` : ''})`);
+    };
     ws.onerror = () => {}; // onclose follows with the code
     this.connectTimer = setTimeout(() => this.lost('QMux handshake timed out'), q.connectTimeout ?? 10000);
   }
@@ -1160,6 +1168,32 @@ function checkCertificateHashes(hashes) {
 
 const NO_WEBTRANSPORT = 'WebTransport is not available';
 
+/**
+ * The error for a request the server refused with an HTTP status. Ferrovia tells the
+ * connector's QMux attempt in-band, since a browser shows a page nothing of a refused
+ * WebSocket handshake: close code 4000 + status, and the response headers as a JSON list
+ * of [name, value] pairs in the reason. `status` and `headers` are on the error.
+ */
+function refusalError(status, reason) {
+  const e = wtError(`the server refused the session: HTTP ${status}`, 'session');
+  const headers = {};
+  try {
+    for (const [name, value] of JSON.parse(reason || '[]')) {
+      if (typeof name === 'string' && typeof value === 'string') headers[name.toLowerCase()] = value;
+    }
+  } catch { /* no headers readable */ }
+  Object.defineProperty(e, 'status', { value: status, enumerable: true });
+  Object.defineProperty(e, 'headers', { value: headers, enumerable: true });
+  return e;
+}
+
+/** A random tag for both attempts of one connect() (see the server's `ferrovia-attempt`). */
+function attemptTag() {
+  const bytes = new Uint8Array(12);
+  globalThis.crypto.getRandomValues(bytes);
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
+}
+
 /** console.warn once per page for fallbacks, so that a QMux-only deployment is noticed. */
 let warnedFallback = false;
 function warnFallback(url, reason) {
@@ -1204,6 +1238,7 @@ function lateWritable(writer, closeThrough = true) {
  */
 export class FerroviaTransport {
   #impl = null;
+  #taggedUrl;
   #chosen;
   #attempts = [];
   #connecting = [];
@@ -1218,6 +1253,12 @@ export class FerroviaTransport {
     if (!order.length) throw new TypeError('no transport to try');
     checkCertificateHashes(options.serverCertificateHashes);
     this.url = new URL(url, globalThis.location?.href).href;
+    // Both attempts carry one tag: a server that refused the first answers the second the
+    // same way without asking the application again. The server takes it off the path.
+    // Appended as text: searchParams would re-encode the page's own query (%20 as +).
+    const tagged = new URL(this.url);
+    tagged.search = `${tagged.search ? `${tagged.search}&` : '?'}ferrovia-attempt=${attemptTag()}`;
+    this.#taggedUrl = tagged.href;
     this.transport = null;
     /** Why native WebTransport was not used, when QMux won after it: null otherwise. */
     this.fallbackReason = null;
@@ -1301,9 +1342,9 @@ export class FerroviaTransport {
         this.#attempts.push(log);
         let impl;
         try {
-          if (kind === 'qmux') impl = new QmuxTransport(this.url, options);
+          if (kind === 'qmux') impl = new QmuxTransport(this.#taggedUrl, options);
           else if (typeof globalThis.WebTransport !== 'function') throw new Error(NO_WEBTRANSPORT);
-          else impl = new globalThis.WebTransport(this.url, wtOptions);
+          else impl = new globalThis.WebTransport(this.#taggedUrl, wtOptions);
         } catch (e) {
           if (e instanceof TypeError || e?.name === 'SyntaxError' || e?.name === 'NotSupportedError') {
             // The browser refused the page's own arguments: no fallback hides that.
@@ -1355,6 +1396,17 @@ export class FerroviaTransport {
           drop();
           clearTimeout(timer);
           if (log.outcome === 'pending') Object.assign(log, { outcome: 'failed', ms: Date.now() - t0, error: describe(e) });
+          if (typeof e?.status === 'number') {
+            // The server answered: that is final, whatever other transport is left.
+            log.status = e.status;
+            if (!settled) {
+              settled = true;
+              for (const c of this.#connecting) c.abandon();
+              this.#connecting = [];
+              reject(e);
+            }
+            return;
+          }
           errors.push(`${kind}: ${describe(e)}`);
           start();
           finishIfAllFailed();

@@ -239,7 +239,9 @@ describe('QMux codec', () => {
       transports: ['qmux'], protocols: ['chat'], qmux: { WebSocket: FakeWS, highWaterMark: 1000, maxStreamData: 100, maxData: 1000 },
     });
     const ws = FakeWS.last;
-    assert.equal(ws.url, 'wss://example.test:4433/chat?x=1');
+    // The page's query as written, then the tag both attempts of this connect() carry.
+    assert.match(ws.url, /^wss:\/\/example\.test:4433\/chat\?x=1&ferrovia-attempt=[0-9a-f]{24}$/);
+    assert.equal(t.url, 'https://example.test:4433/chat?x=1#frag');
     assert.deepEqual(ws.protocols, ['qmux-02.chat', 'qmux-02']);
     ws.open();
     const first = ws.take();
@@ -670,24 +672,43 @@ for (const browser of BROWSERS) {
       await server.waitForEvent((e) => e.event === 'stream-reset' && e.code === 78, { since: mark, description: 'stream-reset 78 (uni)' });
     }));
 
-    test('a rejected request fails on both transports: ready and closed reject, no session', { timeout: TEST_TIMEOUT }, run(async (page, server) => {
+    test('a refusal is final: the page gets the status, whichever transport went first; no session', { timeout: TEST_TIMEOUT }, run(async (page, server) => {
       const tok = token();
       const mark = server.mark();
       const r = await page.evaluate(async ({ url, hash }) => {
         const { FerroviaTransport } = (window.ferroviaClient ??= await import(location.origin + '/client.js'));
-        const started = performance.now();
-        const t = new FerroviaTransport(url, wt.options(hash));
-        const ready = await wt.outcome(t.ready, 15000, 'ready');
-        const ms = Math.round(performance.now() - started);
-        return { ready, ms, closed: await wt.outcome(t.closed, 5000, 'closed'), attempts: t.attempts, transport: t.transport };
+        const out = {};
+        for (const transports of [['webtransport', 'qmux'], ['qmux', 'webtransport']]) {
+          const started = performance.now();
+          const t = new FerroviaTransport(url, Object.assign(wt.options(hash), { transports }));
+          const status = t.ready.then(() => null, (e) => e.status ?? 'none');
+          const ready = await wt.outcome(t.ready, 15000, 'ready');
+          out[transports[0]] = {
+            ready,
+            status: await status,
+            ms: Math.round(performance.now() - started),
+            closed: await wt.outcome(t.closed, 5000, 'closed'),
+            attempts: t.attempts.map((a) => [a.transport, a.outcome, a.status ?? null]),
+            transport: t.transport,
+          };
+        }
+        return out;
       }, { url: server.url(`/reject?status=403&t=${tok}`), hash: server.certificateHash });
       const dump = JSON.stringify(r);
-      assert.equal(r.ready.ok, false, dump);
-      assert.deepEqual([r.ready.error.name, r.ready.error.source], ['WebTransportError', 'session'], dump);
-      assert.equal(r.closed.ok, false, dump);
-      assert.equal(r.transport, null);
-      assert.deepEqual(r.attempts.map((a) => [a.transport, a.outcome]), [['webtransport', 'failed'], ['qmux', 'failed']], dump);
-      console.log(`# ${browser}: /reject?status=403 rejected after ${r.ms} ms: ${r.ready.error.message}`);
+      for (const first of ['webtransport', 'qmux']) {
+        const x = r[first];
+        assert.equal(x.ready.ok, false, dump);
+        assert.deepEqual([x.ready.error.name, x.ready.error.source], ['WebTransportError', 'session'], dump);
+        assert.equal(x.status, 403, dump);
+        assert.equal(x.closed.ok, false, dump);
+        assert.equal(x.transport, null);
+      }
+      // Native first: its refusal shows the page nothing, so QMux asks, and the server
+      // answers it with the same refusal (without asking the application again).
+      assert.deepEqual(r.webtransport.attempts, [['webtransport', 'failed', null], ['qmux', 'failed', 403]], dump);
+      // QMux first: the refusal is final, native WebTransport is not tried.
+      assert.deepEqual(r.qmux.attempts, [['qmux', 'failed', 403]], dump);
+      console.log(`# ${browser}: /reject?status=403 refused after ${r.webtransport.ms} ms native first, ${r.qmux.ms} ms QMux first: ${r.webtransport.ready.error.message}`);
       assert.deepEqual(server.eventsSince(mark).filter((e) => e.event === 'session' && String(e.path).includes(tok)), []);
     }));
 
