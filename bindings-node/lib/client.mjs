@@ -741,6 +741,10 @@ class QmuxTransport {
     const p = this.peer;
     this.makeSend(s, d === BIDI ? p.initialMaxStreamDataBidiRemote : p.initialMaxStreamDataUni);
     if (d === BIDI) this.makeRecv(s, this.local.initialMaxStreamDataBidiLocal);
+    // An empty STREAM frame opens the stream on the server now, as native WebTransport
+    // does: a protocol where the server speaks first must not wait for the page's data.
+    this.control.push({ type: 'stream', id, offset: 0, data: new Uint8Array(0), fin: false });
+    this.flush();
     return s;
   }
 

@@ -254,6 +254,9 @@ describe('QMux codec', () => {
     assert.equal(t.protocol, 'chat');
 
     const s = await t.createBidirectionalStream();
+    // The stream opens on the server at once (an empty STREAM frame), as native
+    // WebTransport opens it, so a server that speaks first need not wait for data.
+    assert.deepEqual(ws.take().map((f) => [f.type, f.id, f.offset ?? 0, f.data?.length, f.fin]), [['stream', 0, 0, 0, false]]);
     const w = s.writable.getWriter();
     let done = false;
     const wrote = w.write(new Uint8Array(40).fill(1)).then(() => { done = true; });

@@ -385,6 +385,29 @@ fn fin_only_and_reset_stream_at() {
     assert_eq!(p.server.read(id, 100), Ok(ReadOutcome::Reset(code(5))));
 }
 
+/// The browser connector opens a stream with an empty STREAM frame, as native WebTransport
+/// opens one before any data: the server sees the stream at once and may speak first.
+#[test]
+fn an_empty_stream_frame_opens_the_stream() {
+    let mut p = Pair::default();
+    p.drive();
+    let id = StreamId::new(Side::Client, Dir::Bi, 0);
+    let open = Frame::Stream(StreamFrame {
+        id,
+        offset: 0,
+        fin: false,
+        data: Vec::new().into(),
+    });
+    p.server.handle_record(&record(&[open])).unwrap();
+    let events: Vec<_> = std::iter::from_fn(|| p.server.poll_event()).collect();
+    assert!(
+        events.contains(&Event::NewStream { id, dir: Dir::Bi }),
+        "{events:?}"
+    );
+    assert_eq!(p.server.read(id, 10), Ok(ReadOutcome::Blocked));
+    assert_eq!(p.server.write(id, b"hello first").unwrap(), 11);
+}
+
 #[test]
 fn duplicates_ignored_overlaps_trimmed() {
     let mut p = Pair::default();
