@@ -25,8 +25,8 @@ echo "== Rust workspace tests"
 cargo test --workspace
 cargo build -p ferrovia --examples
 
-echo "== Fuzzing: every parser a peer reaches, 20 s each (cargo-fuzz, nightly)"
-bash scripts/fuzz.sh 20
+echo "== Fuzzing: every parser a peer reaches, 10 s each (cargo-fuzz, nightly)"
+bash scripts/fuzz.sh 10
 
 echo "== Packet loss: 5 % and 10 % on a network namespace's loopback (needs root and nft)"
 bash scripts/test-loss.sh
