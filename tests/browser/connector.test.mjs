@@ -332,7 +332,8 @@ describe('QMux session over a fake WebSocket', () => {
     const abort = w.abort({ streamErrorCode: 42 });
     await assert.rejects(pending);
     await abort;
-    assert.deepEqual(ws.take().map((f) => [f.type, f.offset ?? f.finalSize, f.data?.length ?? f.code]), [['stream', 0, 10], ['reset_stream', 10, 42]]);
+    // The empty frame that opened the stream, the 10 bytes of credit, then the reset.
+    assert.deepEqual(ws.take().map((f) => [f.type, f.offset ?? f.finalSize, f.data?.length ?? f.code]), [['stream', 0, 0], ['stream', 0, 10], ['reset_stream', 10, 42]]);
 
     const s2 = await t.createBidirectionalStream();
     const w2 = s2.writable.getWriter();
