@@ -241,7 +241,9 @@ async fn serve(
                 run!(tls, |io| h2.serve_connection(io, service))
             } else {
                 let mut h1 = hyper::server::conn::http1::Builder::new();
-                http1_settings!(h1);
+                // A head larger than the buffer bound can still arrive in one read and
+                // parse whole: the head's own bound closes that gap (431).
+                http1_settings!(h1).max_header_size(64 * 1024);
                 run!(tls, |io| h1.serve_connection(io, service).with_upgrades())
             }
         }
