@@ -38,6 +38,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/ferrovia-prebuilt.XXXXXX")
 PIDS=()
 cleanup() {
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -53,11 +54,10 @@ BASE_PYTHON=$(python3 -c 'import sys, os; print(os.path.join(sys.base_prefix, "b
 "$BASE_PYTHON" -m venv "$WORK/venv"
 CLEAN_PATH="$WORK/bin:$WORK/venv/bin"
 # Also without the variables that would force a source build or pick another module.
-clean() {
-  env -u CARGO -u CARGO_HOME -u RUSTUP_HOME -u RUSTUP_TOOLCHAIN -u RUSTC -u CARGO_TARGET_DIR \
-    -u FERROVIA_BUILD_FROM_SOURCE -u FERROVIA_NATIVE_PATH -u FERROVIA_CARGO_PROFILE \
-    -u MATURIN_NO_INSTALL_RUST PATH="$CLEAN_PATH" npm_config_cache="$WORK/npm-cache" "$@"
-}
+CLEAN_ENV=(env -u CARGO -u CARGO_HOME -u RUSTUP_HOME -u RUSTUP_TOOLCHAIN -u RUSTC -u CARGO_TARGET_DIR
+  -u FERROVIA_BUILD_FROM_SOURCE -u FERROVIA_NATIVE_PATH -u FERROVIA_CARGO_PROFILE
+  -u MATURIN_NO_INSTALL_RUST PATH="$CLEAN_PATH" npm_config_cache="$WORK/npm-cache")
+clean() { "${CLEAN_ENV[@]}" "$@"; }
 for tool in cargo rustc rustup; do
   if found=$(clean /bin/sh -c "command -v $tool"); then fail "$tool is reachable in the test environment: $found"; fi
 done
@@ -66,7 +66,9 @@ echo "== test environment: PATH=$CLEAN_PATH (no cargo, rustc or rustup)"
 # Starts an echo server in the clean environment and echoes "$1" once it listens.
 start_server() {
   local log="$1"; shift
-  clean "$@" >"$log" 2>"$log.err" &
+  # Not through the clean() function: a backgrounded function is a subshell of its own, and
+  # killing it would leave the server under it running. env execs the server, so $! is it.
+  "${CLEAN_ENV[@]}" "$@" >"$log" 2>"$log.err" &
   PIDS+=($!)
   local pid=$! port=""
   for _ in $(seq 1 200); do
