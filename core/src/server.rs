@@ -99,7 +99,7 @@ pub(crate) struct ServerShared {
     /// Slots for ordinary HTTP requests being handled (`Limits::max_concurrent_requests`).
     pub(crate) running_requests: Arc<tokio::sync::Semaphore>,
     /// Peers of the plain TCP side whose forwarding headers are believed.
-    pub(crate) trusted_proxies: Vec<crate::config::IpRange>,
+    trusted_proxies: Vec<crate::config::IpRange>,
     server_names: Vec<String>,
     pub(crate) settings_bytes: Bytes,
     pub(crate) runtime: tokio::runtime::Handle,
@@ -317,6 +317,11 @@ impl ServerShared {
     }
 
     /// Counts and logs a request the server answers itself.
+    /// Whether `ip` is one of the plain TCP side's trusted proxies.
+    pub(crate) fn is_trusted_proxy(&self, ip: std::net::IpAddr) -> bool {
+        self.trusted_proxies.iter().any(|r| r.contains(ip))
+    }
+
     /// Keeps the refusal of a request the connector tagged, for its next attempt.
     pub(crate) fn remember_refusal(&self, id: String, refusal: crate::request::Refusal) {
         lock(&self.refusals).remember(id, refusal);

@@ -33,6 +33,14 @@ fn reply(status: u16, body: impl Into<Body>) -> http::Response<Body> {
         .unwrap()
 }
 
+/// An HTTP/2 client on a fresh TLS connection (ALPN h2), ready to send.
+async fn h2_client(server: &TestServer) -> h2::client::SendRequest<Bytes> {
+    let tls = tls_connect(server, &["h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    tokio::spawn(connection);
+    client.ready().await.expect("h2 ready")
+}
+
 /// Routes: `/version` the HTTP version; `/host` the `Host` header and the target's authority; `/hang` never answers; `/panic` panics; `/sleep`
 /// answers after a second; `/body` reads the body (200 and its length, or the status of
 /// what went wrong: 413 too large, 408 quiet, 400 abandoned); anything else answers 404.
@@ -502,10 +510,7 @@ async fn oversized_request_headers_get_431_on_every_version() {
     // the server buffering it. Either way the server goes on.
     let uri = format!("https://localhost:{}/version", server.addr.port());
     for (size, answered) in [(20 * 1024, true), (100 * 1024, false)] {
-        let tls = tls_connect(&server, &["h2"]).await;
-        let (client, connection) = h2::client::handshake(tls).await.expect("h2 handshake");
-        tokio::spawn(connection);
-        let mut client = client.ready().await.unwrap();
+        let mut client = h2_client(&server).await;
         let request = http::Request::get(&uri)
             .header("x-big", "a".repeat(size))
             .body(())
@@ -572,10 +577,7 @@ async fn the_request_targets_authority_wins_over_a_foreign_host() {
         "{answer}"
     );
     let before = calls.load(Ordering::SeqCst);
-    let tls = tls_connect(&server, &["h2"]).await;
-    let (client, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(&server).await;
     let request = http::Request::builder()
         .uri(format!("https://localhost:{port}/host"))
         .header("host", "evil.example")
@@ -597,10 +599,7 @@ async fn requests_reset_before_the_application_took_them_are_not_run() {
     let (service, requests) = HttpService::queue(16);
     let server = start_with(move |c| c.http = Some(service));
     let port = server.addr.port();
-    let tls = tls_connect(&server, &["h2"]).await;
-    let (client, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(&server).await;
     let mut send = |path: &str| {
         let request = http::Request::builder()
             .uri(format!("https://localhost:{port}{path}"))
@@ -684,10 +683,7 @@ async fn handlers_running_at_once_are_bounded() {
         c.limits.handler_timeout = Duration::from_secs(1);
     });
     let port = server.addr.port();
-    let tls = tls_connect(&server, &["h2"]).await;
-    let (client, connection) = h2::client::handshake(tls).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
+    let mut client = h2_client(&server).await;
     let mut get = |path: &str| {
         let request = http::Request::builder()
             .uri(format!("https://localhost:{port}{path}"))

@@ -38,6 +38,26 @@ fn upgrade_head(srv: &TestServer, path: &str, protocol: Option<&str>) -> String 
 /// A handshake whose client is gone by the time the application answers: `accept` gives a
 /// session that is already closed, for QMux, plain WebSockets and WebTransport alike, and
 /// the loop that awaited it goes on serving.
+/// A WebSocket over HTTP/1.1 whose client sends the upgrade and never reads, and the
+/// server's side of it. Keep the TLS stream alive for as long as the client should be.
+async fn unread_websocket(
+    srv: &TestServer,
+    route: &ferrovia::Route,
+) -> (TlsStream, ferrovia::WebSocket) {
+    let mut tls = tls_connect(srv, &["http/1.1"]).await;
+    tls.write_all(upgrade_head(srv, "/ws", None).as_bytes())
+        .await
+        .unwrap();
+    let ws = route
+        .accept()
+        .await
+        .unwrap()
+        .accept_websocket()
+        .await
+        .unwrap();
+    (tls, ws)
+}
+
 #[tokio::test]
 async fn accept_never_fails_when_the_client_left_before_the_answer() {
     let srv = start();
@@ -325,17 +345,7 @@ async fn a_client_that_stops_reading_loses_its_session_within_the_write_timeout(
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     sender.await.unwrap();
     // HTTP/1.1, never read; the application closes while its writes are parked.
-    let mut tls = tls_connect(&srv, &["http/1.1"]).await;
-    tls.write_all(upgrade_head(&srv, "/ws", None).as_bytes())
-        .await
-        .unwrap();
-    let ws = route
-        .accept()
-        .await
-        .unwrap()
-        .accept_websocket()
-        .await
-        .unwrap();
+    let (tls, ws) = unread_websocket(&srv, &route).await;
     let sender = {
         let ws = ws.clone();
         tokio::spawn(async move {
@@ -407,17 +417,7 @@ async fn the_close_wait_is_absolute_and_a_close_is_never_dropped() {
     pinger.abort();
     reader.abort();
     // A full outgoing queue toward a client that never reads: the close still happens.
-    let mut tls = tls_connect(&srv, &["http/1.1"]).await;
-    tls.write_all(upgrade_head(&srv, "/ws", None).as_bytes())
-        .await
-        .unwrap();
-    let ws = route
-        .accept()
-        .await
-        .unwrap()
-        .accept_websocket()
-        .await
-        .unwrap();
+    let (tls, ws) = unread_websocket(&srv, &route).await;
     let filler = {
         let ws = ws.clone();
         tokio::spawn(async move {

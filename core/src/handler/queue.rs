@@ -187,14 +187,16 @@ mod tests {
         server.await.unwrap();
     }
 
-    #[tokio::test]
-    async fn requests_given_up_while_waiting_are_not_handed_out() {
-        let (service, requests) = HttpService::queue(8);
-        let service = std::sync::Arc::new(service);
+    /// One client task per path, each request queued before the next is sent.
+    async fn queued(
+        service: &std::sync::Arc<HttpService>,
+        requests: &HttpRequests,
+        paths: &[&'static str],
+    ) -> Vec<tokio::task::JoinHandle<http::Response<Body>>> {
         let mut clients = Vec::new();
-        for path in ["/a", "/gone", "/c"] {
+        for path in paths {
             let service = service.clone();
-            let request = http::Request::get(path).body(Body::empty()).unwrap();
+            let request = http::Request::get(*path).body(Body::empty()).unwrap();
             clients.push(tokio::spawn(async move {
                 let progress = super::super::Progress::new();
                 service
@@ -205,6 +207,14 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         }
+        clients
+    }
+
+    #[tokio::test]
+    async fn requests_given_up_while_waiting_are_not_handed_out() {
+        let (service, requests) = HttpService::queue(8);
+        let service = std::sync::Arc::new(service);
+        let mut clients = queued(&service, &requests, &["/a", "/gone", "/c"]).await;
         // The client of /gone leaves: its request future is dropped, as hyper drops it.
         let gone = clients.remove(1);
         gone.abort();
@@ -224,22 +234,7 @@ mod tests {
     async fn accept_many_takes_what_is_waiting_in_order() {
         let (service, requests) = HttpService::queue(8);
         let service = std::sync::Arc::new(service);
-        let mut clients = Vec::new();
-        for path in ["/a", "/b", "/c"] {
-            let service = service.clone();
-            let request = http::Request::get(path).body(Body::empty()).unwrap();
-            clients.push(tokio::spawn(async move {
-                let progress = super::super::Progress::new();
-                let response = service
-                    .respond(request, Duration::from_secs(5), progress, &slots())
-                    .await;
-                response.into_body().bytes(10).await.unwrap()
-            }));
-            // Each request is queued before the next is sent.
-            while requests.rx.lock().await.len() < clients.len() {
-                tokio::task::yield_now().await;
-            }
-        }
+        let clients = queued(&service, &requests, &["/a", "/b", "/c"]).await;
         let batch = requests.accept_many(2).await;
         let rest = requests.accept_many(8).await;
         let paths: Vec<_> = batch
@@ -255,7 +250,8 @@ mod tests {
             assert!(responder.respond(http::Response::new(Body::from(path))));
         }
         for (client, path) in clients.into_iter().zip(["/a", "/b", "/c"]) {
-            assert_eq!(client.await.unwrap(), path);
+            let response = client.await.unwrap();
+            assert_eq!(response.into_body().bytes(10).await.unwrap(), path);
         }
         drop(service);
         assert!(requests.accept_many(8).await.is_empty());

@@ -60,17 +60,16 @@ impl TcpConn {
         if !self.trusted_proxy {
             return forwarded::Forwarded::default();
         }
-        let trusted = &self.server.trusted_proxies;
         forwarded::read(
             headers.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-            |ip| trusted.iter().any(|r| r.contains(ip)),
+            |ip| self.server.is_trusted_proxy(ip),
         )
     }
 
     /// The client's address: the peer's, or from a trusted proxy the address its headers
     /// name (port unknown: 0).
-    fn client_addr(&self, headers: &[(String, String)]) -> SocketAddr {
-        self.forwarded(headers)
+    fn client_addr(&self, forwarded: &forwarded::Forwarded) -> SocketAddr {
+        forwarded
             .client
             .map_or(self.remote, |ip| SocketAddr::new(ip, 0))
     }
@@ -117,11 +116,7 @@ pub(crate) async fn listen(
         // Every connection from a trusted proxy comes from the proxy's address: the
         // per-address limits apply to the client address it reports instead (see
         // `client_addr`). Any other peer is a client, on either side.
-        let trusted_proxy = tls.is_none()
-            && server
-                .trusted_proxies
-                .iter()
-                .any(|r| r.contains(remote.ip()));
+        let trusted_proxy = tls.is_none() && server.is_trusted_proxy(remote.ip());
         let admitted = if trusted_proxy {
             server.admit_proxied(remote)
         } else {
@@ -583,17 +578,7 @@ pub(crate) async fn handshake(
             start,
         } => (protocol_header, headers, start),
     };
-    let mut headers = Vec::new();
-    if !h.http2 {
-        headers.push(("upgrade".to_owned(), "websocket".to_owned()));
-        headers.push(("connection".to_owned(), "Upgrade".to_owned()));
-        if let Some(key) = &upgrade.key {
-            headers.push((
-                "sec-websocket-accept".to_owned(),
-                handshake::accept_key(key),
-            ));
-        }
-    }
+    let mut headers = upgrade_headers(h.http2, upgrade.key.as_deref());
     if let Some(p) = protocol_header {
         headers.push(("sec-websocket-protocol".to_owned(), p));
     }
@@ -637,6 +622,24 @@ pub(crate) async fn handshake(
     }
 }
 
+/// The headers every accepted WebSocket upgrade answers with: on HTTP/1.1 `Upgrade`,
+/// `Connection` and the `Sec-WebSocket-Accept` for the client's key (RFC 6455 §4.2.2);
+/// none on HTTP/2, where the 200 says it (RFC 8441).
+fn upgrade_headers(http2: bool, key: Option<&str>) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if !http2 {
+        out.push(("upgrade".to_owned(), "websocket".to_owned()));
+        out.push(("connection".to_owned(), "Upgrade".to_owned()));
+        if let Some(key) = key {
+            out.push((
+                "sec-websocket-accept".to_owned(),
+                handshake::accept_key(key),
+            ));
+        }
+    }
+    out
+}
+
 /// A refusal told over the WebSocket itself, for the browser connector's QMux attempt: the
 /// upgrade succeeds and the WebSocket closes at once with code 4000 + the status (4401 for
 /// 401) and, as the reason, the refusal's headers as a JSON list of pairs (as many as fit
@@ -650,17 +653,7 @@ fn refused_in_band(
     headers: &[(String, String)],
     hold: Option<Arc<TcpConn>>,
 ) -> HandshakeOutcome {
-    let mut out = Vec::new();
-    if !http2 {
-        out.push(("upgrade".to_owned(), "websocket".to_owned()));
-        out.push(("connection".to_owned(), "Upgrade".to_owned()));
-        if let Some(key) = key {
-            out.push((
-                "sec-websocket-accept".to_owned(),
-                handshake::accept_key(key),
-            ));
-        }
-    }
+    let mut out = upgrade_headers(http2, key);
     out.push(("sec-websocket-protocol".to_owned(), token.to_owned()));
     HandshakeOutcome::Upgrade {
         status: if http2 { 200 } else { 101 },
@@ -764,9 +757,7 @@ async fn exchange(
         too_large
     } else {
         let forwarded = conn.forwarded(headers);
-        let remote = forwarded
-            .client
-            .map_or(conn.remote, |ip| SocketAddr::new(ip, 0));
+        let remote = conn.client_addr(&forwarded);
         let scheme = if conn.tls || forwarded.https == Some(true) {
             "https"
         } else {
@@ -852,7 +843,7 @@ async fn respond(conn: Arc<TcpConn>, mut req: Request<Incoming>) -> Response<Bod
             .map(|(_, v)| v.clone())
     }
     .unwrap_or_default();
-    let remote_addr = conn.client_addr(&headers);
+    let remote_addr = conn.client_addr(&conn.forwarded(&headers));
     let h = Handshake {
         method: req.method().as_str().to_owned(),
         http2,
