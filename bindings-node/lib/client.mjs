@@ -1421,6 +1421,195 @@ export class FerroviaTransport {
   }
 }
 
+// ----------------------------------------------------------------- messages on a stream
+//
+// The framing Ferrovia's servers read and write with MessageStream: each message is its
+// length as a QUIC varint, then its bytes. Written here again only because a page cannot
+// load the server's native codec; the server's tests check the two agree.
+
+const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20;
+
+function messageError(code, message, fields) {
+  const e = new Error(message);
+  e.code = code;
+  return Object.assign(e, fields);
+}
+
+/** Splits a stream's chunks into messages, refusing any longer than `max` from its prefix. */
+class MessageDecoder {
+  #max;
+  #head = new Uint8Array(8);
+  #headLen = 0;
+  #body = null;
+  #filled = 0;
+  #failed = null;
+
+  constructor(max) {
+    this.#max = max;
+  }
+
+  /** Takes the next chunk; returns the messages it completed, in order. */
+  push(chunk) {
+    if (this.#failed) throw this.#failed;
+    const out = [];
+    let p = 0;
+    for (;;) {
+      if (this.#body === null) {
+        if (p >= chunk.length) break;
+        this.#head[this.#headLen++] = chunk[p++];
+        const need = 1 << (this.#head[0] >> 6);
+        if (this.#headLen < need) continue;
+        const size = new Reader(this.#head.subarray(0, need)).varint();
+        this.#headLen = 0;
+        if (typeof size === 'bigint' || size > this.#max) {
+          this.#failed = messageError('ERR_MESSAGE_TOO_LARGE', `message of ${size} bytes exceeds the limit of ${this.#max} bytes`, { size: Number(size), max: this.#max });
+          throw this.#failed;
+        }
+        this.#body = new Uint8Array(size);
+        this.#filled = 0;
+      }
+      const n = Math.min(this.#body.length - this.#filled, chunk.length - p);
+      this.#body.set(chunk.subarray(p, p + n), this.#filled);
+      this.#filled += n;
+      p += n;
+      if (this.#filled < this.#body.length) break;
+      out.push(this.#body);
+      this.#body = null;
+    }
+    return out;
+  }
+
+  /** Checks the end of the stream: throws when it came inside a message. */
+  finish() {
+    if (this.#failed) throw this.#failed;
+    if (this.#body === null && this.#headLen === 0) return;
+    const received = this.#body === null ? this.#headLen : this.#filled;
+    const expected = this.#body === null ? null : this.#body.length;
+    throw messageError('ERR_MESSAGE_TRUNCATED', `stream ended inside a message (${received} bytes of ${expected ?? 'a length prefix'} received)`, { received, expected });
+  }
+}
+
+/** One message as it goes on the stream: its length prefix, then its bytes. */
+function encodeMessage(bytes) {
+  const w = new Writer(bytes.length + 8);
+  w.varint(bytes.length);
+  w.bytes(bytes);
+  return w.view();
+}
+
+/**
+ * Messages on a stream instead of bytes, as the server's MessageStream sends and reads
+ * them. Wraps a bidirectional stream ({ readable, writable }), or one ReadableStream or
+ * WritableStream; works on native WebTransport streams and on the fallback's alike.
+ *
+ *   const messages = new MessageStream(await transport.createBidirectionalStream(), { text: true });
+ *   await messages.send('hello');
+ *   for await (const m of messages) console.log(m);
+ *
+ * Reading locks the readable; a message longer than `maxMessageSize` (1 MiB) throws
+ * ERR_MESSAGE_TOO_LARGE, a stream ending inside a message ERR_MESSAGE_TRUNCATED, and leaving
+ * the loop early cancels the readable. A send nobody awaits never becomes an unhandled
+ * rejection.
+ */
+export class MessageStream {
+  #readable = null;
+  #writable = null;
+  #writer = null;
+  #reading = false;
+  #maxMessageSize;
+  #text;
+  #buffered = 0;
+
+  constructor(stream, options = {}) {
+    if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
+    const { maxMessageSize = DEFAULT_MAX_MESSAGE_SIZE, text = false } = options;
+    if (!Number.isSafeInteger(maxMessageSize) || maxMessageSize < 0) throw new RangeError(`maxMessageSize must be a non-negative integer, got ${maxMessageSize}`);
+    if (typeof text !== 'boolean') throw new TypeError('text must be a boolean');
+    if (stream instanceof ReadableStream) this.#readable = stream;
+    else if (stream instanceof WritableStream) this.#writable = stream;
+    else if (stream && (stream.readable instanceof ReadableStream || stream.writable instanceof WritableStream)) {
+      if (stream.readable instanceof ReadableStream) this.#readable = stream.readable;
+      if (stream.writable instanceof WritableStream) this.#writable = stream.writable;
+    } else {
+      throw new TypeError('MessageStream takes { readable, writable }, a ReadableStream or a WritableStream');
+    }
+    this.#maxMessageSize = maxMessageSize;
+    this.#text = text;
+  }
+
+  /** The largest message this side reads. */
+  get maxMessageSize() {
+    return this.#maxMessageSize;
+  }
+
+  /** Bytes of messages given to send() that the stream has not taken yet. */
+  get bufferedAmount() {
+    return this.#buffered;
+  }
+
+  /** Resolves once the writable side is closed; rejects when it failed. */
+  get closed() {
+    return this.#getWriter().closed;
+  }
+
+  #getWriter() {
+    if (!this.#writable) throw new TypeError('this MessageStream has no writable side');
+    if (!this.#writer) {
+      this.#writer = this.#writable.getWriter();
+      this.#writer.closed.catch(() => {});
+    }
+    return this.#writer;
+  }
+
+  /** The messages as they arrive: Uint8Array, or string with { text: true }. */
+  async *[Symbol.asyncIterator]() {
+    if (!this.#readable) throw new TypeError('this MessageStream has no readable side');
+    if (this.#reading) throw new TypeError('this MessageStream is already being read');
+    const reader = this.#readable.getReader();
+    this.#reading = true;
+    const decoder = new MessageDecoder(this.#maxMessageSize);
+    const text = this.#text ? new TextDecoder('utf-8', { fatal: true }) : null;
+    let ended = false;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) {
+          decoder.finish();
+          ended = true;
+          return;
+        }
+        for (const m of decoder.push(value)) yield text ? text.decode(m) : m;
+      }
+    } finally {
+      if (!ended) await reader.cancel().catch(() => {});
+      reader.releaseLock();
+    }
+  }
+
+  /** Sends one message (a string goes as UTF-8); resolves once the stream took it. */
+  async send(message) {
+    const bytes = typeof message === 'string' ? utf8.encode(message) : toBytes(message);
+    const writer = this.#getWriter();
+    const frame = encodeMessage(bytes);
+    this.#buffered += frame.byteLength;
+    const written = writer.write(frame).finally(() => {
+      this.#buffered -= frame.byteLength;
+    });
+    written.catch(() => {});
+    return written;
+  }
+
+  /** Finishes the writable side (FIN) after the messages sent. */
+  async close() {
+    return this.#getWriter().close();
+  }
+
+  /** Resets the writable side with the reason's streamErrorCode (else 0). */
+  async abort(reason) {
+    return this.#getWriter().abort(reason);
+  }
+}
+
 /** new FerroviaTransport(url, options), resolved once ready. */
 export async function connect(url, options) {
   const t = new FerroviaTransport(url, options);
@@ -1432,5 +1621,5 @@ export async function connect(url, options) {
 export const _internal = {
   VERSION, MIN_RECORD, RECORD_CAP, E, QX_TRANSPORT_PARAMETERS, QX_PING, QX_PING_RESPONSE, QmuxError,
   Writer, Reader, varintSize, encodeFrame, decodeFrame, encodeRecord, decodeRecord, encodeSizedRecord,
-  encodeParams, decodeParams, defaultParams, utf8Bytes, wtError, isSafari, defaultTransports, QmuxTransport,
+  encodeParams, decodeParams, defaultParams, utf8Bytes, wtError, MessageDecoder, encodeMessage, isSafari, defaultTransports, QmuxTransport,
 };

@@ -640,3 +640,39 @@ export function toDuplex(
 ): Duplex;
 export function toDuplex(stream: ReadableStream<Uint8Array>, options?: ReadableOptions): Readable;
 export function toDuplex(stream: WritableStream<ArrayBufferView | ArrayBuffer>, options?: WritableOptions): Writable;
+
+/** Options of a {@link MessageStream}. */
+export interface MessageStreamOptions {
+  /** The largest message read, in bytes (default 1 MiB); a longer one throws ERR_MESSAGE_TOO_LARGE. */
+  maxMessageSize?: number;
+  /** Yield messages as strings (UTF-8) instead of bytes. */
+  text?: boolean;
+}
+
+/**
+ * Messages on a stream instead of bytes: each message is its length (a QUIC varint) and
+ * then its bytes, the framing `ferrovia/client` uses in the browser. Iterate it to read;
+ * `send()` to write.
+ */
+export class MessageStream<T extends Uint8Array | string = Uint8Array | string> implements AsyncIterable<T> {
+  constructor(
+    stream:
+      | { readonly readable?: ReadableStream<Uint8Array>; readonly writable?: WritableStream<ArrayBufferView | ArrayBuffer> }
+      | ReadableStream<Uint8Array>
+      | WritableStream<ArrayBufferView | ArrayBuffer>,
+    options?: MessageStreamOptions,
+  );
+  /** The largest message this side reads. */
+  readonly maxMessageSize: number;
+  /** Bytes of messages given to `send()` that the stream has not taken yet. */
+  readonly bufferedAmount: number;
+  /** Resolves once the writable side is closed; rejects when it failed. */
+  readonly closed: Promise<void>;
+  [Symbol.asyncIterator](): AsyncGenerator<T, void, undefined>;
+  /** Sends one message (a string goes as UTF-8); resolves once the stream took it. */
+  send(message: string | ArrayBufferView | ArrayBuffer): Promise<void>;
+  /** Finishes the writable side (FIN) after the messages sent. */
+  close(): Promise<void>;
+  /** Resets the writable side with the reason's `streamErrorCode` (else 0). */
+  abort(reason?: unknown): Promise<void>;
+}

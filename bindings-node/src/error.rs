@@ -88,6 +88,10 @@ pub(crate) fn from_stream(e: StreamError) -> napi::Error {
             json!({ "streamErrorCode": code, "source": "stream" })
         }
         StreamError::SessionClosed(info) => close_fields(info),
+        StreamError::MessageTooLarge { size, max } => json!({ "size": size, "max": max }),
+        StreamError::MessageTruncated { received, expected } => {
+            json!({ "received": received, "expected": expected })
+        }
         _ => json!({ "source": "stream" }),
     };
     make(e.code(), e.to_string(), extra)

@@ -13,6 +13,7 @@ mod exchange;
 mod external;
 mod fleet;
 mod log;
+mod message;
 mod request;
 mod server;
 mod session;
@@ -23,6 +24,7 @@ pub use exchange::{NativeHttpExchange, NativeHttpRequests};
 pub use external::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
 pub use fleet::{open_reuse_port_group, NativeConnectionIds, NativeReusePortGroup, NativeWorker};
 pub use log::{forward_logs, NativeLogRecord};
+pub use message::{encode_message_frame, NativeMessageDecoder};
 pub use request::{NativeHeader, NativeRequest};
 pub use server::{
     listen, self_signed_certificate, NativeCertificate, NativeListenOptions, NativeRoute,

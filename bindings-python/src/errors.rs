@@ -141,6 +141,21 @@ impl Failure {
                 message,
                 &[("stream_error_code", any(py, code))],
             ),
+            Failure::Stream(StreamError::MessageTooLarge { size, max }) => raise(
+                py,
+                "MessageTooLargeError",
+                message,
+                &[("size", any(py, size)), ("max_size", any(py, max))],
+            ),
+            Failure::Stream(StreamError::MessageTruncated { received, expected }) => raise(
+                py,
+                "MessageTruncatedError",
+                message,
+                &[
+                    ("received", any(py, received)),
+                    ("expected", any(py, expected)),
+                ],
+            ),
             Failure::Stream(StreamError::ClosedStream) | Failure::Local(_) => {
                 raise(py, "StreamClosedError", message, &[])
             }

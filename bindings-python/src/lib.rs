@@ -21,6 +21,7 @@ mod external;
 mod fleet;
 mod handoff;
 mod log;
+mod message;
 mod server;
 mod session;
 mod stream;
@@ -158,6 +159,8 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::Session>()?;
     m.add_class::<stream::Reader>()?;
     m.add_class::<stream::Writer>()?;
+    m.add_class::<message::MessageDecoder>()?;
+    m.add_function(wrap_pyfunction!(message::encode_message_frame, m)?)?;
     m.add_class::<handoff::Handoff>()?;
     m.add_class::<websocket::WebSocket>()?;
     m.add_class::<external::Upgraded>()?;

@@ -151,6 +151,23 @@ pub enum StreamError {
     /// The stream ended before enough bytes arrived.
     #[error("stream finished early")]
     FinishedEarly,
+    /// A message's length prefix exceeds the reader's largest message (see
+    /// [`MessageDecoder`](crate::message::MessageDecoder)).
+    #[error("message of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// The length the prefix announced.
+        size: usize,
+        /// The reader's limit.
+        max: usize,
+    },
+    /// The stream ended inside a message: the sender stopped halfway.
+    #[error("stream ended inside a message ({received} bytes of {} received)", expected.map_or_else(|| "a length prefix".to_string(), |n| n.to_string()))]
+    MessageTruncated {
+        /// Bytes of the unfinished message (or of its length prefix) that arrived.
+        received: usize,
+        /// The message's announced length; `None` when the prefix itself was cut.
+        expected: Option<usize>,
+    },
 }
 
 impl CertificateError {
@@ -223,6 +240,8 @@ impl StreamError {
             Self::SessionClosed(_) => "ERR_SESSION_CLOSED",
             Self::TooLong(_) => "ERR_STREAM_TOO_LONG",
             Self::FinishedEarly => "ERR_STREAM_FINISHED_EARLY",
+            Self::MessageTooLarge { .. } => "ERR_MESSAGE_TOO_LARGE",
+            Self::MessageTruncated { .. } => "ERR_MESSAGE_TRUNCATED",
         }
     }
 }

@@ -36,6 +36,7 @@ pub mod fleet;
 mod h3;
 mod handler;
 pub mod log;
+pub mod message;
 mod origin;
 mod qmux;
 mod request;
@@ -88,8 +89,8 @@ pub use session::Readiness;
 pub use session::{CloseInfo, CloseInitiator, Session, SessionStats, Transport};
 pub use stats::ServerStats;
 pub use stream::{
-    error_from_http3, error_to_http3, RecvStream, SendStream, WT_BUFFERED_STREAM_REJECTED,
-    WT_SESSION_GONE,
+    error_from_http3, error_to_http3, MessageReader, RecvStream, SendStream,
+    WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE,
 };
 pub use tcp::{Handshake, HandshakeOutcome, HostMessage, UpgradedWebSocket};
 pub use ws::{Message as WebSocketMessage, WebSocket, WebSocketClose, WebSocketError};

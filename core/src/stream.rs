@@ -450,6 +450,13 @@ impl SendStream {
         r.map_err(|e| self.write_failed(e))
     }
 
+    /// Writes one message (see [`crate::message`]): its length, then its bytes, as one
+    /// write, so messages written from one task never interleave.
+    pub async fn send_message(&mut self, message: &[u8]) -> Result<(), StreamError> {
+        self.write_chunk(crate::message::encode_message(message))
+            .await
+    }
+
     /// Ends the stream (FIN) after the data written so far.
     pub fn finish(&mut self) -> Result<(), StreamError> {
         self.qm()?.finish().map_err(|_| StreamError::ClosedStream)?;
@@ -620,6 +627,55 @@ impl RecvStream {
         }
         let first = self.try_read_more(max)?;
         Some(self.gather(first, max))
+    }
+
+    /// Waits for the next whole message (see [`crate::message`]), then returns it with every
+    /// other whole message that has already arrived; `Ok(None)` at the end of the stream.
+    /// `decoder` keeps a partly received message between calls, so the same decoder must
+    /// be passed each time. The stream is read no further than the message being received
+    /// needs, so memory stays bounded by the decoder's largest message.
+    ///
+    /// Cancel-safe: bytes read are in `decoder` before the call can be dropped.
+    pub async fn read_messages(
+        &mut self,
+        decoder: &mut crate::message::MessageDecoder,
+    ) -> Result<Option<Vec<Bytes>>, StreamError> {
+        let mut out = Vec::new();
+        loop {
+            while let Some(m) = decoder.decode()? {
+                out.push(m);
+            }
+            if !out.is_empty() {
+                // Whatever else has arrived, without waiting.
+                while let Some(chunk) = self.try_read_available(decoder.wanted().max(READ_AHEAD)) {
+                    decoder.push(&chunk);
+                    while let Some(m) = decoder.decode()? {
+                        out.push(m);
+                    }
+                }
+                return Ok(Some(out));
+            }
+            match self
+                .read_available(decoder.wanted().max(READ_AHEAD))
+                .await?
+            {
+                Some(chunk) => decoder.push(&chunk),
+                None => {
+                    decoder.finish()?;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Reads the stream as messages (see [`crate::message`]), refusing any longer than
+    /// `max_message_size` bytes.
+    pub fn into_messages(self, max_message_size: usize) -> MessageReader {
+        MessageReader {
+            stream: self,
+            decoder: crate::message::MessageDecoder::new(max_message_size),
+            ready: std::collections::VecDeque::new(),
+        }
     }
 
     /// Appends to `first` whatever else has already arrived, up to `max` bytes in all.
@@ -824,5 +880,38 @@ mod tests {
         // Outside the range, and the reserved points inside it, map to 0.
         assert_eq!(error_from_http3(0x100), 0);
         assert_eq!(error_from_http3(0x52e4a40fa8db + 0x1e), 0);
+    }
+}
+
+/// How much a message reader asks the stream for beyond the message it is receiving, so
+/// small messages arriving together are read in one go.
+const READ_AHEAD: usize = 16 * 1024;
+
+/// A receive stream read as messages: [`RecvStream::into_messages`].
+#[derive(Debug)]
+pub struct MessageReader {
+    stream: RecvStream,
+    decoder: crate::message::MessageDecoder,
+    ready: std::collections::VecDeque<Bytes>,
+}
+
+impl MessageReader {
+    /// The next message; `Ok(None)` once the peer finished the stream after a whole
+    /// message. Fails with [`StreamError::MessageTooLarge`] or
+    /// [`StreamError::MessageTruncated`] on a message the reader cannot take whole.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, StreamError> {
+        if let Some(m) = self.ready.pop_front() {
+            return Ok(Some(m));
+        }
+        let Some(batch) = self.stream.read_messages(&mut self.decoder).await? else {
+            return Ok(None);
+        };
+        self.ready.extend(batch);
+        Ok(self.ready.pop_front())
+    }
+
+    /// The stream underneath, for `stop()` or its ID.
+    pub fn get_mut(&mut self) -> &mut RecvStream {
+        &mut self.stream
     }
 }

@@ -37,6 +37,8 @@ from . import _ferrovia
 from ._errors import (
     CertificateError,
     DatagramsUnsupportedError,
+    MessageTooLargeError,
+    MessageTruncatedError,
     DatagramTooLargeError,
     RequestError,
     ServerClosedError,
@@ -68,6 +70,9 @@ __all__ = [
     "CongestionController",
     "DatagramTooLargeError",
     "DatagramsUnsupportedError",
+    "MessageTooLargeError",
+    "DEFAULT_MAX_MESSAGE_SIZE",
+    "MessageTruncatedError",
     "Limits",
     "OriginPolicy",
     "RequestError",
@@ -117,6 +122,8 @@ _U32 = 0xFFFF_FFFF
 _DEFAULT_LIMIT = 64 * 1024
 _READ_CHUNK = 1 << 20
 _ITER_CHUNK = 64 * 1024
+#: The largest message :meth:`StreamReader.messages` takes unless told otherwise: 1 MiB.
+DEFAULT_MAX_MESSAGE_SIZE = 1 << 20
 
 
 def _check_int(name: str, value: object, low: int, high: int) -> int:
@@ -304,6 +311,25 @@ class StreamReader:
         except asyncio.IncompleteReadError as e:
             return e.partial
 
+    async def messages(self, max_size: int = DEFAULT_MAX_MESSAGE_SIZE) -> AsyncIterator[bytes]:
+        """The stream read as messages, each one whole, as :meth:`StreamWriter.write_message`
+        and the browser's ``MessageStream`` send them (a QUIC varint length, then the
+        bytes). A message longer than ``max_size`` raises :class:`MessageTooLargeError`
+        before any of it is buffered; a stream that ends inside a message raises
+        :class:`MessageTruncatedError`. Bytes already buffered by ``readline()`` and the
+        like are read first."""
+        _check_int("max_size", max_size, 0, 1 << 62)
+        decoder = _ferrovia.MessageDecoder(max_size)
+        if self._buffer:
+            for message in decoder.push(self._take(len(self._buffer))):
+                yield message
+        while not self._eof:
+            chunk = await self._next_chunk(max(decoder.wanted, _ITER_CHUNK))
+            if chunk:
+                for message in decoder.push(chunk):
+                    yield message
+        decoder.finish()
+
     def at_eof(self) -> bool:
         """True once the peer finished the stream and everything was read."""
         return self._eof and not self._buffer
@@ -355,6 +381,14 @@ class StreamWriter:
         """Queues each item of ``data``."""
         for item in data:
             self.write(item)
+
+    def write_message(self, message: str | bytes | bytearray | memoryview) -> None:
+        """Queues one message (a ``str`` goes as UTF-8) for :meth:`StreamReader.messages`
+        or the browser's ``MessageStream`` on the other side: its length as a QUIC varint,
+        then its bytes, queued as one piece. Raises :class:`BufferError` past the
+        high-water mark, as :meth:`write` does."""
+        data = message.encode() if isinstance(message, str) else _check_bytes("message", message)
+        self._inner.write(_ferrovia.encode_message_frame(data))
 
     async def drain(self) -> None:
         """Waits until the queued data is down to the low-water mark; raises the stream's

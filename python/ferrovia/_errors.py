@@ -73,6 +73,26 @@ class DatagramTooLargeError(WebTransportError):
         self.max_size = max_size
 
 
+class MessageTooLargeError(WebTransportError):
+    """A message on a stream announced ``size`` bytes, more than the reader's ``max_size``;
+    refused from its length alone, before any of it was buffered."""
+
+    def __init__(self, message: str, *, size: int, max_size: int) -> None:
+        super().__init__(message, source="stream")
+        self.size = size
+        self.max_size = max_size
+
+
+class MessageTruncatedError(WebTransportError):
+    """The stream ended inside a message: ``received`` bytes of ``expected`` (None when
+    the length prefix itself was cut) had arrived."""
+
+    def __init__(self, message: str, *, received: int, expected: int | None) -> None:
+        super().__init__(message, source="stream")
+        self.received = received
+        self.expected = expected
+
+
 class DatagramsUnsupportedError(WebTransportError):
     """The client did not enable datagrams on its connection."""
 

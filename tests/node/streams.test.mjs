@@ -8,7 +8,12 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 
+import ferroviaPackage from 'ferrovia';
+import WebSocket from 'ws';
+
+import { _internal as connectorCodec, connect as connectorConnect, MessageStream as PageMessageStream } from '../../bindings-node/lib/client.mjs';
 import {
+  MessageStream,
   Server,
   WebTransportBidirectionalStream,
   WebTransportError,
@@ -88,6 +93,169 @@ describe('stream classes without a peer', () => {
     assert.ok(WebTransportReceiveStream.prototype instanceof ReadableStream);
   });
 });
+
+describe('messages on a stream', () => {
+  const native = ferroviaPackage.__native;
+
+  test("the connector's codec and the core's agree, however the bytes are cut", () => {
+    const sizes = [0, 1, 63, 64, 16383, 16384, 70000, 5, 0];
+    const messages = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
+    const page = Buffer.concat(messages.map((m) => connectorCodec.encodeMessage(m)));
+    const core = Buffer.concat(messages.map((m) => native.encodeMessageFrame(m)));
+    assert.equal(sha256(page), sha256(core), 'the same bytes on the wire');
+    for (const cut of [1, 3, 1000, page.length]) {
+      const coreDecoder = new native.NativeMessageDecoder(1 << 20);
+      const pageDecoder = new connectorCodec.MessageDecoder(1 << 20);
+      const fromCore = [];
+      const fromPage = [];
+      for (let i = 0; i < page.length; i += cut) {
+        fromCore.push(...coreDecoder.push(page.subarray(i, i + cut)));
+        fromPage.push(...pageDecoder.push(core.subarray(i, i + cut)));
+      }
+      coreDecoder.finish();
+      pageDecoder.finish();
+      assert.deepEqual(fromCore.map((m) => sha256(m)), messages.map((m) => sha256(m)), `core decoder, cut ${cut}`);
+      assert.deepEqual(fromPage.map((m) => sha256(m)), messages.map((m) => sha256(m)), `connector decoder, cut ${cut}`);
+    }
+    // Both refuse a long message from its prefix alone, with the same code and fields.
+    const prefix = native.encodeMessageFrame(Buffer.alloc(5000)).subarray(0, 2);
+    for (const decoder of [new native.NativeMessageDecoder(100), new connectorCodec.MessageDecoder(100)]) {
+      assert.throws(() => decoder.push(prefix), /message of 5000 bytes exceeds the limit of 100 bytes/);
+    }
+    assert.throws(() => new MessageStream({}), TypeError);
+    assert.throws(() => new MessageStream(new ReadableStream(), { maxMessageSize: -1 }), RangeError);
+  });
+
+  test('Node: MessageStream on both ends over QMux (the connector through ws), errors keep their codes', { timeout: T }, async () => {
+    const outcome = deferred();
+    const url = route(async (request) => {
+      const session = await request.accept();
+      const { value: stream } = await session.incomingBidirectionalStreams.getReader().read();
+      const messages = new MessageStream(stream, { maxMessageSize: 100_000 });
+      let count = 0;
+      try {
+        for await (const m of messages) {
+          messages.send(m); // not awaited: a broadcaster's way; a failure must not go unhandled
+          count++;
+        }
+        await messages.close();
+        outcome.resolve({ count });
+      } catch (err) {
+        outcome.resolve({ count, code: err.code, size: err.size, max: err.max });
+      }
+    });
+    const ca = server.certificate.pem;
+    class TrustingWebSocket extends WebSocket {
+      constructor(u, protocols) {
+        super(u, protocols, { ca });
+      }
+    }
+    const path = new URL(url).pathname;
+    const t = await connectorConnect(`https://localhost:${server.tcpPort}${path}`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+    try {
+      const page = new PageMessageStream(await t.createBidirectionalStream(), { text: true });
+      const lines = Array.from({ length: 200 }, (_, i) => `line ${i} ${'é'.repeat(i * 3)}`);
+      const echoed = (async () => {
+        const got = [];
+        for await (const m of page) got.push(m);
+        return got;
+      })();
+      for (const line of lines) await page.send(line);
+      await page.close();
+      assert.deepEqual(await within(echoed, 20000, 'echo'), lines);
+      assert.deepEqual(await outcome.promise, { count: 200 });
+    } finally {
+      t.close();
+    }
+  });
+
+  test('Node: a message above the reader\'s limit ends its loop with ERR_MESSAGE_TOO_LARGE', { timeout: T }, async () => {
+    const outcome = deferred();
+    const url = route(async (request) => {
+      const session = await request.accept();
+      const { value: stream } = await session.incomingBidirectionalStreams.getReader().read();
+      try {
+        for await (const m of new MessageStream(stream, { maxMessageSize: 1000 })) void m;
+        outcome.resolve({ code: 'none' });
+      } catch (err) {
+        outcome.resolve({ code: err.code, size: err.size, max: err.max });
+      }
+    });
+    const ca = server.certificate.pem;
+    class TrustingWebSocket extends WebSocket {
+      constructor(u, protocols) {
+        super(u, protocols, { ca });
+      }
+    }
+    const t = await connectorConnect(`https://localhost:${server.tcpPort}${new URL(url).pathname}`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+    try {
+      const page = new PageMessageStream(await t.createBidirectionalStream());
+      page.send(new Uint8Array(5000));
+      assert.deepEqual(await within(outcome.promise, 10000, 'server outcome'), { code: 'ERR_MESSAGE_TOO_LARGE', size: 5000, max: 1000 });
+    } finally {
+      t.close();
+    }
+  });
+});
+
+for (const browser of ['chromium', 'firefox']) {
+  describe(`${browser}: messages`, () => {
+    for (const transport of ['webtransport', 'qmux']) {
+      test(`${transport}: the page's MessageStream and the server's, both ways, text and bytes`, { timeout: T }, () =>
+        withPage(browser, async (page) => {
+          const served = deferred();
+          const url = route(async (request) => {
+            const session = await request.accept();
+            const { value: stream } = await session.incomingBidirectionalStreams.getReader().read();
+            const messages = new MessageStream(stream);
+            const seen = [];
+            for await (const m of messages) {
+              seen.push(sha256(m));
+              await messages.send(m);
+            }
+            await messages.send('bye ✓');
+            await messages.close();
+            served.resolve(seen);
+          });
+          const sizes = [0, 1, 100, 16384, 70000, 300000, 7];
+          const r = await page.evaluate(
+            async ({ url, hash, sizes, transport }) => {
+              const { FerroviaTransport, MessageStream } = (window.ferroviaClient ??= await import(location.origin + '/client.js'));
+              const hex = hash.match(/../g).map((h) => parseInt(h, 16));
+              const t = new FerroviaTransport(url, { transports: [transport], serverCertificateHashes: [{ algorithm: 'sha-256', value: new Uint8Array(hex) }] });
+              await t.ready;
+              const messages = new MessageStream(await t.createBidirectionalStream());
+              const random = (n) => {
+                const b = new Uint8Array(n);
+                for (let i = 0; i < n; i += 65536) crypto.getRandomValues(b.subarray(i, Math.min(n, i + 65536)));
+                return b;
+              };
+              const sent = sizes.map(random);
+              const back = (async () => {
+                const got = [];
+                for await (const m of messages) got.push(m);
+                return got;
+              })();
+              for (const m of sent) await messages.send(m);
+              await messages.close();
+              const got = await back;
+              const hex2 = async (b) => [...new Uint8Array(await crypto.subtle.digest('SHA-256', b))].map((x) => x.toString(16).padStart(2, '0')).join('');
+              const out = { transport: t.transport, sent: [], got: [], last: new TextDecoder().decode(got.at(-1)) };
+              for (const m of sent) out.sent.push(await hex2(m));
+              for (const m of got.slice(0, -1)) out.got.push(await hex2(m));
+              t.close();
+              return out;
+            },
+            { url, hash, sizes, transport },
+          );
+          assert.equal(r.transport, transport);
+          assert.deepEqual(r.got, r.sent, 'every message echoed whole, in order');
+          assert.deepEqual(await within(served.promise, 15000, 'server'), r.sent, 'the server read the same messages');
+          assert.equal(r.last, 'bye ✓');
+        }, { trustSpki: server.certificate.spkiSha256 }));
+    }
+  });
+}
 
 describe('chromium', () => {
   test('instanceof, toStringTag and shapes of incoming and created streams', { timeout: T }, () =>
