@@ -401,6 +401,15 @@ impl SessionShared {
             reason: reason.clone(),
             initiator: CloseInitiator::Local,
         };
+        if let Backend::Qmux(q) = &self.backend {
+            // Over QMux the connection is the session: close it before `set_closed` lets
+            // go of the streams the application never took, so the peer gets
+            // CONNECTION_CLOSE with our code and no STOP_SENDING or RESET_STREAM ahead of
+            // it (which a page would report as a stream's failure instead of the session's).
+            if self.closed.borrow().is_none() {
+                q.close(code, &reason);
+            }
+        }
         if self.set_closed(info) {
             self.command(Command::Close { code, reason });
         }

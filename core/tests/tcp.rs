@@ -1515,3 +1515,65 @@ async fn a_refusal_is_final_for_the_connectors_attempts() {
     .unwrap();
     assert_eq!(in_band(ws).await.0, 4403);
 }
+
+/// Over QMux the connection is the session: when the server closes it, CONNECTION_CLOSE is
+/// the first the client hears, not a STOP_SENDING or RESET_STREAM for a stream the
+/// application never took (which a page reports as that stream's failure instead). Read on
+/// the wire, with the sans-IO QMux machine as the client. Multi-threaded, as in the
+/// bindings: the connection's driver runs while `close` is still under way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qmux_server_close_comes_before_any_stream_frame() {
+    use ferrovia::wire::qmux::{Config, Connection, Dir, Event, Side};
+    let srv = start();
+    let mut sessions = qmux_sessions(&srv, "/unaccepted");
+    for round in 0..20 {
+        let (mut ws, _) = ws_h1(&srv, "/unaccepted", &["qmux-02"], &[]).await.unwrap();
+        let mut conn = Connection::new(Side::Client, Config::default());
+        let mut events = Vec::new();
+        // Parameters both ways, then one bidi stream and one uni stream with data on them.
+        while let Some(record) = conn.poll_transmit() {
+            ws.send(Message::binary(record)).await.unwrap();
+        }
+        while !events.contains(&Event::Connected) {
+            let Message::Binary(record) = next_data(&mut ws).await else {
+                continue;
+            };
+            conn.handle_record(&record).unwrap();
+            while let Some(e) = conn.poll_event() {
+                events.push(e);
+            }
+        }
+        for dir in [Dir::Bi, Dir::Uni].repeat(20) {
+            let id = conn.open(dir).unwrap();
+            conn.write(id, b"hello").unwrap();
+        }
+        while let Some(record) = conn.poll_transmit() {
+            ws.send(Message::binary(record)).await.unwrap();
+        }
+        let session = sessions.recv().await.unwrap();
+        // Let the streams reach the queue of streams the application has not taken.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        session.close(4322, "server bye");
+        let mut heard = Vec::new();
+        while !conn.is_closed() {
+            let Message::Binary(record) = tokio::time::timeout(TIMEOUT, next_data(&mut ws))
+                .await
+                .expect("the close arrives")
+            else {
+                continue;
+            };
+            conn.handle_record(&record).unwrap();
+            while let Some(e) = conn.poll_event() {
+                heard.push(e);
+            }
+        }
+        assert!(
+            matches!(
+                heard.as_slice(),
+                [Event::Closed { code, application: true, remote: true, .. }] if code.into_inner() == 4322
+            ),
+            "round {round}: the client heard {heard:?}"
+        );
+    }
+    eventually_zero(&srv).await;
+}

@@ -615,7 +615,7 @@ for (const browser of BROWSERS) {
       }, { url: server.url(p2) });
       assert.deepEqual(theirs.closed, { ok: true, value: { closeCode: 4242, reason: 'server bye' } });
       assert.equal(theirs.write.ok, false);
-      assert.equal(theirs.write.error.source, 'session');
+      assert.equal(theirs.write.error.source, 'session', JSON.stringify(theirs.write));
       const ev2 = await server.waitForEvent((e) => e.event === 'closed' && e.path === p2, { since: mark, description: `closed ${p2}` });
       assert.deepEqual([ev2.code, ev2.reason, ev2.remote], [4242, 'server bye', false]);
     }));
