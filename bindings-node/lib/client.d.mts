@@ -134,5 +134,41 @@ export declare class FerroviaTransport {
 /** `new FerroviaTransport(url, options)`, resolved once ready. */
 export declare function connect(url: string | URL, options?: FerroviaTransportOptions): Promise<FerroviaTransport>;
 
+/** Options of a {@link MessageStream}. */
+export interface MessageStreamOptions {
+  /** The largest message read, in bytes (default 1 MiB); a longer one throws ERR_MESSAGE_TOO_LARGE. */
+  maxMessageSize?: number;
+  /** Yield messages as strings (UTF-8) instead of bytes. */
+  text?: boolean;
+}
+
+/**
+ * Messages on a stream instead of bytes, the framing the server's MessageStream (Node) and
+ * `reader.messages()` / `writer.write_message()` (Python) use: each message is its length
+ * as a QUIC varint, then its bytes.
+ */
+export declare class MessageStream<T extends Uint8Array | string = Uint8Array | string> implements AsyncIterable<T> {
+  constructor(
+    stream:
+      | { readonly readable?: ReadableStream<Uint8Array>; readonly writable?: WritableStream<ArrayBuffer | ArrayBufferView> }
+      | ReadableStream<Uint8Array>
+      | WritableStream<ArrayBuffer | ArrayBufferView>,
+    options?: MessageStreamOptions,
+  );
+  /** The largest message this side reads. */
+  readonly maxMessageSize: number;
+  /** Bytes of messages given to send() that the stream has not taken yet. */
+  readonly bufferedAmount: number;
+  /** Resolves once the writable side is closed; rejects when it failed. */
+  readonly closed: Promise<void>;
+  [Symbol.asyncIterator](): AsyncGenerator<T, void, undefined>;
+  /** Sends one message (a string goes as UTF-8); resolves once the stream took it. */
+  send(message: string | ArrayBuffer | ArrayBufferView): Promise<void>;
+  /** Finishes the writable side (FIN) after the messages sent. */
+  close(): Promise<void>;
+  /** Resets the writable side with the reason's streamErrorCode (else 0). */
+  abort(reason?: unknown): Promise<void>;
+}
+
 /** Codec and session internals for tests; not a stable API. */
 export declare const _internal: Record<string, unknown>;

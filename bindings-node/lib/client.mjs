@@ -1606,7 +1606,8 @@ export class MessageStream {
 
   /** Resets the writable side with the reason's streamErrorCode (else 0). */
   async abort(reason) {
-    return this.#getWriter().abort(reason);
+    // Never rejects: a stream that already failed has nothing left to reset.
+    return this.#getWriter().abort(reason).catch(() => {});
   }
 }
 

@@ -134,6 +134,13 @@ export interface ListenOptions {
    */
   fetch?: FetchHandler;
   /**
+   * `true` serves the browser connector at `/ferrovia/client.js` (or at the path given),
+   * before `fetch` sees the request: `ferrovia/client` with one more export,
+   * `serverCertificateHashes`, this server's certificate hashes as `connect(url, {
+   * serverCertificateHashes })` takes them (empty for a CA's certificate).
+   */
+  client?: boolean | string;
+  /**
    * The most verbose server log events forwarded ('warn', the default; 'off', 'error',
    * 'info', 'debug', 'trace'). They are published on the `ferrovia:log` diagnostics
    * channel as {@link LogEvent}s; with no subscriber, warnings and errors go to stderr.

@@ -349,6 +349,7 @@ const LIMIT_NAMES = [
 
 const KNOWN_OPTIONS = new Set([
   'fetch',
+  'client',
   'signal',
   'logLevel',
   'tcp',
@@ -839,9 +840,10 @@ class MessageStream {
     return this.#getWriter().close();
   }
 
-  /** Resets the writable side; the reason's `streamErrorCode` (else 0) reaches the peer. */
+  /** Resets the writable side; the reason's `streamErrorCode` (else 0) reaches the peer. Never rejects. */
   async abort(reason) {
-    return this.#getWriter().abort(reason);
+    // Never rejects: a stream that already failed has nothing left to reset.
+    return this.#getWriter().abort(reason).catch(() => {});
   }
 }
 
@@ -1485,6 +1487,35 @@ function serveFetch(requests, handler) {
   })().catch((err) => console.error('ferrovia: fetch loop failed:', err));
 }
 
+const CLIENT_PATH = '/ferrovia/client.js';
+let connectorSource = null;
+
+/** The path of the `client` option: true for the default one, a path, or null for none. */
+function clientPathOf(client) {
+  if (client === undefined || client === false) return null;
+  if (client === true) return CLIENT_PATH;
+  if (typeof client === 'string' && client.startsWith('/')) return client;
+  throw new TypeError(`options.client must be a boolean or a path starting with '/', got ${describe(client)}`);
+}
+
+/**
+ * A fetch handler answering GET and HEAD on `clientPath` with the browser connector and
+ * the server's certificate hashes (`export const serverCertificateHashes`), and the rest
+ * with `handler` (404 without one).
+ */
+function withClient(nativeServer, clientPath, handler) {
+  return (request, info) => {
+    if ((request.method === 'GET' || request.method === 'HEAD') && new URL(request.url).pathname === clientPath) {
+      connectorSource ??= fs.readFileSync(pathModule.join(__dirname, 'client.mjs'), 'utf8');
+      return new Response(nativeServer.clientModule(connectorSource), {
+        // The hashes change when the certificate is renewed.
+        headers: { 'content-type': 'text/javascript; charset=utf-8', 'cache-control': 'no-cache' },
+      });
+    }
+    return handler ? handler(request, info) : new Response(null, { status: 404 });
+  };
+}
+
 function requestOf(exchange, head) {
   const method = head.method;
   let body = null;
@@ -1655,13 +1686,15 @@ class Server {
     if (fetchHandler !== undefined && typeof fetchHandler !== 'function') {
       throw new TypeError(`options.fetch must be a function (request, info) => Response, got ${describe(fetchHandler)}`);
     }
+    const clientPath = clientPathOf(options?.client);
     const n = await native.listen(opts).catch(rethrow);
     const server = new Server(n, LISTEN);
     if (signal?.aborted) {
       await server.close({ grace: 0 }).catch(() => {});
       throw abortError(signal);
     }
-    if (fetchHandler) serveFetch(n.enableHttp(1024), fetchHandler);
+    if (clientPath) serveFetch(n.enableHttp(1024), withClient(n, clientPath, fetchHandler));
+    else if (fetchHandler) serveFetch(n.enableHttp(1024), fetchHandler);
     if (options?.certificate?.watch === true) server.#watchCertificate(opts.certFile, opts.keyFile);
     if (signal) {
       // Like net.Server.listen({ signal }): aborting closes the server.

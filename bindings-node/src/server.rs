@@ -328,6 +328,22 @@ impl NativeServer {
             .collect()
     }
 
+    /// The hashes pages may pass as `serverCertificateHashes` (none for a CA's certificate).
+    #[napi(getter, catch_unwind)]
+    pub fn browser_certificate_hashes(&self) -> Vec<Buffer> {
+        self.server
+            .browser_certificate_hashes()
+            .into_iter()
+            .map(|h| h.to_vec().into())
+            .collect()
+    }
+
+    /// The connector module with this server's `serverCertificateHashes` export appended.
+    #[napi(catch_unwind)]
+    pub fn client_module(&self, connector: String) -> String {
+        self.server.client_module(&connector)
+    }
+
     /// Base64 SHA-256 of the certificate's SubjectPublicKeyInfo (Chrome's SPKI flag).
     #[napi(getter, catch_unwind)]
     pub fn certificate_spki(&self) -> String {

@@ -338,6 +338,11 @@ impl Server {
             .collect()
     }
 
+    /// The connector module with this server's `serverCertificateHashes` export appended.
+    fn client_module(&self, connector: &str) -> String {
+        self.inner.client_module(connector)
+    }
+
     /// The certificate new connections get.
     fn certificate(&self) -> Certificate {
         Certificate {

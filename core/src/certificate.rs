@@ -39,8 +39,10 @@ impl Certificate {
         Self::self_signed_for(names, SELF_SIGNED_VALIDITY)
     }
 
-    /// Like [`self_signed`](Self::self_signed), valid for `validity` from now (browsers
-    /// accept a certificate by hash only when it is valid for 14 days or less).
+    /// Like [`self_signed`](Self::self_signed), valid for `validity` from now. Its period
+    /// starts 5 minutes back, for browsers whose clock runs behind, so it spans `validity`
+    /// plus 5 minutes: browsers accept a certificate by hash only when that whole span is 14
+    /// days or less ([`accepted_by_hash`](Self::accepted_by_hash)).
     pub fn self_signed_for<S: AsRef<str>>(
         names: &[S],
         validity: Duration,
@@ -192,6 +194,82 @@ impl Certificate {
         };
         cert.verify_is_valid_for_subject_name(&name).is_ok()
     }
+
+    /// How long the leaf certificate is valid (notAfter − notBefore), read from its DER;
+    /// `None` if that cannot be read.
+    pub fn validity(&self) -> Option<Duration> {
+        let (before, after) = der_validity(self.der())?;
+        Duration::try_from(after - before).ok()
+    }
+
+    /// Whether browsers accept this certificate through `serverCertificateHashes`: valid
+    /// for at most 14 days (W3C WebTransport). A certificate from a CA is not, and pages
+    /// must then connect without hashes.
+    pub fn accepted_by_hash(&self) -> bool {
+        self.validity()
+            .is_some_and(|v| v <= Duration::from_secs(14 * 24 * 3600))
+    }
+}
+
+/// One DER element: its tag, its contents and what follows it.
+fn der_element(der: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = der.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// notBefore and notAfter of an X.509 certificate (RFC 5280 §4.1).
+fn der_validity(der: &[u8]) -> Option<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let (0x30, cert, _) = der_element(der)? else {
+        return None;
+    };
+    let (0x30, tbs, _) = der_element(cert)? else {
+        return None;
+    };
+    let (tag, _, mut rest) = der_element(tbs)?;
+    // An explicit version comes first in v2 and v3 certificates; the serial number follows.
+    if tag == 0xa0 {
+        rest = der_element(rest)?.2;
+    }
+    let rest = der_element(rest)?.2; // signature algorithm
+    let rest = der_element(rest)?.2; // issuer
+    let (0x30, validity, _) = der_element(rest)? else {
+        return None;
+    };
+    let (t1, before, rest) = der_element(validity)?;
+    let (t2, after, _) = der_element(rest)?;
+    Some((der_time(t1, before)?, der_time(t2, after)?))
+}
+
+/// A UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ), as RFC 5280 §4.1.2.5
+/// requires them.
+fn der_time(tag: u8, text: &[u8]) -> Option<time::OffsetDateTime> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i32 = text[..2].parse().ok()?;
+            (if yy < 50 { 2000 + yy } else { 1900 + yy }, &text[2..])
+        }
+        (0x18, 14) => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let num = |i: usize| rest.get(i..i + 2)?.parse::<u8>().ok();
+    let date =
+        time::Date::from_calendar_date(year, time::Month::try_from(num(0)?).ok()?, num(2)?).ok()?;
+    let at = date.with_hms(num(4)?, num(6)?, num(8)?).ok()?;
+    Some(at.assume_utc())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -262,6 +340,30 @@ mod tests {
             Certificate::from_pem(cert.chain_pem().as_bytes(), cert.key_pem().as_bytes()).unwrap();
         assert_eq!(again.sha256(), cert.sha256());
         assert_eq!(again.spki_sha256_base64(), cert.spki_sha256_base64());
+    }
+
+    #[test]
+    fn validity_is_read_from_the_certificate() {
+        // The period starts 5 minutes back (see self_signed_for).
+        let backdated = Duration::from_secs(300);
+        let short = Certificate::self_signed(&["localhost"]).unwrap();
+        assert_eq!(short.validity(), Some(SELF_SIGNED_VALIDITY + backdated));
+        assert!(short.accepted_by_hash());
+        let day = Duration::from_secs(24 * 3600);
+        let long = Certificate::self_signed_for(&["localhost"], 90 * day).unwrap();
+        assert_eq!(long.validity(), Some(90 * day + backdated));
+        assert!(!long.accepted_by_hash());
+        let edge = Certificate::self_signed_for(&["localhost"], 14 * day - backdated).unwrap();
+        assert!(edge.accepted_by_hash());
+        let over = Certificate::self_signed_for(&["localhost"], 14 * day).unwrap();
+        assert!(!over.accepted_by_hash());
+        // GeneralizedTime, for dates from 2050 on.
+        assert_eq!(
+            der_time(0x18, b"20510102030405Z").map(|t| t.unix_timestamp()),
+            Some(2_556_241_445)
+        );
+        assert_eq!(der_time(0x17, b"2601020304Z"), None);
+        assert_eq!(der_validity(b"\x30\x03\x30\x01"), None);
     }
 
     #[test]

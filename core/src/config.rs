@@ -302,6 +302,11 @@ impl ServerConfig {
                         .into(),
                 );
             }
+            // Certificates start 5 minutes back; browsers take them by hash only when the
+            // whole span is at most 14 days.
+            if r.validity > Duration::from_secs(14 * 24 * 3600 - 300) {
+                return Err("self_signed_renewal.validity must be at most 14 days less 5 minutes: browsers accept a certificate by hash only when it is valid for 14 days or less, and it starts 5 minutes back".into());
+            }
         }
         if self.steering.is_some() && !self.reuse_port && self.udp_socket.is_none() {
             return Err("steering needs reuse_port or a udp_socket".into());

@@ -902,6 +902,42 @@ impl Server {
             .collect()
     }
 
+    /// The hashes a page may pass as `serverCertificateHashes`: those of
+    /// [`certificate_hashes`](Self::certificate_hashes) whose certificate browsers accept
+    /// by hash (valid for 14 days or less; see [`Certificate::accepted_by_hash`]). Empty
+    /// for a certificate from a CA, which pages trust without hashes.
+    pub fn browser_certificate_hashes(&self) -> Vec<[u8; 32]> {
+        let resolver = &self.shared().resolver;
+        std::iter::once(resolver.get())
+            .chain(resolver.next())
+            .filter(Certificate::accepted_by_hash)
+            .map(|c| c.sha256())
+            .collect()
+    }
+
+    /// The browser connector's module (`connector`, the text of `ferrovia/client`) with
+    /// one more export, `serverCertificateHashes`: this server's
+    /// [`browser_certificate_hashes`](Self::browser_certificate_hashes) in the shape
+    /// `new WebTransport(url, { serverCertificateHashes })` takes (an empty list for a CA's
+    /// certificate). The bindings serve it to pages, so a page needs no hash of its own.
+    pub fn client_module(&self, connector: &str) -> String {
+        let hashes: Vec<String> = self
+            .browser_certificate_hashes()
+            .iter()
+            .map(|h| {
+                let bytes: Vec<String> = h.iter().map(u8::to_string).collect();
+                format!(
+                    "{{ algorithm: 'sha-256', value: new Uint8Array([{}]) }}",
+                    bytes.join(",")
+                )
+            })
+            .collect();
+        format!(
+            "{connector}\n// Added by the server that served this file: its certificate's hashes, for\n// native WebTransport (empty when the certificate comes from a CA).\nexport const serverCertificateHashes = [{}];\n",
+            hashes.join(", ")
+        )
+    }
+
     /// Sessions open right now. A session no longer counts once its
     /// [`closed`](crate::Session::closed) has resolved.
     pub fn session_count(&self) -> usize {

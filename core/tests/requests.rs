@@ -503,6 +503,19 @@ async fn a_renewal_whose_overlap_does_not_fit_is_refused_at_bind() {
 }
 
 #[tokio::test]
+async fn a_renewal_browsers_would_not_accept_by_hash_is_refused_at_bind() {
+    let cert = ferrovia::Certificate::self_signed(&["localhost"]).unwrap();
+    let mut config = ferrovia::ServerConfig::new("127.0.0.1:0".parse().unwrap(), cert);
+    let mut renewal = ferrovia::SelfSignedRenewal::new(&["localhost"]);
+    renewal.validity = std::time::Duration::from_secs(14 * 24 * 3600);
+    config.self_signed_renewal = Some(renewal);
+    match ferrovia::Server::bind(config) {
+        Err(ferrovia::ServerError::InvalidConfig(why)) => assert!(why.contains("14 days"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn a_closed_server_frees_its_port_at_once() {
     let srv = start();
     let port = srv.addr.port();

@@ -1544,26 +1544,68 @@ def _asgi_app(server: Server) -> ASGIApp:
     return app
 
 
+_CLIENT_PATH = "/ferrovia/client.js"
+
+
+def _serve_client(server: Server, path: str, app: ASGIApp | None) -> ASGIApp:
+    """An ASGI application answering GET and HEAD on ``path`` with the browser connector
+    and this server's certificate hashes, and everything else with ``app`` (404 without one)."""
+    connector = (Path(__file__).parent / "client.js").read_text(encoding="utf-8")
+
+    async def client_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == path and scope["method"] in ("GET", "HEAD"):
+            body = server._inner.client_module(connector).encode()
+            headers = [
+                (b"content-type", b"text/javascript; charset=utf-8"),
+                (b"content-length", str(len(body)).encode()),
+                # The hashes change when the certificate is renewed.
+                (b"cache-control", b"no-cache"),
+            ]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+        elif app is not None:
+            await app(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+        elif scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 404, "headers": [(b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+        elif scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1000})
+
+    return client_app
+
+
 class Serving:
     """What :func:`serve` returns: ``await`` it for the :class:`Server`, or use it directly
     as ``async with serve(...) as server``."""
 
-    __slots__ = ("_bind", "_server", "_app", "_handler")
+    __slots__ = ("_bind", "_server", "_app", "_handler", "_client")
 
     def __init__(
-        self, bind: Callable[[], Server], app: ASGIApp | None = None, handler: RequestHandler | None = None
+        self,
+        bind: Callable[[], Server],
+        app: ASGIApp | None = None,
+        handler: RequestHandler | None = None,
+        client: str | None = None,
     ) -> None:
         """Made by :func:`serve`."""
         self._bind = bind
         self._server: Server | None = None
         self._app = app
         self._handler = handler
+        self._client = client
 
     async def _start(self) -> Server:
         if self._server is None:
             server = self._bind()
-            if self._app is not None:
-                host = AsgiHost(server._inner, self._app, server.local_address)
+            app = self._app
+            if self._client is not None:
+                app = _serve_client(server, self._client, app)
+            if app is not None:
+                host = AsgiHost(server._inner, app, server.local_address)
                 try:
                     await host.start()
                 except BaseException:
@@ -1660,6 +1702,7 @@ def serve(
     reuse_port: bool = False,
     connection_ids: ConnectionIds | None = None,
     fleet_secret: bytes | str | None = None,
+    client: bool | str = False,
 ) -> Serving:
     """Starts a WebTransport server on UDP ``host``:``port``.
 
@@ -1674,6 +1717,12 @@ def serve(
     HTTP request, one that is not a session or WebSocket request, over HTTP/3, HTTP/2 and
     HTTP/1.1 on the same port. Its ``lifespan`` startup runs before the server is returned
     (a failed startup raises) and its shutdown after :meth:`Server.close`.
+
+    ``client=True`` serves the browser connector at ``/ferrovia/client.js`` (or at the path
+    given instead of ``True``), before ``app`` sees the request: the module
+    ``ferrovia/client`` with one more export, ``serverCertificateHashes``, this server's
+    certificate hashes as ``connect(url, { serverCertificateHashes })`` takes them (empty for
+    a CA's certificate, which pages trust without hashes).
 
     ``handler`` is an async function called with each session request for a path no
     :meth:`Server.requests` or :meth:`Server.route` claims, as :meth:`Server.route` calls
@@ -1697,6 +1746,14 @@ def serve(
         raise TypeError(f"app must be an ASGI application (a callable), not {type(app).__name__}")
     if handler is not None and not callable(handler):
         raise TypeError(f"handler must be an async function, not {type(handler).__name__}")
+    if client is True:
+        client_path: str | None = _CLIENT_PATH
+    elif client is False:
+        client_path = None
+    elif isinstance(client, str) and client.startswith("/"):
+        client_path = client
+    else:
+        raise TypeError(f"client must be a bool or a path starting with '/', not {client!r}")
     if not isinstance(host, str):
         raise TypeError(f"host must be str, not {type(host).__name__}")
     _check_int("port", port, 0, 65535)
@@ -1784,4 +1841,4 @@ def serve(
             )
         )
 
-    return Serving(bind, app, handler)
+    return Serving(bind, app, handler, client_path)

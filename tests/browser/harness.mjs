@@ -291,7 +291,7 @@ const browsers = new Map(); // name -> Promise<{ kind, browser }>
  * serverCertificateHashes does not cover: Chromium by its SPKI flag, Firefox by accepting
  * insecure certificates.
  */
-async function launch(name, trustSpki, extraArgs = []) {
+async function launch(name, trustSpki, extraArgs = [], firefoxPrefs = {}) {
   if (name === 'chromium') {
     if (!existsSync(CHROMIUM_PATH)) throw new Error(`chromium not found at ${CHROMIUM_PATH}`);
     const { chromium } = require('playwright-core');
@@ -308,16 +308,17 @@ async function launch(name, trustSpki, extraArgs = []) {
       executablePath: FIREFOX_PATH,
       headless: true,
       acceptInsecureCerts: !!trustSpki,
+      extraPrefsFirefox: firefoxPrefs,
     });
     return { kind: 'puppeteer', browser };
   }
   throw new Error(`unknown browser ${name}`);
 }
 
-function getBrowser(name, trustSpki, chromiumArgs) {
-  const key = `${name}|${trustSpki || ''}|${(chromiumArgs || []).join(' ')}`;
+function getBrowser(name, trustSpki, chromiumArgs, firefoxPrefs) {
+  const key = `${name}|${trustSpki || ''}|${(chromiumArgs || []).join(' ')}|${JSON.stringify(firefoxPrefs || {})}`;
   if (!browsers.has(key)) {
-    const p = launch(name, trustSpki, chromiumArgs);
+    const p = launch(name, trustSpki, chromiumArgs, firefoxPrefs);
     p.catch(() => browsers.delete(key)); // let a later call retry and report again
     browsers.set(key, p);
   }
@@ -329,12 +330,13 @@ function getBrowser(name, trustSpki, chromiumArgs) {
  * (http://localhost:<port>/, or http://<host>:<port>/); `trustSpki` picks a browser that
  * trusts that certificate for TLS over TCP too (see `launch`); `chromiumArgs` adds
  * command-line flags to Chromium (a browser of its own; the connector tests use
- * --disable-quic to stand for a network that blocks UDP).
- * Returns { browser, origin, evaluate(fn, arg), close() }.
+ * --disable-quic to stand for a network that blocks UDP); `firefoxPrefs` sets Firefox
+ * preferences (a browser of its own). Returns { browser, origin, evaluate(fn, arg),
+ * goto(url), close() }; `goto` leaves the page server for another page.
  */
-export async function openPage(name, { host = 'localhost', trustSpki, chromiumArgs } = {}) {
+export async function openPage(name, { host = 'localhost', trustSpki, chromiumArgs, firefoxPrefs } = {}) {
   const origin = await pageOrigin(host);
-  const { kind, browser } = await getBrowser(name, trustSpki, chromiumArgs);
+  const { kind, browser } = await getBrowser(name, trustSpki, chromiumArgs, firefoxPrefs);
   const url = `${origin}/`;
   if (kind === 'playwright') {
     const context = await browser.newContext();
@@ -345,6 +347,7 @@ export async function openPage(name, { host = 'localhost', trustSpki, chromiumAr
       browser: name,
       origin,
       evaluate: (fn, arg) => page.evaluate(fn, arg),
+      goto: (url) => page.goto(url),
       close: async () => {
         await page.evaluate(() => window.wt && window.wt.closeAll()).catch(() => {});
         await context.close().catch(() => {});
@@ -358,6 +361,7 @@ export async function openPage(name, { host = 'localhost', trustSpki, chromiumAr
     browser: name,
     origin,
     evaluate: (fn, arg) => (arg === undefined ? page.evaluate(fn) : page.evaluate(fn, arg)),
+    goto: (url) => page.goto(url),
     close: async () => {
       await page.evaluate(() => window.wt && window.wt.closeAll()).catch(() => {});
       await page.close().catch(() => {});

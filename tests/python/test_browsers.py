@@ -38,3 +38,26 @@ def test_browser_suite_passes_against_the_python_echo_server() -> None:
     assert int(summary.get("pass", "0")) >= 80, output[-8000:]
     for browser in ("chromium", "firefox"):
         assert re.search(rf"^\s*ok \d+ - {browser}\b", output, re.M), output[-8000:]
+
+
+def test_the_python_quick_start_in_chromium_and_firefox() -> None:
+    """examples/python/quickstart.py through tests/node/quickstart.test.mjs: its page in both
+    browsers, natively and with UDP blocked, a wrong token, an oversized message, SIGTERM."""
+    node = shutil.which("node")
+    assert node is not None, "node is needed to drive the browsers (see README prerequisites)"
+    env = dict(os.environ)
+    env["FERROVIA_QUICKSTART"] = f"{sys.executable} {ROOT / 'examples' / 'python' / 'quickstart.py'}"
+    proc = subprocess.run(
+        [node, "--test", "--test-concurrency=1", "tests/node/quickstart.test.mjs"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    summary = dict(re.findall(r"^# (tests|pass|fail|cancelled|skipped) (\d+)$", output, re.M))
+    assert proc.returncode == 0, output[-8000:]
+    assert summary.get("fail") == "0" and summary.get("skipped") == "0", output[-8000:]
+    assert int(summary.get("pass", "0")) == 4, output[-8000:]
+    assert "quick start: quickstart.py" in output, output[-8000:]
