@@ -32,5 +32,5 @@ fi
 
 "$PY" -m mypy --strict python/ferrovia examples/python/echo.py examples/python/hello.py \
   examples/python/chat.py examples/python/gamestate.py examples/python/upload.py examples/demo/server.py \
-  examples/python/starlette_app.py bench/python_throughput.py
+  examples/python/starlette_app.py examples/python/quickstart.py bench/python_throughput.py
 "$PY" -m pytest tests/python "$@"

@@ -1,5 +1,6 @@
 """Chat on one port (docs/quickstart.md): python examples/python/quickstart.py, then open two tabs."""
 import asyncio, contextlib, os, signal
+from typing import Any
 
 import ferrovia
 
@@ -16,7 +17,7 @@ PAGE = b"""<!doctype html><meta charset="utf-8"><title>Chat</title>
 members: set[ferrovia.StreamWriter] = set()
 
 
-async def page(scope, receive, send):  # an ASGI app: every ordinary HTTP request gets the page
+async def page(scope: Any, receive: Any, send: Any) -> None:  # ASGI: every HTTP request gets the page
     if scope["type"] == "http":
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/html")]})
         await send({"type": "http.response.body", "body": PAGE})

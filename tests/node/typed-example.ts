@@ -1,5 +1,6 @@
 // Type-checked (tsc --noEmit) against the package's declarations; run by api.test.mjs.
 import {
+  MessageStream,
   Server,
   WebTransportError,
   WebTransportReceiveStream,
@@ -21,6 +22,7 @@ async function main(): Promise<void> {
   const site = await Server.listen({
     port: 0,
     limits: { maxRequestBody: 1 << 20, handlerTimeout: 5000 },
+    client: true,
     fetch: async (request: Request, info) => Response.json({ path: new URL(request.url).pathname, from: info.remoteAddress, v: info.httpVersion }),
   });
   await site.close();
@@ -30,6 +32,14 @@ async function main(): Promise<void> {
     const session = await request.accept({ protocol: request.subprotocols[0] ?? null });
     const writer = session.datagrams.writable.getWriter();
     await writer.write(new TextEncoder().encode('hi'));
+    for await (const stream of session.incomingBidirectionalStreams) {
+      const messages = new MessageStream<string>(stream, { text: true, maxMessageSize: 4096 });
+      for await (const line of messages) {
+        if (messages.bufferedAmount < 65536) await messages.send(line.toUpperCase());
+        else await messages.abort(new WebTransportError('too slow', { streamErrorCode: 1 }));
+      }
+      await messages.close();
+    }
     const info: WebTransportCloseInfo = await session.closed;
     console.log(info.closeCode, info.reason, info.initiator);
   });
