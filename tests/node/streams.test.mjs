@@ -94,6 +94,17 @@ describe('stream classes without a peer', () => {
   });
 });
 
+/** The connector in Node, over QMux through `ws`, trusting the server's certificate. */
+function connectQmux(url) {
+  const ca = server.certificate.pem;
+  class TrustingWebSocket extends WebSocket {
+    constructor(u, protocols) {
+      super(u, protocols, { ca });
+    }
+  }
+  return connectorConnect(`https://localhost:${server.tcpPort}${new URL(url).pathname}`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+}
+
 describe('messages on a stream', () => {
   const native = ferroviaPackage.__native;
 
@@ -144,14 +155,7 @@ describe('messages on a stream', () => {
         outcome.resolve({ count, code: err.code, size: err.size, max: err.max });
       }
     });
-    const ca = server.certificate.pem;
-    class TrustingWebSocket extends WebSocket {
-      constructor(u, protocols) {
-        super(u, protocols, { ca });
-      }
-    }
-    const path = new URL(url).pathname;
-    const t = await connectorConnect(`https://localhost:${server.tcpPort}${path}`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+    const t = await connectQmux(url);
     try {
       const page = new PageMessageStream(await t.createBidirectionalStream(), { text: true });
       const lines = Array.from({ length: 200 }, (_, i) => `line ${i} ${'é'.repeat(i * 3)}`);
@@ -181,13 +185,7 @@ describe('messages on a stream', () => {
         outcome.resolve({ code: err.code, size: err.size, max: err.max });
       }
     });
-    const ca = server.certificate.pem;
-    class TrustingWebSocket extends WebSocket {
-      constructor(u, protocols) {
-        super(u, protocols, { ca });
-      }
-    }
-    const t = await connectorConnect(`https://localhost:${server.tcpPort}${new URL(url).pathname}`, { transports: ['qmux'], qmux: { WebSocket: TrustingWebSocket } });
+    const t = await connectQmux(url);
     try {
       const page = new PageMessageStream(await t.createBidirectionalStream());
       page.send(new Uint8Array(5000));
