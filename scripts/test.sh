@@ -6,8 +6,57 @@
 # Chromium and Firefox suites against the Rust, Node and Python servers; the demo, the
 # certificate commands and the examples; the prebuilt packages installed without cargo;
 # and the benchmark harness in smoke mode.
+#
+#   scripts/test.sh           everything (about 30 minutes on 2 cores)
+#   scripts/test.sh --quick   the loop for one change (a few minutes once built): the core's
+#                             tests, then the Node and Python tests that need no browser
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Every process this run starts inherits the marker; at the end none may be left.
+FERROVIA_TEST_RUN="$$-$(date +%s%N)"
+export FERROVIA_TEST_RUN
+
+# The processes still carrying this run's marker, other than this script and the subshell
+# running this function (the glob is expanded before the function starts any process).
+leftovers() {
+  local pid
+  for env in /proc/[0-9]*/environ; do
+    pid=${env#/proc/}
+    pid=${pid%/environ}
+    [ "$pid" = "$$" ] || [ "$pid" = "$BASHPID" ] && continue
+    if tr '\0' '\n' 2>/dev/null < "$env" | grep -qx "FERROVIA_TEST_RUN=$FERROVIA_TEST_RUN"; then
+      echo "$pid $(tr '\0' ' ' 2>/dev/null < "/proc/$pid/cmdline")"
+    fi
+  done
+}
+
+# Fails the run if anything it started is still running 10 s after the last step.
+check_leftovers() {
+  local left=""
+  for _ in $(seq 1 20); do
+    left=$(leftovers)
+    [ -z "$left" ] && { echo "== No process left behind"; return 0; }
+    sleep 0.5
+  done
+  echo "processes this run started are still running:" >&2
+  echo "$left" >&2
+  return 1
+}
+
+if [ "${1:-}" = "--quick" ]; then
+  [ -d node_modules/playwright-core ] || npm install --no-audit --no-fund
+  echo "== Quick: the core (unit, integration against independent clients, attacks)"
+  cargo test -p ferrovia
+  echo "== Quick: the Node package without browsers"
+  FERROVIA_BUILD_FROM_SOURCE=1 node bindings-node/scripts/install.js
+  node --test --test-concurrency=1 tests/node/api.test.mjs tests/node/lifecycle.test.mjs \
+    tests/node/tcp.test.mjs tests/node/readme-hostile.test.mjs tests/node/observability.test.mjs
+  echo "== Quick: the Python package without browsers"
+  bash scripts/test-python.sh --ignore=tests/python/test_browsers.py --ignore=tests/python/test_examples.py
+  check_leftovers
+  exit 0
+fi
 
 for tool in chromium firefox-esr nft ip curl redis-server nats-server; do
   command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
@@ -62,3 +111,5 @@ bash scripts/test-prebuilt.sh
 
 echo "== Benchmark harness, smoke mode"
 bash scripts/bench-smoke.sh
+
+check_leftovers
