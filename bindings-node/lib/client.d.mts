@@ -157,16 +157,16 @@ export declare class MessageStream<T extends Uint8Array | string = Uint8Array | 
   );
   /** The largest message this side reads. */
   readonly maxMessageSize: number;
-  /** Bytes of messages given to send() that the stream has not taken yet. */
+  /** Bytes of messages given to `send()` that the stream has not taken yet, each counted as at least 64. */
   readonly bufferedAmount: number;
   /** Resolves once the writable side is closed; rejects when it failed. */
   readonly closed: Promise<void>;
   [Symbol.asyncIterator](): AsyncGenerator<T, void, undefined>;
-  /** Sends one message (a string goes as UTF-8); resolves once the stream took it. */
+  /** Sends one message (a string goes as UTF-8); resolves once the stream took it. Left unawaited, a failure is no unhandled rejection. */
   send(message: string | ArrayBuffer | ArrayBufferView): Promise<void>;
   /** Finishes the writable side (FIN) after the messages sent. */
   close(): Promise<void>;
-  /** Resets the writable side with the reason's streamErrorCode (else 0). */
+  /** Resets the writable side with the reason's streamErrorCode (else 0); never rejects. */
   abort(reason?: unknown): Promise<void>;
 }
 

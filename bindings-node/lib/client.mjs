@@ -1428,6 +1428,9 @@ export class FerroviaTransport {
 // load the server's native codec; the server's tests check the two agree.
 
 const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20;
+// What a queued message costs beyond its bytes: bufferedAmount counts each message as at
+// least this much.
+const MESSAGE_COST = 64;
 
 function messageError(code, message, fields) {
   const e = new Error(message);
@@ -1462,7 +1465,9 @@ class MessageDecoder {
         const size = new Reader(this.#head.subarray(0, need)).varint();
         this.#headLen = 0;
         if (typeof size === 'bigint' || size > this.#max) {
-          this.#failed = messageError('ERR_MESSAGE_TOO_LARGE', `message of ${size} bytes exceeds the limit of ${this.#max} bytes`, { size: Number(size), max: this.#max });
+          this.#failed = messageError('ERR_MESSAGE_TOO_LARGE', `message of ${size} bytes exceeds the limit of ${this.#max} bytes`, { size: typeof size === 'bigint' ? size : Number(size), max: this.#max });
+          // The messages before it come first; the failure with the next call.
+          if (out.length > 0) return out;
           throw this.#failed;
         }
         this.#body = new Uint8Array(size);
@@ -1542,7 +1547,7 @@ export class MessageStream {
     return this.#maxMessageSize;
   }
 
-  /** Bytes of messages given to send() that the stream has not taken yet. */
+  /** Bytes of messages given to send() that the stream has not taken yet, each counted as at least 64. */
   get bufferedAmount() {
     return this.#buffered;
   }
@@ -1564,11 +1569,11 @@ export class MessageStream {
   /** The messages as they arrive: Uint8Array, or string with { text: true }. */
   async *[Symbol.asyncIterator]() {
     if (!this.#readable) throw new TypeError('this MessageStream has no readable side');
-    if (this.#reading) throw new TypeError('this MessageStream is already being read');
+    if (this.#reading) throw new TypeError('this MessageStream is being read, or was read, already');
     const reader = this.#readable.getReader();
     this.#reading = true;
     const decoder = new MessageDecoder(this.#maxMessageSize);
-    const text = this.#text ? new TextDecoder('utf-8', { fatal: true }) : null;
+    const text = this.#text ? new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }) : null;
     let ended = false;
     try {
       for (;;) {
@@ -1586,14 +1591,18 @@ export class MessageStream {
     }
   }
 
-  /** Sends one message (a string goes as UTF-8); resolves once the stream took it. */
-  async send(message) {
+  /**
+   * Sends one message (a string goes as UTF-8); resolves once the stream took it. The
+   * promise is handled already: left unawaited, a failure is no unhandled rejection.
+   */
+  send(message) {
     const bytes = typeof message === 'string' ? utf8.encode(message) : toBytes(message);
     const writer = this.#getWriter();
     const frame = encodeMessage(bytes);
-    this.#buffered += frame.byteLength;
+    const cost = Math.max(frame.byteLength, MESSAGE_COST);
+    this.#buffered += cost;
     const written = writer.write(frame).finally(() => {
-      this.#buffered -= frame.byteLength;
+      this.#buffered -= cost;
     });
     written.catch(() => {});
     return written;
@@ -1604,11 +1613,12 @@ export class MessageStream {
     return this.#getWriter().close();
   }
 
-  /** Resets the writable side with the reason's streamErrorCode (else 0). */
-  async abort(reason) {
-    // Never rejects: a stream that already failed has nothing left to reset.
+  /** Resets the writable side with the reason's `streamErrorCode` (else 0); never rejects. */
+  abort(reason) {
+    // A stream that already failed has nothing left to reset.
     return this.#getWriter().abort(reason).catch(() => {});
   }
+
 }
 
 /** new FerroviaTransport(url, options), resolved once ready. */

@@ -7,6 +7,18 @@ const { translate } = require('./errors.js');
 const { describe, checkInt, checkObject, toBuffer } = require('./check.js');
 
 const DEFAULT_MAX_MESSAGE_SIZE = 1 << 20;
+// What a queued message costs beyond its bytes (the writer's queue entry and promises):
+// `bufferedAmount` counts each message as at least this much.
+const MESSAGE_COST = 64;
+
+/** The first batch of messages `chunk` completed, or (chunk null) the next batch. */
+function nextBatch(decoder, chunk) {
+  try {
+    return chunk === null ? decoder.next() : decoder.push(chunk);
+  } catch (err) {
+    throw translate(err);
+  }
+}
 const utf8 = new TextEncoder();
 
 /**
@@ -21,8 +33,8 @@ const utf8 = new TextEncoder();
  * throws ERR_MESSAGE_TOO_LARGE before any of it is buffered, and a stream that ends inside
  * a message throws ERR_MESSAGE_TRUNCATED. Leaving the loop early (or an error) stops the
  * peer's sending (STOP_SENDING 0). `send()` resolves once the stream took the message;
- * `bufferedAmount` counts what was sent but not yet taken, so a broadcaster can tell a
- * member that reads nothing. A send nobody awaits never becomes an unhandled rejection:
+ * `bufferedAmount` counts what was sent but not yet taken (each message as at least 64
+ * bytes), so a broadcaster can tell a member that reads nothing. A send nobody awaits never becomes an unhandled rejection:
  * a failure shows in the next awaited send and in `closed`.
  */
 class MessageStream {
@@ -56,7 +68,7 @@ class MessageStream {
     return this.#maxMessageSize;
   }
 
-  /** Bytes of messages given to `send()` that the stream has not taken yet. */
+  /** Bytes of messages given to `send()` that the stream has not taken yet, each counted as at least 64. */
   get bufferedAmount() {
     return this.#buffered;
   }
@@ -78,27 +90,29 @@ class MessageStream {
   /** The messages as they arrive: Uint8Array, or string with `{ text: true }`. */
   async *[Symbol.asyncIterator]() {
     if (!this.#readable) throw new TypeError('this MessageStream has no readable side');
-    if (this.#reading) throw new TypeError('this MessageStream is already being read');
+    if (this.#reading) throw new TypeError('this MessageStream is being read, or was read, already');
     const reader = this.#readable.getReader();
     this.#reading = true;
     const decoder = new native.NativeMessageDecoder(this.#maxMessageSize);
-    const text = this.#text ? new TextDecoder('utf-8', { fatal: true }) : null;
+    const text = this.#text ? new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }) : null;
     let ended = false;
     try {
       for (;;) {
         const { value, done } = await reader.read();
-        let batch;
-        try {
-          if (done) {
+        if (done) {
+          try {
             decoder.finish();
-            ended = true;
-            return;
+          } catch (err) {
+            throw translate(err);
           }
-          batch = decoder.push(value);
-        } catch (err) {
-          throw translate(err);
+          ended = true;
+          return;
         }
-        for (const m of batch) yield text ? text.decode(m) : m;
+        // At most MAX_MESSAGE_BATCH messages per native call, so a chunk of tiny messages
+        // never becomes one huge array.
+        for (let batch = nextBatch(decoder, value); batch.length > 0; batch = nextBatch(decoder, null)) {
+          for (const m of batch) yield text ? text.decode(m) : m;
+        }
       }
     } finally {
       if (!ended) await reader.cancel().catch(() => {});
@@ -106,14 +120,18 @@ class MessageStream {
     }
   }
 
-  /** Sends one message (string as UTF-8, or bytes); resolves once the stream took it. */
-  async send(message) {
+  /**
+   * Sends one message (a string goes as UTF-8); resolves once the stream took it. The
+   * promise is handled already: left unawaited, a failure is no unhandled rejection.
+   */
+  send(message) {
     const bytes = typeof message === 'string' ? utf8.encode(message) : toBuffer('message', message);
     const writer = this.#getWriter();
     const frame = native.encodeMessageFrame(bytes);
-    this.#buffered += frame.byteLength;
+    const cost = Math.max(frame.byteLength, MESSAGE_COST);
+    this.#buffered += cost;
     const written = writer.write(frame).finally(() => {
-      this.#buffered -= frame.byteLength;
+      this.#buffered -= cost;
     });
     written.catch(() => {});
     return written;
@@ -124,11 +142,12 @@ class MessageStream {
     return this.#getWriter().close();
   }
 
-  /** Resets the writable side; the reason's `streamErrorCode` (else 0) reaches the peer. Never rejects. */
-  async abort(reason) {
-    // Never rejects: a stream that already failed has nothing left to reset.
+  /** Resets the writable side with the reason's `streamErrorCode` (else 0); never rejects. */
+  abort(reason) {
+    // A stream that already failed has nothing left to reset.
     return this.#getWriter().abort(reason).catch(() => {});
   }
+
 }
 
 module.exports = { MessageStream };

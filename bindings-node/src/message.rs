@@ -1,8 +1,9 @@
 //! Messages on a stream: the core's decoder and encoder (`ferrovia::message`), so the
-//! framing is written once. The facade reads a stream's chunks and hands each to
-//! `push`, which returns every message it completed: one call per chunk, not per message.
+//! framing is written once. The facade reads a stream's chunks and hands each to `push`,
+//! which returns the messages it completed, at most `MAX_MESSAGE_BATCH` at a time (`next`
+//! returns the rest): one call per batch, not per message.
 
-use ferrovia::message::{encode_message, MessageDecoder};
+use ferrovia::message::{encode_message, MessageDecoder, MAX_MESSAGE_BATCH};
 use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 
@@ -29,27 +30,28 @@ impl NativeMessageDecoder {
         })
     }
 
-    /// Takes the next chunk of the stream; returns the messages it completed, in order.
+    /// Takes the next chunk of the stream; returns the first batch of messages completed.
     #[napi(catch_unwind)]
     pub fn push(&mut self, chunk: &[u8]) -> napi::Result<Vec<Buffer>> {
         self.inner.push(chunk);
-        let mut out = Vec::new();
-        while let Some(m) = self.inner.decode().map_err(error::from_stream)? {
-            out.push(Vec::from(m).into());
-        }
-        Ok(out)
+        self.next()
+    }
+
+    /// The next batch of whole messages already pushed; empty when there are none. A
+    /// failure comes after the messages before it.
+    #[napi(catch_unwind)]
+    pub fn next(&mut self) -> napi::Result<Vec<Buffer>> {
+        let batch = self
+            .inner
+            .decode_batch(MAX_MESSAGE_BATCH)
+            .map_err(error::from_stream)?;
+        Ok(batch.into_iter().map(|m| Vec::from(m).into()).collect())
     }
 
     /// Checks the end of the stream: throws when it came inside a message.
     #[napi(catch_unwind)]
     pub fn finish(&self) -> napi::Result<()> {
         self.inner.finish().map_err(error::from_stream)
-    }
-
-    /// How many more bytes the message being received needs (at least 1).
-    #[napi(getter, catch_unwind)]
-    pub fn wanted(&self) -> f64 {
-        self.inner.wanted() as f64
     }
 }
 

@@ -1,9 +1,10 @@
 //! Messages on a stream: the core's decoder and encoder (`ferrovia::message`), so the
 //! framing is written once. The facade feeds each chunk it reads to `push`, which returns
-//! every message the chunk completed: one call per chunk, not per message.
+//! the messages it completed, at most `MAX_MESSAGE_BATCH` at a time (`next` returns the
+//! rest): one call per batch, not per message.
 
 use bytes::Bytes;
-use ferrovia::message::{encode_message, MessageDecoder as CoreDecoder};
+use ferrovia::message::{encode_message, MessageDecoder as CoreDecoder, MAX_MESSAGE_BATCH};
 use pyo3::prelude::*;
 use std::sync::Mutex;
 
@@ -30,26 +31,21 @@ impl MessageDecoder {
         }
     }
 
-    /// Takes the next chunk of the stream; returns the messages it completed, in order.
+    /// Takes the next chunk of the stream; returns the first batch of messages completed.
     fn push(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<Vec<Bytes>> {
-        let mut d = self.lock();
-        d.push(chunk);
-        let mut out = Vec::new();
-        while let Some(m) = d.decode().py_err(py)? {
-            out.push(m);
-        }
-        Ok(out)
+        self.lock().push(chunk);
+        self.next(py)
+    }
+
+    /// The next batch of whole messages already pushed; empty when there are none. A
+    /// failure comes after the messages before it.
+    fn next(&self, py: Python<'_>) -> PyResult<Vec<Bytes>> {
+        self.lock().decode_batch(MAX_MESSAGE_BATCH).py_err(py)
     }
 
     /// Checks the end of the stream: raises when it came inside a message.
     fn finish(&self, py: Python<'_>) -> PyResult<()> {
         self.lock().finish().py_err(py)
-    }
-
-    /// How many more bytes the message being received needs (at least 1).
-    #[getter]
-    fn wanted(&self) -> usize {
-        self.lock().wanted()
     }
 }
 

@@ -25,6 +25,11 @@ use crate::{
 /// The largest chunk one read hands to Python.
 const MAX_READ: usize = 1 << 20;
 
+/// What a queued piece costs beyond its bytes (the queue entry and its allocation), counted
+/// in the write buffer so that many tiny writes cannot queue without bound under the
+/// high-water mark.
+const CHUNK_COST: usize = 64;
+
 struct ReaderShared {
     stream: Arc<tokio::sync::Mutex<RecvStream>>,
     /// Bytes a cancelled read had already taken; the next read returns them first.
@@ -288,7 +293,7 @@ async fn write_loop(
         };
         match chunk {
             Some(Chunk::Data(data)) => {
-                let len = data.len();
+                let len = data.len() + CHUNK_COST;
                 tokio::select! {
                     biased;
                     () = reset.as_mut() => {
@@ -384,7 +389,9 @@ impl Writer {
         if data.is_empty() {
             return Ok(());
         }
-        self.shared.buffered.fetch_add(data.len(), Ordering::AcqRel);
+        self.shared
+            .buffered
+            .fetch_add(data.len() + CHUNK_COST, Ordering::AcqRel);
         if self.tx.send(Chunk::Data(data)).is_err() {
             self.shared.buffered.store(0, Ordering::Release);
             let e = self.error().unwrap_or(StreamError::ClosedStream);

@@ -257,6 +257,10 @@ fn der_validity(der: &[u8]) -> Option<(time::OffsetDateTime, time::OffsetDateTim
 /// requires them.
 fn der_time(tag: u8, text: &[u8]) -> Option<time::OffsetDateTime> {
     let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    // Digits only, so the slices below fall on character boundaries and no sign slips in.
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
     let (year, rest) = match (tag, text.len()) {
         (0x17, 12) => {
             let yy: i32 = text[..2].parse().ok()?;
@@ -363,6 +367,8 @@ mod tests {
             Some(2_556_241_445)
         );
         assert_eq!(der_time(0x17, b"2601020304Z"), None);
+        assert_eq!(der_time(0x17, "1\u{e9}345678901Z".as_bytes()), None);
+        assert_eq!(der_time(0x17, b"+60102030405Z"), None);
         assert_eq!(der_validity(b"\x30\x03\x30\x01"), None);
     }
 

@@ -18,6 +18,15 @@ use crate::StreamError;
 /// The largest message a receiver takes unless told otherwise: 1 MiB.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
 
+/// How much [`RecvStream::read_messages`](crate::RecvStream::read_messages) reads from the
+/// stream at a time, whatever length a message announces.
+pub const MESSAGE_READ_SIZE: usize = 64 * 1024;
+
+/// The most messages one batch holds ([`MessageDecoder::decode_batch`],
+/// [`RecvStream::read_messages`](crate::RecvStream::read_messages)), so a stream of tiny
+/// messages cannot make one call hold an unbounded list.
+pub const MAX_MESSAGE_BATCH: usize = 1024;
+
 /// Splits a stream's bytes into messages. Push what arrived with
 /// [`push`](Self::push), take whole messages with [`decode`](Self::decode), and call
 /// [`finish`](Self::finish) at the end of the stream.
@@ -51,8 +60,7 @@ impl MessageDecoder {
         self.buf.len()
     }
 
-    /// How many more bytes the message being received needs (at least 1), so a reader can
-    /// ask the stream for no more than that and keep its memory bounded by the message.
+    /// How many more bytes the message being received needs (at least 1).
     pub fn wanted(&self) -> usize {
         match self.want {
             Some(n) => n.saturating_sub(self.buf.len()).max(1),
@@ -99,6 +107,22 @@ impl MessageDecoder {
         }
         self.want = None;
         Ok(Some(self.buf.split_to(want).freeze()))
+    }
+
+    /// Up to `max` whole messages from what was pushed. A failure comes after the whole
+    /// messages before it: with messages in hand the batch is returned and the (sticky)
+    /// error waits for the next call.
+    pub fn decode_batch(&mut self, max: usize) -> Result<Vec<Bytes>, StreamError> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.decode() {
+                Ok(Some(m)) => out.push(m),
+                Ok(None) => break,
+                Err(_) if !out.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     /// Checks the end of the stream: fails with [`StreamError::MessageTruncated`] when it
@@ -182,6 +206,25 @@ mod tests {
         let mut d = MessageDecoder::new(1000);
         d.push(&encode_message(&[7; 1000]));
         assert_eq!(d.decode().unwrap().unwrap().len(), 1000);
+    }
+
+    #[test]
+    fn whole_messages_come_before_a_failure_and_batches_are_bounded() {
+        let mut d = MessageDecoder::new(100);
+        let mut wire = Vec::new();
+        for _ in 0..5 {
+            wire.extend_from_slice(&encode_message(b"ok"));
+        }
+        let mut prefix = BytesMut::new();
+        encode_varint(1000, &mut prefix);
+        wire.extend_from_slice(&prefix);
+        d.push(&wire);
+        assert_eq!(d.decode_batch(3).unwrap().len(), 3);
+        assert_eq!(d.decode_batch(100).unwrap().len(), 2);
+        assert!(matches!(
+            d.decode_batch(100),
+            Err(StreamError::MessageTooLarge { size: 1000, .. })
+        ));
     }
 
     #[test]

@@ -629,34 +629,36 @@ impl RecvStream {
         Some(self.gather(first, max))
     }
 
-    /// Waits for the next whole message (see [`crate::message`]), then returns it with every
-    /// other whole message that has already arrived; `Ok(None)` at the end of the stream.
-    /// `decoder` keeps a partly received message between calls, so the same decoder must
-    /// be passed each time. The stream is read no further than the message being received
-    /// needs, so memory stays bounded by the decoder's largest message.
+    /// Waits for the next whole message (see [`crate::message`]), then returns it with the
+    /// other whole messages already decoded (at most [`MAX_MESSAGE_BATCH`](crate::message::MAX_MESSAGE_BATCH)); `Ok(None)` at the
+    /// end of the stream. `decoder` keeps a partly received message and messages beyond the
+    /// batch between calls, so the same decoder must be passed each time. The stream is
+    /// read [`MESSAGE_READ_SIZE`](crate::message::MESSAGE_READ_SIZE) bytes at a time whatever length a message announces, so
+    /// memory follows what arrived, bounded by the decoder's largest message.
     ///
-    /// Cancel-safe: bytes read are in `decoder` before the call can be dropped.
+    /// A failure (a message above the limit, an end inside a message) comes after the
+    /// whole messages before it. Cancel-safe: bytes read are in `decoder` before the call
+    /// can be dropped.
     pub async fn read_messages(
         &mut self,
         decoder: &mut crate::message::MessageDecoder,
     ) -> Result<Option<Vec<Bytes>>, StreamError> {
         let mut out = Vec::new();
         loop {
-            while let Some(m) = decoder.decode()? {
-                out.push(m);
+            while out.len() < crate::message::MAX_MESSAGE_BATCH {
+                match decoder.decode() {
+                    Ok(Some(m)) => out.push(m),
+                    Ok(None) => break,
+                    // The decoder keeps failing: the error comes with the next call.
+                    Err(_) if !out.is_empty() => return Ok(Some(out)),
+                    Err(e) => return Err(e),
+                }
             }
             if !out.is_empty() {
-                // Whatever else has arrived, without waiting.
-                while let Some(chunk) = self.try_read_available(decoder.wanted().max(READ_AHEAD)) {
-                    decoder.push(&chunk);
-                    while let Some(m) = decoder.decode()? {
-                        out.push(m);
-                    }
-                }
                 return Ok(Some(out));
             }
             match self
-                .read_available(decoder.wanted().max(READ_AHEAD))
+                .read_available(crate::message::MESSAGE_READ_SIZE)
                 .await?
             {
                 Some(chunk) => decoder.push(&chunk),
@@ -882,10 +884,6 @@ mod tests {
         assert_eq!(error_from_http3(0x52e4a40fa8db + 0x1e), 0);
     }
 }
-
-/// How much a message reader asks the stream for beyond the message it is receiving, so
-/// small messages arriving together are read in one go.
-const READ_AHEAD: usize = 16 * 1024;
 
 /// A receive stream read as messages: [`RecvStream::into_messages`].
 #[derive(Debug)]

@@ -28,11 +28,13 @@ async def chat(request: ferrovia.SessionRequest) -> None:
         return await request.reject(401, headers={"www-authenticate": "Bearer"})
     async for reader, writer in (await request.accept()).incoming_bidirectional_streams():
         members.add(writer)
-        with contextlib.suppress(ferrovia.WebTransportError):  # the tab left, or sent over 4096 bytes
+        # Over when the tab leaves, or sends more than 4096 bytes or text that is not UTF-8.
+        with contextlib.suppress(ferrovia.WebTransportError, UnicodeDecodeError):
             async for message in reader.messages(max_size=4096):
+                text = message.decode()
                 for other in list(members):
                     try:
-                        other.write_message(message)
+                        other.write_message(text)
                     except (BufferError, ferrovia.WebTransportError):  # it reads nothing, or left
                         members.discard(other)
                         other.reset()

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from ._server import Server
+from . import _ferrovia
 
 
 ASGIApp = Callable[
@@ -25,7 +24,7 @@ _HANDSHAKE_HEADERS = ("upgrade", "connection", "sec-websocket-accept", "sec-webs
 _ASGI_CLOSE_REPLY_TIMEOUT = 5.0
 
 
-def _asgi_app(server: Server) -> ASGIApp:
+def _asgi_app(inner: _ferrovia.Server) -> ASGIApp:
     async def app(
         scope: MutableMapping[str, Any],
         receive: Callable[[], Awaitable[MutableMapping[str, Any]]],
@@ -55,7 +54,7 @@ def _asgi_app(server: Server) -> ASGIApp:
         host = next((v for k, v in headers if k == "host"), "")
         http2 = scope.get("http_version") == "2"
         client = scope.get("client") or ("127.0.0.1", 0)
-        status, out_headers, body, upgraded = await server._inner.websocket_handshake(
+        status, out_headers, body, upgraded = await inner.websocket_handshake(
             "CONNECT" if http2 else "GET",
             http2,
             path,

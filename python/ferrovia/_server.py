@@ -222,7 +222,7 @@ class Server:
         mounted paths come out of :meth:`requests` as if they had reached this server's own
         TCP side, with the same origin policy and limits. Routes are matched on the full path
         (the mount prefix included). HTTP requests to it get 404."""
-        return _asgi_app(self)
+        return _asgi_app(self._inner)
 
     async def close(self, grace: float = 2.0) -> None:
         """Shuts down: stops accepting, asks every session to drain, waits up to ``grace``

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterable
 
 from . import _ferrovia
 from ._check import _check_bytes, _check_code, _check_int
+from ._errors import MessageTooLargeError
 
 
 _DEFAULT_LIMIT = 64 * 1024
@@ -125,15 +126,23 @@ class StreamReader:
         like are read first."""
         _check_int("max_size", max_size, 0, 1 << 62)
         decoder = _ferrovia.MessageDecoder(max_size)
-        if self._buffer:
-            for message in decoder.push(self._take(len(self._buffer))):
-                yield message
-        while not self._eof:
-            chunk = await self._next_chunk(max(decoder.wanted, _ITER_CHUNK))
-            if chunk:
-                for message in decoder.push(chunk):
-                    yield message
-        decoder.finish()
+        chunk = self._take(len(self._buffer))
+        try:
+            while True:
+                if chunk:
+                    batch = decoder.push(chunk)
+                    while batch:
+                        for message in batch:
+                            yield message
+                        batch = decoder.next()
+                if self._eof:
+                    decoder.finish()
+                    return
+                chunk = await self._next_chunk(_ITER_CHUNK)
+        except MessageTooLargeError:
+            # Nothing more of this stream will be read: the peer may stop sending.
+            self.stop()
+            raise
 
     def at_eof(self) -> bool:
         """True once the peer finished the stream and everything was read."""

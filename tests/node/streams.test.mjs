@@ -173,6 +173,57 @@ describe('messages on a stream', () => {
     }
   });
 
+  test('Node: sends nobody awaits to a peer that stopped reading fail quietly; the awaited one says why', { timeout: T }, async () => {
+    const unhandled = [];
+    const onUnhandled = (reason) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    const outcome = deferred();
+    const url = route(async (request) => {
+      const session = await request.accept();
+      const { value: stream } = await session.incomingBidirectionalStreams.getReader().read();
+      const messages = new MessageStream(stream, { text: true });
+      for await (const m of messages) {
+        if (m !== 'stop reading') continue;
+        // The page cancels its readable (STOP_SENDING) right after this line.
+        await new Promise((r) => setTimeout(r, 300));
+        for (let i = 0; i < 20; i++) messages.send(`unawaited ${i}`);
+        const code = await messages.send('awaited').then(() => 'sent', (e) => e.code);
+        outcome.resolve({ code, buffered: messages.bufferedAmount });
+        break;
+      }
+    });
+    const t = await connectQmux(url);
+    try {
+      const bidi = await t.createBidirectionalStream();
+      const page = new PageMessageStream(bidi.writable);
+      await page.send('stop reading');
+      await bidi.readable.cancel({ streamErrorCode: 7 });
+      const r = await within(outcome.promise, 10000, 'server outcome');
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      assert.deepEqual(r, { code: 'ERR_STREAM_STOPPED', buffered: 0 });
+      assert.deepEqual(unhandled, [], 'no unhandled rejection');
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      t.close();
+    }
+  });
+
+  test('Node: the messages before one above the limit are read first', () => {
+    const native = ferroviaPackage.__native;
+    const wire = Buffer.concat([native.encodeMessageFrame(Buffer.from('a')), native.encodeMessageFrame(Buffer.from('b')), native.encodeMessageFrame(Buffer.alloc(300)).subarray(0, 2)]);
+    for (const decoder of [new native.NativeMessageDecoder(100), new connectorCodec.MessageDecoder(100)]) {
+      const first = decoder.push(wire).map((m) => Buffer.from(m).toString());
+      assert.deepEqual(first, ['a', 'b']);
+      assert.throws(() => (decoder.next ? decoder.next() : decoder.push(new Uint8Array(0))), /message of 300 bytes exceeds the limit of 100 bytes/);
+    }
+    // Many tiny messages come out in bounded batches.
+    const tiny = Buffer.concat(Array.from({ length: 3000 }, () => native.encodeMessageFrame(Buffer.alloc(0))));
+    const decoder = new native.NativeMessageDecoder(100);
+    const sizes = [];
+    for (let batch = decoder.push(tiny); batch.length > 0; batch = decoder.next()) sizes.push(batch.length);
+    assert.deepEqual(sizes, [1024, 1024, 952]);
+  });
+
   test('Node: a message above the reader\'s limit ends its loop with ERR_MESSAGE_TOO_LARGE', { timeout: T }, async () => {
     const outcome = deferred();
     const url = route(async (request) => {

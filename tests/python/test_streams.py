@@ -247,3 +247,20 @@ async def test_a_message_too_large_or_cut_short_raises(pair: Pair) -> None:
             got.append(message)
     assert got == [b"whole"]
     assert (cut.value.received, cut.value.expected) == (3, 9)
+
+
+async def test_messages_before_one_too_large_are_read_first(pair: Pair) -> None:
+    stream = pair.remote.open_bidi()
+    # One write, so the three arrive in one chunk: two whole messages, then a prefix of 300.
+    stream.send(framed(b"a") + framed(b"b") + framed(b"x" * 300)[:2], end=False)
+    reader, _ = await asyncio.wait_for(pair.session.accept_bidirectional_stream(), 10)
+    got = []
+    with pytest.raises(ferrovia.MessageTooLargeError):
+        async for message in reader.messages(max_size=100):
+            got.append(message)
+    assert got == [b"a", b"b"]
+    # Thousands of tiny messages come through whole and in order.
+    stream = pair.remote.open_bidi()
+    stream.send(b"".join(framed(str(i).encode()) for i in range(5000)), end=True)
+    reader, _ = await asyncio.wait_for(pair.session.accept_bidirectional_stream(), 10)
+    assert [m async for m in reader.messages()] == [str(i).encode() for i in range(5000)]
