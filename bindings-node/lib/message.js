@@ -14,7 +14,7 @@ const MESSAGE_COST = 64;
 /** The first batch of messages `chunk` completed, or (chunk null) the next batch. */
 function nextBatch(decoder, chunk) {
   try {
-    return chunk === null ? decoder.next() : decoder.push(chunk);
+    return chunk === null ? decoder.takeBatch() : decoder.push(chunk);
   } catch (err) {
     throw translate(err);
   }

@@ -1,6 +1,6 @@
 //! Messages on a stream: the core's decoder and encoder (`ferrovia::message`), so the
 //! framing is written once. The facade reads a stream's chunks and hands each to `push`,
-//! which returns the messages it completed, at most `MAX_MESSAGE_BATCH` at a time (`next`
+//! which returns the messages it completed, at most `MAX_MESSAGE_BATCH` at a time (`take_batch`
 //! returns the rest): one call per batch, not per message.
 
 use ferrovia::message::{encode_message, MessageDecoder, MAX_MESSAGE_BATCH};
@@ -34,13 +34,13 @@ impl NativeMessageDecoder {
     #[napi(catch_unwind)]
     pub fn push(&mut self, chunk: &[u8]) -> napi::Result<Vec<Buffer>> {
         self.inner.push(chunk);
-        self.next()
+        self.take_batch()
     }
 
     /// The next batch of whole messages already pushed; empty when there are none. A
     /// failure comes after the messages before it.
     #[napi(catch_unwind)]
-    pub fn next(&mut self) -> napi::Result<Vec<Buffer>> {
+    pub fn take_batch(&mut self) -> napi::Result<Vec<Buffer>> {
         let batch = self
             .inner
             .decode_batch(MAX_MESSAGE_BATCH)

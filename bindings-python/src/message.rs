@@ -1,6 +1,6 @@
 //! Messages on a stream: the core's decoder and encoder (`ferrovia::message`), so the
 //! framing is written once. The facade feeds each chunk it reads to `push`, which returns
-//! the messages it completed, at most `MAX_MESSAGE_BATCH` at a time (`next` returns the
+//! the messages it completed, at most `MAX_MESSAGE_BATCH` at a time (`take_batch` returns the
 //! rest): one call per batch, not per message.
 
 use bytes::Bytes;
@@ -34,12 +34,12 @@ impl MessageDecoder {
     /// Takes the next chunk of the stream; returns the first batch of messages completed.
     fn push(&self, py: Python<'_>, chunk: &[u8]) -> PyResult<Vec<Bytes>> {
         self.lock().push(chunk);
-        self.next(py)
+        self.take_batch(py)
     }
 
     /// The next batch of whole messages already pushed; empty when there are none. A
     /// failure comes after the messages before it.
-    fn next(&self, py: Python<'_>) -> PyResult<Vec<Bytes>> {
+    fn take_batch(&self, py: Python<'_>) -> PyResult<Vec<Bytes>> {
         self.lock().decode_batch(MAX_MESSAGE_BATCH).py_err(py)
     }
 

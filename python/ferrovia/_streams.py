@@ -134,7 +134,7 @@ class StreamReader:
                     while batch:
                         for message in batch:
                             yield message
-                        batch = decoder.next()
+                        batch = decoder.take_batch()
                 if self._eof:
                     decoder.finish()
                     return

@@ -214,13 +214,13 @@ describe('messages on a stream', () => {
     for (const decoder of [new native.NativeMessageDecoder(100), new connectorCodec.MessageDecoder(100)]) {
       const first = decoder.push(wire).map((m) => Buffer.from(m).toString());
       assert.deepEqual(first, ['a', 'b']);
-      assert.throws(() => (decoder.next ? decoder.next() : decoder.push(new Uint8Array(0))), /message of 300 bytes exceeds the limit of 100 bytes/);
+      assert.throws(() => (decoder.takeBatch ? decoder.takeBatch() : decoder.push(new Uint8Array(0))), /message of 300 bytes exceeds the limit of 100 bytes/);
     }
     // Many tiny messages come out in bounded batches.
     const tiny = Buffer.concat(Array.from({ length: 3000 }, () => native.encodeMessageFrame(Buffer.alloc(0))));
     const decoder = new native.NativeMessageDecoder(100);
     const sizes = [];
-    for (let batch = decoder.push(tiny); batch.length > 0; batch = decoder.next()) sizes.push(batch.length);
+    for (let batch = decoder.push(tiny); batch.length > 0; batch = decoder.takeBatch()) sizes.push(batch.length);
     assert.deepEqual(sizes, [1024, 1024, 952]);
   });
 
