@@ -10,7 +10,6 @@
 
 mod error;
 mod exchange;
-mod external;
 mod fleet;
 mod log;
 mod message;
@@ -18,10 +17,10 @@ mod request;
 mod server;
 mod session;
 mod stream;
+mod upgrade;
 mod websocket;
 
 pub use exchange::{NativeHttpExchange, NativeHttpRequests};
-pub use external::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
 pub use fleet::{open_reuse_port_group, NativeConnectionIds, NativeReusePortGroup, NativeWorker};
 pub use log::{forward_logs, NativeLogRecord};
 pub use message::{encode_message_frame, NativeMessageDecoder};
@@ -34,6 +33,7 @@ pub use session::{NativeCloseInfo, NativeSession, NativeStats};
 pub use stream::{
     NativeBidiStream, NativeRecvStats, NativeRecvStream, NativeSendStats, NativeSendStream,
 };
+pub use upgrade::{NativeHandshake, NativeHandshakeOutcome, NativeSocketPipe};
 pub use websocket::{NativeMessage, NativeWebSocket, NativeWebSocketClose};
 
 use napi_derive::napi;

@@ -438,9 +438,9 @@ impl NativeServer {
     #[napi]
     pub async fn websocket_handshake(
         &self,
-        handshake: crate::external::NativeHandshake,
+        handshake: crate::upgrade::NativeHandshake,
     ) -> napi::Result<NativeHandshakeResult> {
-        let (outcome, pipe) = crate::external::handshake(&self.server, handshake).await?;
+        let (outcome, pipe) = crate::upgrade::handshake(&self.server, handshake).await?;
         Ok(NativeHandshakeResult {
             outcome: Some(outcome),
             pipe: Mutex::new(pipe),
@@ -485,18 +485,18 @@ impl NativeServer {
 /// The answer to an external handshake and, to upgrade, its pipe.
 #[napi]
 pub struct NativeHandshakeResult {
-    outcome: Option<crate::external::NativeHandshakeOutcome>,
-    pipe: Mutex<Option<crate::external::NativeSocketPipe>>,
+    outcome: Option<crate::upgrade::NativeHandshakeOutcome>,
+    pipe: Mutex<Option<crate::upgrade::NativeSocketPipe>>,
 }
 
 #[napi]
 impl NativeHandshakeResult {
     /// Status, headers, body, and whether to upgrade.
     #[napi(getter, catch_unwind)]
-    pub fn outcome(&self) -> Option<crate::external::NativeHandshakeOutcome> {
+    pub fn outcome(&self) -> Option<crate::upgrade::NativeHandshakeOutcome> {
         self.outcome
             .as_ref()
-            .map(|o| crate::external::NativeHandshakeOutcome {
+            .map(|o| crate::upgrade::NativeHandshakeOutcome {
                 status: o.status,
                 headers: o
                     .headers
@@ -513,7 +513,7 @@ impl NativeHandshakeResult {
 
     /// The pipe for an upgrade (once).
     #[napi(catch_unwind)]
-    pub fn take_pipe(&self) -> Option<crate::external::NativeSocketPipe> {
+    pub fn take_pipe(&self) -> Option<crate::upgrade::NativeSocketPipe> {
         self.pipe.lock().ok().and_then(|mut p| p.take())
     }
 }

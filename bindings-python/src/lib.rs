@@ -17,7 +17,6 @@ use pyo3::prelude::*;
 
 mod errors;
 mod exchange;
-mod external;
 mod fleet;
 mod handoff;
 mod log;
@@ -25,6 +24,7 @@ mod message;
 mod server;
 mod session;
 mod stream;
+mod upgrade;
 mod websocket;
 
 use errors::{Failure, Outcome};
@@ -163,8 +163,8 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(message::encode_message_frame, m)?)?;
     m.add_class::<handoff::Handoff>()?;
     m.add_class::<websocket::WebSocket>()?;
-    m.add_class::<external::Upgraded>()?;
-    m.add_class::<external::MessagePipe>()?;
+    m.add_class::<upgrade::Upgraded>()?;
+    m.add_class::<upgrade::MessagePipe>()?;
     m.add_class::<exchange::HttpRequests>()?;
     m.add_class::<exchange::HttpExchange>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;

@@ -457,7 +457,7 @@ impl Server {
         remote: (String, u16),
         secure: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
-        crate::external::handshake(
+        crate::upgrade::handshake(
             py,
             self.inner.clone(),
             method,

@@ -34,25 +34,30 @@ mod config;
 mod error;
 pub mod fleet;
 mod h3;
-mod handler;
 pub mod log;
 pub mod message;
 mod origin;
 mod qmux;
 mod request;
 mod server;
+mod service;
 mod session;
 mod sfv;
 mod stats;
 mod stream;
 mod tcp;
+mod varint;
 mod ws;
 
 /// The sans-IO codecs that read what a peer sends, exposed for fuzzing and wire-level
 /// tests. Not part of the stable API: names and signatures may change in any release.
 #[doc(hidden)]
 pub mod wire {
-    pub use crate::h3::{body, capsule, exchange, frame, qpack, request, settings};
+    pub use crate::h3::{body, capsule, connect, exchange, frame, qpack, settings};
+    /// QUIC variable-length integers.
+    pub mod varint {
+        pub use crate::varint::{decode, put, size, VarInt};
+    }
     /// QMux records, frames and the connection state machine.
     pub mod qmux {
         pub use crate::qmux::proto::*;
@@ -77,13 +82,13 @@ pub use config::{
     TcpListen,
 };
 pub use error::{CertificateError, RequestError, ServerError, SessionError, StreamError};
-pub use handler::{
-    Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,
-    HttpService, ResponseFuture,
-};
 pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
+pub use service::{
+    Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,
+    HttpService, ResponseFuture,
+};
 #[doc(hidden)]
 pub use session::Readiness;
 pub use session::{CloseInfo, CloseInitiator, Session, SessionStats, Transport};

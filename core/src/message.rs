@@ -12,7 +12,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use crate::h3::frame::{decode_varint, encode_varint};
+use crate::varint;
 use crate::StreamError;
 
 /// The largest message a receiver takes unless told otherwise: 1 MiB.
@@ -84,7 +84,7 @@ impl MessageDecoder {
         let want = match self.want {
             Some(n) => n,
             None => {
-                let Some((len, used)) = decode_varint(&self.buf) else {
+                let Some((len, used)) = varint::decode(&self.buf) else {
                     return Ok(None);
                 };
                 let len = usize::try_from(len).unwrap_or(usize::MAX);
@@ -144,7 +144,7 @@ impl MessageDecoder {
 /// One message as it goes on the stream: its length prefix, then `payload`.
 pub fn encode_message(payload: &[u8]) -> Bytes {
     let mut out = BytesMut::with_capacity(payload.len() + 8);
-    encode_varint(payload.len() as u64, &mut out);
+    varint::put(&mut out, payload.len() as u64);
     out.extend_from_slice(payload);
     out.freeze()
 }
@@ -189,7 +189,7 @@ mod tests {
         let mut d = MessageDecoder::new(1000);
         // A 4-byte prefix announcing 10 MiB, and nothing after it.
         let mut prefix = BytesMut::new();
-        encode_varint(10 << 20, &mut prefix);
+        varint::put(&mut prefix, 10 << 20);
         d.push(&prefix);
         let e = d.decode().unwrap_err();
         assert_eq!(
@@ -216,7 +216,7 @@ mod tests {
             wire.extend_from_slice(&encode_message(b"ok"));
         }
         let mut prefix = BytesMut::new();
-        encode_varint(1000, &mut prefix);
+        varint::put(&mut prefix, 1000);
         wire.extend_from_slice(&prefix);
         d.push(&wire);
         assert_eq!(d.decode_batch(3).unwrap().len(), 3);

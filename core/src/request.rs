@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 
 use crate::{
     error::RequestError,
-    h3::{pending::H3Request, qpack},
+    h3::{qpack, session_request::H3Request},
     server::IpSessionToken,
     session::{Session, Transport},
     sfv,
-    tcp::request::TcpRequest,
+    tcp::session_request::TcpRequest,
     ws::WebSocket,
 };
 
@@ -410,9 +410,7 @@ pub(crate) fn encode_response(status: u16, extra: &[(&str, &str)], out: &mut Vec
     fields.extend_from_slice(extra);
     let mut block = Vec::new();
     qpack::encode_field_section(&fields, &mut block);
-    crate::h3::frame::encode_varint(crate::h3::frame::HEADERS, out);
-    crate::h3::frame::encode_varint(block.len() as u64, out);
-    out.extend_from_slice(&block);
+    crate::h3::frame::put_frame(out, crate::h3::frame::HEADERS, &block);
 }
 
 #[cfg(test)]

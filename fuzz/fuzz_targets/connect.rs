@@ -7,14 +7,14 @@
 #![no_main]
 
 use ferrovia::wire::origin::{authority_allowed, matches_any, OriginPolicy};
-use ferrovia::wire::{qpack, request};
+use ferrovia::wire::{connect, qpack};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(fields) = qpack::decode_field_section(data, 16 * 1024) else {
         return;
     };
-    let Ok(req) = request::parse_connect(&fields) else {
+    let Ok(req) = connect::parse_connect(&fields) else {
         return;
     };
     assert!(req.path.starts_with('/'), "path {:?}", req.path);

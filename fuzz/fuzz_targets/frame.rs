@@ -6,9 +6,8 @@
 #![no_main]
 
 use arbitrary::{Arbitrary, Unstructured};
-use ferrovia::wire::frame::{
-    decode_varint, encode_varint, Frame, FrameDecoder, FrameTooLarge, HEADERS,
-};
+use ferrovia::wire::frame::{Frame, FrameDecoder, FrameTooLarge, HEADERS};
+use ferrovia::wire::varint;
 use libfuzzer_sys::fuzz_target;
 
 const MAX_HEADERS: u64 = 1024;
@@ -84,19 +83,19 @@ fn run<'a>(chunks: impl Iterator<Item = &'a [u8]>) -> Outcome {
 fn varints(v: u64, raw: &[u8]) {
     let v = v & ((1 << 62) - 1);
     let mut buf = Vec::new();
-    encode_varint(v, &mut buf);
-    assert_eq!(decode_varint(&buf), Some((v, buf.len())));
+    varint::put(&mut buf, v);
+    assert_eq!(varint::decode(&buf), Some((v, buf.len())));
     // Any encoding of a short prefix is incomplete, never a wrong value.
-    assert_eq!(decode_varint(&buf[..buf.len() - 1]), None);
+    assert_eq!(varint::decode(&buf[..buf.len() - 1]), None);
 
     // Arbitrary bytes: a value decoded is below 2^62 and its minimal encoding is no longer
     // than the (possibly padded) one it was read from.
-    if let Some((v, n)) = decode_varint(raw) {
+    if let Some((v, n)) = varint::decode(raw) {
         assert!(matches!(n, 1 | 2 | 4 | 8) && n <= raw.len() && v < 1 << 62);
         let mut again = Vec::new();
-        encode_varint(v, &mut again);
+        varint::put(&mut again, v);
         assert!(again.len() <= n);
-        assert_eq!(decode_varint(&again), Some((v, again.len())));
+        assert_eq!(varint::decode(&again), Some((v, again.len())));
     }
 }
 

@@ -5,7 +5,7 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 
-use super::frame::{self, decode_varint};
+use super::frame;
 
 /// What does not belong in a request body.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,11 +70,11 @@ impl BodyDecoder {
                     // A frame header is at most 16 bytes (two 8-byte varints).
                     let take = chunk.len().min(16 - self.header.len());
                     self.header.extend_from_slice(&chunk[..take]);
-                    let Some((typ, a)) = decode_varint(&self.header) else {
+                    let Some((typ, a)) = crate::varint::decode(&self.header) else {
                         chunk.advance(take);
                         continue;
                     };
-                    let Some((len, b)) = decode_varint(&self.header[a..]) else {
+                    let Some((len, b)) = crate::varint::decode(&self.header[a..]) else {
                         chunk.advance(take);
                         continue;
                     };
@@ -132,8 +132,7 @@ impl BodyDecoder {
 
 /// Encodes the header of a DATA frame of `len` bytes.
 pub fn data_frame_header(len: usize, out: &mut Vec<u8>) {
-    frame::encode_varint(frame::DATA, out);
-    frame::encode_varint(len as u64, out);
+    frame::put_header(out, frame::DATA, len);
 }
 
 #[cfg(test)]
@@ -142,9 +141,7 @@ mod tests {
 
     fn frame(typ: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        frame::encode_varint(typ, &mut out);
-        frame::encode_varint(payload.len() as u64, &mut out);
-        out.extend_from_slice(payload);
+        frame::put_frame(&mut out, typ, payload);
         out
     }
 

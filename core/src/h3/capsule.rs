@@ -2,9 +2,9 @@
 //! HTTP/3 DATA frames, and WebTransport uses them to close and drain sessions.
 
 use bytes::{Buf, BufMut, BytesMut};
-use web_transport_proto::{Frame, VarInt};
+use web_transport_proto::Frame;
 
-use super::frame::{self, decode_varint};
+use super::frame;
 
 /// CLOSE_WEBTRANSPORT_SESSION.
 pub const CLOSE_WEBTRANSPORT_SESSION: u64 = 0x2843;
@@ -65,27 +65,20 @@ pub fn encode(capsule: &Capsule, out: &mut impl BufMut) {
     match capsule {
         Capsule::Close { code, reason } => {
             let reason = truncate_reason(reason);
-            put_varint(&mut body, CLOSE_WEBTRANSPORT_SESSION);
-            put_varint(&mut body, 4 + reason.len() as u64);
+            crate::varint::put(&mut body, CLOSE_WEBTRANSPORT_SESSION);
+            crate::varint::put(&mut body, 4 + reason.len() as u64);
             body.put_u32(*code);
             body.put_slice(reason.as_bytes());
         }
         Capsule::Drain => {
-            put_varint(&mut body, DRAIN_WEBTRANSPORT_SESSION);
-            put_varint(&mut body, 0);
+            crate::varint::put(&mut body, DRAIN_WEBTRANSPORT_SESSION);
+            crate::varint::put(&mut body, 0);
         }
         Capsule::Unknown => return,
     }
     Frame::DATA.encode(out);
-    put_varint(out, body.len() as u64);
+    crate::varint::put(out, body.len() as u64);
     out.put_slice(&body);
-}
-
-fn put_varint(out: &mut impl BufMut, v: u64) {
-    // Every value we write is far below 2^62.
-    if let Ok(v) = VarInt::from_u64(v) {
-        v.encode(out);
-    }
 }
 
 /// Reassembles capsules from the bytes of a CONNECT stream after its HEADERS frame, sans-IO.
@@ -147,10 +140,10 @@ impl CapsuleReader {
             self.skip_frame_left -= n as u64;
             return Ok(true);
         }
-        let Some((typ, a)) = decode_varint(&self.raw) else {
+        let Some((typ, a)) = crate::varint::decode(&self.raw) else {
             return Ok(false);
         };
-        let Some((len, b)) = decode_varint(&self.raw[a..]) else {
+        let Some((len, b)) = crate::varint::decode(&self.raw[a..]) else {
             return Ok(false);
         };
         self.raw.advance(a + b);
@@ -179,10 +172,10 @@ impl CapsuleReader {
                     return Ok(None);
                 }
             }
-            let Some((typ, a)) = decode_varint(&self.capsules) else {
+            let Some((typ, a)) = crate::varint::decode(&self.capsules) else {
                 return Ok(None);
             };
-            let Some((len, b)) = decode_varint(&self.capsules[a..]) else {
+            let Some((len, b)) = crate::varint::decode(&self.capsules[a..]) else {
                 return Ok(None);
             };
             match typ {
@@ -258,19 +251,19 @@ mod tests {
     #[test]
     fn capsule_split_across_data_frames_and_grease_frames() {
         let mut caps = Vec::new();
-        put_varint(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
-        put_varint(&mut caps, 6);
+        crate::varint::put(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
+        crate::varint::put(&mut caps, 6);
         caps.put_u32(7);
         caps.put_slice(b"ok");
         let mut wire = Vec::new();
         for (i, part) in caps.chunks(3).enumerate() {
             if i == 1 {
-                put_varint(&mut wire, 0x21 + 0x1f); // GREASE frame
-                put_varint(&mut wire, 2);
+                crate::varint::put(&mut wire, 0x21 + 0x1f); // GREASE frame
+                crate::varint::put(&mut wire, 2);
                 wire.put_slice(b"zz");
             }
-            put_varint(&mut wire, 0);
-            put_varint(&mut wire, part.len() as u64);
+            crate::varint::put(&mut wire, 0);
+            crate::varint::put(&mut wire, part.len() as u64);
             wire.put_slice(part);
         }
         let mut r = CapsuleReader::default();
@@ -288,13 +281,13 @@ mod tests {
     #[test]
     fn oversized_and_malformed_capsules_are_errors() {
         let mut caps = Vec::new();
-        put_varint(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
-        put_varint(&mut caps, 4 + 2000);
+        crate::varint::put(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
+        crate::varint::put(&mut caps, 4 + 2000);
         caps.put_u32(1);
         caps.put_slice(&[b'a'; 2000]);
         let mut wire = Vec::new();
-        put_varint(&mut wire, 0);
-        put_varint(&mut wire, caps.len() as u64);
+        crate::varint::put(&mut wire, 0);
+        crate::varint::put(&mut wire, caps.len() as u64);
         wire.put_slice(&caps);
         let mut r = CapsuleReader::default();
         r.push(&wire);
@@ -302,8 +295,8 @@ mod tests {
 
         let mut r = CapsuleReader::default();
         let mut wire = Vec::new();
-        put_varint(&mut wire, 0x04); // SETTINGS on a request stream
-        put_varint(&mut wire, 0);
+        crate::varint::put(&mut wire, 0x04); // SETTINGS on a request stream
+        crate::varint::put(&mut wire, 0);
         r.push(&wire);
         assert_eq!(r.next(), Err(CapsuleError::UnexpectedFrame(4)));
     }
@@ -313,17 +306,17 @@ mod tests {
         // A 100 KiB capsule of a type we do not act on, spread over two DATA frames, then a
         // CLOSE: the close is found whatever the chunking, and memory stays small.
         let mut caps = Vec::new();
-        put_varint(&mut caps, 0x1234);
-        put_varint(&mut caps, 100 * 1024);
+        crate::varint::put(&mut caps, 0x1234);
+        crate::varint::put(&mut caps, 100 * 1024);
         caps.extend(std::iter::repeat_n(0xab, 100 * 1024));
-        put_varint(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
-        put_varint(&mut caps, 5);
+        crate::varint::put(&mut caps, CLOSE_WEBTRANSPORT_SESSION);
+        crate::varint::put(&mut caps, 5);
         caps.put_u32(9);
         caps.put_slice(b"x");
         let mut wire = Vec::new();
         for part in caps.chunks(70_000) {
-            put_varint(&mut wire, 0);
-            put_varint(&mut wire, part.len() as u64);
+            crate::varint::put(&mut wire, 0);
+            crate::varint::put(&mut wire, part.len() as u64);
             wire.put_slice(part);
         }
         for chunk in [1usize, 1000, 16 * 1024, 1 << 20] {

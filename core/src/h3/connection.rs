@@ -21,10 +21,10 @@ use tracing::{debug, trace, warn};
 
 use super::{
     capsule::{self, Capsule, CapsuleReader},
+    connect::parse_connect,
     frame::{self, FrameDecoder},
-    pending::H3Request,
     qpack,
-    request::parse_connect,
+    session_request::H3Request,
     settings::PeerSettings,
 };
 use crate::{
@@ -591,7 +591,7 @@ async fn read_varint(recv: &mut quinn::RecvStream) -> Result<Option<u64>, ()> {
     if len > 1 {
         recv.read_exact(&mut buf[1..len]).await.map_err(|_| ())?;
     }
-    Ok(frame::decode_varint(&buf[..len]).map(|(v, _)| v))
+    Ok(crate::varint::decode(&buf[..len]).map(|(v, _)| v))
 }
 
 /// Serves one incoming connection until it closes.
@@ -687,10 +687,9 @@ async fn send_goaway_on_drain(shared: &ConnShared, control: &mut quinn::SendStre
         id
     };
     let mut body = Vec::with_capacity(8);
-    frame::encode_varint(id, &mut body);
+    crate::varint::put(&mut body, id);
     let mut goaway = Vec::with_capacity(10);
-    frame::encode_varint(frame::GOAWAY, &mut goaway);
-    frame::encode_varint(body.len() as u64, &mut goaway);
+    frame::put_header(&mut goaway, frame::GOAWAY, body.len());
     goaway.extend_from_slice(&body);
     trace!(id, "GOAWAY");
     let _ = control.write_all(&goaway).await;
@@ -740,7 +739,7 @@ async fn accept_uni_loop(shared: &Arc<ConnShared>) {
 
 async fn datagram_loop(shared: &Arc<ConnShared>) {
     while let Ok(datagram) = shared.conn.read_datagram().await {
-        let Some((quarter, n)) = frame::decode_varint(&datagram) else {
+        let Some((quarter, n)) = crate::varint::decode(&datagram) else {
             continue;
         };
         let Some(session_id) = quarter.checked_mul(4) else {
@@ -985,7 +984,7 @@ async fn read_head(recv: &mut quinn::RecvStream) -> Result<Head, HeadError> {
     }
     let mut decoder = FrameDecoder::default();
     let mut prefix = Vec::new();
-    frame::encode_varint(typ, &mut prefix);
+    crate::varint::put(&mut prefix, typ);
     decoder.push(&prefix);
     let forbidden = |t: u64| t == frame::DATA || (0x02..=0x0d).contains(&t);
     loop {

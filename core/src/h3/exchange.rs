@@ -14,8 +14,8 @@ use super::{
     qpack,
 };
 use crate::{
-    handler::{check_declared_length, status_response, Body, BodyError, HttpService, Progress},
     origin,
+    service::{check_declared_length, status_response, Body, BodyError, HttpService, Progress},
 };
 
 /// Header fields that only mean something to one HTTP/1.1 connection; a message that
@@ -173,7 +173,7 @@ fn recv_stop(mut recv: quinn::RecvStream) -> Result<(), quinn::ClosedStream> {
 async fn read_body(
     mut recv: quinn::RecvStream,
     rest: Bytes,
-    tx: crate::handler::BodySender,
+    tx: crate::service::BodySender,
     declared: Option<u64>,
 ) {
     let mut decoder = BodyDecoder::new(MAX_HEADERS_LEN);
@@ -241,9 +241,7 @@ async fn answer(
     let mut block = Vec::new();
     qpack::encode_field_section(&fields, &mut block);
     let mut out = Vec::with_capacity(block.len() + 8);
-    super::frame::encode_varint(super::frame::HEADERS, &mut out);
-    super::frame::encode_varint(block.len() as u64, &mut out);
-    out.extend_from_slice(&block);
+    super::frame::put_frame(&mut out, super::frame::HEADERS, &block);
     if !write_within(&mut send, out.into(), deadline).await {
         return;
     }

@@ -2,8 +2,8 @@
 //! take whole frames out. Frames the caller does not need are skipped as they stream past,
 //! so a large unknown frame costs no memory.
 
+use crate::varint;
 use bytes::{Buf, Bytes, BytesMut};
-use web_transport_proto::VarInt;
 
 /// DATA.
 pub const DATA: u64 = 0x00;
@@ -25,24 +25,16 @@ pub fn is_http2_reserved(typ: u64) -> bool {
     matches!(typ, 0x02 | 0x06 | 0x08 | 0x09)
 }
 
-/// Decodes a QUIC variable-length integer from the front of `buf`: `Ok(None)` when `buf`
-/// is too short, otherwise the value and the bytes it took.
-pub fn decode_varint(buf: &[u8]) -> Option<(u64, usize)> {
-    let first = *buf.first()?;
-    let len = 1usize << (first >> 6);
-    if buf.len() < len {
-        return None;
-    }
-    let mut v = u64::from(first & 0x3f);
-    for b in &buf[1..len] {
-        v = (v << 8) | u64::from(*b);
-    }
-    Some((v, len))
+/// Appends a frame's type and payload length; the payload follows.
+pub fn put_header(out: &mut impl bytes::BufMut, typ: u64, len: usize) {
+    varint::put(out, typ);
+    varint::put(out, len as u64);
 }
 
-/// Appends a QUIC variable-length integer (values at or above 2^62 are clamped).
-pub fn encode_varint(v: u64, out: &mut impl bytes::BufMut) {
-    VarInt::from_u64(v).unwrap_or(VarInt::MAX).encode(out);
+/// Appends a whole frame.
+pub fn put_frame(out: &mut impl bytes::BufMut, typ: u64, payload: &[u8]) {
+    put_header(out, typ, payload.len());
+    out.put_slice(payload);
 }
 
 /// A frame taken from a [`FrameDecoder`].
@@ -119,10 +111,10 @@ impl FrameDecoder {
                 skipped: true,
             }));
         }
-        let Some((typ, a)) = decode_varint(&self.buf) else {
+        let Some((typ, a)) = varint::decode(&self.buf) else {
             return Ok(None);
         };
-        let Some((len, b)) = decode_varint(&self.buf[a..]) else {
+        let Some((len, b)) = varint::decode(&self.buf[a..]) else {
             return Ok(None);
         };
         match keep(typ) {
@@ -158,9 +150,7 @@ mod tests {
 
     fn frame(typ: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        encode_varint(typ, &mut out);
-        encode_varint(payload.len() as u64, &mut out);
-        out.extend_from_slice(payload);
+        put_frame(&mut out, typ, payload);
         out
     }
 

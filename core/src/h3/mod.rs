@@ -3,10 +3,10 @@
 
 pub mod body;
 pub mod capsule;
+pub mod connect;
 pub(crate) mod connection;
 pub mod exchange;
 pub mod frame;
-pub(crate) mod pending;
 pub mod qpack;
-pub mod request;
+pub(crate) mod session_request;
 pub mod settings;

@@ -23,7 +23,7 @@ use tokio::{
     time::Instant,
 };
 
-use crate::handler::{Body, BodyError};
+use crate::service::{Body, BodyError};
 
 /// Why the watchdog gave up on a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,7 @@
 
 mod activity;
 mod forwarded;
-pub(crate) mod request;
+pub(crate) mod session_request;
 
 use std::{
     convert::Infallible,
@@ -24,14 +24,14 @@ use tracing::debug;
 
 use self::{
     activity::{Activity, Expired, TrackedBody, WatchedIo},
-    request::{Answer, TcpRequest},
+    session_request::{Answer, TcpRequest},
 };
 use crate::{
-    handler::{check_declared_length, Body, HttpService, Progress},
     origin,
     qmux::{self, Offer},
     request::{Inner, RequestHead, SessionRequest},
     server::{Allowance, ConnSlot, ServerShared},
+    service::{check_declared_length, Body, HttpService, Progress},
     session::Transport,
     ws::handshake,
 };
@@ -253,7 +253,7 @@ async fn serve(
 }
 
 fn text(status: u16, body: &'static str) -> Response<Body> {
-    crate::handler::status_response(status, body)
+    crate::service::status_response(status, body)
 }
 
 fn header_list(req: &Request<Incoming>) -> Vec<(String, String)> {
@@ -330,7 +330,7 @@ impl std::fmt::Debug for HandshakeOutcome {
 /// [`run_messages`](Self::run_messages) (whole messages, for hosts such as ASGI servers that
 /// frame WebSocket messages themselves) is called. Dropping it ends that session as lost.
 pub struct UpgradedWebSocket {
-    start: Option<request::Start>,
+    start: Option<session_request::Start>,
     config: WebSocketConfig,
     timing: crate::ws::Timing,
     hold: Option<Arc<TcpConn>>,
@@ -590,9 +590,9 @@ pub(crate) async fn handshake(
     }
     headers.extend(extra);
     let max_message = match &start {
-        request::Start::Qmux { .. } => qmux::MAX_RECORD as usize + 64,
-        request::Start::WebSocket { .. } => server.limits.max_message_size,
-        request::Start::Refuse { .. } => 4096,
+        session_request::Start::Qmux { .. } => qmux::MAX_RECORD as usize + 64,
+        session_request::Start::WebSocket { .. } => server.limits.max_message_size,
+        session_request::Start::Refuse { .. } => 4096,
     };
     // tungstenite zero-fills its read buffer up front: its 128 KiB default was most of an
     // idle WebSocket's memory, and 16 KiB costs no throughput (it grows for larger frames).
@@ -659,7 +659,7 @@ fn refused_in_band(
         status: if http2 { 200 } else { 101 },
         headers: out,
         socket: UpgradedWebSocket {
-            start: Some(request::Start::Refuse {
+            start: Some(session_request::Start::Refuse {
                 code: 4000 + status,
                 reason: refusal_reason(headers),
             }),

@@ -18,8 +18,8 @@ use thiserror::Error;
 use super::frame::{stream_header_len, Frame, FrameIter, FrameType, StreamFrame};
 use super::params::{TransportParameters, DEFAULT_MAX_RECORD_SIZE, MAX_STREAM_COUNT};
 use super::record::RecordError;
-use super::varint::{self, VarInt};
 use super::{Dir, Side, StreamId, TransportErrorCode};
+use crate::varint::{self, VarInt};
 // Short alias: error sites are frequent and should stay one line each.
 use TransportErrorCode as Code;
 

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use super::params::{ParamsError, TransportParameters, MAX_STREAM_COUNT};
-use super::varint::{self, Reader, VarInt};
 use super::{Dir, StreamId, TransportErrorCode};
+use crate::varint::{self, Reader, VarInt};
 
 /// A frame type codepoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -41,13 +41,13 @@ mod conn;
 mod frame;
 mod params;
 mod record;
-mod varint;
 
 #[cfg(test)]
 mod moq_capture;
 
 use std::fmt;
 
+pub use crate::varint::{VarInt, VarIntBoundsExceeded};
 pub use conn::{
     ClosedStream, Config, Connection, ConnectionError, ConnectionStats, DatagramError, Event,
     OpenError, ReadError, ReadOutcome, WriteError,
@@ -55,7 +55,6 @@ pub use conn::{
 pub use frame::{decode_record, Frame, FrameError, FrameIter, FrameType, StreamFrame};
 pub use params::{ParamsError, TransportParameters, DEFAULT_MAX_RECORD_SIZE, MAX_RECORD_SIZE_ID};
 pub use record::{write_record, RecordError, RecordReader};
-pub use varint::{VarInt, VarIntBoundsExceeded};
 
 /// Which end of the underlying transport we are; decides stream ID parity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,4 +1,4 @@
-// Replays bytes captured from the moq `qmux` 0.6.6 encoder (see `interop/`):
+// Replays bytes captured from the moq `qmux` 0.6.6 encoder (the files in `testdata/`):
 // Size-prefixed records as its byte-stream transport writes them.
 
 use super::{

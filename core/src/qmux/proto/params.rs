@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use super::varint::{self, Reader};
+use crate::varint::{self, Reader};
 
 /// Default and minimum `max_record_size` (draft §5.2): a 2-byte Size plus 16382
 /// bytes of frames fills one 16 KiB TLS record.

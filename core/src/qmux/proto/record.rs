@@ -6,7 +6,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use thiserror::Error;
 
-use super::varint::{self, Reader};
+use crate::varint::{self, Reader};
 
 /// A record header announced more bytes than we accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]

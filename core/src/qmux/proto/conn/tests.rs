@@ -1087,11 +1087,11 @@ fn violation_transport_parameters() {
     );
     // max_record_size below 16382 and prohibited parameters.
     let mut small = Vec::new();
-    super::super::varint::put(&mut small, FrameType::QX_TRANSPORT_PARAMETERS.0);
+    crate::varint::put(&mut small, FrameType::QX_TRANSPORT_PARAMETERS.0);
     let mut block = Vec::new();
-    super::super::varint::put(&mut block, super::super::MAX_RECORD_SIZE_ID);
+    crate::varint::put(&mut block, super::super::MAX_RECORD_SIZE_ID);
     block.extend_from_slice(&[0x02, 0x40, 0x64]);
-    super::super::varint::put(&mut small, block.len() as u64);
+    crate::varint::put(&mut small, block.len() as u64);
     small.extend_from_slice(&block);
     expect_violation(
         fresh(),
@@ -1099,7 +1099,7 @@ fn violation_transport_parameters() {
         TransportErrorCode::TRANSPORT_PARAMETER_ERROR,
     );
     let mut ack_delay = Vec::new();
-    super::super::varint::put(&mut ack_delay, FrameType::QX_TRANSPORT_PARAMETERS.0);
+    crate::varint::put(&mut ack_delay, FrameType::QX_TRANSPORT_PARAMETERS.0);
     ack_delay.extend_from_slice(&[0x03, 0x0b, 0x01, 0x19]);
     expect_violation(
         fresh(),

@@ -1,4 +1,5 @@
-//! QUIC variable-length integers (RFC 9000 §16) and a minimal slice reader.
+//! QUIC variable-length integers (RFC 9000 §16), the one codec every layer uses (HTTP/3
+//! frames and capsules, QMux, messages on a stream), and a minimal slice reader.
 
 use std::fmt;
 
@@ -65,7 +66,7 @@ impl fmt::Display for VarInt {
 }
 
 /// Encoded size of `v` in bytes.
-pub(crate) const fn size(v: u64) -> usize {
+pub const fn size(v: u64) -> usize {
     if v < 1 << 6 {
         1
     } else if v < 1 << 14 {
@@ -79,7 +80,7 @@ pub(crate) const fn size(v: u64) -> usize {
 
 /// Appends `v` in the shortest encoding. Callers only pass values that were
 /// decoded from the wire or checked against `VarInt::MAX`, so overflow is a bug.
-pub(crate) fn put(buf: &mut impl BufMut, v: u64) {
+pub fn put(buf: &mut impl BufMut, v: u64) {
     assert!(v <= VarInt::MAX.0, "varint out of range: {v}");
     match size(v) {
         1 => buf.put_u8(v as u8),
@@ -87,6 +88,19 @@ pub(crate) fn put(buf: &mut impl BufMut, v: u64) {
         4 => buf.put_u32(0x8000_0000 | v as u32),
         _ => buf.put_u64(0xc000_0000_0000_0000 | v),
     }
+}
+
+/// Decodes a varint from the front of `buf`: its value and the bytes it took, or `None`
+/// when `buf` is too short.
+pub fn decode(buf: &[u8]) -> Option<(u64, usize)> {
+    let first = *buf.first()?;
+    let len = 1usize << (first >> 6);
+    let bytes = buf.get(..len)?;
+    let mut v = u64::from(first & 0x3f);
+    for b in &bytes[1..] {
+        v = (v << 8) | u64::from(*b);
+    }
+    Some((v, len))
 }
 
 /// The input ended before the value did.
@@ -112,13 +126,8 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn varint(&mut self) -> Result<u64, UnexpectedEnd> {
-        let first = *self.buf.first().ok_or(UnexpectedEnd)?;
-        let len = 1 << (first >> 6);
-        let bytes = self.take(len)?;
-        let mut v = u64::from(first & 0x3f);
-        for b in &bytes[1..] {
-            v = v << 8 | u64::from(*b);
-        }
+        let (v, len) = decode(self.buf).ok_or(UnexpectedEnd)?;
+        self.take(len)?;
         Ok(v)
     }
 
