@@ -3,6 +3,7 @@
 // DatagramDuplexStream, the SessionWaker that keeps one native wait per session for
 // everything it can deliver, and the options of the streams a session opens.
 
+const native = require('./native.js');
 const { translate, rethrow } = require('./errors.js');
 const { checkInt, checkString, checkObject, toBuffer, MAX_U32, asyncDispose } = require('./check.js');
 const {
@@ -18,11 +19,13 @@ const {
 const DATAGRAM_BATCH = 64;
 
 // What NativeSession.ready() waits for and reports.
-const READY_BI = 1;
-const READY_UNI = 2;
-const READY_DATAGRAM = 4;
-const READY_CLOSED = 8;
-const READY_DRAINING = 16;
+const {
+  bi: READY_BI,
+  uni: READY_UNI,
+  datagram: READY_DATAGRAM,
+  closed: READY_CLOSED,
+  draining: READY_DRAINING,
+} = native.readinessBits();
 
 /**
  * One native wait per session for everything it can deliver: incoming streams, datagrams,

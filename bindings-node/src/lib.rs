@@ -29,7 +29,9 @@ pub use server::{
     listen, self_signed_certificate, NativeCertificate, NativeListenOptions, NativeRoute,
     NativeServer, NativeServerStats,
 };
-pub use session::{NativeCloseInfo, NativeSession, NativeStats};
+pub use session::{
+    readiness_bits, NativeCloseInfo, NativeReadinessBits, NativeSession, NativeStats,
+};
 pub use stream::{
     NativeBidiStream, NativeRecvStats, NativeRecvStream, NativeSendStats, NativeSendStream,
 };

@@ -154,10 +154,9 @@ impl NativeSession {
         self.session.close_info().map(Into::into)
     }
 
-    /// Waits until something of `interest` is ready and resolves with what is (bits: 1 a
-    /// bidirectional stream queued, 2 a unidirectional one, 4 a datagram, 8 the session
-    /// ended, 16 a drain asked for; 8 is always set once the session has ended), or with
-    /// 0 after `interrupt()`. The facade keeps one of these pending per session instead of
+    /// Waits until something of `interest` is ready and resolves with what is (the bits of
+    /// [`readiness_bits`]; "closed" is always set once the session has ended), or with 0
+    /// after `interrupt()`. The facade keeps one of these pending per session instead of
     /// one wait per kind (each pending call holds a threadsafe function and a task).
     #[napi]
     pub async fn ready(&self, interest: u32) -> u32 {
@@ -281,5 +280,34 @@ impl NativeSession {
             packets_received: s.packets_received as f64,
             bytes_lost: s.bytes_lost as f64,
         }
+    }
+}
+
+/// The bits of `NativeSession.ready()`, the core's [`Readiness`]: the facade reads them
+/// from here rather than keeping its own copy.
+#[napi(object)]
+pub struct NativeReadinessBits {
+    /// A bidirectional stream is queued.
+    pub bi: u32,
+    /// A unidirectional stream is queued.
+    pub uni: u32,
+    /// A datagram is queued.
+    pub datagram: u32,
+    /// The session has ended.
+    pub closed: u32,
+    /// The peer asked to drain.
+    pub draining: u32,
+}
+
+/// The bits of `NativeSession.ready()`.
+#[napi(catch_unwind)]
+pub fn readiness_bits() -> NativeReadinessBits {
+    let bit = |r: Readiness| u32::from(r.bits());
+    NativeReadinessBits {
+        bi: bit(Readiness::BI),
+        uni: bit(Readiness::UNI),
+        datagram: bit(Readiness::DATAGRAM),
+        closed: bit(Readiness::CLOSED),
+        draining: bit(Readiness::DRAINING),
     }
 }

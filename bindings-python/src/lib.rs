@@ -147,6 +147,16 @@ fn _panic_for_tests(py: Python<'_>, in_future: bool) -> PyResult<Bound<'_, PyAny
 #[pymodule]
 fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    // The bits of `Session.ready`, the core's `Readiness`: the facade reads them from here.
+    for (name, bit) in [
+        ("READY_BI", ferrovia::Readiness::BI),
+        ("READY_UNI", ferrovia::Readiness::UNI),
+        ("READY_DATAGRAM", ferrovia::Readiness::DATAGRAM),
+        ("READY_CLOSED", ferrovia::Readiness::CLOSED),
+        ("READY_DRAINING", ferrovia::Readiness::DRAINING),
+    ] {
+        m.add(name, bit.bits())?;
+    }
     log::install();
     m.add_function(wrap_pyfunction!(log::_set_log_level, m)?)?;
     m.add_function(wrap_pyfunction!(log::_stop_logging, m)?)?;

@@ -94,9 +94,9 @@ impl Session {
         self.inner.close_info().as_ref().map(close_tuple)
     }
 
-    /// Resolves once something of `interest` is ready, to what is (bits: 1 a
-    /// bidirectional stream queued, 2 a unidirectional one, 4 a datagram, 8 the session
-    /// ended, 16 a drain asked for; 8 is always set once the session has ended). The
+    /// Resolves once something of `interest` is ready, to what is (the `READY_*` bits of
+    /// this module, the core's `Readiness`; `READY_CLOSED` is always set once the session
+    /// has ended). The
     /// facade keeps at most one of these pending per session instead of one wait per kind
     /// (each pending future holds a task and a way back into the event loop), then takes
     /// what is ready with the synchronous tries.

@@ -8,6 +8,11 @@ from typing import Any, Generic, Literal, TypeVar
 _T = TypeVar("_T")
 
 __version__: str
+READY_BI: int
+READY_UNI: int
+READY_DATAGRAM: int
+READY_CLOSED: int
+READY_DRAINING: int
 
 def _quiesce(timeout: float) -> None: ...
 

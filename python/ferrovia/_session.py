@@ -20,11 +20,12 @@ def _close_info(raw: tuple[int, str, CloseInitiator]) -> CloseInfo:
 
 
 # What _ferrovia.Session.ready() waits for and reports.
-_READY_BI = 1
-_READY_UNI = 2
-_READY_DATAGRAM = 4
-_READY_CLOSED = 8
-_READY_DRAINING = 16
+# The bits of the native Session.ready, from the core.
+_READY_BI = _ferrovia.READY_BI
+_READY_UNI = _ferrovia.READY_UNI
+_READY_DATAGRAM = _ferrovia.READY_DATAGRAM
+_READY_CLOSED = _ferrovia.READY_CLOSED
+_READY_DRAINING = _ferrovia.READY_DRAINING
 
 
 class Session:
