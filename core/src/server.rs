@@ -159,6 +159,36 @@ impl ServerShared {
         self.is_closing() || self.draining.load(Ordering::Acquire)
     }
 
+    /// Session admission, the same on every transport: the status a session request is
+    /// refused with before the application sees it (503 while the server refuses sessions,
+    /// 421 for an authority that names another server, 403 for an origin the policy
+    /// refuses), or `None` to hand it on. A drain that begins while an asynchronous origin
+    /// check runs still answers 503.
+    pub(crate) async fn admission(&self, authority: &str, origin: Option<&str>) -> Option<u16> {
+        if self.refuses_sessions() {
+            return Some(503);
+        }
+        if !origin::authority_allowed(authority, |h| self.is_own_host(h)) {
+            return Some(421);
+        }
+        let allowed = self
+            .origin_policy
+            .decide(
+                origin,
+                authority,
+                |h| self.is_own_host(h),
+                self.limits.request_timeout,
+            )
+            .await;
+        if self.refuses_sessions() {
+            Some(503)
+        } else if !allowed {
+            Some(403)
+        } else {
+            None
+        }
+    }
+
     /// The sessions and WebSockets open now.
     /// Becomes true when the server starts draining or closing.
     pub(crate) fn winding_down(&self) -> watch::Receiver<bool> {

@@ -28,7 +28,6 @@ use super::{
     settings::PeerSettings,
 };
 use crate::{
-    origin,
     request::{Inner, RequestHead, SessionRequest},
     server::{Allowance, ConnSlot, IpSessionToken, ServerShared, SessionSlot},
     session::{
@@ -1088,23 +1087,11 @@ async fn handle_request(
         server.limits.max_sessions_per_connection as usize
     };
     let mut ip_token = None;
-    let authority_ok = origin::authority_allowed(&request.authority, |h| server.is_own_host(h));
-    let origin_ok = authority_ok
-        && server
-            .origin_policy
-            .decide(
-                request.origin.as_deref(),
-                &request.authority,
-                |h| server.is_own_host(h),
-                server.limits.request_timeout,
-            )
-            .await;
-    let status = if server.refuses_sessions() {
-        Some(503)
-    } else if !authority_ok {
-        Some(421)
-    } else if !origin_ok {
-        Some(403)
+    let admitted = server
+        .admission(&request.authority, request.origin.as_deref())
+        .await;
+    let status = if admitted.is_some() {
+        admitted
     } else {
         let mut st = shared.state();
         if st.sessions.len() + st.requested.len() >= limit {

@@ -497,27 +497,10 @@ pub(crate) async fn handshake(
     } else {
         Transport::WebSocket
     };
-    let authority_ok = origin::authority_allowed(&h.authority, |host| server.is_own_host(host));
-    let origin_ok = authority_ok
-        && server
-            .origin_policy
-            .decide(
-                origin_header.as_deref(),
-                &h.authority,
-                |host| server.is_own_host(host),
-                server.limits.request_timeout,
-            )
-            .await;
-    let status = if server.refuses_sessions() {
-        Some(503)
-    } else if !authority_ok {
-        Some(421)
-    } else if !origin_ok {
-        Some(403)
-    } else {
-        None
-    };
-    if let Some(status) = status {
+    if let Some(status) = server
+        .admission(&h.authority, origin_header.as_deref())
+        .await
+    {
         refused(&conn, status);
         return refuse(status, Vec::new());
     }
