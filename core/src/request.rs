@@ -4,11 +4,9 @@ use std::net::SocketAddr;
 
 use crate::{
     error::RequestError,
-    h3::{qpack, session_request::H3Request},
-    server::IpSessionToken,
+    server::{IpSessionToken, ServerShared},
     session::{Session, Transport},
     sfv,
-    tcp::session_request::TcpRequest,
     ws::WebSocket,
 };
 
@@ -43,7 +41,7 @@ use crate::{
 pub struct SessionRequest {
     pub(crate) head: RequestHead,
     pub(crate) ip: Option<IpSessionToken>,
-    pub(crate) inner: Inner,
+    pub(crate) inner: Box<dyn Pending>,
 }
 
 /// Why a session accepted after its client left ends at once.
@@ -146,10 +144,34 @@ pub(crate) struct RequestHead {
     pub(crate) transport: Transport,
 }
 
-/// The transport-specific part of a request.
-pub(crate) enum Inner {
-    H3(H3Request),
-    Tcp(TcpRequest),
+/// A transport's side of a session request waiting for its answer. The HTTP/3 and the TCP
+/// side implement it, so this layer names neither.
+pub(crate) trait Pending: Send {
+    /// The server the request came to.
+    fn server(&self) -> &ServerShared;
+    /// Whether the client still waits for an answer.
+    fn unanswered(&self) -> bool;
+    /// Answers `status` with `headers`; nothing if it was answered already.
+    fn answer(&mut self, status: u16, headers: &[(&str, &str)]);
+    /// Whether the client has given up on the request.
+    fn poll_abandoned(&mut self) -> bool;
+    /// Accepts a WebTransport or QMux session. `ip` is taken only when it succeeds, so a
+    /// refused call leaves the request whole.
+    fn accept(
+        &mut self,
+        head: &RequestHead,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+        ip: &mut Option<IpSessionToken>,
+    ) -> Result<Session, RequestError>;
+    /// Accepts a plain WebSocket, taking `ip` only when it succeeds.
+    fn accept_websocket(
+        &mut self,
+        head: &RequestHead,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+        ip: &mut Option<IpSessionToken>,
+    ) -> Result<WebSocket, RequestError>;
 }
 
 impl std::fmt::Debug for SessionRequest {
@@ -277,15 +299,8 @@ impl SessionRequest {
         headers: &[(&str, &str)],
     ) -> Result<Session, RequestError> {
         self.check_accept(protocol, headers)?;
-        let ip = self.ip.take();
-        match &mut self.inner {
-            Inner::H3(h3) => Ok(h3.accept(&self.head, protocol, headers, ip)),
-            Inner::Tcp(_) if self.head.transport == Transport::WebSocket => {
-                self.ip = ip;
-                Err(RequestError::WrongTransport(Transport::WebSocket))
-            }
-            Inner::Tcp(tcp) => tcp.accept_qmux(&self.head, protocol, headers, ip),
-        }
+        self.inner
+            .accept(&self.head, protocol, headers, &mut self.ip)
     }
 
     /// Accepts a plain WebSocket request, with no subprotocol.
@@ -302,17 +317,8 @@ impl SessionRequest {
         headers: &[(&str, &str)],
     ) -> Result<WebSocket, RequestError> {
         self.check_accept(protocol, headers)?;
-        let transport = self.head.transport;
-        let ip = self.ip.take();
-        match &mut self.inner {
-            Inner::Tcp(tcp) if transport == Transport::WebSocket => {
-                Ok(tcp.accept_websocket(&self.head, protocol, headers, ip))
-            }
-            _ => {
-                self.ip = ip;
-                Err(RequestError::WrongTransport(transport))
-            }
-        }
+        self.inner
+            .accept_websocket(&self.head, protocol, headers, &mut self.ip)
     }
 
     /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404. Like
@@ -344,31 +350,24 @@ impl SessionRequest {
     }
 
     fn answer_with(&mut self, status: u16, headers: &[(&str, &str)]) {
-        let (server, unanswered) = match &self.inner {
-            Inner::H3(h3) => (&h3.conn.server, h3.streams.is_some()),
-            Inner::Tcp(tcp) => (&tcp.server, tcp.answer.is_some()),
-        };
+        let unanswered = self.inner.unanswered();
         if let Some(id) = self.head.attempt.take().filter(|_| unanswered) {
             let headers = headers
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect();
-            server.remember_refusal(id, Refusal { status, headers });
+            self.inner
+                .server()
+                .remember_refusal(id, Refusal { status, headers });
         }
-        match &mut self.inner {
-            Inner::H3(h3) => h3.answer(status, headers),
-            Inner::Tcp(tcp) => tcp.answer(status, headers),
-        }
+        self.inner.answer(status, headers);
     }
 
     /// Whether the client has given up on this request (reset or finished its CONNECT
     /// stream, closed the connection). An abandoned request releases its slots and must
     /// not be handed to the application.
     pub(crate) fn poll_abandoned(&mut self) -> bool {
-        match &mut self.inner {
-            Inner::H3(h3) => h3.poll_abandoned(),
-            Inner::Tcp(tcp) => tcp.poll_abandoned(),
-        }
+        self.inner.poll_abandoned()
     }
 
     /// Whether a plain WebSocket request, which only routes that allow them take.
@@ -401,16 +400,6 @@ fn check_headers(headers: &[(&str, &str)]) -> Result<(), RequestError> {
         }
     }
     Ok(())
-}
-
-/// Encodes a response HEADERS frame with `:status` and extra fields.
-pub(crate) fn encode_response(status: u16, extra: &[(&str, &str)], out: &mut Vec<u8>) {
-    let status = status.to_string();
-    let mut fields = vec![(":status", status.as_str())];
-    fields.extend_from_slice(extra);
-    let mut block = Vec::new();
-    qpack::encode_field_section(&fields, &mut block);
-    crate::h3::frame::put_frame(out, crate::h3::frame::HEADERS, &block);
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use super::{
     settings::PeerSettings,
 };
 use crate::{
-    request::{Inner, RequestHead, SessionRequest},
+    request::{RequestHead, SessionRequest},
     server::{Allowance, ConnSlot, IpSessionToken, ServerShared, SessionSlot},
     session::{
         Backend, CloseInfo, CloseInitiator, Command, Session, SessionShared, Transport,
@@ -1039,7 +1039,7 @@ async fn read_head(recv: &mut quinn::RecvStream) -> Result<Head, HeadError> {
 
 fn respond(shared: &ConnShared, send: quinn::SendStream, status: u16) {
     let mut block = Vec::new();
-    crate::request::encode_response(status, &[], &mut block);
+    super::session_request::encode_response(status, &[], &mut block);
     send_and_finish(
         &shared.runtime,
         send,
@@ -1129,7 +1129,7 @@ async fn handle_request(
             transport: Transport::WebTransport,
         },
         ip: ip_token,
-        inner: Inner::H3(H3Request {
+        inner: Box::new(H3Request {
             conn: shared.clone(),
             streams: Some((send, recv)),
             early_capsules: early_capsules.to_vec(),

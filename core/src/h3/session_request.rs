@@ -11,9 +11,11 @@ use bytes::Bytes;
 
 use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
 use crate::{
-    request::{encode_response, sf_string, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    server::IpSessionToken,
+    error::RequestError,
+    request::{sf_string, Pending, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
+    server::{IpSessionToken, ServerShared},
     session::{Backend, CloseInfo, Session},
+    ws::WebSocket,
 };
 
 pub(crate) struct H3Request {
@@ -160,5 +162,53 @@ impl H3Request {
                 Poll::Pending => return false,
             }
         }
+    }
+}
+
+/// Encodes a response HEADERS frame with `:status` and extra fields.
+pub(crate) fn encode_response(status: u16, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+    let status = status.to_string();
+    let mut fields = vec![(":status", status.as_str())];
+    fields.extend_from_slice(extra);
+    let mut block = Vec::new();
+    super::qpack::encode_field_section(&fields, &mut block);
+    super::frame::put_frame(out, super::frame::HEADERS, &block);
+}
+
+impl Pending for H3Request {
+    fn server(&self) -> &ServerShared {
+        &self.conn.server
+    }
+
+    fn unanswered(&self) -> bool {
+        self.streams.is_some()
+    }
+
+    fn answer(&mut self, status: u16, headers: &[(&str, &str)]) {
+        H3Request::answer(self, status, headers);
+    }
+
+    fn poll_abandoned(&mut self) -> bool {
+        H3Request::poll_abandoned(self)
+    }
+
+    fn accept(
+        &mut self,
+        head: &RequestHead,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+        ip: &mut Option<IpSessionToken>,
+    ) -> Result<Session, RequestError> {
+        Ok(H3Request::accept(self, head, protocol, headers, ip.take()))
+    }
+
+    fn accept_websocket(
+        &mut self,
+        head: &RequestHead,
+        _protocol: Option<&str>,
+        _headers: &[(&str, &str)],
+        _ip: &mut Option<IpSessionToken>,
+    ) -> Result<WebSocket, RequestError> {
+        Err(RequestError::WrongTransport(head.transport))
     }
 }

@@ -29,7 +29,7 @@ use self::{
 use crate::{
     origin,
     qmux::{self, Offer},
-    request::{Inner, RequestHead, SessionRequest},
+    request::{RequestHead, SessionRequest},
     server::{Allowance, ConnSlot, ServerShared},
     service::{check_declared_length, Body, HttpService, Progress},
     session::Transport,
@@ -542,7 +542,7 @@ pub(crate) async fn handshake(
             transport,
         },
         ip: Some(ip),
-        inner: Inner::Tcp(TcpRequest {
+        inner: Box::new(TcpRequest {
             server: server.clone(),
             conn: conn.clone(),
             answer: Some(tx),

@@ -9,9 +9,9 @@ use super::TcpConn;
 use crate::{
     error::RequestError,
     qmux::{self, Offer, QmuxShared},
-    request::{RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    server::IpSessionToken,
-    session::{Backend, CloseInfo, Session, SessionShared},
+    request::{Pending, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
+    server::{IpSessionToken, ServerShared},
+    session::{Backend, CloseInfo, Session, SessionShared, Transport},
     ws::{self, WebSocket},
 };
 
@@ -277,5 +277,58 @@ impl TcpRequest {
             pending.fail(why.into());
         }
         WebSocket::new(shared)
+    }
+}
+
+impl Pending for TcpRequest {
+    fn server(&self) -> &ServerShared {
+        &self.server
+    }
+
+    fn unanswered(&self) -> bool {
+        self.answer.is_some()
+    }
+
+    fn answer(&mut self, status: u16, headers: &[(&str, &str)]) {
+        TcpRequest::answer(self, status, headers);
+    }
+
+    fn poll_abandoned(&mut self) -> bool {
+        TcpRequest::poll_abandoned(self)
+    }
+
+    fn accept(
+        &mut self,
+        head: &RequestHead,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+        ip: &mut Option<IpSessionToken>,
+    ) -> Result<Session, RequestError> {
+        if head.transport == Transport::WebSocket {
+            return Err(RequestError::WrongTransport(Transport::WebSocket));
+        }
+        if self.protocol_header(head, protocol).is_none() {
+            return Err(RequestError::ProtocolRequired);
+        }
+        self.accept_qmux(head, protocol, headers, ip.take())
+    }
+
+    fn accept_websocket(
+        &mut self,
+        head: &RequestHead,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+        ip: &mut Option<IpSessionToken>,
+    ) -> Result<WebSocket, RequestError> {
+        if head.transport != Transport::WebSocket {
+            return Err(RequestError::WrongTransport(head.transport));
+        }
+        Ok(TcpRequest::accept_websocket(
+            self,
+            head,
+            protocol,
+            headers,
+            ip.take(),
+        ))
     }
 }
