@@ -4,7 +4,6 @@ use std::net::SocketAddr;
 
 use crate::{
     error::RequestError,
-    server::{IpSessionToken, ServerShared},
     session::{Session, Transport},
     sfv,
     ws::WebSocket,
@@ -40,7 +39,6 @@ use crate::{
 /// ```
 pub struct SessionRequest {
     pub(crate) head: RequestHead,
-    pub(crate) ip: Option<IpSessionToken>,
     pub(crate) inner: Box<dyn Pending>,
 }
 
@@ -147,30 +145,29 @@ pub(crate) struct RequestHead {
 /// A transport's side of a session request waiting for its answer. The HTTP/3 and the TCP
 /// side implement it, so this layer names neither.
 pub(crate) trait Pending: Send {
-    /// The server the request came to.
-    fn server(&self) -> &ServerShared;
+    /// Keeps a refusal of a connector-tagged request, for the same `connect()`'s next
+    /// attempt.
+    fn remember_refusal(&self, id: String, refusal: Refusal);
     /// Whether the client still waits for an answer.
     fn unanswered(&self) -> bool;
     /// Answers `status` with `headers`; nothing if it was answered already.
     fn answer(&mut self, status: u16, headers: &[(&str, &str)]);
     /// Whether the client has given up on the request.
     fn poll_abandoned(&mut self) -> bool;
-    /// Accepts a WebTransport or QMux session. `ip` is taken only when it succeeds, so a
-    /// refused call leaves the request whole.
+    /// Accepts a WebTransport or QMux session. A refused call (the caller's mistake)
+    /// leaves the request whole, its per-address session slot included.
     fn accept(
         &mut self,
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
-        ip: &mut Option<IpSessionToken>,
     ) -> Result<Session, RequestError>;
-    /// Accepts a plain WebSocket, taking `ip` only when it succeeds.
+    /// Accepts a plain WebSocket; a refused call leaves the request whole.
     fn accept_websocket(
         &mut self,
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
-        ip: &mut Option<IpSessionToken>,
     ) -> Result<WebSocket, RequestError>;
 }
 
@@ -299,8 +296,7 @@ impl SessionRequest {
         headers: &[(&str, &str)],
     ) -> Result<Session, RequestError> {
         self.check_accept(protocol, headers)?;
-        self.inner
-            .accept(&self.head, protocol, headers, &mut self.ip)
+        self.inner.accept(&self.head, protocol, headers)
     }
 
     /// Accepts a plain WebSocket request, with no subprotocol.
@@ -317,8 +313,7 @@ impl SessionRequest {
         headers: &[(&str, &str)],
     ) -> Result<WebSocket, RequestError> {
         self.check_accept(protocol, headers)?;
-        self.inner
-            .accept_websocket(&self.head, protocol, headers, &mut self.ip)
+        self.inner.accept_websocket(&self.head, protocol, headers)
     }
 
     /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404. Like
@@ -356,9 +351,7 @@ impl SessionRequest {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect();
-            self.inner
-                .server()
-                .remember_refusal(id, Refusal { status, headers });
+            self.inner.remember_refusal(id, Refusal { status, headers });
         }
         self.inner.answer(status, headers);
     }

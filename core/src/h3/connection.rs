@@ -1128,12 +1128,12 @@ async fn handle_request(
             version: http::Version::HTTP_3,
             transport: Transport::WebTransport,
         },
-        ip: ip_token,
         inner: Box::new(H3Request {
             conn: shared.clone(),
             streams: Some((send, recv)),
             early_capsules: early_capsules.to_vec(),
             draft02: request.draft02,
+            ip: ip_token,
         }),
     };
     if let Err((request, status)) = server.dispatch(request) {

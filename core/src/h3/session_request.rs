@@ -12,8 +12,8 @@ use bytes::Bytes;
 use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
 use crate::{
     error::RequestError,
-    request::{sf_string, Pending, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    server::{IpSessionToken, ServerShared},
+    request::{sf_string, Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
+    server::IpSessionToken,
     session::{Backend, CloseInfo, Session},
     ws::WebSocket,
 };
@@ -24,6 +24,8 @@ pub(crate) struct H3Request {
     /// CONNECT-stream bytes that arrived before the answer (capsules).
     pub(crate) early_capsules: Vec<u8>,
     pub(crate) draft02: bool,
+    /// The request's slot under the per-address session limit, handed to the session.
+    pub(crate) ip: Option<IpSessionToken>,
 }
 
 impl H3Request {
@@ -176,8 +178,8 @@ pub(crate) fn encode_response(status: u16, extra: &[(&str, &str)], out: &mut Vec
 }
 
 impl Pending for H3Request {
-    fn server(&self) -> &ServerShared {
-        &self.conn.server
+    fn remember_refusal(&self, id: String, refusal: Refusal) {
+        self.conn.server.remember_refusal(id, refusal);
     }
 
     fn unanswered(&self) -> bool {
@@ -197,9 +199,9 @@ impl Pending for H3Request {
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
-        ip: &mut Option<IpSessionToken>,
     ) -> Result<Session, RequestError> {
-        Ok(H3Request::accept(self, head, protocol, headers, ip.take()))
+        let ip = self.ip.take();
+        Ok(H3Request::accept(self, head, protocol, headers, ip))
     }
 
     fn accept_websocket(
@@ -207,7 +209,6 @@ impl Pending for H3Request {
         head: &RequestHead,
         _protocol: Option<&str>,
         _headers: &[(&str, &str)],
-        _ip: &mut Option<IpSessionToken>,
     ) -> Result<WebSocket, RequestError> {
         Err(RequestError::WrongTransport(head.transport))
     }

@@ -541,12 +541,12 @@ pub(crate) async fn handshake(
             },
             transport,
         },
-        ip: Some(ip),
         inner: Box::new(TcpRequest {
             server: server.clone(),
             conn: conn.clone(),
             answer: Some(tx),
             offer,
+            ip: Some(ip),
         }),
     };
     if let Err((request, status)) = server.dispatch(request) {

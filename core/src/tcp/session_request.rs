@@ -9,8 +9,8 @@ use super::TcpConn;
 use crate::{
     error::RequestError,
     qmux::{self, Offer, QmuxShared},
-    request::{Pending, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    server::{IpSessionToken, ServerShared},
+    request::{Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
+    server::IpSessionToken,
     session::{Backend, CloseInfo, Session, SessionShared, Transport},
     ws::{self, WebSocket},
 };
@@ -129,6 +129,8 @@ pub(crate) struct TcpRequest {
     pub(crate) conn: Option<Arc<TcpConn>>,
     pub(crate) answer: Option<oneshot::Sender<Answer>>,
     pub(crate) offer: Option<Offer>,
+    /// The request's slot under the per-address session limit, handed to the session.
+    pub(crate) ip: Option<IpSessionToken>,
 }
 
 impl TcpRequest {
@@ -281,8 +283,8 @@ impl TcpRequest {
 }
 
 impl Pending for TcpRequest {
-    fn server(&self) -> &ServerShared {
-        &self.server
+    fn remember_refusal(&self, id: String, refusal: Refusal) {
+        self.server.remember_refusal(id, refusal);
     }
 
     fn unanswered(&self) -> bool {
@@ -302,7 +304,6 @@ impl Pending for TcpRequest {
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
-        ip: &mut Option<IpSessionToken>,
     ) -> Result<Session, RequestError> {
         if head.transport == Transport::WebSocket {
             return Err(RequestError::WrongTransport(Transport::WebSocket));
@@ -310,7 +311,8 @@ impl Pending for TcpRequest {
         if self.protocol_header(head, protocol).is_none() {
             return Err(RequestError::ProtocolRequired);
         }
-        self.accept_qmux(head, protocol, headers, ip.take())
+        let ip = self.ip.take();
+        self.accept_qmux(head, protocol, headers, ip)
     }
 
     fn accept_websocket(
@@ -318,17 +320,13 @@ impl Pending for TcpRequest {
         head: &RequestHead,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
-        ip: &mut Option<IpSessionToken>,
     ) -> Result<WebSocket, RequestError> {
         if head.transport != Transport::WebSocket {
             return Err(RequestError::WrongTransport(head.transport));
         }
+        let ip = self.ip.take();
         Ok(TcpRequest::accept_websocket(
-            self,
-            head,
-            protocol,
-            headers,
-            ip.take(),
+            self, head, protocol, headers, ip,
         ))
     }
 }
