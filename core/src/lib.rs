@@ -43,6 +43,7 @@ mod server;
 mod service;
 mod session;
 mod sfv;
+mod shared;
 mod stats;
 mod stream;
 mod tcp;

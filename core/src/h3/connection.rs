@@ -29,11 +29,11 @@ use super::{
 };
 use crate::{
     request::{RequestHead, SessionRequest},
-    server::{Allowance, ConnSlot, IpSessionToken, ServerShared, SessionSlot},
     session::{
         Backend, CloseInfo, CloseInitiator, Command, Session, SessionShared, Transport,
         FLUSH_TIMEOUT,
     },
+    shared::{Allowance, ConnSlot, IpSessionToken, ServerShared, SessionSlot},
     stream::{RawRecv, RawSend, WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE},
 };
 

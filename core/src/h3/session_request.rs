@@ -13,8 +13,8 @@ use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CA
 use crate::{
     error::RequestError,
     request::{sf_string, Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    server::IpSessionToken,
     session::{Backend, CloseInfo, Session},
+    shared::IpSessionToken,
     ws::WebSocket,
 };
 

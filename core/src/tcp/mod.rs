@@ -30,9 +30,9 @@ use crate::{
     origin,
     qmux::{self, Offer},
     request::{RequestHead, SessionRequest},
-    server::{Allowance, ConnSlot, ServerShared},
     service::{check_declared_length, Body, HttpService, Progress},
     session::Transport,
+    shared::{Allowance, ConnSlot, ServerShared},
     ws::handshake,
 };
 

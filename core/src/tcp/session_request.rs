@@ -10,8 +10,8 @@ use crate::{
     error::RequestError,
     qmux::{self, Offer, QmuxShared},
     request::{Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    server::IpSessionToken,
     session::{Backend, CloseInfo, Session, SessionShared, Transport},
+    shared::IpSessionToken,
     ws::{self, WebSocket},
 };
 
@@ -21,7 +21,7 @@ pub(crate) enum Start {
         shared: Arc<QmuxShared>,
         session: Weak<SessionShared>,
         /// For counting a session whose client never sends its transport parameters.
-        server: Weak<crate::server::ServerShared>,
+        server: Weak<crate::shared::ServerShared>,
     },
     WebSocket {
         pending: ws::Pending,
@@ -124,7 +124,7 @@ pub(crate) enum Answer {
 }
 
 pub(crate) struct TcpRequest {
-    pub(crate) server: Arc<crate::server::ServerShared>,
+    pub(crate) server: Arc<crate::shared::ServerShared>,
     /// The connection it came on, when it came on this server's own TCP side.
     pub(crate) conn: Option<Arc<TcpConn>>,
     pub(crate) answer: Option<oneshot::Sender<Answer>>,
