@@ -10,7 +10,8 @@ use tracing::debug;
 
 use super::{
     body::{data_frame_header, BodyDecoder},
-    connection::{code, h3, write_within, ConnShared, MAX_HEADERS_LEN},
+    conn::{write_within, ConnShared, MAX_HEADERS_LEN},
+    error_code::{self, code},
     qpack,
 };
 use crate::{
@@ -165,7 +166,7 @@ pub(crate) async fn serve(
 }
 
 fn recv_stop(mut recv: quinn::RecvStream) -> Result<(), quinn::ClosedStream> {
-    recv.stop(code(h3::NO_ERROR.into()))
+    recv.stop(code(error_code::NO_ERROR.into()))
 }
 
 /// Feeds the request body from the stream's DATA frames until its end, an error, or the
@@ -183,7 +184,7 @@ async fn read_body(
     loop {
         if let Some(chunk) = next.take() {
             if let Err(e) = decoder.push(chunk, &mut out) {
-                let _ = recv.stop(code(h3::FRAME_UNEXPECTED.into()));
+                let _ = recv.stop(code(error_code::FRAME_UNEXPECTED.into()));
                 return tx.abort(BodyError::Aborted(e.to_string())).await;
             }
             for data in out.drain(..) {
@@ -193,7 +194,7 @@ async fn read_body(
                 }
                 if tx.send(data).await.is_err() {
                     // The handler no longer reads the body: tell the client to stop.
-                    let _ = recv.stop(code(h3::NO_ERROR.into()));
+                    let _ = recv.stop(code(error_code::NO_ERROR.into()));
                     return;
                 }
             }
@@ -204,7 +205,7 @@ async fn read_body(
             Err(e) => return tx.abort(BodyError::Aborted(e.to_string())).await,
         }
         if tx.is_closed() {
-            let _ = recv.stop(code(h3::NO_ERROR.into()));
+            let _ = recv.stop(code(error_code::NO_ERROR.into()));
             return;
         }
     }
@@ -268,7 +269,7 @@ async fn answer(
                 }
                 Some(Err(e)) => {
                     debug!("response body failed: {e}");
-                    let _ = send.reset(code(h3::INTERNAL_ERROR.into()));
+                    let _ = send.reset(code(error_code::INTERNAL_ERROR.into()));
                     return;
                 }
             }

@@ -3,8 +3,10 @@
 
 pub mod body;
 pub mod capsule;
+pub(crate) mod conn;
 pub mod connect;
 pub(crate) mod connection;
+pub(crate) mod error_code;
 pub mod exchange;
 pub mod frame;
 pub mod qpack;

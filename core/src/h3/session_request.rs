@@ -9,7 +9,7 @@ use std::{
 
 use bytes::Bytes;
 
-use super::connection::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
+use super::conn::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
 use crate::{
     error::RequestError,
     request::{sf_string, Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
