@@ -1,5 +1,6 @@
 //! The state the tasks serving one HTTP/3 connection share (`ConnShared`): its sessions,
-//! the requests and streams waiting for them, the refusal allowance, GOAWAY; and the
+//! the requests and streams waiting for them, the refusal allowance, GOAWAY; each accepted
+//! session's driver (its CONNECT stream: capsules in, close and drain out); and the
 //! bounded writes every task uses toward the client.
 
 use std::{
