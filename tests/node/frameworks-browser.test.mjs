@@ -128,8 +128,18 @@ for (const [name, startApp] of Object.entries(FRAMEWORKS)) {
     let observed;
     let stopApp;
     before(async () => {
-      ({ ferrovia, observed } = await startFerrovia());
-      stopApp = await startApp(ferrovia);
+      // The app takes TCP on the number Ferrovia got for UDP, which another process may
+      // hold on TCP: then both start again on another number.
+      for (let attempt = 1; ; attempt++) {
+        ({ ferrovia, observed } = await startFerrovia());
+        try {
+          stopApp = await startApp(ferrovia);
+          return;
+        } catch (err) {
+          await ferrovia.close({ grace: 0 });
+          if (err?.code !== 'EADDRINUSE' || attempt === 5) throw err;
+        }
+      }
     });
     after(async () => {
       await stopApp?.();
