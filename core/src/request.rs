@@ -144,7 +144,7 @@ pub(crate) struct RequestHead {
 
 /// A transport's side of a session request waiting for its answer. The HTTP/3 and the TCP
 /// side implement it, so this layer names neither.
-pub(crate) trait Pending: Send {
+pub(crate) trait Pending: Send + Sync {
     /// Keeps a refusal of a connector-tagged request, for the same `connect()`'s next
     /// attempt.
     fn remember_refusal(&self, id: String, refusal: Refusal);
@@ -403,6 +403,12 @@ mod tests {
     fn subprotocol_is_a_structured_string() {
         assert_eq!(sf_string("chat.v1"), "\"chat.v1\"");
         assert_eq!(sf_string("a\"b\\"), "\"a\\\"b\\\\\"");
+    }
+
+    #[test]
+    fn a_request_can_be_shared_across_tasks() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<SessionRequest>();
     }
 
     #[test]

@@ -187,12 +187,12 @@ impl ServerShared {
         }
     }
 
-    /// The sessions and WebSockets open now.
     /// Becomes true when the server starts draining or closing.
     pub(crate) fn winding_down(&self) -> watch::Receiver<bool> {
         self.winding_down.subscribe()
     }
 
+    /// The sessions and WebSockets open now.
     pub(crate) fn live(&self) -> (Vec<Arc<SessionShared>>, Vec<Arc<WsShared>>) {
         let map = self.sessions();
         let sessions = map

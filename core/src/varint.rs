@@ -80,6 +80,10 @@ pub const fn size(v: u64) -> usize {
 
 /// Appends `v` in the shortest encoding. Callers only pass values that were
 /// decoded from the wire or checked against `VarInt::MAX`, so overflow is a bug.
+///
+/// # Panics
+///
+/// When `v` is 2^62 or more, which no varint can hold.
 pub fn put(buf: &mut impl BufMut, v: u64) {
     assert!(v <= VarInt::MAX.0, "varint out of range: {v}");
     match size(v) {

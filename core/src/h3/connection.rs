@@ -120,7 +120,10 @@ async fn send_goaway_on_drain(shared: &ConnShared, control: &mut quinn::SendStre
     }
     let id = {
         let mut st = shared.state();
-        let id = st.highest_bidi.map_or(0, |h| h + 4);
+        // A client's last stream ID can be 2^62 - 4; the next one is past what a varint holds.
+        let id = st
+            .highest_bidi
+            .map_or(0, |h| (h + 4).min(crate::varint::VarInt::MAX.into_inner()));
         st.goaway = Some(id);
         id
     };

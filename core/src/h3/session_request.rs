@@ -19,13 +19,14 @@ use crate::{
 };
 
 pub(crate) struct H3Request {
+    /// The request's slot under the per-address session limit, handed to the session;
+    /// first, so it is released first, as before the request held it itself.
+    pub(crate) ip: Option<IpSessionToken>,
     pub(crate) conn: Arc<ConnShared>,
     pub(crate) streams: Option<(quinn::SendStream, quinn::RecvStream)>,
     /// CONNECT-stream bytes that arrived before the answer (capsules).
     pub(crate) early_capsules: Vec<u8>,
     pub(crate) draft02: bool,
-    /// The request's slot under the per-address session limit, handed to the session.
-    pub(crate) ip: Option<IpSessionToken>,
 }
 
 impl H3Request {

@@ -124,13 +124,14 @@ pub(crate) enum Answer {
 }
 
 pub(crate) struct TcpRequest {
+    /// The request's slot under the per-address session limit, handed to the session;
+    /// first, so it is released first, as before the request held it itself.
+    pub(crate) ip: Option<IpSessionToken>,
     pub(crate) server: Arc<crate::shared::ServerShared>,
     /// The connection it came on, when it came on this server's own TCP side.
     pub(crate) conn: Option<Arc<TcpConn>>,
     pub(crate) answer: Option<oneshot::Sender<Answer>>,
     pub(crate) offer: Option<Offer>,
-    /// The request's slot under the per-address session limit, handed to the session.
-    pub(crate) ip: Option<IpSessionToken>,
 }
 
 impl TcpRequest {
