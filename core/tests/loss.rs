@@ -177,7 +177,7 @@ async fn sixteen_mib_echo_survives_loss() {
     let probed = assert_network_drops(loss).await;
     println!("loss {loss}%: the network dropped {probed:.1}% of probe packets");
     let srv = start();
-    let (client, session) = srv.pair("/big").await;
+    let (client, session) = pair_under_loss(&srv, "/big").await;
     echo_streams(session.clone());
     let payload = data(16 << 20, 41);
     let expected = sha256(&payload);
@@ -214,7 +214,7 @@ async fn two_hundred_concurrent_streams_survive_loss() {
     let probed = assert_network_drops(loss).await;
     println!("loss {loss}%: the network dropped {probed:.1}% of probe packets");
     let srv = start();
-    let (client, session) = srv.pair("/many").await;
+    let (client, session) = pair_under_loss(&srv, "/many").await;
     echo_streams(session.clone());
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -258,7 +258,7 @@ async fn close_codes_and_reasons_cross_a_lossy_network_both_ways() {
     let srv = start();
 
     // The client closes, after enough traffic that the connection has lost packets.
-    let (client, session) = srv.pair("/close").await;
+    let (client, session) = pair_under_loss(&srv, "/close").await;
     echo_streams(session.clone());
     round_trip(&client, 2 << 20, 7).await;
     let lost = Lost::of(&client, &session);
@@ -280,7 +280,7 @@ async fn close_codes_and_reasons_cross_a_lossy_network_both_ways() {
     println!("loss {loss}%: client close seen by the server as {info}; {lost}");
 
     // The server closes.
-    let (client, session) = srv.pair("/close").await;
+    let (client, session) = pair_under_loss(&srv, "/close").await;
     echo_streams(session.clone());
     round_trip(&client, 2 << 20, 8).await;
     let lost = Lost::of(&client, &session);
@@ -317,7 +317,7 @@ async fn datagrams_are_lost_whole_never_corrupted_and_the_session_survives() {
     let probed = assert_network_drops(loss).await;
     println!("loss {loss}%: the network dropped {probed:.1}% of probe packets");
     let srv = start();
-    let (client, session) = srv.pair("/dgram").await;
+    let (client, session) = pair_under_loss(&srv, "/dgram").await;
     assert!(session.max_datagram_size() >= SIZE);
 
     // The server checks every datagram against what its sequence number says it holds.
@@ -414,4 +414,55 @@ async fn datagrams_are_lost_whole_never_corrupted_and_the_session_survives() {
     );
     drop(session);
     receiver.abort();
+}
+
+/// `srv.pair(path)` on a lossy network. A handshake can fail there for real reasons (the
+/// server stops waiting on a client whose packets keep getting lost, as its deadlines
+/// say), so a failed one is tried again, up to three times, each attempt on a path of its
+/// own so that a late request of an earlier attempt is never taken for this one. What these
+/// tests check is the session once it is up; every failed attempt is printed.
+async fn pair_under_loss(
+    srv: &TestServer,
+    path: &str,
+) -> (web_transport_quinn::Session, ferrovia::Session) {
+    for attempt in 1..=3 {
+        let tagged = format!("{path}?attempt={attempt}");
+        let server = async {
+            loop {
+                let request = srv.server.accept().await.expect("server closed");
+                if request.path() == tagged {
+                    return request.accept().await.expect("accept");
+                }
+                // A late request of an earlier attempt.
+                let _ = request.reject(404).await;
+            }
+        };
+        let mut server = std::pin::pin!(server);
+        let client = srv.client();
+        let mut connect = std::pin::pin!(tokio::time::timeout(
+            TIMEOUT,
+            client.connect(srv.url(&tagged))
+        ));
+        let mut accepted = None;
+        let client = loop {
+            tokio::select! {
+                s = &mut server, if accepted.is_none() => accepted = Some(s),
+                c = &mut connect => break c,
+            }
+        };
+        match client {
+            Ok(Ok(client)) => {
+                let session = match accepted {
+                    Some(s) => s,
+                    None => tokio::time::timeout(TIMEOUT, server)
+                        .await
+                        .expect("accept timed out"),
+                };
+                return (client, session);
+            }
+            Ok(Err(e)) => println!("connect attempt {attempt} under loss failed: {e:?}"),
+            Err(_) => println!("connect attempt {attempt} under loss timed out"),
+        }
+    }
+    panic!("no session came up in three attempts under loss");
 }
