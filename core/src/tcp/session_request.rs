@@ -187,14 +187,9 @@ impl TcpRequest {
         protocol: Option<&str>,
         headers: &[(&str, &str)],
         ip: Option<IpSessionToken>,
+        protocol_header: String,
     ) -> Result<Session, RequestError> {
         let server = self.server.clone();
-        let protocol_header = self.protocol_header(head, protocol);
-        if protocol_header.is_none() {
-            // The client offered only versioned application protocols, and none was
-            // chosen: QMux needs a token to answer with.
-            return Err(RequestError::ProtocolRequired);
-        }
         let shared = QmuxShared::new(qmux::config(&server.limits), head.remote);
         let (session, _commands) = SessionShared::new(
             head.id,
@@ -220,7 +215,7 @@ impl TcpRequest {
             server: Arc::downgrade(&server),
         };
         let answer = Answer::Accept {
-            protocol_header,
+            protocol_header: Some(protocol_header),
             headers: headers
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -309,11 +304,13 @@ impl Pending for TcpRequest {
         if head.transport == Transport::WebSocket {
             return Err(RequestError::WrongTransport(Transport::WebSocket));
         }
-        if self.protocol_header(head, protocol).is_none() {
+        // The client offered only versioned application protocols and none was chosen:
+        // QMux needs a token to answer with.
+        let Some(protocol_header) = self.protocol_header(head, protocol) else {
             return Err(RequestError::ProtocolRequired);
-        }
+        };
         let ip = self.ip.take();
-        self.accept_qmux(head, protocol, headers, ip)
+        self.accept_qmux(head, protocol, headers, ip, protocol_header)
     }
 
     fn accept_websocket(
