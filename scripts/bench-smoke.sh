@@ -16,8 +16,7 @@ cd "$(dirname "$0")/.."
 out=target/bench-smoke
 mkdir -p "$out"
 
-cargo build -p ferrovia --example echo
-cargo build -p ferrovia-bench --bin loadgen
+cargo build --workspace --bins --examples
 
 servers=(--server "core[wt,ws,qmux]=target/debug/examples/echo --port 0 --host 127.0.0.1"
   --server "core[h1,h2,h3]=target/debug/loadgen http-server --port 0 --host 127.0.0.1")

@@ -51,7 +51,7 @@ command -v python3 >/dev/null || {
 
 out=target/soak
 mkdir -p "$out"
-cargo build -p ferrovia-bench --bin loadgen
+cargo build --workspace --bins --examples
 # A private copy: a rebuild of target/debug/loadgen during a long soak must not matter.
 bin="$out/loadgen-$$"
 cp target/debug/loadgen "$bin"

@@ -29,8 +29,9 @@ command -v nft >/dev/null || fail "the nft command is missing: apt-get install n
 command -v python3 >/dev/null || fail "python3 is missing (it reads cargo's JSON output)"
 
 echo "== building the load-balancer tests and the fleet example"
-artefacts=$(cargo test -p ferrovia --test lb --no-run --message-format=json &&
-  cargo build -p ferrovia --example fleet --message-format=json)
+# `--workspace` keeps the feature set of the workspace's own test build: nothing recompiles.
+artefacts=$(cargo test --workspace --test lb --no-run --message-format=json &&
+  cargo build --workspace --bins --examples --message-format=json)
 read -r test_bin fleet_bin < <(python3 -c '
 import json, sys
 found = {}

@@ -26,7 +26,7 @@ command -v nft >/dev/null || fail "the nft command is missing: apt-get install n
 command -v python3 >/dev/null || fail "python3 is missing (it reads cargo's JSON output)"
 
 echo "== building the loss tests"
-bin=$(cargo test -p ferrovia --test loss --no-run --message-format=json |
+bin=$(cargo test --workspace --test loss --no-run --message-format=json |
   python3 -c '
 import json, sys
 for line in sys.stdin:

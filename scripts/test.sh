@@ -65,14 +65,19 @@ for tool in chromium firefox-esr nft ip curl redis-server nats-server; do
   }
 done
 
+# A full run builds each crate once: incremental state would only cost disk.
+export CARGO_INCREMENTAL=0
+
 echo "== Node package: npm install (builds the native module from source)"
 # `npm install` rather than `npm ci`: the registry mirror lacks some platform packages
 # that @napi-rs/cli lists as optional, which `npm ci` treats as a lockfile mismatch.
 FERROVIA_BUILD_FROM_SOURCE=1 npm install --no-audit --no-fund
 
 echo "== Rust workspace tests"
+# One feature set for every debug build of the run: the scripts below build with
+# `--workspace` too, so no crate is compiled twice.
 cargo test --workspace
-cargo build -p ferrovia --examples
+cargo build --workspace --bins --examples
 
 echo "== Fuzzing: every parser a peer reaches, 10 s each (cargo-fuzz, nightly)"
 bash scripts/fuzz.sh 10
