@@ -46,8 +46,10 @@ check_leftovers() {
 
 if [ "${1:-}" = "--quick" ]; then
   [ -d node_modules/playwright-core ] || npm install --no-audit --no-fund
-  echo "== Quick: the core (unit, integration against independent clients, attacks)"
-  cargo test -p ferrovia
+  echo "== Quick: the workspace's Rust tests (unit, integration against independent clients, attacks)"
+  cargo test --workspace
+  echo "== Quick: one browser (Chromium) against the Rust echo example"
+  FERROVIA_BROWSERS=chromium node --test --test-concurrency=1 tests/browser/core.test.mjs
   echo "== Quick: the Node package without browsers"
   FERROVIA_BUILD_FROM_SOURCE=1 node bindings-node/scripts/install.js
   node --test --test-concurrency=1 tests/node/api.test.mjs tests/node/lifecycle.test.mjs \

@@ -56,8 +56,12 @@ class SessionWaker {
       list.push({ resolve, reject });
       this.#want |= kind;
       if (this.#asked !== 0) {
-        // A wait is pending without this kind: have it return so the next one asks for all.
-        if ((this.#want & ~this.#asked) !== 0) this.#native.interrupt();
+        // A wait is pending without this kind: widen it in place (a new wait would cost a
+        // threadsafe function and a task).
+        if ((this.#want & ~this.#asked) !== 0) {
+          this.#asked = this.#want;
+          this.#native.setInterest(this.#asked);
+        }
       } else {
         this.#askSoon();
       }
@@ -67,7 +71,7 @@ class SessionWaker {
   /**
    * Asks once the current turn's promise reactions have run: the kinds a handler asks for
    * together, and the consumers a wake-up fed coming back for more, share one native wait
-   * instead of each interrupting the last.
+   * instead of each widening the last.
    */
   #askSoon() {
     if (this.#scheduled) return;

@@ -72,6 +72,14 @@ impl NativeRequest {
             .and_then(|mut r| r.take())
             .ok_or_else(error::request_answered)
     }
+
+    /// Puts back a request that a refused call handed back, and returns its error.
+    fn hand_back(&self, request: SessionRequest, e: ferrovia::RequestError) -> napi::Error {
+        if let Ok(mut slot) = self.inner.lock() {
+            *slot = Some(request);
+        }
+        error::from_request(e)
+    }
 }
 
 #[napi]
@@ -137,7 +145,8 @@ impl NativeRequest {
     }
 
     /// Accepts with 200, optionally choosing a subprotocol and adding response headers.
-    /// A bad protocol or header fails without answering, so the request can still be used.
+    /// A bad protocol or header (or a plain WebSocket request) fails without answering, so
+    /// the request can still be used.
     #[napi]
     pub async fn accept(
         &self,
@@ -145,32 +154,16 @@ impl NativeRequest {
         headers: Option<Vec<NativeHeader>>,
     ) -> napi::Result<NativeSession> {
         let headers = headers.unwrap_or_default();
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_str()))
-            .collect();
-        let request = {
-            let guard = self.inner.lock().map_err(|_| error::request_answered())?;
-            let r = guard.as_ref().ok_or_else(error::request_answered)?;
-            r.check_accept(protocol.as_deref(), &pairs)
-                .map_err(error::from_request)?;
-            if r.transport() == ferrovia::Transport::WebSocket {
-                return Err(error::from_request(ferrovia::RequestError::WrongTransport(
-                    r.transport(),
-                )));
-            }
-            drop(guard);
-            self.take()?
-        };
-        let session = request
-            .accept_with(protocol.as_deref(), &pairs)
-            .await
-            .map_err(error::from_request)?;
+        let pairs = pairs(&headers);
+        let session = self
+            .take()?
+            .try_accept(protocol.as_deref(), &pairs)
+            .map_err(|(request, e)| self.hand_back(request, e))?;
         Ok(NativeSession::new(session, protocol))
     }
 
     /// Accepts a plain WebSocket request, optionally choosing a subprotocol and adding
-    /// response headers.
+    /// response headers. Refused calls leave the request unanswered, as with `accept`.
     #[napi]
     pub async fn accept_web_socket(
         &self,
@@ -178,27 +171,11 @@ impl NativeRequest {
         headers: Option<Vec<NativeHeader>>,
     ) -> napi::Result<NativeWebSocket> {
         let headers = headers.unwrap_or_default();
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_str()))
-            .collect();
-        let request = {
-            let guard = self.inner.lock().map_err(|_| error::request_answered())?;
-            let r = guard.as_ref().ok_or_else(error::request_answered)?;
-            r.check_accept(protocol.as_deref(), &pairs)
-                .map_err(error::from_request)?;
-            if r.transport() != ferrovia::Transport::WebSocket {
-                return Err(error::from_request(ferrovia::RequestError::WrongTransport(
-                    r.transport(),
-                )));
-            }
-            drop(guard);
-            self.take()?
-        };
-        let ws = request
-            .accept_websocket_with(protocol.as_deref(), &pairs)
-            .await
-            .map_err(error::from_request)?;
+        let pairs = pairs(&headers);
+        let ws = self
+            .take()?
+            .try_accept_websocket(protocol.as_deref(), &pairs)
+            .map_err(|(request, e)| self.hand_back(request, e))?;
         Ok(NativeWebSocket::new(ws))
     }
 
@@ -210,21 +187,19 @@ impl NativeRequest {
         status: u32,
         headers: Option<Vec<NativeHeader>>,
     ) -> napi::Result<()> {
-        let status = u16::try_from(status).unwrap_or(0);
-        SessionRequest::check_status(status).map_err(error::from_request)?;
         let headers = headers.unwrap_or_default();
-        let pairs: Vec<(&str, &str)> = headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_str()))
-            .collect();
-        {
-            let guard = self.inner.lock().map_err(|_| error::request_answered())?;
-            let r = guard.as_ref().ok_or_else(error::request_answered)?;
-            r.check_accept(None, &pairs).map_err(error::from_request)?;
-        }
+        let pairs = pairs(&headers);
+        // Out of u16's range is as invalid as 200: the core names the status it got.
+        let status = u16::try_from(status).unwrap_or(u16::MAX);
         self.take()?
-            .reject_with(status, &pairs)
-            .await
-            .map_err(error::from_request)
+            .try_reject(status, &pairs)
+            .map_err(|(request, e)| self.hand_back(request, e))
     }
+}
+
+fn pairs(headers: &[NativeHeader]) -> Vec<(&str, &str)> {
+    headers
+        .iter()
+        .map(|h| (h.name.as_str(), h.value.as_str()))
+        .collect()
 }

@@ -1,12 +1,11 @@
 //! An accepted session.
 
-use ferrovia::{CloseInfo, CloseInitiator, Readiness, Session, SessionError};
+use ferrovia::{CloseInfo, CloseInitiator, Interest, Readiness, Session, SessionError};
 use napi::{
     bindgen_prelude::{Buffer, BufferSlice, Either3, Null, Undefined},
     Env,
 };
 use napi_derive::napi;
-use tokio::sync::Notify;
 
 use crate::{
     error,
@@ -71,7 +70,7 @@ pub struct NativeStats {
 pub struct NativeSession {
     session: Session,
     protocol: Option<String>,
-    interrupt: Notify,
+    interest: Interest,
 }
 
 impl NativeSession {
@@ -79,7 +78,7 @@ impl NativeSession {
         Self {
             session,
             protocol,
-            interrupt: Notify::new(),
+            interest: Interest::default(),
         }
     }
 
@@ -155,23 +154,19 @@ impl NativeSession {
     }
 
     /// Waits until something of `interest` is ready and resolves with what is (the bits of
-    /// [`readiness_bits`]; "closed" is always set once the session has ended), or with 0
-    /// after `interrupt()`. The facade keeps one of these pending per session instead of
-    /// one wait per kind (each pending call holds a threadsafe function and a task).
+    /// [`readiness_bits`]; "closed" is always set once the session has ended). The facade
+    /// keeps one of these pending per session instead of one wait per kind (each pending
+    /// call holds a threadsafe function and a task), widening it with `set_interest`.
     #[napi]
     pub async fn ready(&self, interest: u32) -> u32 {
-        let interest = Readiness::from_bits(interest as u8);
-        tokio::select! {
-            r = self.session.ready(interest) => u32::from(r.bits()),
-            _ = self.interrupt.notified() => 0,
-        }
+        self.interest.set(Readiness::from_bits(interest as u8));
+        u32::from(self.session.ready_with(&self.interest).await.bits())
     }
 
-    /// Makes the pending (or the next) `ready` resolve 0 at once, so the facade can wait
-    /// again with more interest.
+    /// Changes what the pending (or the next) `ready` waits for, without ending it.
     #[napi(catch_unwind)]
-    pub fn interrupt(&self) {
-        self.interrupt.notify_one();
+    pub fn set_interest(&self, interest: u32) {
+        self.interest.set(Readiness::from_bits(interest as u8));
     }
 
     /// The next bidirectional stream the client opened: `undefined` when none is queued,

@@ -174,6 +174,7 @@ impl Failure {
             Failure::Request(RequestError::InvalidHeader(_)) => {
                 PyValueError::new_err(format!("headers: {message}"))
             }
+            Failure::Request(RequestError::WrongTransport(_)) => PyValueError::new_err(message),
             Failure::Request(_) => raise(py, "RequestError", message, &[]),
             Failure::Server(ServerError::Bind { source, .. })
             | Failure::Server(ServerError::BindTcp { source, .. })

@@ -582,6 +582,17 @@ impl SessionRequest {
             .take()
             .ok_or_else(|| PyRuntimeError::new_err("this request was already accepted or rejected"))
     }
+
+    /// Puts back a request that a refused call handed back, and raises its error.
+    fn hand_back(
+        &self,
+        py: Python<'_>,
+        request: ferrovia::SessionRequest,
+        e: ferrovia::RequestError,
+    ) -> PyErr {
+        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(request);
+        Failure::from(e).into_pyerr(py)
+    }
 }
 
 #[pymethods]
@@ -631,7 +642,8 @@ impl SessionRequest {
             .is_none()
     }
 
-    /// Accepts; resolves to the session.
+    /// Accepts; resolves to the session. A bad protocol or header (or a plain WebSocket
+    /// request) fails without answering: the request can still be accepted or rejected.
     #[pyo3(signature = (protocol, headers))]
     fn accept<'py>(
         &self,
@@ -639,40 +651,20 @@ impl SessionRequest {
         protocol: Option<String>,
         headers: Vec<(String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        // A bad protocol or header is reported while the request is still unanswered,
-        // so the caller can fix it and accept or reject again.
-        if let Some(r) = self
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let refs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            r.check_accept(protocol.as_deref(), &refs).py_err(py)?;
-            if r.transport() == ferrovia::Transport::WebSocket {
-                return Err(PyValueError::new_err(
-                    "this is a plain WebSocket request: use accept_websocket()",
-                ));
-            }
-        }
-        let request = self.take()?;
-        awaitable(py, async move {
-            let refs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let session = request
-                .accept_with(protocol.as_deref(), &refs)
-                .await
-                .map_err(Failure::from)?;
-            Ok(Session::new(session))
-        })
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let _rt = runtime().enter();
+        let session = self
+            .take()?
+            .try_accept(protocol.as_deref(), &refs)
+            .map_err(|(request, e)| self.hand_back(py, request, e))?;
+        awaitable(py, async move { Ok(Session::new(session)) })
     }
 
-    /// Accepts a plain WebSocket; resolves to it.
+    /// Accepts a plain WebSocket; resolves to it. Refused calls leave the request
+    /// unanswered, as with `accept`.
     #[pyo3(signature = (protocol, headers))]
     fn accept_websocket<'py>(
         &self,
@@ -680,65 +672,29 @@ impl SessionRequest {
         protocol: Option<String>,
         headers: Vec<(String, String)>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        if let Some(r) = self
-            .inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            let refs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            r.check_accept(protocol.as_deref(), &refs).py_err(py)?;
-            if r.transport() != ferrovia::Transport::WebSocket {
-                return Err(PyValueError::new_err(format!(
-                    "this is a {} request: use accept()",
-                    r.transport().as_str()
-                )));
-            }
-        }
-        let request = self.take()?;
-        awaitable(py, async move {
-            let refs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let ws = request
-                .accept_websocket_with(protocol.as_deref(), &refs)
-                .await
-                .map_err(Failure::from)?;
-            Ok(crate::websocket::WebSocket::new(ws))
-        })
+        let refs: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let _rt = runtime().enter();
+        let ws = self
+            .take()?
+            .try_accept_websocket(protocol.as_deref(), &refs)
+            .map_err(|(request, e)| self.hand_back(py, request, e))?;
+        awaitable(py, async move { Ok(crate::websocket::WebSocket::new(ws)) })
     }
 
     /// Rejects with an HTTP status and response headers; the response is sent in the
-    /// background. A bad header fails without answering.
+    /// background. A bad status or header fails without answering.
     #[pyo3(signature = (status, headers = Vec::new()))]
     fn reject(&self, py: Python<'_>, status: u16, headers: Vec<(String, String)>) -> PyResult<()> {
-        if !(300..=599).contains(&status) {
-            return Err(PyValueError::new_err(format!(
-                "status must be an HTTP status in 300..=599, got {status}"
-            )));
-        }
         let pairs: Vec<(&str, &str)> = headers
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        {
-            let guard = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(r) = guard.as_ref() {
-                r.check_accept(None, &pairs).py_err(py)?;
-            }
-        }
-        let request = self.take()?;
-        runtime().spawn(async move {
-            let pairs: Vec<(&str, &str)> = headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let _ = request.reject_with(status, &pairs).await;
-        });
-        Ok(())
+        let _rt = runtime().enter();
+        self.take()?
+            .try_reject(status, &pairs)
+            .map_err(|(request, e)| self.hand_back(py, request, e))
     }
 }

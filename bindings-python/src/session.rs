@@ -1,15 +1,11 @@
 //! An accepted session: incoming and outgoing streams, datagrams, close and drain.
 
-use std::sync::{
-    atomic::{AtomicU8, Ordering},
-    Arc,
-};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::{prelude::*, types::PyDict};
 
-use ferrovia::{Readiness, SessionError};
-use tokio::sync::Notify;
+use ferrovia::{Interest, Readiness, SessionError};
 
 use crate::{
     awaitable,
@@ -17,14 +13,6 @@ use crate::{
     stream::{Reader, Writer},
     try_now,
 };
-
-/// What the session's pending `ready` waits for; the facade widens or narrows it while the
-/// wait is pending instead of replacing the wait, which would cost a new future and task.
-#[derive(Default)]
-struct Interest {
-    bits: AtomicU8,
-    changed: Notify,
-}
 
 /// An accepted WebTransport session.
 #[pyclass(frozen, module = "ferrovia._ferrovia")]
@@ -103,27 +91,16 @@ impl Session {
     fn ready<'py>(&self, py: Python<'py>, interest: u8) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
         let wanted = self.interest.clone();
-        // Stored before the future starts, so a `set_interest` made right after this call
-        // is never overwritten by it.
-        wanted.bits.store(interest, Ordering::Release);
-        awaitable(py, async move {
-            loop {
-                let interest = Readiness::from_bits(wanted.bits.load(Ordering::Acquire));
-                // `notify_one` keeps a permit when nobody waits yet, so a change made
-                // between the load above and this select is not missed.
-                tokio::select! {
-                    biased;
-                    r = s.ready(interest) => return Ok(r.bits()),
-                    () = wanted.changed.notified() => {}
-                }
-            }
-        })
+        // Set before the future starts, so a `set_interest` made right after this call is
+        // never overwritten by it.
+        wanted.set(Readiness::from_bits(interest));
+        awaitable(py, async move { Ok(s.ready_with(&wanted).await.bits()) })
     }
 
-    /// Changes what the pending (or the next) `ready` waits for, without ending it.
+    /// Widens or narrows what the pending (or the next) `ready` waits for, without ending
+    /// it: replacing the wait would cost a new future and task.
     fn set_interest(&self, interest: u8) {
-        self.interest.bits.store(interest, Ordering::Release);
-        self.interest.changed.notify_one();
+        self.interest.set(Readiness::from_bits(interest));
     }
 
     /// The next bidirectional stream the client opened as `(reader, writer)`, or None when

@@ -92,7 +92,15 @@ pub enum RequestError {
     TooManySessions,
     /// `accept` was called on a plain WebSocket request, or `accept_websocket` on a
     /// session request: the request's transport is this.
-    #[error("this is a {} request; use the accept method for it", .0.as_str())]
+    #[error(
+        "this is a {} request: {}",
+        .0.as_str(),
+        if *.0 == crate::Transport::WebSocket {
+            "use accept_websocket (acceptWebSocket in Node) for it"
+        } else {
+            "use accept for it, not accept_websocket"
+        }
+    )]
     WrongTransport(crate::Transport),
     /// The client offered subprotocols only (a QMux client with `requireProtocol`):
     /// accepting needs one of them.

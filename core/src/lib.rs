@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod certificate;
+mod close;
 mod config;
 mod error;
 pub mod fleet;
@@ -78,6 +79,7 @@ pub mod wire {
 }
 
 pub use certificate::Certificate;
+pub use close::{CloseInfo, CloseInitiator};
 pub use config::{
     CongestionController, InvalidIpRange, IpRange, Limits, SelfSignedRenewal, ServerConfig,
     TcpListen,
@@ -91,8 +93,8 @@ pub use service::{
     HttpService, ResponseFuture,
 };
 #[doc(hidden)]
-pub use session::Readiness;
-pub use session::{CloseInfo, CloseInitiator, Session, SessionStats, Transport};
+pub use session::{Interest, Readiness};
+pub use session::{Session, SessionStats, Transport};
 pub use stats::ServerStats;
 pub use stream::{
     error_from_http3, error_to_http3, MessageReader, RecvStream, SendStream,

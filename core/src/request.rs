@@ -253,11 +253,9 @@ impl SessionRequest {
         self.accept_with(None, &[]).await
     }
 
-    /// Checks what [`accept_with`](Self::accept_with) would refuse, without answering:
-    /// lets a caller report a bad argument and still hold the request. For the language
-    /// bindings; Rust callers get the same error from `accept_with`.
-    #[doc(hidden)]
-    pub fn check_accept(
+    /// What [`accept_with`](Self::accept_with) refuses before answering: a subprotocol the
+    /// client did not offer, an invalid header.
+    fn check_accept(
         &self,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
@@ -270,17 +268,6 @@ impl SessionRequest {
         check_headers(headers)
     }
 
-    /// Checks that `status` may be given to [`reject`](Self::reject) (300..=599). For the
-    /// language bindings; Rust callers get the same error from `reject`.
-    #[doc(hidden)]
-    pub fn check_status(status: u16) -> Result<(), RequestError> {
-        if (300..=599).contains(&status) {
-            Ok(())
-        } else {
-            Err(RequestError::InvalidStatus(status))
-        }
-    }
-
     /// Accepts the session, choosing one of the offered subprotocols (sent back as
     /// `wt-protocol`, or in `Sec-WebSocket-Protocol` for QMux) and adding response headers.
     /// A plain WebSocket request is accepted with
@@ -291,12 +278,30 @@ impl SessionRequest {
     /// [`Limits::response_timeout`](crate::Limits::response_timeout) the session ends
     /// (its [`closed`](Session::closed) resolves) instead.
     pub async fn accept_with(
-        mut self,
+        self,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<Session, RequestError> {
-        self.check_accept(protocol, headers)?;
-        self.inner.accept(&self.head, protocol, headers)
+        self.try_accept(protocol, headers).map_err(|(_, e)| e)
+    }
+
+    /// Like [`accept_with`](Self::accept_with), without waiting, and a refused call hands
+    /// the request back unanswered with the error: the caller can report its mistake and
+    /// still answer. A request is only refused for the caller's mistakes (a subprotocol that
+    /// was not offered, an invalid header, a plain WebSocket request).
+    pub fn try_accept(
+        mut self,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<Session, (Self, RequestError)> {
+        if let Err(e) = self.check_accept(protocol, headers) {
+            return Err((self, e));
+        }
+        // A refused call leaves the transport's request whole (see `Pending::accept`).
+        match self.inner.accept(&self.head, protocol, headers) {
+            Ok(session) => Ok(session),
+            Err(e) => Err((self, e)),
+        }
     }
 
     /// Accepts a plain WebSocket request, with no subprotocol.
@@ -308,12 +313,29 @@ impl SessionRequest {
     /// [`Route::allow_websockets`](crate::Route::allow_websockets)), choosing one of the
     /// offered subprotocols and adding response headers.
     pub async fn accept_websocket_with(
-        mut self,
+        self,
         protocol: Option<&str>,
         headers: &[(&str, &str)],
     ) -> Result<WebSocket, RequestError> {
-        self.check_accept(protocol, headers)?;
-        self.inner.accept_websocket(&self.head, protocol, headers)
+        self.try_accept_websocket(protocol, headers)
+            .map_err(|(_, e)| e)
+    }
+
+    /// Like [`accept_websocket_with`](Self::accept_websocket_with), without waiting; a
+    /// refused call hands the request back unanswered, as [`try_accept`](Self::try_accept)
+    /// does.
+    pub fn try_accept_websocket(
+        mut self,
+        protocol: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> Result<WebSocket, (Self, RequestError)> {
+        if let Err(e) = self.check_accept(protocol, headers) {
+            return Err((self, e));
+        }
+        match self.inner.accept_websocket(&self.head, protocol, headers) {
+            Ok(ws) => Ok(ws),
+            Err(e) => Err((self, e)),
+        }
     }
 
     /// Rejects the session with an HTTP status (300..=599), e.g. 403 or 404. Like
@@ -325,12 +347,26 @@ impl SessionRequest {
     /// Like [`reject`](Self::reject), with response headers (lowercase names): a
     /// `www-authenticate` with a 401, a `retry-after` with a 503.
     pub async fn reject_with(
-        mut self,
+        self,
         status: u16,
         headers: &[(&str, &str)],
     ) -> Result<(), RequestError> {
-        Self::check_status(status)?;
-        check_headers(headers)?;
+        self.try_reject(status, headers).map_err(|(_, e)| e)
+    }
+
+    /// Like [`reject_with`](Self::reject_with), without waiting; a status outside
+    /// 300..=599 or an invalid header hands the request back unanswered with the error.
+    pub fn try_reject(
+        mut self,
+        status: u16,
+        headers: &[(&str, &str)],
+    ) -> Result<(), (Self, RequestError)> {
+        if !(300..=599).contains(&status) {
+            return Err((self, RequestError::InvalidStatus(status)));
+        }
+        if let Err(e) = check_headers(headers) {
+            return Err((self, e));
+        }
         self.answer_with(status, headers);
         Ok(())
     }

@@ -5,7 +5,7 @@ use std::{
     fmt,
     net::SocketAddr,
     sync::{
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -15,12 +15,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, watch, Notify};
 use web_transport_proto::VarInt;
 
+pub(crate) use crate::close::wait_closed;
 use crate::{
+    close::{CloseInfo, CloseInitiator},
     config::Limits,
     error::SessionError,
     h3::capsule,
-    qmux::{proto::Dir, QRecv, QSend, QmuxShared},
-    stream::{RawRecv, RawSend, RecvStream, SendStream},
+    qmux::{self, proto::Dir, QRecv, QSend, QmuxShared},
+    stream::{RawRecv, RawSend, RecvStream, SendStream, StreamOwner},
 };
 
 /// How long a session's implicit close waits for its finished streams to be delivered.
@@ -47,93 +49,6 @@ impl Transport {
             Self::Qmux => "qmux",
             Self::WebSocket => "websocket",
         }
-    }
-}
-
-/// Who ended a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CloseInitiator {
-    /// This server called [`Session::close`] (or dropped every handle).
-    Local,
-    /// The client sent CLOSE_WEBTRANSPORT_SESSION, or finished or reset the CONNECT stream.
-    Remote,
-    /// The QUIC connection ended underneath the session (idle timeout, loss, shutdown).
-    Connection,
-}
-
-/// How a session ended: the application code and reason carried by
-/// CLOSE_WEBTRANSPORT_SESSION (0 and empty when the session ended any other way).
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct CloseInfo {
-    /// The application close code.
-    pub code: u32,
-    /// The UTF-8 reason, at most 1024 bytes.
-    pub reason: String,
-    /// Who ended the session.
-    pub initiator: CloseInitiator,
-}
-
-impl CloseInfo {
-    /// The server refused the session after `accept` was called (a limit was reached).
-    pub(crate) fn refused(reason: &str) -> Self {
-        Self {
-            code: 0,
-            reason: reason.to_owned(),
-            initiator: CloseInitiator::Local,
-        }
-    }
-
-    pub(crate) fn connection_lost(reason: String) -> Self {
-        // A peer's CONNECTION_CLOSE reason can be as long as a packet: keep the bound that
-        // every close reason has.
-        let reason = capsule::truncate_reason(&reason).to_owned();
-        Self {
-            code: 0,
-            reason,
-            initiator: CloseInitiator::Connection,
-        }
-    }
-}
-
-impl CloseInfo {
-    /// The session's end when its QUIC connection ended first.
-    ///
-    /// Some clients on a connection that carries one session (web-transport-quinn among
-    /// them) close the whole connection with the session's code mapped into the HTTP/3
-    /// WebTransport range when the server does not close it soon enough after their
-    /// CLOSE_WEBTRANSPORT_SESSION capsule; if that capsule was lost, this is the only place
-    /// the code survives. A code outside that range is an ordinary connection error.
-    pub(crate) fn from_connection_error(e: &quinn::ConnectionError) -> Self {
-        if let quinn::ConnectionError::ApplicationClosed(close) = e {
-            let raw = close.error_code.into_inner();
-            if let Some(code) = web_transport_proto::error_from_http3(raw) {
-                if crate::stream::error_to_http3(code) == raw {
-                    let reason = String::from_utf8_lossy(&close.reason);
-                    return Self {
-                        code,
-                        reason: capsule::truncate_reason(&reason).to_owned(),
-                        initiator: CloseInitiator::Remote,
-                    };
-                }
-            }
-        }
-        Self::connection_lost(e.to_string())
-    }
-}
-
-impl fmt::Display for CloseInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let who = match self.initiator {
-            CloseInitiator::Local => "locally",
-            CloseInitiator::Remote => "by the peer",
-            CloseInitiator::Connection => "with the connection",
-        };
-        write!(f, "closed {who} with code {}", self.code)?;
-        if !self.reason.is_empty() {
-            write!(f, ": {}", self.reason)?;
-        }
-        Ok(())
     }
 }
 
@@ -495,17 +410,6 @@ fn open_failed(e: crate::StreamError) -> SessionError {
     }
 }
 
-/// Waits until the session has a [`CloseInfo`].
-pub(crate) async fn wait_closed(rx: &mut watch::Receiver<Option<CloseInfo>>) -> CloseInfo {
-    match rx.wait_for(|c| c.is_some()).await {
-        Ok(info) => info
-            .clone()
-            .unwrap_or_else(|| CloseInfo::connection_lost(String::new())),
-        // The sender lives as long as the session; reaching here means it is gone.
-        Err(_) => CloseInfo::connection_lost("session dropped".into()),
-    }
-}
-
 /// Owns the session on behalf of the application: when the last handle (including every
 /// stream) is dropped, the session is closed with code 0.
 pub(crate) struct SessionHandle {
@@ -523,6 +427,45 @@ impl fmt::Debug for SessionHandle {
 impl Drop for SessionHandle {
     fn drop(&mut self) {
         self.shared.close_implicitly();
+    }
+}
+
+impl StreamOwner for SessionHandle {
+    fn closed_rx(&self) -> watch::Receiver<Option<CloseInfo>> {
+        self.shared.closed_rx()
+    }
+
+    fn track_unflushed(&self, stream: RawSend) {
+        self.shared.track_unflushed(stream);
+    }
+
+    fn runtime(&self) -> &tokio::runtime::Handle {
+        self.shared.runtime()
+    }
+
+    fn quic_connection(&self) -> Option<&quinn::Connection> {
+        match &self.shared.backend {
+            Backend::H3 { conn, .. } => Some(conn),
+            Backend::Qmux(_) => None,
+        }
+    }
+}
+
+impl qmux::SessionEvents for SessionShared {
+    fn incoming_bi(&self, send: QSend, recv: QRecv) {
+        self.push_bi(RawSend::Qmux(send), RawRecv::Qmux(recv));
+    }
+
+    fn incoming_uni(&self, recv: QRecv) {
+        self.push_uni(RawRecv::Qmux(recv));
+    }
+
+    fn datagram(&self, payload: Bytes) {
+        self.push_datagram(payload);
+    }
+
+    fn closed(&self, info: CloseInfo) -> bool {
+        self.set_closed(info)
     }
 }
 
@@ -733,8 +676,8 @@ impl Session {
     /// [`Readiness::CLOSED`] set, asked for or not, so nobody waits on a dead session.
     ///
     /// One wait for everything a session can deliver: a language binding keeps a single
-    /// pending call per idle session instead of one per kind.
-    #[doc(hidden)]
+    /// pending call per idle session instead of one per kind (see
+    /// [`ready_with`](Self::ready_with) for one whose interest can grow while it waits).
     pub async fn ready(&self, interest: Readiness) -> Readiness {
         let shared = self.shared();
         let mut closed = shared.closed_rx();
@@ -771,6 +714,22 @@ impl Session {
                     return interest | Readiness::CLOSED;
                 },
                 _ = draining.changed(), if interest.contains(Readiness::DRAINING) => {}
+            }
+        }
+    }
+
+    /// Like [`ready`](Self::ready), waiting for whatever `interest` holds at each moment:
+    /// a change made with [`Interest::set`] while this waits applies at once, without
+    /// ending the wait. The language bindings keep one such wait per session.
+    pub async fn ready_with(&self, interest: &Interest) -> Readiness {
+        loop {
+            let want = interest.get();
+            // `notify_one` leaves a permit when nobody waits, so a change made between the
+            // load above and this select is not missed.
+            tokio::select! {
+                biased;
+                r = self.ready(want) => return r,
+                () = interest.changed.notified() => {}
             }
         }
     }
@@ -1095,6 +1054,34 @@ impl Readiness {
     /// Whether nothing is set.
     pub fn is_empty(self) -> bool {
         self.0 == 0
+    }
+}
+
+/// What a [`Session::ready_with`] wait waits for; it may change while the wait is pending.
+#[derive(Debug, Default)]
+pub struct Interest {
+    bits: AtomicU8,
+    changed: Notify,
+}
+
+impl Interest {
+    /// An interest in `readiness`.
+    pub fn new(readiness: Readiness) -> Self {
+        Self {
+            bits: AtomicU8::new(readiness.bits()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Changes what the pending (or the next) wait waits for.
+    pub fn set(&self, readiness: Readiness) {
+        self.bits.store(readiness.bits(), Ordering::Release);
+        self.changed.notify_one();
+    }
+
+    /// What is waited for now.
+    pub fn get(&self) -> Readiness {
+        Readiness::from_bits(self.bits.load(Ordering::Acquire))
     }
 }
 

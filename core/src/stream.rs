@@ -7,10 +7,24 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::{
+    close::{wait_closed, CloseInfo},
     error::StreamError,
     qmux::{QError, QRecv, QSend},
-    session::{CloseInfo, SessionHandle},
 };
+
+/// The session a stream belongs to, as the stream sees it. Streams keep it alive (a session
+/// closes when its last handle, streams included, is gone) and ask it for what they share.
+/// The session implements it, so this module sits below the session's and never names it.
+pub(crate) trait StreamOwner: Send + Sync + std::fmt::Debug {
+    /// The session's end, once it has one.
+    fn closed_rx(&self) -> watch::Receiver<Option<CloseInfo>>;
+    /// Keeps delivering a finished stream whose handle is gone.
+    fn track_unflushed(&self, stream: RawSend);
+    /// The runtime the session's tasks run on.
+    fn runtime(&self) -> &tokio::runtime::Handle;
+    /// The QUIC connection under an HTTP/3 session (`None` over QMux).
+    fn quic_connection(&self) -> Option<&quinn::Connection>;
+}
 
 /// WT_SESSION_GONE: streams of a session that has ended are reset with this HTTP/3 code.
 pub const WT_SESSION_GONE: u64 = 0x170d7b68;
@@ -312,7 +326,7 @@ async fn guarded<T, E>(
     tokio::select! {
         biased;
         r = fut => r.map_err(Guarded::Inner),
-        info = crate::session::wait_closed(closed) => Err(Guarded::SessionClosed(info)),
+        info = wait_closed(closed) => Err(Guarded::SessionClosed(info)),
     }
 }
 
@@ -334,7 +348,7 @@ pub struct SendStream {
     id: u64,
     closed: watch::Receiver<Option<CloseInfo>>,
     finished: bool,
-    session: Arc<SessionHandle>,
+    session: Arc<dyn StreamOwner>,
     /// The session's end, watched by `AsyncWrite` (made on first use).
     close_watch: Option<CloseWatch>,
 }
@@ -350,7 +364,7 @@ impl Drop for SendStream {
         if !inner.is_flushed() {
             // A finished stream keeps sending after its handle is gone; watching it lets
             // an implicit session close wait for delivery.
-            self.session.shared.track_unflushed(inner);
+            self.session.track_unflushed(inner);
         }
     }
 }
@@ -368,9 +382,9 @@ impl SendStream {
         self.inner.as_mut().ok_or(StreamError::ClosedStream)
     }
 
-    pub(crate) fn new(inner: RawSend, session: Arc<SessionHandle>) -> Self {
+    pub(crate) fn new(inner: RawSend, session: Arc<dyn StreamOwner>) -> Self {
         Self {
-            closed: session.shared.closed_rx(),
+            closed: session.closed_rx(),
             id: inner.id(),
             inner: Some(inner),
             finished: false,
@@ -473,8 +487,8 @@ impl SendStream {
     pub fn reset(&mut self, code: u32) -> Result<(), StreamError> {
         self.finished = false;
         let bidi = self.id & 0x2 == 0;
-        if let (true, Some(RawSend::Quic(_)), crate::session::Backend::H3 { conn, .. }) =
-            (bidi, &self.inner, &self.session.shared.backend)
+        if let (true, Some(RawSend::Quic(_)), Some(conn)) =
+            (bidi, &self.inner, self.session.quic_connection())
         {
             let conn = conn.clone();
             let before = conn.stats().frame_tx.stop_sending;
@@ -485,7 +499,7 @@ impl SendStream {
             if stream.priority().is_err() {
                 return Err(StreamError::ClosedStream);
             }
-            self.session.shared.runtime().spawn(async move {
+            self.session.runtime().spawn(async move {
                 let deadline = tokio::time::Instant::now() + RESET_AFTER_STOP;
                 let mut yields = 0;
                 while conn.stats().frame_tx.stop_sending == before
@@ -547,15 +561,15 @@ pub struct RecvStream {
     /// The end (`Ok`) or failure that `read_available` saw behind data it returned,
     /// reported by the next read.
     pending: Option<Result<(), StreamError>>,
-    _session: Arc<SessionHandle>,
+    _session: Arc<dyn StreamOwner>,
     /// The session's end, watched by `AsyncRead` (made on first use).
     close_watch: Option<CloseWatch>,
 }
 
 impl RecvStream {
-    pub(crate) fn new(inner: RawRecv, session: Arc<SessionHandle>) -> Self {
+    pub(crate) fn new(inner: RawRecv, session: Arc<dyn StreamOwner>) -> Self {
         Self {
-            closed: session.shared.closed_rx(),
+            closed: session.closed_rx(),
             inner,
             pending: None,
             _session: session,
@@ -767,9 +781,7 @@ fn poll_session_end(
 ) -> std::task::Poll<CloseInfo> {
     let fut = watch.get_or_insert_with(|| {
         let mut rx = closed.clone();
-        CloseWatch(Box::pin(async move {
-            crate::session::wait_closed(&mut rx).await
-        }))
+        CloseWatch(Box::pin(async move { wait_closed(&mut rx).await }))
     });
     fut.0.as_mut().poll(cx)
 }

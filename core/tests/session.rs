@@ -272,6 +272,43 @@ async fn datagrams_without_waiting_both_ways() {
 }
 
 #[tokio::test]
+async fn a_pending_ready_with_wait_takes_a_wider_interest_without_ending() {
+    use ferrovia::{Interest, Readiness};
+    use std::sync::Arc;
+    let srv = start();
+    let (client, session) = srv.pair("/ready-with").await;
+    // One wait, first only for datagrams.
+    let interest = Arc::new(Interest::new(Readiness::DATAGRAM));
+    let waiting = {
+        let (session, interest) = (session.clone(), interest.clone());
+        tokio::spawn(async move { session.ready_with(&interest).await })
+    };
+    // A unidirectional stream is not what it waits for: it keeps waiting.
+    let mut uni = client.open_uni().await.unwrap();
+    uni.write_all(b"uni").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !waiting.is_finished(),
+        "ready_with answered for a kind it did not ask for"
+    );
+    // Widened while pending: the same wait now reports the stream.
+    interest.set(Readiness::DATAGRAM | Readiness::UNI);
+    let r = tokio::time::timeout(TIMEOUT, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(r, Readiness::UNI);
+    assert!(session.try_accept_uni().unwrap().is_some());
+    // And the end is reported whatever the interest.
+    interest.set(Readiness::NONE);
+    client.close(5, b"bye");
+    let r = tokio::time::timeout(TIMEOUT, session.ready_with(&interest))
+        .await
+        .unwrap();
+    assert!(r.contains(Readiness::CLOSED), "{r:?}");
+}
+
+#[tokio::test]
 async fn ready_reports_what_is_queued_and_the_end_for_the_synchronous_tries() {
     use ferrovia::Readiness;
     let srv = start();

@@ -1399,15 +1399,39 @@ async fn a_rejection_carries_the_applications_response_headers() {
     route.allow_websockets();
     tokio::spawn(async move {
         while let Some(request) = route.accept().await {
-            // A header name that is not lowercase is refused and the request stays usable.
+            // The caller's mistakes hand the request back unanswered, still usable: a
+            // header name that is not lowercase, a status that is not a refusal, and (for
+            // a plain WebSocket request) a session accept or an unoffered subprotocol.
             let bad = [("WWW-Authenticate", "Bearer")];
-            assert!(matches!(
-                request.check_accept(None, &bad),
-                Err(ferrovia::RequestError::InvalidHeader(_))
-            ));
+            let (request, e) = request.try_reject(401, &bad).unwrap_err();
+            assert!(matches!(e, ferrovia::RequestError::InvalidHeader(_)), "{e}");
+            let (request, e) = request.try_reject(200, &[]).unwrap_err();
+            assert!(
+                matches!(e, ferrovia::RequestError::InvalidStatus(200)),
+                "{e}"
+            );
+            let request = if request.transport() == ferrovia::Transport::WebSocket {
+                let (request, e) = request.try_accept(None, &[]).unwrap_err();
+                assert!(
+                    matches!(e, ferrovia::RequestError::WrongTransport(_)),
+                    "{e}"
+                );
+                let (request, e) = request.try_accept_websocket(Some("chat"), &[]).unwrap_err();
+                assert!(
+                    matches!(e, ferrovia::RequestError::ProtocolNotOffered(_)),
+                    "{e}"
+                );
+                request
+            } else {
+                let (request, e) = request.try_accept_websocket(None, &[]).unwrap_err();
+                assert!(
+                    matches!(e, ferrovia::RequestError::WrongTransport(_)),
+                    "{e}"
+                );
+                request
+            };
             request
-                .reject_with(401, &[("www-authenticate", "Bearer realm=\"chat\"")])
-                .await
+                .try_reject(401, &[("www-authenticate", "Bearer realm=\"chat\"")])
                 .unwrap();
         }
     });

@@ -28,7 +28,11 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-export const BROWSERS = ['chromium', 'firefox'];
+// `FERROVIA_BROWSERS=chromium` narrows a run to one browser (the quick loop does).
+export const BROWSERS = (process.env.FERROVIA_BROWSERS || 'chromium,firefox')
+  .split(',')
+  .map((b) => b.trim())
+  .filter((b) => b === 'chromium' || b === 'firefox');
 
 const CHROMIUM_PATH = process.env.FERROVIA_CHROMIUM || '/usr/bin/chromium';
 const FIREFOX_PATH = process.env.FERROVIA_FIREFOX || '/usr/bin/firefox-esr';

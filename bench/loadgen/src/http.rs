@@ -42,7 +42,7 @@ use tokio::{
 use tokio_rustls::{rustls::pki_types::ServerName, TlsConnector};
 use web_transport_quinn::quinn::{self, crypto::rustls::QuicClientConfig};
 
-use crate::{client::tls_config, scenarios::percentile, server::Running, Error};
+use crate::{client::tls_config, measure::percentile, server::Running, Error};
 
 /// The path every HTTP server under test answers.
 pub const PATH: &str = "/json";

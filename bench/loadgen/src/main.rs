@@ -33,6 +33,7 @@
 mod client;
 mod http;
 mod http_server;
+mod measure;
 mod report;
 mod scenarios;
 mod server;
@@ -42,8 +43,9 @@ mod tcp;
 
 use std::{io::Write, time::Duration};
 
+use measure::{Measurement, Params};
 use report::Record;
-use scenarios::{Params, Scenario};
+use scenarios::Scenario;
 use server::{Running, ServerSpec};
 
 /// Errors are reported, never matched on, in a benchmark.
@@ -129,7 +131,7 @@ async fn measure(
     spec: &ServerSpec,
     scenario: Scenario,
     params: &Params,
-) -> Result<Vec<scenarios::Measurement>, String> {
+) -> Result<Vec<Measurement>, String> {
     let mut server = Running::start(spec, Duration::from_secs(60))
         .await
         .map_err(|e| e.to_string())?;

@@ -28,7 +28,7 @@ use web_transport_trait::{RecvStream as _, SendStream as _, Session as _};
 
 use crate::{
     client::{loopback_source, tls_config},
-    scenarios::{percentile, take_one, Measurement, Params},
+    measure::{percentile, take_one, Measurement, Params},
     server::Running,
     Error,
 };

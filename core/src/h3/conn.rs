@@ -22,7 +22,8 @@ use super::{
     settings::PeerSettings,
 };
 use crate::{
-    session::{Backend, CloseInfo, CloseInitiator, Command, Session, SessionShared, FLUSH_TIMEOUT},
+    close::{CloseInfo, CloseInitiator},
+    session::{Backend, Command, Session, SessionShared, FLUSH_TIMEOUT},
     shared::{Allowance, IpSessionToken, ServerShared, SessionSlot},
     stream::{RawRecv, RawSend, WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE},
 };

@@ -11,9 +11,10 @@ use bytes::Bytes;
 
 use super::conn::{send_and_finish, try_write_now, ConnShared, MAX_EARLY_CAPSULE_BYTES};
 use crate::{
+    close::CloseInfo,
     error::RequestError,
     request::{sf_string, Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    session::{Backend, CloseInfo, Session},
+    session::{Backend, Session},
     shared::IpSessionToken,
     ws::WebSocket,
 };

@@ -25,12 +25,25 @@ use tracing::debug;
 
 use self::proto::{Connection, Dir, Event, ReadOutcome, Side, StreamId, VarInt};
 use crate::{
-    session::{CloseInfo, CloseInitiator, SessionShared},
+    close::{CloseInfo, CloseInitiator},
     ws::{
         writer::{sleep_until, Writer},
         Timing,
     },
 };
+
+/// The session above a QMux connection: what the driver hands up. The transport-neutral
+/// session implements it, so this module never names the session's types.
+pub(crate) trait SessionEvents: Send + Sync {
+    /// The client opened a bidirectional stream.
+    fn incoming_bi(&self, send: QSend, recv: QRecv);
+    /// The client opened a unidirectional stream.
+    fn incoming_uni(&self, recv: QRecv);
+    /// A datagram arrived.
+    fn datagram(&self, payload: Bytes);
+    /// The session ended; returns whether this was its first end.
+    fn closed(&self, info: CloseInfo) -> bool;
+}
 
 /// The largest QMux record (one WebSocket message) this server accepts.
 pub(crate) const MAX_RECORD: u64 = 64 * 1024;
@@ -553,19 +566,17 @@ enum Delivery {
     Closed(CloseInfo),
 }
 
-fn deliver(shared: &Arc<QmuxShared>, session: &SessionShared, items: Vec<Delivery>) {
+fn deliver(shared: &Arc<QmuxShared>, session: &dyn SessionEvents, items: Vec<Delivery>) {
     for item in items {
         match item {
-            Delivery::Stream(id, Dir::Bi) => session.push_bi(
-                crate::stream::RawSend::Qmux(QSend::new(shared.clone(), id)),
-                crate::stream::RawRecv::Qmux(QRecv::new(shared.clone(), id)),
+            Delivery::Stream(id, Dir::Bi) => session.incoming_bi(
+                QSend::new(shared.clone(), id),
+                QRecv::new(shared.clone(), id),
             ),
-            Delivery::Stream(id, Dir::Uni) => {
-                session.push_uni(crate::stream::RawRecv::Qmux(QRecv::new(shared.clone(), id)))
-            }
-            Delivery::Datagram(d) => session.push_datagram(d),
+            Delivery::Stream(id, Dir::Uni) => session.incoming_uni(QRecv::new(shared.clone(), id)),
+            Delivery::Datagram(d) => session.datagram(d),
             Delivery::Closed(info) => {
-                session.set_closed(info);
+                session.closed(info);
             }
         }
     }
@@ -580,7 +591,7 @@ fn deliver(shared: &Arc<QmuxShared>, session: &SessionShared, items: Vec<Deliver
 /// told why.
 pub(crate) async fn drive<K, S>(
     shared: Arc<QmuxShared>,
-    session: Weak<SessionShared>,
+    session: Weak<dyn SessionEvents>,
     sink: K,
     mut stream: S,
     timing: Timing,
@@ -601,7 +612,7 @@ pub(crate) async fn drive<K, S>(
         end(&mut st, &why);
         drop(st);
         if let Some(s) = session.upgrade() {
-            s.set_closed(CloseInfo::connection_lost(why));
+            s.closed(CloseInfo::connection_lost(why));
         }
     };
     let finished_by = loop {
@@ -629,7 +640,7 @@ pub(crate) async fn drive<K, S>(
             )
         };
         if let Some(s) = session.upgrade() {
-            deliver(&shared, &s, deliveries);
+            deliver(&shared, &*s, deliveries);
         }
         if closed {
             // Our close (or the client's) is queued: end the WebSocket too, and wait a
@@ -664,7 +675,7 @@ pub(crate) async fn drive<K, S>(
                         dispatch_events(&mut st)
                     };
                     if let Some(s) = session.upgrade() {
-                        deliver(&shared, &s, deliveries);
+                        deliver(&shared, &*s, deliveries);
                     }
                 }
                 Some(Ok(Message::Text(_))) => {

@@ -7,10 +7,11 @@ use tokio::sync::oneshot;
 
 use super::TcpConn;
 use crate::{
+    close::CloseInfo,
     error::RequestError,
     qmux::{self, Offer, QmuxShared},
     request::{Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    session::{Backend, CloseInfo, Session, SessionShared, Transport},
+    session::{Backend, Session, SessionShared, Transport},
     shared::IpSessionToken,
     ws::{self, WebSocket},
 };

@@ -31,7 +31,7 @@ use tokio_tungstenite::tungstenite::{
     protocol::{frame::coding::CloseCode, CloseFrame},
 };
 
-use crate::session::CloseInitiator;
+use crate::close::CloseInitiator;
 
 /// A message on a plain WebSocket.
 #[derive(Clone, Debug, PartialEq, Eq)]
