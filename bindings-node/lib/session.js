@@ -85,7 +85,8 @@ class SessionWaker {
   #ask() {
     if (this.#want === 0 || this.#asked !== 0) return;
     this.#asked = this.#want;
-    this.#native.ready(this.#asked).then(
+    this.#native.setInterest(this.#asked);
+    this.#native.ready().then(
       (bits) => {
         this.#asked = 0;
         if (bits & READY_CLOSED) this.#end(bits);

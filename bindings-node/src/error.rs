@@ -58,7 +58,20 @@ pub(crate) fn from_request(e: RequestError) -> napi::Error {
         RequestError::InvalidStatus(s) => json!({ "status": s }),
         _ => Value::Null,
     };
-    make(e.code(), e.to_string(), extra)
+    // The core names its Rust methods; a Node caller needs this package's names.
+    let message = match &e {
+        RequestError::WrongTransport(ferrovia::Transport::WebSocket) => {
+            "this is a plain WebSocket request: use acceptWebSocket() for it".to_owned()
+        }
+        RequestError::WrongTransport(t) => {
+            format!(
+                "this is a {} request: use accept() for it, not acceptWebSocket()",
+                t.as_str()
+            )
+        }
+        _ => e.to_string(),
+    };
+    make(e.code(), message, extra)
 }
 
 pub(crate) fn from_websocket(e: WebSocketError) -> napi::Error {

@@ -1,5 +1,8 @@
 //! A session request waiting for an answer.
 
+// The core's try_* calls hand a refused request back by value (see SessionRequest::try_accept).
+#![allow(clippy::result_large_err)]
+
 use std::sync::Mutex;
 
 use ferrovia::SessionRequest;
@@ -65,20 +68,18 @@ impl NativeRequest {
         }
     }
 
-    fn take(&self) -> napi::Result<SessionRequest> {
-        self.inner
-            .lock()
-            .ok()
-            .and_then(|mut r| r.take())
-            .ok_or_else(error::request_answered)
-    }
-
-    /// Puts back a request that a refused call handed back, and returns its error.
-    fn hand_back(&self, request: SessionRequest, e: ferrovia::RequestError) -> napi::Error {
-        if let Ok(mut slot) = self.inner.lock() {
+    /// Answers with `f`, holding the request's lock throughout: a call refused for the
+    /// caller's mistake puts the request back before anyone else can see it gone.
+    fn answer<T>(
+        &self,
+        f: impl FnOnce(SessionRequest) -> Result<T, (SessionRequest, ferrovia::RequestError)>,
+    ) -> napi::Result<T> {
+        let mut slot = self.inner.lock().map_err(|_| error::request_answered())?;
+        let request = slot.take().ok_or_else(error::request_answered)?;
+        f(request).map_err(|(request, e)| {
             *slot = Some(request);
-        }
-        error::from_request(e)
+            error::from_request(e)
+        })
     }
 }
 
@@ -155,10 +156,7 @@ impl NativeRequest {
     ) -> napi::Result<NativeSession> {
         let headers = headers.unwrap_or_default();
         let pairs = pairs(&headers);
-        let session = self
-            .take()?
-            .try_accept(protocol.as_deref(), &pairs)
-            .map_err(|(request, e)| self.hand_back(request, e))?;
+        let session = self.answer(|r| r.try_accept(protocol.as_deref(), &pairs))?;
         Ok(NativeSession::new(session, protocol))
     }
 
@@ -172,10 +170,7 @@ impl NativeRequest {
     ) -> napi::Result<NativeWebSocket> {
         let headers = headers.unwrap_or_default();
         let pairs = pairs(&headers);
-        let ws = self
-            .take()?
-            .try_accept_websocket(protocol.as_deref(), &pairs)
-            .map_err(|(request, e)| self.hand_back(request, e))?;
+        let ws = self.answer(|r| r.try_accept_websocket(protocol.as_deref(), &pairs))?;
         Ok(NativeWebSocket::new(ws))
     }
 
@@ -191,9 +186,7 @@ impl NativeRequest {
         let pairs = pairs(&headers);
         // Out of u16's range is as invalid as 200: the core names the status it got.
         let status = u16::try_from(status).unwrap_or(u16::MAX);
-        self.take()?
-            .try_reject(status, &pairs)
-            .map_err(|(request, e)| self.hand_back(request, e))
+        self.answer(|r| r.try_reject(status, &pairs))
     }
 }
 

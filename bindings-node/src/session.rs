@@ -153,13 +153,14 @@ impl NativeSession {
         self.session.close_info().map(Into::into)
     }
 
-    /// Waits until something of `interest` is ready and resolves with what is (the bits of
-    /// [`readiness_bits`]; "closed" is always set once the session has ended). The facade
-    /// keeps one of these pending per session instead of one wait per kind (each pending
-    /// call holds a threadsafe function and a task), widening it with `set_interest`.
+    /// Waits until something the session's interest names is ready and resolves with what
+    /// is (the bits of [`readiness_bits`]; "closed" is always set once the session has
+    /// ended). The facade sets the interest first (`set_interest`, synchronous, so no call
+    /// made after it can be overwritten by this one starting late) and keeps one of these
+    /// pending per session instead of one wait per kind (each pending call holds a
+    /// threadsafe function and a task), widening it in place.
     #[napi]
-    pub async fn ready(&self, interest: u32) -> u32 {
-        self.interest.set(Readiness::from_bits(interest as u8));
+    pub async fn ready(&self) -> u32 {
         u32::from(self.session.ready_with(&self.interest).await.bits())
     }
 

@@ -1,5 +1,8 @@
 //! Certificates, the server, its routes and incoming session requests.
 
+// The core's try_* calls hand a refused request back by value (see SessionRequest::try_accept).
+#![allow(clippy::result_large_err)]
+
 use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
@@ -575,23 +578,23 @@ impl SessionRequest {
         }
     }
 
-    fn take(&self) -> PyResult<ferrovia::SessionRequest> {
-        self.inner
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-            .ok_or_else(|| PyRuntimeError::new_err("this request was already accepted or rejected"))
-    }
-
-    /// Puts back a request that a refused call handed back, and raises its error.
-    fn hand_back(
+    /// Answers with `f`, holding the request's lock throughout: a call refused for the
+    /// caller's mistake puts the request back before anyone else can see it gone.
+    fn answer<T>(
         &self,
         py: Python<'_>,
-        request: ferrovia::SessionRequest,
-        e: ferrovia::RequestError,
-    ) -> PyErr {
-        *self.inner.lock().unwrap_or_else(|e| e.into_inner()) = Some(request);
-        Failure::from(e).into_pyerr(py)
+        f: impl FnOnce(
+            ferrovia::SessionRequest,
+        ) -> Result<T, (ferrovia::SessionRequest, ferrovia::RequestError)>,
+    ) -> PyResult<T> {
+        let mut slot = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let request = slot.take().ok_or_else(|| {
+            PyRuntimeError::new_err("this request was already accepted or rejected")
+        })?;
+        f(request).map_err(|(request, e)| {
+            *slot = Some(request);
+            Failure::from(e).into_pyerr(py)
+        })
     }
 }
 
@@ -656,10 +659,7 @@ impl SessionRequest {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let _rt = runtime().enter();
-        let session = self
-            .take()?
-            .try_accept(protocol.as_deref(), &refs)
-            .map_err(|(request, e)| self.hand_back(py, request, e))?;
+        let session = self.answer(py, |r| r.try_accept(protocol.as_deref(), &refs))?;
         awaitable(py, async move { Ok(Session::new(session)) })
     }
 
@@ -677,10 +677,7 @@ impl SessionRequest {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let _rt = runtime().enter();
-        let ws = self
-            .take()?
-            .try_accept_websocket(protocol.as_deref(), &refs)
-            .map_err(|(request, e)| self.hand_back(py, request, e))?;
+        let ws = self.answer(py, |r| r.try_accept_websocket(protocol.as_deref(), &refs))?;
         awaitable(py, async move { Ok(crate::websocket::WebSocket::new(ws)) })
     }
 
@@ -693,8 +690,6 @@ impl SessionRequest {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let _rt = runtime().enter();
-        self.take()?
-            .try_reject(status, &pairs)
-            .map_err(|(request, e)| self.hand_back(py, request, e))
+        self.answer(py, |r| r.try_reject(status, &pairs))
     }
 }

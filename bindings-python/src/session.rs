@@ -82,19 +82,16 @@ impl Session {
         self.inner.close_info().as_ref().map(close_tuple)
     }
 
-    /// Resolves once something of `interest` is ready, to what is (the `READY_*` bits of
-    /// this module, the core's `Readiness`; `READY_CLOSED` is always set once the session
-    /// has ended). The
-    /// facade keeps at most one of these pending per session instead of one wait per kind
-    /// (each pending future holds a task and a way back into the event loop), then takes
-    /// what is ready with the synchronous tries.
-    fn ready<'py>(&self, py: Python<'py>, interest: u8) -> PyResult<Bound<'py, PyAny>> {
+    /// Resolves once something the session's interest names is ready, to what is (the
+    /// `READY_*` bits of this module, the core's `Readiness`; `READY_CLOSED` is always set
+    /// once the session has ended). The facade sets the interest first (`set_interest`) and
+    /// keeps at most one of these pending per session instead of one wait per kind (each
+    /// pending future holds a task and a way back into the event loop), widening or
+    /// narrowing it in place, then takes what is ready with the synchronous tries.
+    fn ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let s = self.inner.clone();
-        let wanted = self.interest.clone();
-        // Set before the future starts, so a `set_interest` made right after this call is
-        // never overwritten by it.
-        wanted.set(Readiness::from_bits(interest));
-        awaitable(py, async move { Ok(s.ready_with(&wanted).await.bits()) })
+        let interest = self.interest.clone();
+        awaitable(py, async move { Ok(s.ready_with(&interest).await.bits()) })
     }
 
     /// Widens or narrows what the pending (or the next) `ready` waits for, without ending

@@ -4,7 +4,21 @@ use std::fmt;
 
 use tokio::sync::watch;
 
-use crate::h3::capsule;
+/// The longest close reason the protocol allows, in bytes (the W3C API's bound too).
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Truncates `reason` to at most [`MAX_REASON_LEN`] bytes on a character boundary, as the
+/// W3C API does for `close({ reason })`.
+pub(crate) fn truncate_reason(reason: &str) -> &str {
+    if reason.len() <= MAX_REASON_LEN {
+        return reason;
+    }
+    let mut end = MAX_REASON_LEN;
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
 
 /// Who ended a session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -43,7 +57,7 @@ impl CloseInfo {
     pub(crate) fn connection_lost(reason: String) -> Self {
         // A peer's CONNECTION_CLOSE reason can be as long as a packet: keep the bound that
         // every close reason has.
-        let reason = capsule::truncate_reason(&reason).to_owned();
+        let reason = truncate_reason(&reason).to_owned();
         Self {
             code: 0,
             reason,
@@ -68,7 +82,7 @@ impl CloseInfo {
                     let reason = String::from_utf8_lossy(&close.reason);
                     return Self {
                         code,
-                        reason: capsule::truncate_reason(&reason).to_owned(),
+                        reason: truncate_reason(&reason).to_owned(),
                         initiator: CloseInitiator::Remote,
                     };
                 }

@@ -95,13 +95,13 @@ pub enum RequestError {
     #[error(
         "this is a {} request: {}",
         .0.as_str(),
-        if *.0 == crate::Transport::WebSocket {
-            "use accept_websocket (acceptWebSocket in Node) for it"
+        if *.0 == crate::transport::Transport::WebSocket {
+            "use accept_websocket for it"
         } else {
             "use accept for it, not accept_websocket"
         }
     )]
-    WrongTransport(crate::Transport),
+    WrongTransport(crate::transport::Transport),
     /// The client offered subprotocols only (a QMux client with `requireProtocol`):
     /// accepting needs one of them.
     #[error("the client requires a subprotocol: pass one of subprotocols() to accept_with")]

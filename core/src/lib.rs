@@ -48,6 +48,7 @@ mod shared;
 mod stats;
 mod stream;
 mod tcp;
+mod transport;
 mod varint;
 mod ws;
 
@@ -92,13 +93,13 @@ pub use service::{
     Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,
     HttpService, ResponseFuture,
 };
-#[doc(hidden)]
 pub use session::{Interest, Readiness};
-pub use session::{Session, SessionStats, Transport};
+pub use session::{Session, SessionStats};
 pub use stats::ServerStats;
 pub use stream::{
     error_from_http3, error_to_http3, MessageReader, RecvStream, SendStream,
     WT_BUFFERED_STREAM_REJECTED, WT_SESSION_GONE,
 };
 pub use tcp::{Handshake, HandshakeOutcome, HostMessage, UpgradedWebSocket};
+pub use transport::Transport;
 pub use ws::{Message as WebSocketMessage, WebSocket, WebSocketClose, WebSocketError};

@@ -2,12 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::{
-    error::RequestError,
-    session::{Session, Transport},
-    sfv,
-    ws::WebSocket,
-};
+use crate::{error::RequestError, session::Session, sfv, transport::Transport, ws::WebSocket};
 
 /// A client asking to open a session: WebTransport over HTTP/3, QMux over a WebSocket, or a
 /// plain WebSocket ([`transport`](Self::transport) says which). Inspect it, then
@@ -289,6 +284,9 @@ impl SessionRequest {
     /// the request back unanswered with the error: the caller can report its mistake and
     /// still answer. A request is only refused for the caller's mistakes (a subprotocol that
     /// was not offered, an invalid header, a plain WebSocket request).
+    // The request comes back by value, as `Rc::try_unwrap` hands back `Self`: the error
+    // path is a caller's mistake, rare, and boxing would cost every caller an allocation.
+    #[allow(clippy::result_large_err)]
     pub fn try_accept(
         mut self,
         protocol: Option<&str>,
@@ -324,6 +322,9 @@ impl SessionRequest {
     /// Like [`accept_websocket_with`](Self::accept_websocket_with), without waiting; a
     /// refused call hands the request back unanswered, as [`try_accept`](Self::try_accept)
     /// does.
+    // The request comes back by value, as `Rc::try_unwrap` hands back `Self`: the error
+    // path is a caller's mistake, rare, and boxing would cost every caller an allocation.
+    #[allow(clippy::result_large_err)]
     pub fn try_accept_websocket(
         mut self,
         protocol: Option<&str>,
@@ -356,6 +357,9 @@ impl SessionRequest {
 
     /// Like [`reject_with`](Self::reject_with), without waiting; a status outside
     /// 300..=599 or an invalid header hands the request back unanswered with the error.
+    // The request comes back by value, as `Rc::try_unwrap` hands back `Self`: the error
+    // path is a caller's mistake, rare, and boxing would cost every caller an allocation.
+    #[allow(clippy::result_large_err)]
     pub fn try_reject(
         mut self,
         status: u16,

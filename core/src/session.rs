@@ -15,42 +15,17 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::sync::{mpsc, watch, Notify};
 use web_transport_proto::VarInt;
 
-pub(crate) use crate::close::wait_closed;
+pub use crate::transport::Transport;
 use crate::{
-    close::{CloseInfo, CloseInitiator},
+    close::{wait_closed, CloseInfo, CloseInitiator},
     config::Limits,
     error::SessionError,
-    h3::capsule,
     qmux::{self, proto::Dir, QRecv, QSend, QmuxShared},
     stream::{RawRecv, RawSend, RecvStream, SendStream, StreamOwner},
 };
 
 /// How long a session's implicit close waits for its finished streams to be delivered.
 pub(crate) const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What carries a session or a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Transport {
-    /// WebTransport over HTTP/3 (QUIC, UDP).
-    WebTransport,
-    /// QMux (draft-ietf-quic-qmux) over a WebSocket, on TCP: the same session semantics,
-    /// with datagrams delivered reliably.
-    Qmux,
-    /// A plain WebSocket: a message-oriented [`WebSocket`](crate::WebSocket).
-    WebSocket,
-}
-
-impl Transport {
-    /// A stable lowercase name: `webtransport`, `qmux` or `websocket`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::WebTransport => "webtransport",
-            Self::Qmux => "qmux",
-            Self::WebSocket => "websocket",
-        }
-    }
-}
 
 /// Connection statistics as seen from one session (shared by every session on the same
 /// QUIC connection).
@@ -310,7 +285,7 @@ impl SessionShared {
 
     /// Closes the session locally; only the first close counts.
     pub(crate) fn close(&self, code: u32, reason: &str) {
-        let reason = capsule::truncate_reason(reason).to_owned();
+        let reason = crate::close::truncate_reason(reason).to_owned();
         let info = CloseInfo {
             code,
             reason: reason.clone(),
@@ -722,6 +697,9 @@ impl Session {
     /// a change made with [`Interest::set`] while this waits applies at once, without
     /// ending the wait. The language bindings keep one such wait per session.
     pub async fn ready_with(&self, interest: &Interest) -> Readiness {
+        // A permit left by a change made before this wait began is stale (the load below
+        // sees that change): drop it rather than build the first wait twice.
+        let _ = futures_util::FutureExt::now_or_never(interest.changed.notified());
         loop {
             let want = interest.get();
             // `notify_one` leaves a permit when nobody waits, so a change made between the

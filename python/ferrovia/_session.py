@@ -82,7 +82,8 @@ class Session:
         return want
 
     def _ask(self, want: int) -> None:
-        native = self._inner.ready(want)
+        self._inner.set_interest(want)
+        native = self._inner.ready()
         native.add_done_callback(self._on_ready)
         self._native = native
         self._asked = want

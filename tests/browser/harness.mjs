@@ -28,11 +28,14 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-// `FERROVIA_BROWSERS=chromium` narrows a run to one browser (the quick loop does).
-export const BROWSERS = (process.env.FERROVIA_BROWSERS || 'chromium,firefox')
-  .split(',')
-  .map((b) => b.trim())
-  .filter((b) => b === 'chromium' || b === 'firefox');
+// `FERROVIA_BROWSERS=chromium` narrows the suites under tests/browser/ to one browser (the
+// quick loop does). A name it does not know is an error, not an empty (passing) run.
+export const BROWSERS = (process.env.FERROVIA_BROWSERS || 'chromium,firefox').split(',').map((b) => b.trim());
+for (const b of BROWSERS) {
+  if (b !== 'chromium' && b !== 'firefox') {
+    throw new Error(`FERROVIA_BROWSERS: unknown browser ${JSON.stringify(b)} (chromium, firefox)`);
+  }
+}
 
 const CHROMIUM_PATH = process.env.FERROVIA_CHROMIUM || '/usr/bin/chromium';
 const FIREFOX_PATH = process.env.FERROVIA_FIREFOX || '/usr/bin/firefox-esr';

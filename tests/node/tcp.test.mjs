@@ -292,3 +292,64 @@ describe('another HTTP server carries the sessions', () => {
     await app.close({ grace: 0 });
   });
 });
+
+describe('QMux sessions from @moq/qmux in Node', () => {
+  /** An @moq/qmux session to `path`, over `ws` trusting the server's certificate. */
+  async function qmuxSession(path) {
+    // @moq/qmux builds on `Promise.withResolvers` (Node 22) and the global WebSocket.
+    Promise.withResolvers ??= function withResolvers() {
+      let resolve;
+      let reject;
+      const promise = new Promise((a, b) => {
+        resolve = a;
+        reject = b;
+      });
+      return { promise, resolve, reject };
+    };
+    const ca = server.certificate.pem;
+    globalThis.WebSocket = class extends WebSocket {
+      constructor(url, protocols) {
+        super(url, protocols, { ca });
+      }
+    };
+    const { default: Session } = await import('@moq/qmux');
+    const t = new Session(`wss://localhost:${server.tcpPort}${path}`, {
+      protocols: ['chat.v1'],
+      versions: { 'chat.v1': 'qmux-02' },
+    });
+    await t.ready;
+    return t;
+  }
+
+  // The facade keeps one native wait per session and widens it in place when a new kind is
+  // asked for; a widening must apply whenever it comes, even right after the wait began.
+  for (const [i, name, gap] of [
+    [0, 'right after', () => new Promise((r) => setImmediate(r))],
+    [1, '100 ms after', () => new Promise((r) => setTimeout(r, 100))],
+  ]) {
+    test(`a stream asked for ${name} a pending datagram wait is delivered`, async () => {
+      const path = `/widen-${i}`;
+      const delivered = deferred();
+      const routes = server.route(path, async (request) => {
+        const session = await request.accept({ protocol: 'chat.v1' });
+        session.datagrams.readable.getReader().read().catch(() => {});
+        await gap();
+        const { value: stream } = await session.incomingUnidirectionalStreams.getReader().read();
+        const { value } = await stream.getReader().read();
+        delivered.resolve(Buffer.from(value).toString());
+      });
+      const t = await qmuxSession(path);
+      try {
+        await new Promise((r) => setTimeout(r, 200));
+        const writer = (await t.createUnidirectionalStream()).getWriter();
+        await writer.write(new TextEncoder().encode('widened'));
+        await writer.close();
+        const timeout = new Promise((r) => setTimeout(() => r('no stream within 5 s'), 5000));
+        assert.equal(await Promise.race([delivered.promise, timeout]), 'widened');
+      } finally {
+        t.close();
+        routes.close();
+      }
+    });
+  }
+});

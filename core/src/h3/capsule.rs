@@ -5,13 +5,13 @@ use bytes::{Buf, BufMut, BytesMut};
 use web_transport_proto::Frame;
 
 use super::frame;
+use crate::close::truncate_reason;
 
 /// CLOSE_WEBTRANSPORT_SESSION.
 pub const CLOSE_WEBTRANSPORT_SESSION: u64 = 0x2843;
 /// DRAIN_WEBTRANSPORT_SESSION.
 pub const DRAIN_WEBTRANSPORT_SESSION: u64 = 0x78ae;
-/// The longest close reason the protocol allows, in bytes.
-pub const MAX_REASON_LEN: usize = 1024;
+pub use crate::close::MAX_REASON_LEN;
 
 /// A capsule the session layer acts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,19 +44,6 @@ pub enum CapsuleError {
     /// A frame that may not appear on a request stream.
     #[error("unexpected HTTP/3 frame {0:#x} on the CONNECT stream")]
     UnexpectedFrame(u64),
-}
-
-/// Truncates `reason` to at most [`MAX_REASON_LEN`] bytes on a character boundary, as the
-/// W3C API does for `close({ reason })`.
-pub(crate) fn truncate_reason(reason: &str) -> &str {
-    if reason.len() <= MAX_REASON_LEN {
-        return reason;
-    }
-    let mut end = MAX_REASON_LEN;
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }
 
 /// Encodes a capsule wrapped in one HTTP/3 DATA frame.

@@ -28,8 +28,8 @@ use super::{
 };
 use crate::{
     request::{RequestHead, SessionRequest},
-    session::Transport,
     shared::{Allowance, ConnSlot, ServerShared},
+    transport::Transport,
 };
 
 /// Serves one incoming connection until it closes.

@@ -31,8 +31,8 @@ use crate::{
     qmux::{self, Offer},
     request::{RequestHead, SessionRequest},
     service::{check_declared_length, Body, HttpService, Progress},
-    session::Transport,
     shared::{Allowance, ConnSlot, ServerShared},
+    transport::Transport,
     ws::handshake,
 };
 

@@ -11,8 +11,9 @@ use crate::{
     error::RequestError,
     qmux::{self, Offer, QmuxShared},
     request::{Pending, Refusal, RequestHead, CLIENT_LEFT, SESSION_LIMIT},
-    session::{Backend, Session, SessionShared, Transport},
+    session::{Backend, Session, SessionShared},
     shared::IpSessionToken,
+    transport::Transport,
     ws::{self, WebSocket},
 };
 
