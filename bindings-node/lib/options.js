@@ -49,6 +49,7 @@ const KNOWN_OPTIONS = new Set([
   'idleTimeout',
   'keepAlive',
   'congestionControl',
+  'webSocketCompression',
   'limits',
   'reusePort',
   'connectionIds',
@@ -109,6 +110,15 @@ function nativeOptions(options) {
       throw new RangeError(`options.congestionControl must be 'cubic', 'newreno' or 'bbr', got ${JSON.stringify(cc)}`);
     }
     out.congestionController = cc;
+  }
+  if (o.webSocketCompression !== undefined && o.webSocketCompression !== false) {
+    const c = o.webSocketCompression === true ? 'deflate' : o.webSocketCompression;
+    if (c !== 'deflate' && c !== 'deflate-no-context') {
+      throw new RangeError(
+        `options.webSocketCompression must be true, false, 'deflate' or 'deflate-no-context', got ${describe(o.webSocketCompression)}`,
+      );
+    }
+    out.webSocketCompression = c;
   }
   if (o.tcp !== undefined && o.tcp !== true) {
     if (o.tcp === false) out.tcp = 'off';

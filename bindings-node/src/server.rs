@@ -98,6 +98,9 @@ pub struct NativeListenOptions {
     pub keep_alive_ms: Option<f64>,
     /// `cubic` (default), `newreno` or `bbr`.
     pub congestion_controller: Option<String>,
+    /// permessage-deflate on plain WebSockets: `deflate` or `deflate-no-context` (off
+    /// when absent).
+    pub web_socket_compression: Option<String>,
     /// Resource limits.
     pub limits: Option<NativeLimits>,
     /// The TCP side: `same-port` (default), `tls` (at `tcp_host`/`tcp_port`),
@@ -244,6 +247,10 @@ fn config(o: NativeListenOptions) -> napi::Result<ServerConfig> {
             )))
         }
     };
+    if let Some(name) = o.web_socket_compression.as_deref() {
+        config.websocket_compression = ferrovia::WebSocketCompression::from_name(name)
+            .ok_or_else(|| error::invalid(format!("unknown WebSocket compression {name:?}")))?;
+    }
     config.limits = limits(o.limits);
     let tcp_addr = || -> napi::Result<SocketAddr> {
         let host = o.tcp_host.as_deref().unwrap_or(&o.host);

@@ -243,7 +243,7 @@ pub(crate) struct Server {
 impl Server {
     /// Binds the UDP socket and starts serving.
     #[staticmethod]
-    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, trusted_proxies = None, renew_self_signed = None, reuse_port = false, connection_ids = None, fleet_secret = None, worker = None))]
+    #[pyo3(signature = (host, port, certificate, *, allowed_origins, idle_timeout, keep_alive, congestion_controller, limits, tcp, tcp_address, trusted_proxies = None, renew_self_signed = None, reuse_port = false, connection_ids = None, fleet_secret = None, worker = None, websocket_compression = None))]
     #[allow(clippy::too_many_arguments)]
     fn bind(
         py: Python<'_>,
@@ -263,6 +263,7 @@ impl Server {
         connection_ids: Option<(Vec<u8>, u8, usize)>,
         fleet_secret: Option<Vec<u8>>,
         worker: Option<(usize, i32, Option<i32>)>,
+        websocket_compression: Option<&str>,
     ) -> PyResult<Self> {
         let ip: IpAddr = host
             .trim_matches(|c| c == '[' || c == ']')
@@ -287,6 +288,14 @@ impl Server {
                 )))
             }
         };
+        if let Some(name) = websocket_compression {
+            config.websocket_compression = ferrovia::WebSocketCompression::from_name(name)
+                .ok_or_else(|| {
+                    PyValueError::new_err(format!(
+                        "websocket_compression must be \"deflate\", \"deflate-no-context\" or None, got {name:?}"
+                    ))
+                })?;
+        }
         apply_limits(&mut config.limits, limits)?;
         let tcp_addr = || -> PyResult<SocketAddr> {
             let (h, p) = tcp_address.clone().unwrap_or((host.to_owned(), 0));

@@ -51,6 +51,9 @@ pub struct ServerConfig {
     /// Stateless-reset and address-validation token keys shared by a fleet (see
     /// [`FleetKeys`](crate::fleet::FleetKeys)); `None`: random keys made at bind.
     pub fleet_keys: Option<crate::fleet::FleetKeys>,
+    /// permessage-deflate (RFC 7692) on plain WebSockets this server's own TCP side
+    /// accepts; off by default. See [`WebSocketCompression`](crate::WebSocketCompression).
+    pub websocket_compression: crate::WebSocketCompression,
     /// Sets `SO_REUSEPORT` on the UDP socket and the TCP listener the server binds, so that
     /// several servers (threads with their own runtime, or processes) share the port and
     /// the kernel spreads clients over them by a hash of the 4-tuple. Without
@@ -241,6 +244,7 @@ impl ServerConfig {
             self_signed_renewal: None,
             connection_ids: None,
             fleet_keys: None,
+            websocket_compression: crate::WebSocketCompression::Off,
             reuse_port: false,
             udp_socket: None,
             tcp_listener: None,

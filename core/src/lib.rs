@@ -102,4 +102,5 @@ pub use stream::{
 };
 pub use tcp::{Handshake, HandshakeOutcome, HostMessage, UpgradedWebSocket};
 pub use transport::Transport;
+pub use ws::deflate::WebSocketCompression;
 pub use ws::{Message as WebSocketMessage, WebSocket, WebSocketClose, WebSocketError};

@@ -176,6 +176,7 @@ impl Server {
         settings::encode_control_stream(&settings::server_settings(), &mut settings_bytes);
         let shared = Arc::new(ServerShared {
             keep_alive: config.keep_alive,
+            websocket_compression: config.websocket_compression,
             idle_timeout: config.idle_timeout,
             closing_tx,
             tcp_addr,

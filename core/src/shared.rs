@@ -102,6 +102,8 @@ pub(crate) struct ServerShared {
     pub(crate) settings_bytes: Bytes,
     pub(crate) runtime: tokio::runtime::Handle,
     pub(crate) keep_alive: Option<Duration>,
+    /// permessage-deflate on plain WebSockets of the own TCP side.
+    pub(crate) websocket_compression: crate::ws::deflate::WebSocketCompression,
     pub(crate) idle_timeout: Option<Duration>,
     pub(crate) closing_tx: watch::Sender<bool>,
     pub(crate) tcp_addr: Option<SocketAddr>,

@@ -135,7 +135,8 @@ async function webSocket(request) {
 }
 
 const { port, host } = parseArgs(process.argv.slice(2));
-const server = await Server.listen({ port, host });
+// Browsers offer permessage-deflate on every WebSocket; /ws compresses.
+const server = await Server.listen({ port, host, webSocketCompression: 'deflate' });
 // Claim the requests before announcing the port, so none arrives unclaimed (404).
 const requests = server.requests();
 server.route('/ws', webSocket, { webSockets: true });

@@ -181,7 +181,10 @@ async def main() -> None:
     args = parser.parse_args()
 
     certificate = ferrovia.Certificate.self_signed(["localhost", "127.0.0.1", "::1"])
-    async with ferrovia.serve(args.host.strip("[]"), args.port, certificate=certificate) as server:
+    # Browsers offer permessage-deflate on every WebSocket; /ws compresses.
+    async with ferrovia.serve(
+        args.host.strip("[]"), args.port, certificate=certificate, websocket_compression="deflate"
+    ) as server:
         # Claim the requests before announcing the port, so none arrives unclaimed (404).
         requests = server.requests()
         sockets = server.requests("/ws", websockets=True)

@@ -173,11 +173,15 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let group = ferrovia::fleet::ReusePortGroup::bind(addr, workers, true)?;
         for i in 0..workers {
             let mut config = ServerConfig::new(addr, cert.clone());
+            // Browsers offer permessage-deflate on every WebSocket; /ws compresses.
+            config.websocket_compression = ferrovia::WebSocketCompression::Deflate;
             group.configure(i, &mut config)?;
             servers.push(Server::bind(config)?);
         }
     } else {
-        servers.push(Server::bind(ServerConfig::new(addr, cert.clone()))?);
+        let mut config = ServerConfig::new(addr, cert.clone());
+        config.websocket_compression = ferrovia::WebSocketCompression::Deflate;
+        servers.push(Server::bind(config)?);
     }
     for server in &servers {
         // Hold requests for accept() from now on, so none arriving before the loop below

@@ -65,12 +65,16 @@ async function pageEcho({ url, closeCode, reason, warmup, serverCloses }) {
   ws.send('hello ✓');
   const text = await next();
   if (serverCloses) return { opened, text, closed: await closed };
+  // Long enough that both sides compress it when permessage-deflate was agreed.
+  const long = 'ferrovia ✓ '.repeat(5000);
+  ws.send(long);
+  const longOk = (await next()) === long;
   const bytes = new Uint8Array(70000).map((_, i) => (i * 7) & 255);
   ws.send(bytes);
   const back = new Uint8Array(await next());
   const binaryOk = back.length === bytes.length && back.every((b, i) => b === bytes[i]);
   if (closeCode) ws.close(closeCode, reason);
-  return { opened, text, binaryOk, protocol: ws.protocol, closed: await closed };
+  return { opened, text, longOk, binaryOk, protocol: ws.protocol, extensions: ws.extensions, closed: await closed };
 }
 
 for (const browser of BROWSERS) {
@@ -87,7 +91,11 @@ for (const browser of BROWSERS) {
           const r1 = await page.evaluate(pageEcho, { url: wss(`/ws?t=${t1}`), closeCode: 4000, reason: 'page bye' });
           assert.equal(r1.opened, true, JSON.stringify(r1));
           assert.equal(r1.text, 'hello ✓');
+          assert.equal(r1.longOk, true);
           assert.equal(r1.binaryOk, true);
+          // The echo servers turn compression on; every browser offers it.
+          assert.match(r1.extensions, /^permessage-deflate/);
+          console.log(`# ${browser}: extensions agreed: ${r1.extensions}`);
           assert.deepEqual(r1.closed, { code: 4000, reason: 'page bye', clean: true });
           const ev1 = await server.waitForEvent((e) => e.event === 'websocket-closed' && e.path.includes(t1), { since: mark });
           assert.deepEqual([ev1.code, ev1.reason, ev1.remote], [4000, 'page bye', true]);

@@ -5,8 +5,8 @@
 For each NAME prints `autobahn NAME: N passed, M failed` (with the count of each
 behaviour). A case passes when its behaviour is OK, NON-STRICT or INFORMATIONAL; anything
 else (FAILED, NO_CLOSE, UNIMPLEMENTED, ...) fails and is listed with the report's
-`result` and closing-behaviour text. Cases 12.* and 13.* (compression) are not run and
-are ignored if present. `--expect N` also fails a report that holds a different number
+`result` and closing-behaviour text; compression (12.* and 13.*) counts like any other
+case. `--expect N` also fails a report that holds a different number
 of cases (a run cut short). Exits 1 on any failure.
 """
 
@@ -17,7 +17,6 @@ import os
 import sys
 
 PASS = {"OK", "NON-STRICT", "INFORMATIONAL"}
-EXCLUDED = ("12.", "13.")
 
 
 def case_key(case_id: str) -> tuple[int, ...]:
@@ -34,7 +33,6 @@ def judge(name: str, index_path: str, expect: int | None) -> bool:
         print(f"autobahn {name}: expected one agent in {index_path}, found {sorted(index)}")
         return False
     (agent, cases), = index.items()
-    cases = {k: v for k, v in cases.items() if not k.startswith(EXCLUDED)}
     counts: dict[str, int] = {}
     failed = []
     for case_id in sorted(cases, key=case_key):

@@ -6,7 +6,7 @@
 //
 // Listens on 127.0.0.1, port 0, self-signed certificate, TCP side on the UDP port number
 // with TLS (`--behind-tls-proxy`: on its own port without TLS, for ws://), messages up to
-// 16 MiB (Autobahn's 9.* cases send 16 MiB). Prints one JSON line once listening:
+// 16 MiB (Autobahn's 9.* cases send 16 MiB), permessage-deflate on (cases 12.* and 13.*). Prints one JSON line once listening:
 // {"port":N,"tcpPort":N,"tls":true}. Exits on SIGTERM or SIGINT.
 
 import { Server } from 'ferrovia';
@@ -25,6 +25,8 @@ const server = await Server.listen({
   origins: 'any',
   tcp: plain ? { host: '127.0.0.1', port: 0, behindTlsProxy: true } : true,
   limits: { maxMessageSize: 16 * 1024 * 1024 },
+  // permessage-deflate, for Autobahn's cases 12.* and 13.* (the others do not offer it).
+  webSocketCompression: 'deflate',
   // Ordinary requests (h2spec's): answered at once, without reading the body, as a page
   // or API handler does for GET.
   fetch: () => new Response(body, { headers: { 'content-type': 'text/plain; charset=utf-8' } }),

@@ -5,7 +5,7 @@ Autobahn|Testsuite's fuzzingclient against the plain WebSocket echo on ``/``.
 
 Listens on 127.0.0.1, port 0, self-signed certificate, the TCP side on the UDP port number
 with TLS (``--behind-tls-proxy``: on its own port without TLS, for ws://), messages up to
-16 MiB (Autobahn's 9.* cases send 16 MiB). Prints one JSON line once listening:
+16 MiB (Autobahn's 9.* cases send 16 MiB), permessage-deflate on (cases 12.* and 13.*). Prints one JSON line once listening:
 {"port": N, "tcpPort": N, "tls": true}. Exits on SIGTERM or SIGINT.
 """
 
@@ -46,6 +46,8 @@ async def main() -> None:
         limits=ferrovia.Limits(max_message_size=16 * 1024 * 1024),
         tcp=("127.0.0.1", 0) if plain else True,
         tcp_behind_tls_proxy=plain,
+        # permessage-deflate, for Autobahn's cases 12.* and 13.* (the others do not offer it).
+        websocket_compression="deflate",
     ) as server:
         # Claimed before the port is printed, so no request arrives unclaimed.
         sockets = server.requests("/", websockets=True)

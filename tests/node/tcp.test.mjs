@@ -353,3 +353,122 @@ describe('QMux sessions from @moq/qmux in Node', () => {
     });
   }
 });
+
+describe('permessage-deflate (RFC 7692) with the `ws` client', () => {
+  /** A server with compression `mode` and an echo on /z; closed by the caller. */
+  async function compressingServer(mode, limits = {}) {
+    const s = await Server.listen({ host: '127.0.0.1', port: 0, webSocketCompression: mode, limits });
+    s.route(
+      '/z',
+      async (request) => {
+        const ws = await request.acceptWebSocket();
+        try {
+          for await (const message of ws) await ws.send(message);
+        } catch {
+          // closed mid-echo (the bomb)
+        }
+      },
+      { webSockets: true },
+    );
+    return s;
+  }
+
+  /** A `ws` client; `.answered` resolves with the Sec-WebSocket-Extensions it got back. */
+  function connect(s, perMessageDeflate, options = {}) {
+    const ws = new WebSocket(`wss://localhost:${s.tcpPort}/z`, { ca: s.certificate.pem, perMessageDeflate, ...options });
+    ws.answered = once(ws, 'upgrade').then(([res]) => res.headers['sec-websocket-extensions'] ?? '');
+    return ws;
+  }
+
+  /** Echoes `messages` one by one; resolves with what came back and the bytes read off the wire. */
+  async function echo(ws, messages) {
+    await once(ws, 'open');
+    const back = [];
+    for (const m of messages) {
+      const got = once(ws, 'message');
+      ws.send(m);
+      const [data, isBinary] = await got;
+      back.push(isBinary ? Buffer.from(data) : data.toString());
+    }
+    return { back, wire: ws._socket.bytesRead };
+  }
+
+  const chat = Array.from({ length: 50 }, (_, i) =>
+    JSON.stringify({ room: 'lobby', seq: i, user: 'ana', text: 'hello everyone, how is it going today?' }).repeat(20));
+
+  test('negotiated with context takeover: text and binary echo intact, and the server compresses', async () => {
+    const s = await compressingServer('deflate');
+    try {
+      const ws = connect(s, true);
+      const binary = Buffer.alloc(200_000, 'abcdefgh');
+      const { back, wire } = await echo(ws, [...chat, binary]);
+      assert.equal(await ws.answered, 'permessage-deflate');
+      assert.deepEqual(back.slice(0, chat.length), chat);
+      assert.ok(back[chat.length].equals(binary));
+      const sent = chat.reduce((n, m) => n + m.length, 0) + binary.length;
+      // What the server sent came compressed: a small fraction of the payload.
+      assert.ok(wire < sent / 10, `read ${wire} bytes for ${sent} bytes of messages`);
+      ws.close(1000);
+      await once(ws, 'close');
+    } finally {
+      await s.close({ grace: 100 });
+    }
+  });
+
+  test('the light mode asks both sides for no context takeover; a client without compression is served plain', async () => {
+    const s = await compressingServer('deflate-no-context');
+    try {
+      const light = connect(s, true);
+      const { back } = await echo(light, chat.slice(0, 5));
+      assert.deepEqual(back, chat.slice(0, 5));
+      assert.equal(
+        await light.answered,
+        'permessage-deflate; server_no_context_takeover; client_no_context_takeover',
+      );
+      light.close(1000);
+      const plain = connect(s, false);
+      const { back: plainBack, wire } = await echo(plain, chat.slice(0, 5));
+      assert.equal(await plain.answered, '');
+      assert.deepEqual(plainBack, chat.slice(0, 5));
+      assert.ok(wire >= chat.slice(0, 5).reduce((n, m) => n + m.length, 0));
+      plain.close(1000);
+      await once(plain, 'close');
+    } finally {
+      await s.close({ grace: 100 });
+    }
+  });
+
+  test('off by default: an offer is declined', async () => {
+    const ws = client('/echo-default-off', [], { perMessageDeflate: true });
+    const routes = server.route('/echo-default-off', async (r) => (await r.acceptWebSocket()).close(), { webSockets: true });
+    try {
+      await once(ws, 'open');
+      assert.equal(ws.extensions, '');
+      await once(ws, 'close');
+    } finally {
+      routes.close();
+    }
+  });
+
+  test('a 10 MiB bomb in a few KiB is refused with 1009 while inflating; the server keeps serving', async () => {
+    const s = await compressingServer('deflate', { maxMessageSize: 1024 * 1024 });
+    try {
+      const ws = connect(s, true);
+      await once(ws, 'open');
+      const closed = once(ws, 'close');
+      ws.send(Buffer.alloc(10 * 1024 * 1024));
+      const [code, reason] = await closed;
+      assert.equal(code, 1009);
+      assert.match(reason.toString(), /inflates past the limit/);
+      assert.ok(ws._socket === null || ws._socket.bytesWritten < 100_000, 'the bomb went out compressed');
+      // Another client is served as before.
+      const next = connect(s, true);
+      const { back } = await echo(next, ['still here '.repeat(10)]);
+      assert.deepEqual(back, ['still here '.repeat(10)]);
+      next.close(1000);
+      await once(next, 'close');
+    } finally {
+      await s.close({ grace: 100 });
+    }
+  });
+});

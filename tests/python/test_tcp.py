@@ -207,3 +207,103 @@ async def test_reject_with_headers_reaches_the_client() -> None:
         assert refused.value.response.status_code == 401
         assert refused.value.response.headers["www-authenticate"] == 'Bearer realm="chat"'
 
+
+
+def _deflate_echo_server(mode: str, max_message_size: int | None = None) -> ferrovia.Serving:
+    return ferrovia.serve(
+        "127.0.0.1",
+        0,
+        websocket_compression=mode,  # type: ignore[arg-type]
+        limits=ferrovia.Limits(max_message_size=max_message_size) if max_message_size else None,
+    )
+
+
+CHAT = [
+    '{"room": "lobby", "seq": %d, "user": "ana", "text": "hello everyone, how is it going today?"}' % i * 20
+    for i in range(30)
+]
+
+
+async def _echo_route(server: ferrovia.Server) -> asyncio.Task[None]:
+    requests = server.requests("/z", websockets=True)
+
+    async def serve() -> None:
+        async def one(request: ferrovia.SessionRequest) -> None:
+            ws = await request.accept_websocket()
+            try:
+                async for message in ws:
+                    await ws.send(message)
+            except ferrovia.WebSocketClosedError:
+                pass
+
+        tasks = set()
+        while (request := await requests.accept()) is not None:
+            t = asyncio.create_task(one(request))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+    return asyncio.create_task(serve())
+
+
+async def test_permessage_deflate_with_websockets_compression_on_and_off() -> None:
+    serving = _deflate_echo_server("deflate")
+    async with serving as server:
+        task = await _echo_route(server)
+        # websockets offers permessage-deflate by default.
+        async with websockets.connect(url(server, "/z"), ssl=tls_for(server)) as client:
+            assert client.response is not None
+            assert client.response.headers["Sec-WebSocket-Extensions"] == "permessage-deflate"
+            for message in CHAT:
+                await client.send(message)
+                assert await client.recv() == message
+            blob = bytes(range(256)) * 1000
+            await client.send(blob)
+            assert await client.recv() == blob
+        async with websockets.connect(url(server, "/z"), ssl=tls_for(server), compression=None) as plain:
+            assert plain.response is not None
+            assert "Sec-WebSocket-Extensions" not in plain.response.headers
+            await plain.send(CHAT[0])
+            assert await plain.recv() == CHAT[0]
+        task.cancel()
+
+
+async def test_permessage_deflate_light_mode_and_the_default_off() -> None:
+    serving = _deflate_echo_server("deflate-no-context")
+    async with serving as server:
+        task = await _echo_route(server)
+        async with websockets.connect(url(server, "/z"), ssl=tls_for(server)) as client:
+            assert client.response is not None
+            assert (
+                client.response.headers["Sec-WebSocket-Extensions"]
+                == "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            )
+            for message in CHAT[:5]:
+                await client.send(message)
+                assert await client.recv() == message
+        task.cancel()
+    async with ferrovia.serve("127.0.0.1", 0) as server:
+        task = await _echo_route(server)
+        async with websockets.connect(url(server, "/z"), ssl=tls_for(server)) as client:
+            assert client.response is not None
+            assert "Sec-WebSocket-Extensions" not in client.response.headers
+        task.cancel()
+    with pytest.raises(ValueError, match="websocket_compression"):
+        ferrovia.serve("127.0.0.1", 0, websocket_compression="gzip")  # type: ignore[arg-type]
+
+
+async def test_a_decompression_bomb_is_refused_with_1009() -> None:
+    serving = _deflate_echo_server("deflate", max_message_size=1024 * 1024)
+    async with serving as server:
+        task = await _echo_route(server)
+        async with websockets.connect(url(server, "/z"), ssl=tls_for(server)) as client:
+            await client.send(bytes(10 * 1024 * 1024))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(client.recv(), 10)
+            assert closed.value.rcvd is not None
+            assert closed.value.rcvd.code == 1009
+            assert "inflates past the limit" in closed.value.rcvd.reason
+        # The server keeps serving.
+        async with websockets.connect(url(server, "/z"), ssl=tls_for(server)) as again:
+            await again.send(CHAT[1])
+            assert await again.recv() == CHAT[1]
+        task.cancel()

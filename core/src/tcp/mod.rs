@@ -334,6 +334,8 @@ pub struct UpgradedWebSocket {
     config: WebSocketConfig,
     timing: crate::ws::Timing,
     hold: Option<Arc<TcpConn>>,
+    /// permessage-deflate, when this (plain) WebSocket agreed to it.
+    deflate: Option<crate::ws::deflate::DeflateParams>,
 }
 
 impl Drop for UpgradedWebSocket {
@@ -365,14 +367,20 @@ impl UpgradedWebSocket {
             return;
         };
         let _hold = self.hold.take();
-        let socket = WebSocketStream::from_raw_socket(
-            io,
-            tokio_tungstenite::tungstenite::protocol::Role::Server,
-            Some(self.config),
-        )
-        .await;
-        let (sink, stream) = futures_util::StreamExt::split(socket);
-        start.run(sink, stream, self.timing).await;
+        let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
+        match self.deflate {
+            Some(params) => {
+                let (codec, io) = crate::ws::deflate::Codec::new(params, io);
+                let socket = WebSocketStream::from_raw_socket(io, role, Some(self.config)).await;
+                let (sink, stream) = futures_util::StreamExt::split(socket);
+                start.run(sink, stream, self.timing, Some(codec)).await;
+            }
+            None => {
+                let socket = WebSocketStream::from_raw_socket(io, role, Some(self.config)).await;
+                let (sink, stream) = futures_util::StreamExt::split(socket);
+                start.run(sink, stream, self.timing, None).await;
+            }
+        }
     }
 
     /// Runs the session over whole messages: what the host receives goes into the
@@ -421,7 +429,9 @@ impl UpgradedWebSocket {
         let hold = self.hold.take();
         tokio::spawn(async move {
             let _hold = hold;
-            start.run(Box::pin(sink), Box::pin(stream), timing).await;
+            start
+                .run(Box::pin(sink), Box::pin(stream), timing, None)
+                .await;
         });
         (in_tx, out_rx)
     }
@@ -519,6 +529,17 @@ pub(crate) async fn handshake(
         return refuse(429, Vec::new());
     };
     let no_masking = h.secure && upgrade.extensions.iter().any(|e| e == "no-masking");
+    // permessage-deflate only on this server's own TCP side: a host that frames messages
+    // itself (an ASGI server, say) would not know it had been agreed.
+    let deflate_offers: Vec<String> = if conn.is_some() {
+        h.headers
+            .iter()
+            .filter(|(k, _)| k == "sec-websocket-extensions")
+            .map(|(_, v)| v.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let subprotocols = match &offer {
         Some(o) => o.app_protocols(),
         None => upgrade.protocols.clone(),
@@ -565,11 +586,23 @@ pub(crate) async fn handshake(
     if let Some(p) = protocol_header {
         headers.push(("sec-websocket-protocol".to_owned(), p));
     }
-    if no_masking {
-        headers.push((
-            "sec-websocket-extensions".to_owned(),
-            "no-masking".to_owned(),
-        ));
+    let deflate = match &start {
+        session_request::Start::WebSocket { .. } => {
+            let offers: Vec<&str> = deflate_offers.iter().map(String::as_str).collect();
+            crate::ws::deflate::negotiate(server.websocket_compression, &offers)
+        }
+        _ => None,
+    };
+    // One Sec-WebSocket-Extensions header: some clients refuse two.
+    let extensions: Vec<&str> = [
+        no_masking.then_some("no-masking"),
+        deflate.as_ref().map(|(_, answer)| answer.as_str()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !extensions.is_empty() {
+        headers.push(("sec-websocket-extensions".to_owned(), extensions.join(", ")));
     }
     headers.extend(extra);
     let max_message = match &start {
@@ -586,7 +619,8 @@ pub(crate) async fn handshake(
         .max_message_size(Some(max_message))
         .max_frame_size(Some(max_message))
         .write_buffer_size(64 * 1024)
-        .max_write_buffer_size(64 * 1024 + max_message + MAX_FRAME_HEADER)
+        // Deflate can grow an incompressible message by a few bytes per 16 KiB block.
+        .max_write_buffer_size(64 * 1024 + max_message + max_message / 64 + MAX_FRAME_HEADER)
         .accept_unmasked_frames(no_masking);
     HandshakeOutcome::Upgrade {
         status: if h.http2 { 200 } else { 101 },
@@ -601,6 +635,7 @@ pub(crate) async fn handshake(
                 params: server.limits.response_timeout,
             },
             hold: conn,
+            deflate: deflate.map(|(params, _)| params),
         },
     }
 }
@@ -657,6 +692,7 @@ fn refused_in_band(
                 params: server.limits.response_timeout,
             },
             hold,
+            deflate: None,
         },
     }
 }

@@ -36,9 +36,15 @@ pub(crate) enum Start {
 }
 
 impl Start {
-    /// Runs the session over a WebSocket's two halves until it ends.
-    pub(crate) async fn run<K, S>(self, sink: K, stream: S, timing: ws::Timing)
-    where
+    /// Runs the session over a WebSocket's two halves until it ends; `codec` is the
+    /// permessage-deflate state when a plain WebSocket agreed to it.
+    pub(crate) async fn run<K, S>(
+        self,
+        sink: K,
+        stream: S,
+        timing: ws::Timing,
+        codec: Option<ws::deflate::Codec>,
+    ) where
         K: futures_util::Sink<
                 tokio_tungstenite::tungstenite::Message,
                 Error = tokio_tungstenite::tungstenite::Error,
@@ -67,7 +73,7 @@ impl Start {
                 };
                 qmux::drive(shared, session, sink, stream, timing, no_params).await
             }
-            Start::WebSocket { pending } => ws::drive(pending, sink, stream, timing).await,
+            Start::WebSocket { pending } => ws::drive(pending, sink, stream, timing, codec).await,
             Start::Refuse { code, reason } => {
                 use futures_util::{SinkExt, StreamExt};
                 use tokio_tungstenite::tungstenite::{protocol::CloseFrame, Message};

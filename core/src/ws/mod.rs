@@ -7,6 +7,7 @@
 //! socket, keeps it alive with pings, and hands messages to [`WebSocket`] through bounded
 //! queues, so a reader that stops reading stops the client (TCP backpressure).
 
+pub(crate) mod deflate;
 pub mod handshake;
 pub(crate) mod writer;
 
@@ -419,9 +420,61 @@ pub(crate) struct Timing {
     pub(crate) params: Duration,
 }
 
-/// Runs a plain WebSocket until it ends.
-pub(crate) async fn drive<K, S>(pending: Pending, sink: K, mut stream: S, timing: Timing)
-where
+/// A message as it goes to the writer: compressed (RSV1 set) when permessage-deflate was
+/// agreed and it is worth it.
+fn pack(codec: &mut Option<deflate::Codec>, m: tungstenite::Message) -> tungstenite::Message {
+    use tungstenite::protocol::frame::{
+        coding::{Data, OpCode},
+        Frame,
+    };
+    let Some(codec) = codec else { return m };
+    let (payload, kind) = match &m {
+        tungstenite::Message::Text(t) => (t.as_str().as_bytes(), Data::Text),
+        tungstenite::Message::Binary(b) => (&b[..], Data::Binary),
+        _ => return m,
+    };
+    match codec.compress(payload) {
+        Some(packed) => {
+            let mut frame = Frame::message(packed, OpCode::Data(kind), true);
+            frame.header_mut().rsv1 = true;
+            tungstenite::Message::Frame(frame)
+        }
+        None => m,
+    }
+}
+
+/// A received binary message as the application gets it: inflated (and, for text, checked
+/// as UTF-8) when it came compressed; otherwise the close code and reason to end with.
+fn unpack(
+    codec: &mut Option<deflate::Codec>,
+    b: Bytes,
+    max: usize,
+) -> Result<Message, (u16, &'static str)> {
+    let Some(codec) = codec else {
+        return Ok(Message::Binary(b));
+    };
+    let (compressed, text) = codec.next_start();
+    if !compressed {
+        return Ok(Message::Binary(b));
+    }
+    match codec.inflate(&b, max) {
+        Ok(v) if text => String::from_utf8(v)
+            .map(Message::Text)
+            .map_err(|_| (1007, "invalid UTF-8 in a compressed text message")),
+        Ok(v) => Ok(Message::Binary(v.into())),
+        Err(deflate::InflateError::TooLarge) => Err((1009, "message inflates past the limit")),
+        Err(deflate::InflateError::Corrupt) => Err((1007, "invalid deflate data")),
+    }
+}
+
+/// Runs a plain WebSocket until it ends; `codec` is its permessage-deflate state, if agreed.
+pub(crate) async fn drive<K, S>(
+    pending: Pending,
+    sink: K,
+    mut stream: S,
+    timing: Timing,
+    mut codec: Option<deflate::Codec>,
+) where
     K: futures_util::Sink<tungstenite::Message, Error = tungstenite::Error>
         + Unpin
         + Send
@@ -466,7 +519,7 @@ where
             while writer.has_room() {
                 match outgoing.try_recv() {
                     Ok(m) => {
-                        let _ = writer.try_send(m);
+                        let _ = writer.try_send(pack(&mut codec, m));
                     }
                     Err(_) => {
                         drained = true;
@@ -499,6 +552,9 @@ where
             msg = stream.next(), if reading => match msg {
                 Some(Ok(tungstenite::Message::Text(t))) => {
                     last_heard = Instant::now();
+                    if let Some(c) = &codec {
+                        c.next_start();
+                    }
                     if let Some(tx) = &incoming {
                         shared.queue(t.len());
                         let _ = tx.try_send(Message::Text(t.as_str().to_owned()));
@@ -506,9 +562,23 @@ where
                 }
                 Some(Ok(tungstenite::Message::Binary(b))) => {
                     last_heard = Instant::now();
-                    if let Some(tx) = &incoming {
-                        shared.queue(b.len());
-                        let _ = tx.try_send(Message::Binary(b));
+                    match unpack(&mut codec, b, shared.max_message) {
+                        Ok(m) => {
+                            if let Some(tx) = &incoming {
+                                shared.queue(match &m {
+                                    Message::Text(t) => t.len(),
+                                    Message::Binary(b) => b.len(),
+                                });
+                                let _ = tx.try_send(m);
+                            }
+                        }
+                        Err((code, reason)) => {
+                            let _ = writer.try_send(tungstenite::Message::Close(Some(CloseFrame {
+                                code: CloseCode::from(code),
+                                reason: reason.into(),
+                            })));
+                            break WebSocketClose { code, reason: reason.to_owned(), initiator: CloseInitiator::Remote };
+                        }
                     }
                 }
                 Some(Ok(tungstenite::Message::Close(frame))) => {
@@ -537,7 +607,7 @@ where
             out = outgoing.recv(), if sending => {
                 if let Some(m) = out {
                     // `sending` checked for room, and only this task queues messages.
-                    let _ = writer.try_send(m);
+                    let _ = writer.try_send(pack(&mut codec, m));
                 }
             }
             () = writer.room(), if (!sending && closing.is_none()) || close_unqueued => {}
