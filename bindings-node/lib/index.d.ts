@@ -118,7 +118,7 @@ export interface ListenOptions {
   /**
    * permessage-deflate (RFC 7692) on plain WebSockets of this server's TCP side; off by
    * default. `true` or `'deflate'` keeps each side's context between messages (best ratio,
-   * about 300 KiB per connection once used); `'deflate-no-context'` compresses each
+   * about 220 KiB per connection once used); `'deflate-no-context'` compresses each
    * message alone (no state while idle).
    */
   webSocketCompression?: boolean | 'deflate' | 'deflate-no-context';

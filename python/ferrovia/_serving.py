@@ -208,7 +208,7 @@ def serve(
 
     ``websocket_compression`` turns on permessage-deflate (RFC 7692) for plain WebSockets
     on this server's TCP side (off by default): ``"deflate"`` keeps each side's context
-    between messages (the best ratio; about 300 KiB per connection once used),
+    between messages (the best ratio; about 220 KiB per connection once used),
     ``"deflate-no-context"`` compresses each message alone (no state while idle).
 
     ``tcp_behind_tls_proxy`` serves the TCP side without TLS, only for running behind a

@@ -29,9 +29,9 @@ pub enum WebSocketCompression {
     #[default]
     Off,
     /// Each side keeps its compression context from message to message (the best ratio
-    /// for a stream of similar messages: chat, JSON). Costs a compressor (about 256 KiB)
-    /// and an inflater (about 40 KiB) per connection once it has sent or received a
-    /// compressed message.
+    /// for a stream of similar messages: chat, JSON). Costs about 220 KiB per connection
+    /// once it has sent and received a compressed message (docs/benchmarks.md; `ws` costs
+    /// about 245 KiB).
     Deflate,
     /// Every message is compressed on its own (`server_no_context_takeover` and
     /// `client_no_context_takeover`): the state exists only while a message is compressed
@@ -60,6 +60,9 @@ impl WebSocketCompression {
 /// The trailer a sync flush ends with, which RFC 7692 §7.2.1 takes off each message.
 const TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 
+/// The window the server compresses with when the client sets no smaller one.
+const DEFAULT_WINDOW_BITS: u8 = 12;
+
 /// Messages shorter than this go out uncompressed: the deflate header costs more than
 /// they could save. (Per message, RFC 7692 §6: RSV1 says which are compressed.)
 const MIN_COMPRESS: usize = 32;
@@ -71,8 +74,9 @@ pub struct DeflateParams {
     pub server_no_context_takeover: bool,
     /// The client starts each message with a fresh context.
     pub client_no_context_takeover: bool,
-    /// The window the server compresses with (9..=15; a client's 8 is served with 9,
-    /// whose matches reach no further than 8's, as zlib cannot make raw streams with 8).
+    /// The window the server compresses with (9..=12: 12 unless the client asked for less;
+    /// a client's 8 is served with 9, whose matches reach no further than 8's, as zlib
+    /// cannot make raw streams with 8).
     pub server_window_bits: u8,
 }
 
@@ -138,7 +142,10 @@ pub fn negotiate(
             let params = DeflateParams {
                 server_no_context_takeover: server_nct || light,
                 client_no_context_takeover: client_nct || light,
-                server_window_bits: server_bits.unwrap_or(15).max(9),
+                // 12 unless the client asked for less: a compressor's window costs
+                // 2^(bits+2) bytes, and past 4 KiB it adds little for the messages that
+                // compress well (as `websockets` chooses).
+                server_window_bits: server_bits.unwrap_or(DEFAULT_WINDOW_BITS).clamp(9, DEFAULT_WINDOW_BITS),
             };
             let mut answer = String::from("permessage-deflate");
             if params.server_no_context_takeover {
@@ -434,7 +441,7 @@ mod tests {
         let chromium = "permessage-deflate; client_max_window_bits";
         let (p, answer) = negotiate(WebSocketCompression::Deflate, &[chromium]).unwrap();
         assert_eq!(answer, "permessage-deflate");
-        assert_eq!(p.server_window_bits, 15);
+        assert_eq!(p.server_window_bits, 12);
         let (_, answer) =
             negotiate(WebSocketCompression::Deflate, &["permessage-deflate"]).unwrap();
         assert_eq!(answer, "permessage-deflate");
