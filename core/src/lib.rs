@@ -69,6 +69,12 @@ pub mod wire {
     pub mod websocket {
         pub use crate::ws::handshake::*;
     }
+    /// permessage-deflate: negotiation, the codec, and the scanner under the frame codec.
+    pub mod websocket_deflate {
+        pub use crate::ws::deflate::{
+            negotiate, Codec, DeflateParams, InflateError, StartScanner, WebSocketCompression,
+        };
+    }
     /// Origin and authority checks.
     pub mod origin {
         pub use crate::origin::*;

@@ -370,7 +370,7 @@ impl UpgradedWebSocket {
         let role = tokio_tungstenite::tungstenite::protocol::Role::Server;
         match self.deflate {
             Some(params) => {
-                let (codec, io) = crate::ws::deflate::Codec::new(params, io);
+                let (codec, io) = crate::ws::deflate::Codec::with_reader(params, io);
                 let socket = WebSocketStream::from_raw_socket(io, role, Some(self.config)).await;
                 let (sink, stream) = futures_util::StreamExt::split(socket);
                 start.run(sink, stream, self.timing, Some(codec)).await;
@@ -620,7 +620,11 @@ pub(crate) async fn handshake(
         .max_frame_size(Some(max_message))
         .write_buffer_size(64 * 1024)
         // Deflate can grow an incompressible message by a few bytes per 16 KiB block.
-        .max_write_buffer_size(64 * 1024 + max_message + max_message / 64 + MAX_FRAME_HEADER)
+        .max_write_buffer_size(
+            (64 * 1024 + MAX_FRAME_HEADER)
+                .saturating_add(max_message)
+                .saturating_add(max_message / 64),
+        )
         .accept_unmasked_frames(no_masking);
     HandshakeOutcome::Upgrade {
         status: if h.http2 { 200 } else { 101 },

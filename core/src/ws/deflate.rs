@@ -97,7 +97,12 @@ fn parse_offer(offer: &str) -> Option<(bool, bool, Option<u8>)> {
         };
         let bits = |v: Option<&str>| -> Option<u8> {
             let v = v?;
-            if v.is_empty() || v.len() > 2 || !v.bytes().all(|b| b.is_ascii_digit()) {
+            // RFC 7692's grammar: 1*DIGIT without a leading zero.
+            if v.is_empty()
+                || v.len() > 2
+                || v.starts_with('0')
+                || !v.bytes().all(|b| b.is_ascii_digit())
+            {
                 return None;
             }
             v.parse().ok().filter(|b| (8..=15).contains(b))
@@ -145,7 +150,9 @@ pub fn negotiate(
                 // 12 unless the client asked for less: a compressor's window costs
                 // 2^(bits+2) bytes, and past 4 KiB it adds little for the messages that
                 // compress well (as `websockets` chooses).
-                server_window_bits: server_bits.unwrap_or(DEFAULT_WINDOW_BITS).clamp(9, DEFAULT_WINDOW_BITS),
+                server_window_bits: server_bits
+                    .unwrap_or(DEFAULT_WINDOW_BITS)
+                    .clamp(9, DEFAULT_WINDOW_BITS),
             };
             let mut answer = String::from("permessage-deflate");
             if params.server_no_context_takeover {
@@ -163,7 +170,7 @@ pub fn negotiate(
 
 /// Why a compressed message could not be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum InflateError {
+pub enum InflateError {
     /// It inflates past the message limit (close 1009).
     TooLarge,
     /// Not a valid deflate stream (close 1007).
@@ -171,7 +178,7 @@ pub(crate) enum InflateError {
 }
 
 /// One connection's compression state, owned by its session task.
-pub(crate) struct Codec {
+pub struct Codec {
     params: DeflateParams,
     compress: Option<Compress>,
     decompress: Option<Decompress>,
@@ -181,7 +188,7 @@ pub(crate) struct Codec {
 
 impl Codec {
     /// A codec for `params`, and the shim to read the socket through.
-    pub(crate) fn new<T>(params: DeflateParams, io: T) -> (Self, DeflateRead<T>) {
+    pub(crate) fn with_reader<T>(params: DeflateParams, io: T) -> (Self, DeflateRead<T>) {
         let starts = Arc::new(Mutex::new(VecDeque::new()));
         (
             Self {
@@ -193,23 +200,28 @@ impl Codec {
             DeflateRead {
                 io,
                 starts,
-                state: Header::default(),
+                scanner: StartScanner::default(),
             },
         )
     }
 
+    /// A codec on its own, for the fuzz targets (no socket, so `next_start` reports nothing).
+    pub fn new(params: DeflateParams) -> Self {
+        Self::with_reader(params, ()).0
+    }
+
     /// Whether the next data message tungstenite delivers was compressed, and whether it
-    /// was text; (false, _) for an uncompressed one.
-    pub(crate) fn next_start(&self) -> (bool, bool) {
+    /// was text; `None` if the scanner saw no such message (the two are out of step, which
+    /// the session treats as an internal error rather than guess).
+    pub fn next_start(&self) -> Option<(bool, bool)> {
         self.starts
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop_front()
-            .unwrap_or((false, false))
     }
 
     /// Compresses one message's payload, or `None` when it goes out as it is.
-    pub(crate) fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
+    pub fn compress(&mut self, data: &[u8]) -> Option<Vec<u8>> {
         if data.len() < MIN_COMPRESS {
             return None;
         }
@@ -247,7 +259,7 @@ impl Codec {
     }
 
     /// Inflates one compressed message, refusing it once it passes `max` bytes.
-    pub(crate) fn inflate(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
+    pub fn inflate(&mut self, data: &[u8], max: usize) -> Result<Vec<u8>, InflateError> {
         let d = self
             .decompress
             .get_or_insert_with(|| Decompress::new_with_window_bits(false, 15));
@@ -257,13 +269,14 @@ impl Codec {
             let mut pos = 0;
             while !ended {
                 // Room for at most one byte past the limit: a bomb stops there.
-                let room = (max + 1).saturating_sub(out.len());
+                let room = max.saturating_add(1).saturating_sub(out.len());
                 if room == 0 {
                     self.decompress = None;
                     return Err(InflateError::TooLarge);
                 }
-                // Doubling, as a Vec grows, but never past the room left.
-                let grow = out.capacity().max(16 * 1024).min(room);
+                // Doubling from about what deflate usually achieves, never past the room
+                // left.
+                let grow = out.capacity().max(input.len() * 4).max(256).min(room);
                 if out.capacity() - out.len() < grow {
                     out.reserve_exact(grow);
                 }
@@ -306,13 +319,20 @@ impl Codec {
         if ended || self.params.client_no_context_takeover {
             self.decompress = None;
         }
+        // The message waits in a queue counted by its length: hold no more than that.
+        if out.capacity() > out.len() + out.len() / 4 {
+            out.shrink_to_fit();
+        }
         Ok(out)
     }
 }
 
-/// Where the shim is in the frame stream.
-#[derive(Default)]
-struct Header {
+/// Finds the first frame of each data message in a client's byte stream, sans-IO: clears
+/// RSV1 on a compressed one (and marks compressed text binary, its payload not being UTF-8
+/// until inflated) and reports (compressed, text) for every one, in order. Frames may be
+/// split across calls anywhere.
+#[derive(Debug, Default)]
+pub struct StartScanner {
     /// Header bytes seen of the current frame (0 at a frame boundary).
     have: usize,
     /// Header length once its second byte is known.
@@ -322,34 +342,23 @@ struct Header {
     payload: u64,
 }
 
-/// The socket as tungstenite reads it when compression was agreed: RSV1 cleared on the
-/// first frame of every compressed message, which is recorded for the session task.
-pub(crate) struct DeflateRead<T> {
-    io: T,
-    starts: Arc<Mutex<VecDeque<(bool, bool)>>>,
-    state: Header,
-}
-
-impl<T> DeflateRead<T> {
-    fn scan(&mut self, data: &mut [u8]) {
-        let st = &mut self.state;
+impl StartScanner {
+    /// Scans (and edits) the next bytes of the stream, reporting message starts to `starts`.
+    pub fn scan(&mut self, data: &mut [u8], starts: &mut impl Extend<(bool, bool)>) {
         let mut i = 0;
         while i < data.len() {
-            if st.payload > 0 {
-                let take = st.payload.min((data.len() - i) as u64);
-                st.payload -= take;
+            if self.payload > 0 {
+                let take = self.payload.min((data.len() - i) as u64);
+                self.payload -= take;
                 i += take as usize;
                 continue;
             }
-            if st.have == 0 {
+            if self.have == 0 {
                 let b = data[i];
                 let opcode = b & 0x0f;
                 if opcode == 1 || opcode == 2 {
                     let compressed = b & 0x40 != 0;
-                    self.starts
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push_back((compressed, opcode == 1));
+                    starts.extend([(compressed, opcode == 1)]);
                     if compressed {
                         // RSV1 off; a compressed text message is binary until inflated.
                         data[i] = (b & 0xb0) | 0x02;
@@ -357,30 +366,45 @@ impl<T> DeflateRead<T> {
                 }
                 // RSV1 on a control or continuation frame stays: the codec refuses it.
             }
-            st.bytes[st.have] = data[i];
-            st.have += 1;
+            self.bytes[self.have] = data[i];
+            self.have += 1;
             i += 1;
-            if st.have == 2 {
-                let b1 = st.bytes[1];
+            if self.have == 2 {
+                let b1 = self.bytes[1];
                 let ext = match b1 & 0x7f {
                     126 => 2,
                     127 => 8,
                     _ => 0,
                 };
-                st.need = 2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 };
+                self.need = 2 + ext + if b1 & 0x80 != 0 { 4 } else { 0 };
             }
-            if st.have >= 2 && st.have == st.need {
-                let b1 = st.bytes[1];
-                let len = match b1 & 0x7f {
-                    126 => u64::from(u16::from_be_bytes([st.bytes[2], st.bytes[3]])),
-                    127 => u64::from_be_bytes(st.bytes[2..10].try_into().unwrap_or([0xff; 8])),
+            if self.have >= 2 && self.have == self.need {
+                let b = &self.bytes;
+                let len = match b[1] & 0x7f {
+                    126 => u64::from(u16::from_be_bytes([b[2], b[3]])),
+                    127 => u64::from_be_bytes([b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9]]),
                     n => u64::from(n),
                 };
-                st.have = 0;
-                st.need = 0;
-                st.payload = len;
+                self.have = 0;
+                self.need = 0;
+                self.payload = len;
             }
         }
+    }
+}
+
+/// The socket as tungstenite reads it when compression was agreed: RSV1 cleared on the
+/// first frame of every compressed message, which is recorded for the session task.
+pub(crate) struct DeflateRead<T> {
+    io: T,
+    starts: Arc<Mutex<VecDeque<(bool, bool)>>>,
+    scanner: StartScanner,
+}
+
+impl<T> DeflateRead<T> {
+    fn scan(&mut self, data: &mut [u8]) {
+        let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+        self.scanner.scan(data, &mut *starts);
     }
 }
 
@@ -487,10 +511,15 @@ mod tests {
         )
         .is_none());
         assert!(negotiate(WebSocketCompression::Deflate, &["x-webkit-deflate-frame"]).is_none());
+        assert!(negotiate(
+            WebSocketCompression::Deflate,
+            &["permessage-deflate; server_max_window_bits=09"]
+        )
+        .is_none());
     }
 
     fn codec(params: DeflateParams) -> Codec {
-        Codec::new(params, ()).0
+        Codec::new(params)
     }
 
     fn params(no_context: bool) -> DeflateParams {
@@ -545,7 +574,7 @@ mod tests {
 
     #[test]
     fn the_shim_clears_rsv1_on_first_frames_and_records_them_across_reads() {
-        let (codec, mut shim) = Codec::new(params(false), ());
+        let (codec, mut shim) = Codec::with_reader(params(false), ());
         // A masked compressed text frame (RSV1, opcode 1) of 130 bytes (16-bit length),
         // then an uncompressed binary frame, then a ping with RSV1 (left for the codec).
         let mut wire = vec![0xc1, 0x80 | 126, 0, 130, 1, 2, 3, 4];
@@ -560,8 +589,8 @@ mod tests {
         assert_eq!(copy[0], 0x82, "RSV1 cleared, text marked binary");
         assert_eq!(copy[8 + 130], 0x82);
         assert_eq!(copy[8 + 130 + 9], 0xc9, "a control frame keeps RSV1");
-        assert_eq!(codec.next_start(), (true, true));
-        assert_eq!(codec.next_start(), (false, false));
-        assert_eq!(codec.next_start(), (false, false));
+        assert_eq!(codec.next_start(), Some((true, true)));
+        assert_eq!(codec.next_start(), Some((false, false)));
+        assert_eq!(codec.next_start(), None, "a ping is no message start");
     }
 }

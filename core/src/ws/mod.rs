@@ -453,7 +453,9 @@ fn unpack(
     let Some(codec) = codec else {
         return Ok(Message::Binary(b));
     };
-    let (compressed, text) = codec.next_start();
+    let Some((compressed, text)) = codec.next_start() else {
+        return Err((1011, "compression state out of step"));
+    };
     if !compressed {
         return Ok(Message::Binary(b));
     }
@@ -552,8 +554,9 @@ pub(crate) async fn drive<K, S>(
             msg = stream.next(), if reading => match msg {
                 Some(Ok(tungstenite::Message::Text(t))) => {
                     last_heard = Instant::now();
+                    // An uncompressed text message: its start is passed over.
                     if let Some(c) = &codec {
-                        c.next_start();
+                        let _ = c.next_start();
                     }
                     if let Some(tx) = &incoming {
                         shared.queue(t.len());
