@@ -34,10 +34,15 @@ function once(emitter, event) {
   });
 }
 
+/** `Promise.withResolvers()` (Node 22), which @moq/qmux needs too. */
 function deferred() {
   let resolve;
-  const promise = new Promise((r) => (resolve = r));
-  return { promise, resolve };
+  let reject;
+  const promise = new Promise((a, b) => {
+    resolve = a;
+    reject = b;
+  });
+  return { promise, resolve, reject };
 }
 
 describe('plain WebSocket sessions', () => {
@@ -297,15 +302,7 @@ describe('QMux sessions from @moq/qmux in Node', () => {
   /** An @moq/qmux session to `path`, over `ws` trusting the server's certificate. */
   async function qmuxSession(path) {
     // @moq/qmux builds on `Promise.withResolvers` (Node 22) and the global WebSocket.
-    Promise.withResolvers ??= function withResolvers() {
-      let resolve;
-      let reject;
-      const promise = new Promise((a, b) => {
-        resolve = a;
-        reject = b;
-      });
-      return { promise, resolve, reject };
-    };
+    Promise.withResolvers ??= deferred;
     const ca = server.certificate.pem;
     globalThis.WebSocket = class extends WebSocket {
       constructor(url, protocols) {

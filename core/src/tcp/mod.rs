@@ -531,15 +531,16 @@ pub(crate) async fn handshake(
     let no_masking = h.secure && upgrade.extensions.iter().any(|e| e == "no-masking");
     // permessage-deflate only on this server's own TCP side: a host that frames messages
     // itself (an ASGI server, say) would not know it had been agreed.
-    let deflate_offers: Vec<String> = if conn.is_some() {
-        h.headers
-            .iter()
-            .filter(|(k, _)| k == "sec-websocket-extensions")
-            .map(|(_, v)| v.clone())
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let deflate_offers: Vec<String> =
+        if conn.is_some() && server.websocket_compression != crate::WebSocketCompression::Off {
+            h.headers
+                .iter()
+                .filter(|(k, _)| k == "sec-websocket-extensions")
+                .map(|(_, v)| v.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
     let subprotocols = match &offer {
         Some(o) => o.app_protocols(),
         None => upgrade.protocols.clone(),
