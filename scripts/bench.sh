@@ -22,11 +22,12 @@
 # latency) run against the core (`loadgen http-server`), the Node package
 # (bench/servers/node_fetch.mjs) and the Python package hosting an ASGI app
 # (bench/peers/asgi_json.py --with ferrovia), in the same columns as their echo servers;
-# and the peers nodehttp2 (node:http2 with HTTP/1.1, bench/peers/node_http2.mjs), uvicorn
-# and hypercorn (the same ASGI app, bench/peers/asgi_json.py). For example:
+# and the peers nodehttp2 (node:http2 with HTTP/1.1, bench/peers/node_http2.mjs), hono
+# (Hono's fetch handler on @hono/node-server over node:http2, bench/peers/hono_node.mjs),
+# uvicorn, hypercorn and granian (the same ASGI app, bench/peers/asgi_json.py). For example:
 #
 #   BENCH_ONLY=http1_json,http2_json,http3_json \
-#     BENCH_SERVERS=core,node,nodehttp2,python,uvicorn,hypercorn scripts/bench.sh
+#     BENCH_SERVERS=core,node,nodehttp2,hono,python,uvicorn,granian scripts/bench.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -73,7 +74,7 @@ fi
 # interpreter's global packages or a developer's .venv.
 venv=target/bench-venv
 PY="$venv/bin/python"
-if want python || want aioquic || want websockets || want uvicorn || want hypercorn; then
+if want python || want aioquic || want websockets || want uvicorn || want hypercorn || want granian; then
   [[ -x "$PY" ]] || python3 -m venv "$venv"
   "$PY" -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt \
     >"$out/build-pip.log" 2>&1 || skip pip "pip install -r bench/requirements.txt failed (see $out/build-pip.log)"
@@ -126,6 +127,26 @@ if want hypercorn; then
   else
     # Hypercorn serves HTTP/3 through aioquic only.
     add hypercorn "$PY bench/peers/asgi_json.py --with hypercorn --port 0 --host 127.0.0.1" h1,h2
+  fi
+fi
+
+# Granian runs its own worker process with the app on asyncio (no uvloop or rloop here).
+if want granian; then
+  if "$PY" -c 'import granian, cryptography' 2>/dev/null; then
+    add granian "$PY bench/peers/asgi_json.py --with granian --port 0 --host 127.0.0.1" h1,h2
+  else
+    skip granian "granian (or cryptography) is not installed in $venv"
+  fi
+fi
+
+# Hono on @hono/node-server (devDependencies): a fetch handler on Node's own server.
+if want hono; then
+  if ! command -v node >/dev/null; then
+    skip hono "no Node"
+  elif node -e "import('@hono/node-server').then(() => import('hono'))" 2>/dev/null; then
+    add hono "node bench/peers/hono_node.mjs --port 0 --host 127.0.0.1" h1,h2
+  else
+    skip hono "hono or @hono/node-server is not installed (npm install)"
   fi
 fi
 
@@ -191,6 +212,8 @@ fi
   echo "websockets (peer): $("$PY" -c 'import websockets; print(websockets.__version__)' 2>/dev/null)"
   echo "uvicorn (peer): $("$PY" -c 'import uvicorn, httptools; print(uvicorn.__version__, "httptools", httptools.__version__)' 2>/dev/null)"
   echo "hypercorn (peer): $("$PY" -c 'import importlib.metadata as m; print(m.version("hypercorn"))' 2>/dev/null)"
+  echo "granian (peer): $("$PY" -c 'import granian; print(granian.__version__)' 2>/dev/null)"
+  echo "hono (peer): $(node -e "console.log(require('./node_modules/hono/package.json').version, '@hono/node-server', require('./node_modules/@hono/node-server/package.json').version)" 2>/dev/null)"
   echo "ws (peer): $(node -p "require('ws/package.json').version" 2>/dev/null)"
   echo "tokio-tungstenite (peer): $(grep -A1 '^name = "tokio-tungstenite"$' bench/peers/tungstenite-echo/Cargo.lock | sed -n 's/^version = "\(.*\)"/\1/p')"
   echo "load before: $(cat /proc/loadavg)"

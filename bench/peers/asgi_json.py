@@ -1,6 +1,6 @@
 """One ASGI application for the HTTP benchmarks, hosted by Ferrovia, uvicorn or Hypercorn.
 
-    python bench/peers/asgi_json.py --with ferrovia|uvicorn|hypercorn --port 0 --host 127.0.0.1
+    python bench/peers/asgi_json.py --with ferrovia|uvicorn|hypercorn|granian --port 0 --host 127.0.0.1
 
 ``app`` is a minimal raw ASGI 3 application: ``GET /json`` answers ``{"message":"hello"}``
 (``content-type: application/json``, serialized per request), anything else 404, and it
@@ -13,6 +13,9 @@ that differs:
   which bench/requirements.txt does), access log off.
 - ``hypercorn``: Hypercorn with TLS (ALPN h2 and http/1.1) and, on UDP at the same port
   number, HTTP/3 through aioquic (``quic_bind``, the ``--quic-bind`` option).
+- ``granian``: Granian as its command line runs it (``granian --interface asgi --http auto``
+  with TLS, one worker process, its default loop, which is asyncio when neither rloop nor
+  uvloop is installed), started as a child that dies with this process.
 
 Each runs on the standard asyncio event loop, one process, settings at their defaults
 otherwise. Same contract as every server in the suite: the first stdout line is
@@ -130,7 +133,62 @@ async def with_hypercorn(host: str, port: int) -> None:
         await serve(app, config)
 
 
-HOSTS = {"ferrovia": with_ferrovia, "uvicorn": with_uvicorn, "hypercorn": with_hypercorn}
+async def with_granian(host: str, port: int) -> None:
+    import ctypes
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    cert, key = self_signed()
+    if port == 0:
+        # Granian cannot report a port it chose: take a free one and hand it over.
+        probe = tcp_socket(host, 0)
+        port = probe.getsockname()[1]
+        probe.close()
+
+    def die_with_parent() -> None:
+        # The load generator kills this process with SIGKILL; Granian's supervisor gets
+        # SIGTERM then and stops its worker, so nothing is left behind.
+        ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_path, key_path = write_pem(cert, key, tmp)
+        child = subprocess.Popen(
+            [sys.executable, "-m", "granian", "--interface", "asgi", "--http", "auto",
+             "--host", host, "--port", str(port), "--workers", "1",
+             "--ssl-certificate", cert_path, "--ssl-keyfile", key_path,
+             "--log-level", "warning", "--working-dir", os.path.dirname(os.path.abspath(__file__)),
+             "asgi_json:app"],
+            preexec_fn=die_with_parent,
+        )
+        try:
+            # Announce once the port takes connections (the worker answers them when ready).
+            for _ in range(200):
+                if child.poll() is not None:
+                    raise SystemExit(f"granian exited with {child.returncode}")
+                try:
+                    socket.create_connection((host, port), timeout=0.1).close()
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            else:
+                raise SystemExit("granian did not listen within 10 s")
+            announce(port, sha256_hex(cert))
+            while child.poll() is None:
+                await asyncio.sleep(0.5)
+        finally:
+            if child.poll() is None:
+                child.terminate()
+                child.wait()
+
+
+HOSTS = {
+    "ferrovia": with_ferrovia,
+    "uvicorn": with_uvicorn,
+    "hypercorn": with_hypercorn,
+    "granian": with_granian,
+}
 
 
 def main() -> None:

@@ -1,30 +1,42 @@
 'use strict';
-// Ordinary HTTP: the `fetch` handler path. serveFetch() pulls requests from the native
-// queue and answers each through the handler (WHATWG Request to Response), streaming or
+// Ordinary HTTP: the `fetch` handler path. serveFetch() takes requests from the native
+// inbox and answers each through the handler (WHATWG Request to Response), streaming or
 // sending the body whole; withClient() serves the browser connector beside the handler.
 
 const fs = require('node:fs');
 const pathModule = require('node:path');
 const { translate } = require('./errors.js');
 const { describe } = require('./check.js');
+const { FetchRequest, lightParts } = require('./web.js');
 
 const NO_BODY_METHODS = new Set(['GET', 'HEAD']);
-// Requests taken from the native queue per crossing: a burst costs one promise, not one each.
-const ACCEPT_BATCH = 64;
+// Requests waiting for the handler past which more get 503.
+const QUEUE_CAPACITY = 1024;
 // A response body read whole before the head goes out is sent with it in one native call
 // when it ends within this many bytes; a longer or slower one streams.
 const WHOLE_BODY_LIMIT = 64 * 1024;
 
-/** Pulls ordinary requests and answers each through `handler` (WHATWG Request → Response). */
-function serveFetch(requests, handler) {
+/**
+ * Answers every ordinary request of `nativeServer` through `handler` (WHATWG Request →
+ * Response). The server calls back once per batch of waiting requests; each call takes the
+ * whole batch in one native call.
+ */
+function serveFetch(nativeServer, handler) {
   const failed = (err) => console.error('ferrovia: fetch handler failed:', err);
-  (async () => {
-    for (;;) {
-      const batch = await requests.acceptMany(ACCEPT_BATCH);
-      if (batch.length === 0) return;
-      for (let i = 0; i < batch.length; i++) answerFetch(batch[i], handler).catch(failed);
+  let inbox = null;
+  const wake = () => {
+    let batch;
+    try {
+      batch = inbox.take();
+    } catch (err) {
+      // Never thrown into the event loop from a native callback: the process goes on.
+      console.error('ferrovia: taking requests failed:', err);
+      return;
     }
-  })().catch((err) => console.error('ferrovia: fetch loop failed:', err));
+    if (batch === null) return;
+    for (let i = 0; i < batch.length; i++) answerFetch(batch[i], handler).catch(failed);
+  };
+  inbox = nativeServer.enableHttp(QUEUE_CAPACITY, wake);
 }
 
 const CLIENT_PATH = '/ferrovia/client.js';
@@ -56,11 +68,9 @@ function withClient(nativeServer, clientPath, handler) {
   };
 }
 
-function requestOf(exchange, head) {
-  const method = head.method;
-  let body = null;
-  if (!NO_BODY_METHODS.has(method)) {
-    body = new ReadableStream({
+function bodyOf(exchange) {
+  return () =>
+    new ReadableStream({
       async pull(controller) {
         try {
           const chunk = await exchange.readBody();
@@ -74,12 +84,11 @@ function requestOf(exchange, head) {
         return exchange.discardBody();
       },
     });
-  }
-  // Name/value pairs go straight into the Request's own header list.
-  const flat = head.headers;
-  const headers = new Array(flat.length >> 1);
-  for (let i = 0, j = 0; i < flat.length; i += 2, j++) headers[j] = [flat[i], flat[i + 1]];
-  return new Request(head.url, { method, headers, body, duplex: 'half' });
+}
+
+function requestOf(exchange, head) {
+  const method = head.method;
+  return new FetchRequest(head.url, method, head.headers, NO_BODY_METHODS.has(method) ? null : bodyOf(exchange));
 }
 
 // Settles once the event loop has turned: a body read that has not settled by then waits on
@@ -98,6 +107,11 @@ function turned() {
   return nextTurn;
 }
 
+function hasHeader(flat, name) {
+  for (let i = 0; i < flat.length; i += 2) if (flat[i] === name) return true;
+  return false;
+}
+
 function chunkOf(value) {
   if (value instanceof Uint8Array) return value;
   throw new TypeError(`a response body chunk must be a Uint8Array, got ${describe(value)}`);
@@ -114,6 +128,21 @@ async function answerFetch(exchange, handler) {
     const response = await handler(request, info);
     if (!(response instanceof Response)) {
       throw new TypeError(`the fetch handler must return a Response, got ${describe(response)}`);
+    }
+    const light = lightParts(response);
+    if (light !== undefined) {
+      // A string, bytes or no body: sent with the head in one call, no stream read.
+      responded = true;
+      const body = light.body;
+      if (isHead) {
+        if (body !== null && !hasHeader(light.headers, 'content-length')) {
+          light.headers.push('content-length', String(typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength));
+        }
+        exchange.respond(light.status, light.headers, false);
+      } else {
+        exchange.respond(light.status, light.headers, false, body ?? undefined);
+      }
+      return;
     }
     const headers = [];
     for (const [name, value] of response.headers) headers.push(name, value);

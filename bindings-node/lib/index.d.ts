@@ -141,6 +141,16 @@ export interface ListenOptions {
    */
   fetch?: FetchHandler;
   /**
+   * With `fetch` (or `client`), `Response` in this process becomes a lighter one that keeps
+   * a string or bytes body, its status and headers as given, and builds Node's own
+   * Response only when something else is asked of it (its body stream, `text()`,
+   * `clone()`...); it is still `instanceof Response`, and Node's own responses (from
+   * `fetch()`) still are too. The handler's Request is light the same way. `false` leaves
+   * the global `Response` alone (responses then cost what Node's cost). Default `true`,
+   * as @hono/node-server does.
+   */
+  overrideGlobalObjects?: boolean;
+  /**
    * `true` serves the browser connector at `/ferrovia/client.js` (or at the path given),
    * before `fetch` sees the request: `ferrovia/client` with one more export,
    * `serverCertificateHashes`, this server's certificate hashes as `connect(url, {

@@ -37,6 +37,7 @@ const LIMIT_NAMES = [
 
 const KNOWN_OPTIONS = new Set([
   'fetch',
+  'overrideGlobalObjects',
   'client',
   'signal',
   'logLevel',

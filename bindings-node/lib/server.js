@@ -13,6 +13,7 @@ const { nativeOptions } = require('./options.js');
 const { ACCEPTED, SessionRequest, RequestStream } = require('./request.js');
 const { WebSocketSession } = require('./websocket.js');
 const { serveFetch, clientPathOf, withClient } = require('./http.js');
+const { installGlobalResponse } = require('./web.js');
 
 /** A WebTransport server. Create one with `await Server.listen(options)`. */
 class Server {
@@ -52,14 +53,19 @@ class Server {
       throw new TypeError(`options.fetch must be a function (request, info) => Response, got ${describe(fetchHandler)}`);
     }
     const clientPath = clientPathOf(options?.client);
+    const override = options?.overrideGlobalObjects ?? true;
+    if (typeof override !== 'boolean') {
+      throw new TypeError(`options.overrideGlobalObjects must be a boolean, got ${describe(override)}`);
+    }
     const n = await native.listen(opts).catch(rethrow);
     const server = new Server(n, LISTEN);
     if (signal?.aborted) {
       await server.close({ grace: 0 }).catch(() => {});
       throw abortError(signal);
     }
-    if (clientPath) serveFetch(n.enableHttp(1024), withClient(n, clientPath, fetchHandler));
-    else if (fetchHandler) serveFetch(n.enableHttp(1024), fetchHandler);
+    if (override && (clientPath || fetchHandler)) installGlobalResponse();
+    if (clientPath) serveFetch(n, withClient(n, clientPath, fetchHandler));
+    else if (fetchHandler) serveFetch(n, fetchHandler);
     if (options?.certificate?.watch === true) server.#watchCertificate(opts.certFile, opts.keyFile);
     if (signal) {
       // Like net.Server.listen({ signal }): aborting closes the server.

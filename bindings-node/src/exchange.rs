@@ -1,48 +1,50 @@
-//! Ordinary HTTP requests, pulled one at a time by the facade, which turns each into a
-//! WHATWG `Request` for the application's `fetch` handler and streams its `Response` back.
+//! Ordinary HTTP requests, pushed to the facade in batches, which turns each into a WHATWG
+//! `Request` for the application's `fetch` handler and streams its `Response` back.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use bytes::Bytes;
-use ferrovia::{Body, BodySender, HttpRequests, HttpResponder};
-use napi::bindgen_prelude::{Buffer, Uint8Array};
+use ferrovia::{Body, BodySender, HttpResponder};
+use napi::{
+    bindgen_prelude::{Buffer, Either, Uint8Array},
+    threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode},
+};
 use napi_derive::napi;
 
 use crate::{error, request::NativeHeader};
 
-/// The queue of ordinary requests.
+/// A JavaScript callback called (with no arguments) when requests are waiting that
+/// `take()` has not been asked for since; it keeps the process alive while the server
+/// takes ordinary requests.
+pub(crate) type Wake = ThreadsafeFunction<(), (), (), napi::Status, false>;
+
+/// Ordinary requests pushed by the server in batches: the facade's `wake` callback runs
+/// once per batch and takes every request waiting in one call, so a burst costs one
+/// wake-up of the JavaScript thread and no promise.
 #[napi]
-pub struct NativeHttpRequests {
-    inner: Arc<HttpRequests>,
+pub struct NativeHttpInbox {
+    inner: ferrovia::HttpInbox,
 }
 
-impl NativeHttpRequests {
-    pub(crate) fn new(inner: HttpRequests) -> Self {
-        Self {
-            inner: Arc::new(inner),
-        }
+impl NativeHttpInbox {
+    /// The service feeding the inbox (past `capacity` waiting, more get 503), and the inbox.
+    pub(crate) fn pair(capacity: usize, wake: Wake) -> (ferrovia::HttpService, Self) {
+        let (service, inner) = ferrovia::HttpService::inbox(capacity, move || {
+            let _ = wake.call((), ThreadsafeFunctionCallMode::NonBlocking);
+        });
+        (service, Self { inner })
     }
 }
 
 #[napi]
-impl NativeHttpRequests {
-    /// The next request; `null` once the server is gone.
-    #[napi]
-    pub async fn accept(&self) -> Option<NativeHttpExchange> {
-        self.inner.accept().await.map(NativeHttpExchange::new)
-    }
-
-    /// Every request already waiting, up to `max` (waiting for the first when none is);
-    /// empty once the server is gone. One promise for a burst of requests instead of one
-    /// each: every promise a native call returns costs the JavaScript thread a wake-up.
-    #[napi]
-    pub async fn accept_many(&self, max: u32) -> Vec<NativeHttpExchange> {
+impl NativeHttpInbox {
+    /// Every request waiting, in arrival order (possibly none); `null` once the server is
+    /// gone and nothing is left.
+    #[napi(catch_unwind)]
+    pub fn take(&self) -> Option<Vec<NativeHttpExchange>> {
         self.inner
-            .accept_many(max as usize)
-            .await
-            .into_iter()
-            .map(NativeHttpExchange::new)
-            .collect()
+            .take()
+            .map(|batch| batch.into_iter().map(NativeHttpExchange::new).collect())
     }
 }
 
@@ -186,15 +188,16 @@ impl NativeHttpExchange {
 
     /// Sends the response head, with `headers` as names and values alternating. With
     /// `streaming`, the body follows through `write()` and `end()`; without, `body` (if
-    /// any) is the whole body, sent with the head in this one call. Returns false when the
-    /// request is already gone (the client left, or the handler timeout passed).
+    /// any) is the whole body (a string is sent as UTF-8), sent with the head in this one
+    /// call. Returns false when the request is already gone (the client left, or the
+    /// handler timeout passed).
     #[napi(catch_unwind)]
     pub fn respond(
         &self,
         status: u32,
         headers: Vec<String>,
         streaming: bool,
-        body: Option<Uint8Array>,
+        body: Option<Either<String, Uint8Array>>,
     ) -> napi::Result<bool> {
         let status = u16::try_from(status).unwrap_or(0);
         if !headers.len().is_multiple_of(2) {
@@ -210,7 +213,10 @@ impl NativeHttpExchange {
         let (mut response, sender) =
             HttpResponder::build(status, &pairs, streaming).map_err(error::from_request)?;
         if let (false, Some(body)) = (streaming, body) {
-            *response.body_mut() = Body::from(Bytes::copy_from_slice(&body));
+            *response.body_mut() = Body::from(match body {
+                Either::A(text) => Bytes::from(text),
+                Either::B(bytes) => Bytes::copy_from_slice(&bytes),
+            });
         }
         let responder = self
             .responder

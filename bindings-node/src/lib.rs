@@ -20,7 +20,7 @@ mod stream;
 mod upgrade;
 mod websocket;
 
-pub use exchange::{NativeHttpExchange, NativeHttpRequests};
+pub use exchange::{NativeHttpExchange, NativeHttpInbox};
 pub use fleet::{open_reuse_port_group, NativeConnectionIds, NativeReusePortGroup, NativeWorker};
 pub use log::{forward_logs, NativeLogRecord};
 pub use message::{encode_message_frame, NativeMessageDecoder};

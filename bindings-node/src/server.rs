@@ -455,12 +455,17 @@ impl NativeServer {
     }
 
     /// Sends every ordinary HTTP request (not a session or WebSocket request) to the
-    /// returned queue, from now on; past `capacity` waiting, more get 503.
+    /// returned inbox, from now on, calling `wake` when requests are waiting; past
+    /// `capacity` waiting, more get 503.
     #[napi(catch_unwind)]
-    pub fn enable_http(&self, capacity: u32) -> crate::exchange::NativeHttpRequests {
-        let (service, requests) = ferrovia::HttpService::queue(capacity as usize);
+    pub fn enable_http(
+        &self,
+        capacity: u32,
+        wake: crate::exchange::Wake,
+    ) -> crate::exchange::NativeHttpInbox {
+        let (service, inbox) = crate::exchange::NativeHttpInbox::pair(capacity as usize, wake);
         self.server.set_http_handler(Some(service));
-        crate::exchange::NativeHttpRequests::new(requests)
+        inbox
     }
 
     /// Refuses new sessions (503) and asks open ones to drain; they go on until they end.

@@ -51,6 +51,56 @@ impl HttpRequests {
     }
 }
 
+/// Ordinary requests pushed by the server, taken in batches: the event loop watches
+/// `fileno()` (`loop.add_reader`) and calls `take()` when it is readable. No runtime thread
+/// ever takes the interpreter lock to hand a request over.
+#[cfg(unix)]
+#[pyclass(frozen, module = "ferrovia._ferrovia")]
+pub(crate) struct HttpInbox {
+    inner: ferrovia::HttpInbox,
+    /// The end the event loop watches; the server writes a byte to the other end per batch.
+    readable: std::os::unix::net::UnixStream,
+}
+
+#[cfg(unix)]
+impl HttpInbox {
+    /// The service that feeds the inbox, and the inbox.
+    pub(crate) fn pair(capacity: usize) -> std::io::Result<(ferrovia::HttpService, Self)> {
+        use std::io::Write;
+        let (readable, writable) = std::os::unix::net::UnixStream::pair()?;
+        readable.set_nonblocking(true)?;
+        writable.set_nonblocking(true)?;
+        let (service, inner) = ferrovia::HttpService::inbox(capacity, move || {
+            // A full socket buffer means wake-ups are already pending: nothing is lost.
+            let _ = (&writable).write(&[1]);
+        });
+        Ok((service, Self { inner, readable }))
+    }
+}
+
+#[cfg(unix)]
+#[pymethods]
+impl HttpInbox {
+    /// The file descriptor to watch for readability. Owned by the inbox: never close it.
+    fn fileno(&self) -> i32 {
+        use std::os::fd::AsRawFd;
+        self.readable.as_raw_fd()
+    }
+
+    /// Every request waiting, in arrival order (possibly none); None once the server is
+    /// gone and nothing is left.
+    fn take(&self) -> Option<Vec<HttpExchange>> {
+        use std::io::Read;
+        // The wake-up bytes first, then the requests: a request queued in between writes
+        // another byte, so the event loop is called again rather than missing it.
+        let mut sink = [0u8; 256];
+        while matches!((&self.readable).read(&mut sink), Ok(n) if n > 0) {}
+        self.inner
+            .take()
+            .map(|batch| batch.into_iter().map(HttpExchange::new).collect())
+    }
+}
+
 impl HttpExchange {
     fn new(exchange: ferrovia::HttpExchange) -> Self {
         let (request, responder) = exchange.into_parts();

@@ -177,6 +177,8 @@ fn _ferrovia(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<upgrade::MessagePipe>()?;
     m.add_class::<exchange::HttpRequests>()?;
     m.add_class::<exchange::HttpExchange>()?;
+    #[cfg(unix)]
+    m.add_class::<exchange::HttpInbox>()?;
     m.add_function(wrap_pyfunction!(_panic_for_tests, m)?)?;
     Ok(())
 }

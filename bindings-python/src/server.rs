@@ -490,6 +490,16 @@ impl Server {
         crate::exchange::HttpRequests::new(requests)
     }
 
+    /// Ordinary requests, pushed to an inbox the event loop watches (instead of
+    /// `enable_http`'s awaited queue); past `capacity` waiting, more get 503.
+    #[cfg(unix)]
+    fn enable_http_inbox(&self, capacity: usize) -> PyResult<crate::exchange::HttpInbox> {
+        let (service, inbox) = crate::exchange::HttpInbox::pair(capacity)
+            .map_err(|e| pyo3::exceptions::PyOSError::new_err(e.to_string()))?;
+        self.inner.set_http_handler(Some(service));
+        Ok(inbox)
+    }
+
     /// Refuses new sessions (503) and asks open ones to drain.
     fn drain(&self) {
         self.inner.drain();

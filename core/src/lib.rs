@@ -96,7 +96,7 @@ pub use origin::{AsyncOriginCheck, OriginCheck, OriginPolicy};
 pub use request::SessionRequest;
 pub use server::{Route, Server};
 pub use service::{
-    Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpRequests, HttpResponder,
+    Body, BodyError, BodySender, HttpExchange, HttpHandler, HttpInbox, HttpRequests, HttpResponder,
     HttpService, ResponseFuture,
 };
 pub use session::{Interest, Readiness};

@@ -29,6 +29,17 @@ _LIFESPAN_TIMEOUT = 30.0
 _WEBSOCKET_CLOSE_TIMEOUT = 5.0
 
 
+def _watches_files(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether the loop has add_reader (the selector loops and uvloop; not Windows' proactor)."""
+    try:
+        loop.remove_reader(-1)
+    except NotImplementedError:
+        return False
+    except (ValueError, OSError):
+        pass
+    return True
+
+
 class AsgiHost:
     """Runs one ASGI application for a server."""
 
@@ -47,8 +58,10 @@ class AsgiHost:
     async def start(self) -> None:
         """Runs the lifespan startup, then starts taking requests."""
         await self._startup()
-        requests = self._inner.enable_http(1024)
-        self._pull = asyncio.create_task(self._serve(requests))
+        if hasattr(self._inner, "enable_http_inbox") and _watches_files(asyncio.get_running_loop()):
+            self._pull = asyncio.create_task(self._serve_inbox(self._inner.enable_http_inbox(1024)))
+        else:
+            self._pull = asyncio.create_task(self._serve(self._inner.enable_http(1024)))
         self._ws_pull = asyncio.create_task(self._serve_websockets(self._inner.unclaimed_websockets()))
 
     async def stop(self) -> None:
@@ -104,6 +117,34 @@ class AsgiHost:
         raise TimeoutError("the ASGI application did not answer its lifespan event in time")
 
     # ---- http ----
+
+    async def _serve_inbox(self, inbox: _ferrovia.HttpInbox) -> None:
+        # The server writes to the inbox's descriptor once per batch of requests; each
+        # wake-up takes every request waiting in one call. No awaitable per batch.
+        loop = asyncio.get_running_loop()
+        create_task = loop.create_task
+        ended = loop.create_future()
+        tasks = self._tasks
+
+        def ready() -> None:
+            batch = inbox.take()
+            if batch is None:
+                if not ended.done():
+                    ended.set_result(None)
+                return
+            for exchange in batch:
+                task = create_task(self._answer(exchange))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+
+        fd = inbox.fileno()
+        loop.add_reader(fd, ready)
+        try:
+            # Anything queued before the reader was added.
+            ready()
+            await ended
+        finally:
+            loop.remove_reader(fd)
 
     async def _serve(self, requests: _ferrovia.HttpRequests) -> None:
         # Every request already queued comes in one crossing.

@@ -268,3 +268,147 @@ describe('a plain fetch handler: bad answers and bad input', () => {
     await assert.rejects(Server.listen({ port: 0, fetch: 'nope' }), /options.fetch must be a function/);
   });
 });
+
+describe('the light Request and Response (overrideGlobalObjects)', () => {
+  let server;
+  const seen = {};
+  before(async () => {
+    server = await Server.listen({
+      host: '127.0.0.1',
+      port: 0,
+      fetch: async (request) => {
+        const path = new URL(request.url).pathname;
+        if (path === '/request') {
+          seen.request = {
+            isRequest: request instanceof Request,
+            method: request.method,
+            agent: request.headers.get('x-agent'),
+            sameHeaders: request.headers === request.headers,
+            bodyUsedBefore: request.bodyUsed,
+            text: await request.text(),
+            bodyUsedAfter: request.bodyUsed,
+            headersAfter: request.headers.get('x-agent'),
+          };
+          return new Response('seen');
+        }
+        if (path === '/text') return new Response('plain text');
+        if (path === '/json') return Response.json({ a: [1, 2] }, { status: 201, headers: { 'x-a': '1' } });
+        if (path === '/json-typed') return Response.json({ b: 1 }, { headers: { 'content-type': 'application/vnd.api+json' } });
+        if (path === '/bytes') return new Response(new Uint8Array([1, 2, 3]));
+        if (path === '/empty') return new Response(null, { status: 204, headers: { 'x-empty': 'yes' } });
+        if (path === '/late-header') {
+          const r = new Response('late');
+          r.headers.set('x-late', 'set after');
+          return r;
+        }
+        if (path === '/status-text') return new Response('with text', { status: 202, statusText: 'Accepted Indeed' });
+        if (path === '/read-first') {
+          // Reading it builds Node's own Response; what it answers is unchanged.
+          const r = Response.json({ c: 3 });
+          seen.cloned = await r.clone().json();
+          return r;
+        }
+        if (path === '/node-response') {
+          const r = await fetch('data:text/plain,from%20data');
+          seen.nodeIsResponse = r instanceof Response;
+          return r;
+        }
+        if (path === '/bad-status') return new Response('x', { status: 99 });
+        return new Response(null, { status: 404 });
+      },
+    });
+  });
+  after(async () => {
+    await server?.close();
+  });
+
+  test('the handler reads method, headers and body of its Request as Node would give them', T, async () => {
+    const port = server.port;
+    const r = await new Promise((resolve, reject) => {
+      const body = Buffer.from('posted body');
+      const req = https.request(
+        { host: '127.0.0.1', port, path: '/request', method: 'POST', rejectUnauthorized: false, headers: { 'x-agent': 'test', 'content-length': body.length } },
+        (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+    assert.equal(r, 200);
+    assert.deepEqual(seen.request, {
+      isRequest: true,
+      method: 'POST',
+      agent: 'test',
+      sameHeaders: true,
+      bodyUsedBefore: false,
+      text: 'posted body',
+      bodyUsedAfter: true,
+      headersAfter: 'test',
+    });
+  });
+
+  test('string, JSON, bytes, empty and changed responses reach the client as Node would send them', T, async () => {
+    const session = http2.connect(`https://localhost:${server.port}`, { rejectUnauthorized: false });
+    try {
+      const text = await h2(session, '/text');
+      assert.equal(text.headers['content-type'], 'text/plain;charset=UTF-8');
+      assert.equal(text.body.toString(), 'plain text');
+      const json = await h2(session, '/json');
+      assert.equal(json.status, 201);
+      assert.equal(json.headers['content-type'], 'application/json');
+      assert.equal(json.headers['x-a'], '1');
+      assert.deepEqual(JSON.parse(json.body), { a: [1, 2] });
+      assert.equal((await h2(session, '/json-typed')).headers['content-type'], 'application/vnd.api+json');
+      const bytes = await h2(session, '/bytes');
+      assert.equal(bytes.headers['content-type'], undefined);
+      assert.deepEqual([...bytes.body], [1, 2, 3]);
+      const empty = await h2(session, '/empty');
+      assert.equal(empty.status, 204);
+      assert.equal(empty.headers['x-empty'], 'yes');
+      assert.equal(empty.body.length, 0);
+      assert.equal((await h2(session, '/late-header')).headers['x-late'], 'set after');
+      const withText = await h2(session, '/status-text');
+      assert.equal(withText.status, 202);
+      assert.equal(withText.body.toString(), 'with text');
+      const readFirst = await h2(session, '/read-first');
+      assert.deepEqual(JSON.parse(readFirst.body), { c: 3 });
+      assert.deepEqual(seen.cloned, { c: 3 });
+      const fromNode = await h2(session, '/node-response');
+      assert.equal(fromNode.body.toString(), 'from data');
+      assert.equal(seen.nodeIsResponse, true);
+      // Node's own constructor still refuses what it refuses: the handler threw, 500.
+      const quiet = console.error;
+      console.error = () => {};
+      try {
+        assert.equal((await h2(session, '/bad-status')).status, 500);
+      } finally {
+        console.error = quiet;
+      }
+      // HEAD: the length a GET would carry, no body.
+      const head = await h2(session, '/text', { method: 'HEAD' });
+      assert.equal(head.headers['content-length'], String('plain text'.length));
+      assert.equal(head.body.length, 0);
+    } finally {
+      session.close();
+    }
+  });
+
+  test('overrideGlobalObjects: false leaves the global Response alone; the default replaces it', T, async () => {
+    const script = (override) => `
+      const before = globalThis.Response;
+      const { Server } = await import('ferrovia');
+      const server = await Server.listen({ host: '127.0.0.1', port: 0, fetch: () => new Response('x'), ${override} });
+      const replaced = globalThis.Response !== before;
+      await server.close();
+      process.stdout.write(JSON.stringify({ replaced, isResponse: new Response('y') instanceof before }));`;
+    const run = async (override) => {
+      const { stdout } = await promisify(execFile)(process.execPath, ['--input-type=module', '-e', script(override)], { cwd: process.cwd() });
+      return JSON.parse(stdout);
+    };
+    assert.deepEqual(await run('overrideGlobalObjects: false'), { replaced: false, isResponse: true });
+    assert.deepEqual(await run(''), { replaced: true, isResponse: true });
+    await assert.rejects(Server.listen({ port: 0, fetch: () => null, overrideGlobalObjects: 'yes' }), /overrideGlobalObjects must be a boolean/);
+  });
+});

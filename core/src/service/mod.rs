@@ -3,6 +3,7 @@
 //! assets and its API share the origin (and the port) of its WebTransport endpoint.
 
 mod body;
+mod inbox;
 mod queue;
 mod tower;
 
@@ -13,6 +14,7 @@ use tracing::warn;
 
 pub use body::{Body, BodyError, BodySender};
 pub(crate) use body::{BoxError, Progress};
+pub use inbox::HttpInbox;
 pub use queue::{HttpExchange, HttpRequests, HttpResponder};
 
 /// The boxed future an [`HttpHandler`] returns.

@@ -9,8 +9,8 @@ use crate::RequestError;
 /// One ordinary request waiting for its response.
 #[derive(Debug)]
 pub struct HttpExchange {
-    request: http::Request<Body>,
-    respond: oneshot::Sender<http::Response<Body>>,
+    pub(super) request: http::Request<Body>,
+    pub(super) respond: oneshot::Sender<http::Response<Body>>,
 }
 
 impl HttpExchange {
