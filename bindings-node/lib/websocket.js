@@ -12,10 +12,26 @@ const { pulled } = require('./streams.js');
  * backpressure, `closed` ({ closeCode, reason }) and `close({ closeCode, reason })`. Also
  * an async iterable of messages.
  */
+// Messages taken or queued in a row without a native promise. Each of those settles in a
+// later turn of the event loop; a run of synchronous ones settles in microtasks only, so
+// after this many the next goes through a promise and other work gets its turn.
+const FAST_STREAK = 32;
+
+/** Counts synchronous receives and sends since the last native promise. */
+class Streak {
+  length = 0;
+
+  /** Whether the next one may be synchronous. */
+  go() {
+    return ++this.length <= FAST_STREAK;
+  }
+}
+
 class WebSocketSession {
   #native;
   #readable;
   #writable;
+  #streak = new Streak();
 
   constructor(nativeWs, url) {
     this.#native = nativeWs;
@@ -50,10 +66,16 @@ class WebSocketSession {
   /** Messages from the client: strings (text) and Uint8Arrays (binary). */
   get readable() {
     const n = this.#native;
+    const streak = this.#streak;
     this.#readable ??= pulled(
-      () => n.recv(),
+      () => {
+        streak.length = 0;
+        return n.recv();
+      },
       (m, c) => c.enqueue(m.text ?? new Uint8Array(m.binary.buffer, m.binary.byteOffset, m.binary.byteLength)),
       0,
+      // A message already waiting is taken without a promise from the native side.
+      () => (streak.go() ? n.tryRecv() : null),
     );
     return this.#readable;
   }
@@ -61,13 +83,22 @@ class WebSocketSession {
   /** Messages to the client: a write resolves once the message is queued for the socket. */
   get writable() {
     const n = this.#native;
+    const streak = this.#streak;
     this.#writable ??= new WritableStream(
       {
         async write(chunk) {
-          if (typeof chunk === 'string') await n.sendText(chunk).catch(rethrow);
-          else if (chunk instanceof ArrayBuffer) await n.sendBinary(Buffer.from(chunk)).catch(rethrow);
-          else if (ArrayBuffer.isView(chunk)) await n.sendBinary(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength)).catch(rethrow);
+          // Queued at once when there is room; otherwise (and every FAST_STREAK messages,
+          // see Streak) through the native promise, which waits for room.
+          let text = null;
+          let bytes = null;
+          if (typeof chunk === 'string') text = chunk;
+          else if (chunk instanceof ArrayBuffer) bytes = new Uint8Array(chunk);
+          else if (ArrayBuffer.isView(chunk)) bytes = new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
           else throw new TypeError(`a WebSocket message is a string, ArrayBuffer or typed array, not ${describe(chunk)}`);
+          if (streak.go() && (text !== null ? n.trySendText(text) : n.trySendBinary(bytes))) return;
+          streak.length = 0;
+          if (text !== null) await n.sendText(text).catch(rethrow);
+          else await n.sendBinary(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)).catch(rethrow);
         },
         close() {
           n.close(1000, '');

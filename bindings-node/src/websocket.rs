@@ -1,7 +1,7 @@
 //! A plain WebSocket session.
 
 use ferrovia::{CloseInitiator, WebSocket, WebSocketClose, WebSocketError, WebSocketMessage};
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, Uint8Array};
 use napi_derive::napi;
 
 use crate::error;
@@ -83,17 +83,30 @@ impl NativeWebSocket {
     #[napi]
     pub async fn recv(&self) -> napi::Result<Option<NativeMessage>> {
         match self.ws.recv().await {
-            Ok(Some(WebSocketMessage::Text(t))) => Ok(Some(NativeMessage {
-                text: Some(t),
-                binary: None,
-            })),
-            Ok(Some(WebSocketMessage::Binary(b))) => Ok(Some(NativeMessage {
-                text: None,
-                binary: Some(b.to_vec().into()),
-            })),
-            Ok(None) => Ok(None),
+            Ok(m) => Ok(m.map(native_message)),
             Err(e) => Err(error::from_websocket(e)),
         }
+    }
+
+    /// A message already waiting, without a promise; `null` when none is (or the
+    /// WebSocket ended: `recv()` then says how).
+    #[napi(catch_unwind)]
+    pub fn try_recv(&self) -> Option<NativeMessage> {
+        self.ws.try_recv().map(native_message)
+    }
+
+    /// Queues a text message if there is room now; false when the queue is full or the
+    /// send would fail (`sendText()` then waits or says why).
+    #[napi(catch_unwind)]
+    pub fn try_send_text(&self, text: String) -> bool {
+        matches!(self.ws.try_send(WebSocketMessage::Text(text)), Ok(None))
+    }
+
+    /// Queues a binary message if there is room now; false as for `trySendText()`.
+    #[napi(catch_unwind)]
+    pub fn try_send_binary(&self, data: Uint8Array) -> bool {
+        let data = bytes::Bytes::copy_from_slice(&data);
+        matches!(self.ws.try_send(WebSocketMessage::Binary(data)), Ok(None))
     }
 
     /// Sends a text message; resolves once it is queued (backpressure).
@@ -126,5 +139,18 @@ impl NativeWebSocket {
     #[napi]
     pub async fn closed(&self) -> NativeWebSocketClose {
         self.ws.closed().await.into()
+    }
+}
+
+fn native_message(message: WebSocketMessage) -> NativeMessage {
+    match message {
+        WebSocketMessage::Text(t) => NativeMessage {
+            text: Some(t),
+            binary: None,
+        },
+        WebSocketMessage::Binary(b) => NativeMessage {
+            text: None,
+            binary: Some(b.to_vec().into()),
+        },
     }
 }

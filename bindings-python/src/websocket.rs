@@ -77,22 +77,30 @@ impl WebSocket {
         })
     }
 
+    /// A message already waiting (str or bytes), or None: nothing waiting, or the
+    /// WebSocket ended (`recv()` then says how). No round trip through the event loop.
+    fn try_recv(&self) -> Option<Message> {
+        match self.inner.try_recv()? {
+            WebSocketMessage::Text(t) => Some(Message::Text(t)),
+            WebSocketMessage::Binary(b) => Some(Message::Binary(b)),
+        }
+    }
+
+    /// Queues text (str) or binary (bytes) if there is room now: True once queued;
+    /// False when the queue is full or sending would fail (`send()` then waits or says
+    /// why).
+    fn try_send(&self, message: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let message = message_of(message)?;
+        Ok(matches!(self.inner.try_send(message), Ok(None)))
+    }
+
     /// Sends text (str) or binary (bytes-like) once queued.
     fn send<'py>(
         &self,
         py: Python<'py>,
         message: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let message = if let Ok(s) = message.cast::<PyString>() {
-            WebSocketMessage::Text(s.to_str()?.to_owned())
-        } else {
-            let data: Vec<u8> = message.extract().map_err(|_| {
-                pyo3::exceptions::PyTypeError::new_err(
-                    "a WebSocket message is str or a bytes-like object",
-                )
-            })?;
-            WebSocketMessage::Binary(data.into())
-        };
+        let message = message_of(message)?;
         let ws = self.inner.clone();
         awaitable(
             py,
@@ -114,6 +122,22 @@ impl WebSocket {
             Ok(crate::errors::ws_close_tuple(ws.closed().await))
         })
     }
+}
+
+/// Text from a str, binary from a bytes-like object.
+fn message_of(message: &Bound<'_, PyAny>) -> PyResult<WebSocketMessage> {
+    if let Ok(s) = message.cast::<PyString>() {
+        return Ok(WebSocketMessage::Text(s.to_str()?.to_owned()));
+    }
+    if let Ok(b) = message.cast::<PyBytes>() {
+        return Ok(WebSocketMessage::Binary(bytes::Bytes::copy_from_slice(
+            b.as_bytes(),
+        )));
+    }
+    let data: Vec<u8> = message.extract().map_err(|_| {
+        pyo3::exceptions::PyTypeError::new_err("a WebSocket message is str or a bytes-like object")
+    })?;
+    Ok(WebSocketMessage::Binary(data.into()))
 }
 
 impl From<WebSocketError> for Failure {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from types import TracebackType
 
@@ -11,6 +12,9 @@ from ._errors import WebSocketClosedError
 from ._session import _close_info
 from ._types import CloseInfo
 
+# Messages taken or queued in a row without a pass through the event loop.
+_FAST_STREAK = 32
+
 
 class WebSocket:
     """A plain WebSocket session, with the names of the ``websockets`` library:
@@ -18,11 +22,22 @@ class WebSocket:
     :meth:`wait_closed`. Text arrives as ``str``, binary as ``bytes``.
     """
 
-    __slots__ = ("_inner",)
+    __slots__ = ("_inner", "_streak_length")
 
     def __init__(self, inner: _ferrovia.WebSocket) -> None:
         """Wraps a native WebSocket; they come from :meth:`SessionRequest.accept_websocket`."""
         self._inner = inner
+        self._streak_length = 0
+
+    def _streak(self) -> bool:
+        """Counts a receive or send since the last pass through the event loop; False
+        every _FAST_STREAK of them, when the caller yields to the loop first, so that a
+        peer that keeps the buffers full cannot starve the other tasks."""
+        self._streak_length += 1
+        if self._streak_length >= _FAST_STREAK:
+            self._streak_length = 0
+            return False
+        return True
 
     @property
     def path(self) -> str:
@@ -60,6 +75,13 @@ class WebSocket:
     async def recv(self) -> str | bytes:
         """The next message. Raises :class:`WebSocketClosedError` once the WebSocket has
         closed (``code`` and ``reason`` say how)."""
+        if not self._streak():
+            # Before taking anything: a cancellation here loses no message.
+            await asyncio.sleep(0)
+        message = self._inner.try_recv()
+        if message is not None:
+            return message
+        self._streak_length = 0
         message = await self._inner.recv()
         if message is None:
             code, reason, initiator = await self._inner.wait_closed()
@@ -71,7 +93,13 @@ class WebSocket:
         socket (a slow client makes this wait)."""
         if not isinstance(message, (str, bytes, bytearray, memoryview)):
             raise TypeError(f"message must be str or bytes-like, not {type(message).__name__}")
-        await self._inner.send(message if isinstance(message, str) else bytes(message))
+        data = message if isinstance(message, str) else bytes(message)
+        if not self._streak():
+            await asyncio.sleep(0)
+        if self._inner.try_send(data):
+            return
+        self._streak_length = 0
+        await self._inner.send(data)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Closes with ``code`` (1000; a registered code such as 1001, 1008 or 1011; or
@@ -95,9 +123,14 @@ class WebSocket:
         # Like the websockets library: a normal close ends the iteration, anything else
         # raises.
         while True:
-            message = await self._inner.recv()
+            if not self._streak():
+                await asyncio.sleep(0)
+            message = self._inner.try_recv()
             if message is None:
-                return
+                self._streak_length = 0
+                message = await self._inner.recv()
+                if message is None:
+                    return
             yield message
 
     async def __aenter__(self) -> WebSocket:

@@ -217,6 +217,26 @@ async def test_http2_and_http11_from_httpx(site: tuple[ferrovia.Server, list[str
         assert (await client.get(f"{base}/api/hello")).status_code == 200
 
 
+async def test_a_burst_of_requests_each_gets_its_own_answer(site: tuple[ferrovia.Server, list[str]]) -> None:
+    # 300 requests in flight on one HTTP/2 connection and 16 HTTP/1.1 ones: the server
+    # hands them to the event loop in batches; every one is answered, and with its own URL.
+    server, _ = site
+    base = f"https://localhost:{server.port}"
+    limits = httpx.Limits(max_connections=16)
+    async with (
+        httpx.AsyncClient(http2=True, verify=False, timeout=60) as two,
+        httpx.AsyncClient(http1=True, verify=False, timeout=60, limits=limits) as one,
+    ):
+        replies = await asyncio.gather(
+            *(two.get(f"{base}/api/hello?q={i}") for i in range(300)),
+            *(one.get(f"{base}/api/hello?q=h1-{i}") for i in range(64)),
+        )
+    assert [r.status_code for r in replies] == [200] * 364
+    urls = [r.json()["url"] for r in replies]
+    assert urls == [f"{base}/api/hello?q={i}" for i in range(300)] + [f"{base}/api/hello?q=h1-{i}" for i in range(64)]
+    assert {r.json()["version"] for r in replies[:300]} == {"2"}
+
+
 async def test_a_session_beside_the_app(site: tuple[ferrovia.Server, list[str]]) -> None:
     server, _ = site
     requests = server.requests("/echo")

@@ -334,6 +334,49 @@ impl WebSocket {
         }
     }
 
+    /// A message already waiting, without waiting for one: `None` when none is (or the
+    /// WebSocket ended; [`recv`](Self::recv) then says how). A language binding takes
+    /// buffered messages this way without a round trip through its event loop.
+    pub fn try_recv(&self) -> Option<Message> {
+        let mut rx = self.shared().incoming.try_lock().ok()?;
+        let m = rx.try_recv().ok()?;
+        self.shared().dequeue(match &m {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        });
+        Some(m)
+    }
+
+    /// Queues a message if the outgoing queue has room, without waiting: `Ok(None)` once
+    /// queued, `Ok(Some(message))` handing it back when the queue is full (then
+    /// [`send`](Self::send) waits for room), an error as [`send`](Self::send) would give.
+    pub fn try_send(&self, message: Message) -> Result<Option<Message>, WebSocketError> {
+        let size = match &message {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        };
+        if size > self.shared().max_message {
+            return Err(WebSocketError::TooLarge {
+                size,
+                max: self.shared().max_message,
+            });
+        }
+        if self.shared().closed.borrow().is_some() || self.shared().close_request.borrow().is_some()
+        {
+            return Err(self.closed_error());
+        }
+        let permit = match self.shared().outgoing.try_reserve() {
+            Ok(permit) => permit,
+            Err(mpsc::error::TrySendError::Full(())) => return Ok(Some(message)),
+            Err(mpsc::error::TrySendError::Closed(())) => return Err(self.closed_error()),
+        };
+        permit.send(match message {
+            Message::Text(t) => tungstenite::Message::Text(t.into()),
+            Message::Binary(b) => tungstenite::Message::Binary(b),
+        });
+        Ok(None)
+    }
+
     /// Sends a message, waiting while the outgoing queue is full (backpressure).
     pub async fn send(&self, message: Message) -> Result<(), WebSocketError> {
         let size = match &message {
