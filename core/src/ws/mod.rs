@@ -43,6 +43,28 @@ pub enum Message {
     Binary(Bytes),
 }
 
+impl Message {
+    /// Its size in bytes (UTF-8 for text).
+    pub fn len(&self) -> usize {
+        match self {
+            Message::Text(t) => t.len(),
+            Message::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn into_wire(self) -> tungstenite::Message {
+        match self {
+            Message::Text(t) => tungstenite::Message::Text(t.into()),
+            Message::Binary(b) => tungstenite::Message::Binary(b),
+        }
+    }
+}
+
 /// How a WebSocket ended: the close code and reason of the Close frame (1005 and empty
 /// when the frame had none, 1006 when the connection dropped without one).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -321,10 +343,7 @@ impl WebSocket {
         let mut rx = self.shared().incoming.lock().await;
         match rx.recv().await {
             Some(m) => {
-                self.shared().dequeue(match &m {
-                    Message::Text(t) => t.len(),
-                    Message::Binary(b) => b.len(),
-                });
+                self.shared().dequeue(m.len());
                 Ok(Some(m))
             }
             None => match self.shared().closed.borrow().clone() {
@@ -340,10 +359,7 @@ impl WebSocket {
     pub fn try_recv(&self) -> Option<Message> {
         let mut rx = self.shared().incoming.try_lock().ok()?;
         let m = rx.try_recv().ok()?;
-        self.shared().dequeue(match &m {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        });
+        self.shared().dequeue(m.len());
         Some(m)
     }
 
@@ -351,52 +367,36 @@ impl WebSocket {
     /// queued, `Ok(Some(message))` handing it back when the queue is full (then
     /// [`send`](Self::send) waits for room), an error as [`send`](Self::send) would give.
     pub fn try_send(&self, message: Message) -> Result<Option<Message>, WebSocketError> {
-        let size = match &message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        };
-        if size > self.shared().max_message {
-            return Err(WebSocketError::TooLarge {
-                size,
-                max: self.shared().max_message,
-            });
-        }
-        if self.shared().closed.borrow().is_some() || self.shared().close_request.borrow().is_some()
-        {
-            return Err(self.closed_error());
-        }
+        self.sendable(&message)?;
         let permit = match self.shared().outgoing.try_reserve() {
             Ok(permit) => permit,
             Err(mpsc::error::TrySendError::Full(())) => return Ok(Some(message)),
             Err(mpsc::error::TrySendError::Closed(())) => return Err(self.closed_error()),
         };
-        permit.send(match message {
-            Message::Text(t) => tungstenite::Message::Text(t.into()),
-            Message::Binary(b) => tungstenite::Message::Binary(b),
-        });
+        permit.send(message.into_wire());
         Ok(None)
     }
 
-    /// Sends a message, waiting while the outgoing queue is full (backpressure).
-    pub async fn send(&self, message: Message) -> Result<(), WebSocketError> {
-        let size = match &message {
-            Message::Text(t) => t.len(),
-            Message::Binary(b) => b.len(),
-        };
+    /// Whether `message` may be sent: within the size limit, and the WebSocket not closing.
+    fn sendable(&self, message: &Message) -> Result<(), WebSocketError> {
+        let size = message.len();
         if size > self.shared().max_message {
             return Err(WebSocketError::TooLarge {
                 size,
                 max: self.shared().max_message,
             });
         }
-        let m = match message {
-            Message::Text(t) => tungstenite::Message::Text(t.into()),
-            Message::Binary(b) => tungstenite::Message::Binary(b),
-        };
         if self.shared().closed.borrow().is_some() || self.shared().close_request.borrow().is_some()
         {
             return Err(self.closed_error());
         }
+        Ok(())
+    }
+
+    /// Sends a message, waiting while the outgoing queue is full (backpressure).
+    pub async fn send(&self, message: Message) -> Result<(), WebSocketError> {
+        self.sendable(&message)?;
+        let m = message.into_wire();
         self.shared()
             .outgoing
             .send(m)
