@@ -16,6 +16,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -373,3 +374,33 @@ async def test_an_app_that_returns_without_responding_is_logged_and_answered_500
                 assert r.status_code == 500
                 assert r.text == "no response\n"
                 assert any(why in m and path in m for m in caplog.messages), caplog.messages
+
+
+def test_an_event_loop_without_add_reader_is_served_through_the_awaited_queue() -> None:
+    # Windows' proactor loop has no add_reader; the host then awaits requests instead of
+    # watching the inbox. A selector loop that refuses add_reader stands in for it here.
+    class NoReaders(asyncio.SelectorEventLoop):
+        def add_reader(self, *args: Any, **kwargs: Any) -> None:
+            raise NotImplementedError
+
+        def remove_reader(self, *args: Any, **kwargs: Any) -> bool:
+            raise NotImplementedError
+
+    async def main() -> list[str]:
+        events: list[str] = []
+        server = await ferrovia.serve("127.0.0.1", 0, app=make_app(events))
+        try:
+            base = f"https://localhost:{server.port}"
+            async with httpx.AsyncClient(http2=True, verify=False, timeout=30) as client:
+                replies = await asyncio.gather(*(client.get(f"{base}/api/hello?q={i}") for i in range(20)))
+            assert [r.json()["query"] for r in replies] == [str(i) for i in range(20)]
+        finally:
+            await server.close()
+        return events
+
+    loop = NoReaders()
+    try:
+        events = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert events == ["startup", "shutdown"]
