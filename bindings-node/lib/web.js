@@ -19,6 +19,25 @@ const FULL = Symbol('ferrovia.full');
 /** A light Response's parts: { status, body, headers, type }. */
 const PARTS = Symbol('ferrovia.parts');
 
+// Body-reading methods, the same on Request and Response.
+const BODY_METHODS = ['arrayBuffer', 'blob', 'bytes', 'clone', 'formData', 'json', 'text'];
+
+/** Defines on `proto` each getter and body method as asked of the full object `full(this)`. */
+function delegate(proto, full, getters) {
+  for (const name of getters) {
+    Object.defineProperty(proto, name, { get() { return full(this)[name]; }, configurable: true });
+  }
+  for (const name of BODY_METHODS) {
+    Object.defineProperty(proto, name, {
+      value: function () {
+        return full(this)[name]();
+      },
+      writable: true,
+      configurable: true,
+    });
+  }
+}
+
 // ---- Request ----
 
 const URL_ = Symbol('url');
@@ -68,19 +87,10 @@ Object.defineProperties(FetchRequest.prototype, {
   body: { get() { return this[BODY] === null ? null : fullRequest(this).body; }, configurable: true },
   bodyUsed: { get() { return this[BODY] === null ? false : fullRequest(this).bodyUsed; }, configurable: true },
 });
-for (const name of ['cache', 'credentials', 'destination', 'duplex', 'integrity', 'isHistoryNavigation', 'isReloadNavigation', 'keepalive', 'mode', 'redirect', 'referrer', 'referrerPolicy', 'signal']) {
-  Object.defineProperty(FetchRequest.prototype, name, { get() { return fullRequest(this)[name]; }, configurable: true });
-}
-for (const name of ['arrayBuffer', 'blob', 'bytes', 'clone', 'formData', 'json', 'text']) {
-  Object.defineProperty(FetchRequest.prototype, name, {
-    value: function () {
-      const full = fullRequest(this);
-      return full[name]();
-    },
-    writable: true,
-    configurable: true,
-  });
-}
+delegate(FetchRequest.prototype, fullRequest, [
+  'cache', 'credentials', 'destination', 'duplex', 'integrity', 'isHistoryNavigation',
+  'isReloadNavigation', 'keepalive', 'mode', 'redirect', 'referrer', 'referrerPolicy', 'signal',
+]);
 Object.defineProperty(FetchRequest.prototype, Symbol.for('nodejs.util.inspect.custom'), {
   value(depth, options, inspect) {
     return `Request ${inspect({ method: this.method, url: this.url, headers: this.headers }, { ...options, depth: depth == null ? null : depth - 1 })}`;
@@ -165,19 +175,7 @@ function fullResponse(r) {
 
 Object.setPrototypeOf(FetchResponse, GlobalResponse);
 Object.setPrototypeOf(FetchResponse.prototype, GlobalResponse.prototype);
-for (const name of ['body', 'bodyUsed', 'redirected', 'statusText', 'type', 'url']) {
-  Object.defineProperty(FetchResponse.prototype, name, { get() { return fullResponse(this)[name]; }, configurable: true });
-}
-for (const name of ['arrayBuffer', 'blob', 'bytes', 'clone', 'formData', 'json', 'text']) {
-  Object.defineProperty(FetchResponse.prototype, name, {
-    value: function () {
-      const full = fullResponse(this);
-      return full[name]();
-    },
-    writable: true,
-    configurable: true,
-  });
-}
+delegate(FetchResponse.prototype, fullResponse, ['body', 'bodyUsed', 'redirected', 'statusText', 'type', 'url']);
 Object.defineProperty(FetchResponse.prototype, Symbol.for('nodejs.util.inspect.custom'), {
   value(depth, options, inspect) {
     return `Response ${inspect({ status: this.status, headers: this.headers }, { ...options, depth: depth == null ? null : depth - 1 })}`;

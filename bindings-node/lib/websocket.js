@@ -6,12 +6,6 @@ const { translate, rethrow } = require('./errors.js');
 const { describe, checkInt, checkString, checkObject, asyncDispose } = require('./check.js');
 const { pulled } = require('./streams.js');
 
-/**
- * A plain WebSocket, shaped like the WHATWG WebSocketStream: `opened`, then `readable`
- * (strings and Uint8Arrays) and `writable` (strings, ArrayBuffers, typed arrays) with real
- * backpressure, `closed` ({ closeCode, reason }) and `close({ closeCode, reason })`. Also
- * an async iterable of messages.
- */
 // Messages taken or queued in a row without a native promise. Each of those settles in a
 // later turn of the event loop; a run of synchronous ones settles in microtasks only, so
 // after this many the next goes through a promise and other work gets its turn.
@@ -27,6 +21,12 @@ class Streak {
   }
 }
 
+/**
+ * A plain WebSocket, shaped like the WHATWG WebSocketStream: `opened`, then `readable`
+ * (strings and Uint8Arrays) and `writable` (strings, ArrayBuffers, typed arrays) with real
+ * backpressure, `closed` ({ closeCode, reason }) and `close({ closeCode, reason })`. Also
+ * an async iterable of messages.
+ */
 class WebSocketSession {
   #native;
   #readable;

@@ -15,6 +15,15 @@ pub(crate) enum Message {
     Binary(bytes::Bytes),
 }
 
+impl From<WebSocketMessage> for Message {
+    fn from(m: WebSocketMessage) -> Self {
+        match m {
+            WebSocketMessage::Text(t) => Message::Text(t),
+            WebSocketMessage::Binary(b) => Message::Binary(b),
+        }
+    }
+}
+
 impl<'py> IntoPyObject<'py> for Message {
     type Target = PyAny;
     type Output = Bound<'py, PyAny>;
@@ -69,9 +78,7 @@ impl WebSocket {
         let ws = self.inner.clone();
         awaitable(py, async move {
             match ws.recv().await {
-                Ok(Some(WebSocketMessage::Text(t))) => Ok(Some(Message::Text(t))),
-                Ok(Some(WebSocketMessage::Binary(b))) => Ok(Some(Message::Binary(b))),
-                Ok(None) => Ok(None),
+                Ok(m) => Ok(m.map(Message::from)),
                 Err(e) => Err(Failure::from(e)),
             }
         })
@@ -80,10 +87,7 @@ impl WebSocket {
     /// A message already waiting (str or bytes), or None: nothing waiting, or the
     /// WebSocket ended (`recv()` then says how). No round trip through the event loop.
     fn try_recv(&self) -> Option<Message> {
-        match self.inner.try_recv()? {
-            WebSocketMessage::Text(t) => Some(Message::Text(t)),
-            WebSocketMessage::Binary(b) => Some(Message::Binary(b)),
-        }
+        self.inner.try_recv().map(Message::from)
     }
 
     /// Queues text (str) or binary (bytes) if there is room now: True once queued;

@@ -39,6 +39,18 @@ class WebSocket:
             return False
         return True
 
+    async def _next(self) -> str | bytes | None:
+        """The next message, None once closed cleanly: one already waiting is taken
+        without the event loop."""
+        if not self._streak():
+            # Before taking anything: a cancellation here loses no message.
+            await asyncio.sleep(0)
+        message = self._inner.try_recv()
+        if message is not None:
+            return message
+        self._streak_length = 0
+        return await self._inner.recv()
+
     @property
     def path(self) -> str:
         """The request path with its query."""
@@ -75,14 +87,7 @@ class WebSocket:
     async def recv(self) -> str | bytes:
         """The next message. Raises :class:`WebSocketClosedError` once the WebSocket has
         closed (``code`` and ``reason`` say how)."""
-        if not self._streak():
-            # Before taking anything: a cancellation here loses no message.
-            await asyncio.sleep(0)
-        message = self._inner.try_recv()
-        if message is not None:
-            return message
-        self._streak_length = 0
-        message = await self._inner.recv()
+        message = await self._next()
         if message is None:
             code, reason, initiator = await self._inner.wait_closed()
             raise WebSocketClosedError(f"WebSocket closed with {code}", code=code, reason=reason, initiator=initiator)
@@ -122,15 +127,7 @@ class WebSocket:
     async def _messages(self) -> AsyncIterator[str | bytes]:
         # Like the websockets library: a normal close ends the iteration, anything else
         # raises.
-        while True:
-            if not self._streak():
-                await asyncio.sleep(0)
-            message = self._inner.try_recv()
-            if message is None:
-                self._streak_length = 0
-                message = await self._inner.recv()
-                if message is None:
-                    return
+        while (message := await self._next()) is not None:
             yield message
 
     async def __aenter__(self) -> WebSocket:

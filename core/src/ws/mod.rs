@@ -611,10 +611,7 @@ pub(crate) async fn drive<K, S>(
                     match unpack(&mut codec, b, shared.max_message) {
                         Ok(m) => {
                             if let Some(tx) = &incoming {
-                                shared.queue(match &m {
-                                    Message::Text(t) => t.len(),
-                                    Message::Binary(b) => b.len(),
-                                });
+                                shared.queue(m.len());
                                 let _ = tx.try_send(m);
                             }
                         }
